@@ -1,0 +1,18 @@
+# The two commands a newcomer needs. Both install cmake first when it is
+# missing (pingora's build needs it).
+.PHONY: demo test lint deps
+
+deps:
+	@scripts/ensure-build-deps.sh
+
+# The proxy in front of two built-in backends, on 127.0.0.1:8080.
+demo: deps
+	cargo run -p switchyard -- demo
+
+# Every unit and end-to-end test (the real binary on loopback).
+test: deps
+	cargo test --workspace
+
+lint: deps
+	cargo fmt --all -- --check
+	cargo clippy --workspace --all-targets -- -D warnings

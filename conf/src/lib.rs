@@ -1,0 +1,119 @@
+//! switchyard's configuration: the TOML schema, parsing with `file:line:col`
+//! errors, whole-file validation that reports every problem at once, and the
+//! watcher that notices edits.
+
+mod checks;
+mod model;
+mod reader;
+mod schema;
+mod suggest;
+pub mod watch;
+
+pub use model::*;
+
+use std::path::Path;
+
+/// One problem in a config file, located for a person to fix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub file: String,
+    /// 1-based; 0 when the problem has no place in the file (unreadable file).
+    pub line: usize,
+    /// 1-based; 0 as for `line`.
+    pub column: usize,
+    pub message: String,
+}
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.line == 0 {
+            write!(f, "{}: {}", self.file, self.message)
+        } else {
+            write!(
+                f,
+                "{}:{}:{}: {}",
+                self.file, self.line, self.column, self.message
+            )
+        }
+    }
+}
+
+/// Every problem found in one file, in file order. Never empty.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl std::fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+/// Parses and validates `text`. `source` names the file in messages; relative
+/// paths in the file are resolved against `base_dir`.
+pub fn parse(source: &str, text: &str, base_dir: &Path) -> Result<Config, ConfigErrors> {
+    let mut reader = reader::Reader::new(source, text);
+    let doc = match toml_edit::ImDocument::parse(text.to_string()) {
+        Ok(doc) => doc,
+        Err(e) => {
+            let span = e.span().unwrap_or(0..0);
+            let message = e.message().trim().to_string();
+            reader.error(&span, format!("TOML syntax: {message}"));
+            return Err(ConfigErrors(reader.errors));
+        }
+    };
+    let (mut config, routes) = schema::read(&mut reader, &doc, base_dir);
+    checks::check_routes(&mut reader, &routes);
+    if !reader.errors.is_empty() {
+        let mut errors = reader.errors;
+        errors.sort_by_key(|e| (e.line, e.column));
+        return Err(ConfigErrors(errors));
+    }
+    config.source = source.to_string();
+    Ok(config)
+}
+
+/// Reads, parses and validates the file at `path`.
+pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+    let source = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        ConfigErrors(vec![ConfigError {
+            file: source.clone(),
+            line: 0,
+            column: 0,
+            message: format!("cannot read the config file: {e}"),
+        }])
+    })?;
+    let base_dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    parse(&source, &text, base_dir)
+}
+
+/// One line for `switchyard check`: "ok: 2 routes, 5 slots, 7 backends; listening on 0.0.0.0:80".
+pub fn summary(config: &Config) -> String {
+    let slots: usize = config.routes.iter().map(|r| r.slots.len()).sum();
+    let backends: usize = config
+        .routes
+        .iter()
+        .flat_map(|r| r.slots.values())
+        .map(Vec::len)
+        .sum();
+    let listen: Vec<String> = config.server.listen.iter().map(|a| a.to_string()).collect();
+    format!(
+        "ok: {} routes, {slots} slots, {backends} backends; listening on {}",
+        config.routes.len(),
+        listen.join(", ")
+    )
+}
+
+#[cfg(test)]
+mod tests;

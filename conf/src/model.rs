@@ -1,0 +1,171 @@
+//! The validated configuration: plain data, every value parsed and checked.
+//!
+//! Nothing here can be invalid once `parse`/`load` returned it: addresses are
+//! `SocketAddr`s, durations are `Duration`s, weights are 0–100, every slot a
+//! route names exists. The control plane builds routing tables from it without
+//! re-checking anything.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use ipnet::IpNet;
+
+/// A whole config file, validated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// The file it came from, for messages (`"<demo>"` for an embedded one).
+    pub source: String,
+    pub server: ServerConfig,
+    pub tls: Option<TlsConfig>,
+    /// In file order. Names are unique.
+    pub routes: Vec<RouteConfig>,
+}
+
+/// `[server]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServerConfig {
+    /// Default `["0.0.0.0:80"]`. Cannot change without a restart.
+    pub listen: Vec<SocketAddr>,
+    /// Data-plane worker threads; `None`: one per core.
+    pub threads: Option<usize>,
+    /// Default `/run/switchyard/admin.sock`. Relative paths are resolved
+    /// against the config file's directory.
+    pub admin_socket: PathBuf,
+    /// Read-only HTTP admin endpoint; `None`: off.
+    pub admin_http: Option<SocketAddr>,
+    /// Besides root and the server's own uid.
+    pub admin_uids: Vec<u32>,
+    /// Default `/var/lib/switchyard`. Relative paths as for `admin_socket`.
+    pub state_dir: PathBuf,
+    /// Default 30 s.
+    pub drain_timeout: Duration,
+    /// Upstream TCP connect timeout. Default 3 s.
+    pub connect_timeout: Duration,
+    /// Upstream read timeout (time between reads of a response). Default 60 s.
+    pub read_timeout: Duration,
+    /// How long an idle downstream keep-alive connection is kept. Default 60 s.
+    pub keepalive_timeout: Duration,
+}
+
+/// `[tls]`: parsed and checked for shape now; served by a later issue.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TlsConfig {
+    pub listen: Vec<SocketAddr>,
+    pub certificates: Vec<CertificateConfig>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct CertificateConfig {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// How a route's `hosts` entry matches the request's Host (case-insensitive,
+/// port ignored). Stored lower-case.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum HostPattern {
+    /// `app.example.com`
+    Exact(String),
+    /// `*.example.com` matches `a.example.com`, `a.b.example.com`, not
+    /// `example.com`. Holds the suffix with its dot: `.example.com`.
+    Suffix(String),
+}
+
+/// `[[route]]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RouteConfig {
+    pub name: String,
+    /// Empty: any host.
+    pub hosts: Vec<HostPattern>,
+    /// Starts with `/`. Default `/`.
+    pub path_prefix: String,
+    /// Names a key of `slots`.
+    pub active: String,
+    /// Connect failures retried on another backend / the previous slot. Default 2.
+    pub retries: u32,
+    pub redirect_https: bool,
+    /// Slot name → backends, each list non-empty.
+    pub slots: BTreeMap<String, Vec<SocketAddr>>,
+    pub health: Option<HealthConfig>,
+    pub canary: Option<CanaryConfig>,
+    pub preview: Option<PreviewConfig>,
+    pub rollout: Option<RolloutConfig>,
+}
+
+/// `[route.health]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HealthConfig {
+    /// Default `/`.
+    pub path: String,
+    /// Default: the route's first exact host, else none (the backend address).
+    pub host: Option<String>,
+    /// Default 1 s.
+    pub interval: Duration,
+    /// Default 1 s.
+    pub timeout: Duration,
+    /// Default 2.
+    pub rise: u32,
+    /// Default 3.
+    pub fall: u32,
+    /// Inclusive range, default 200–399.
+    pub expect_status: (u16, u16),
+}
+
+/// Where a canary assignment is made stable for clients without a cookie.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StickyKey {
+    ClientIp,
+    /// Lower-case header name.
+    Header(String),
+}
+
+/// `[route.canary]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CanaryConfig {
+    /// Names a key of `slots`, never the active slot.
+    pub slot: String,
+    /// 0–100.
+    pub weight: u8,
+    /// Default `switchyard-slot`.
+    pub sticky_cookie: String,
+    /// Default client IP.
+    pub sticky_key: StickyKey,
+}
+
+/// `[route.preview]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PreviewConfig {
+    /// Lower-case; default `x-switchyard-slot`.
+    pub override_header: String,
+    pub override_token: Option<String>,
+    pub override_cidrs: Vec<IpNet>,
+    pub preview_hosts: Vec<HostPattern>,
+}
+
+/// `[route.rollout]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RolloutConfig {
+    /// Non-empty; weights 0–100 and not decreasing.
+    pub steps: Vec<RolloutStep>,
+    /// Default 0.05.
+    pub max_error_rate: f64,
+    /// Default 0.5.
+    pub max_latency_increase: f64,
+    /// Default 100.
+    pub min_requests: u64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RolloutStep {
+    pub weight: u8,
+    /// `None` on the last step: promote when reached.
+    pub hold: Option<Duration>,
+}
+
+impl Config {
+    pub fn route(&self, name: &str) -> Option<&RouteConfig> {
+        self.routes.iter().find(|r| r.name == name)
+    }
+}

@@ -1,0 +1,680 @@
+//! The config file's schema: which keys each table has, their types and
+//! defaults, read into the model by [`Reader`]. Checks that span several
+//! routes live in `checks`.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use toml_edit::{ImDocument, Item, TableLike};
+
+use crate::reader::{At, Reader, Span};
+use crate::*;
+
+const TOP_KEYS: &[&str] = &["server", "tls", "route"];
+const SERVER_KEYS: &[&str] = &[
+    "listen",
+    "threads",
+    "admin_socket",
+    "admin_http",
+    "admin_uids",
+    "state_dir",
+    "drain_timeout",
+    "connect_timeout",
+    "read_timeout",
+    "keepalive_timeout",
+];
+const TLS_KEYS: &[&str] = &["listen", "certificates"];
+const CERT_KEYS: &[&str] = &["cert", "key"];
+const ROUTE_KEYS: &[&str] = &[
+    "name",
+    "hosts",
+    "path_prefix",
+    "active",
+    "retries",
+    "redirect_https",
+    "slots",
+    "health",
+    "canary",
+    "preview",
+    "rollout",
+];
+const HEALTH_KEYS: &[&str] = &[
+    "path",
+    "host",
+    "interval",
+    "timeout",
+    "rise",
+    "fall",
+    "expect_status",
+];
+const CANARY_KEYS: &[&str] = &["slot", "weight", "sticky_cookie", "sticky_key"];
+const PREVIEW_KEYS: &[&str] = &[
+    "override_header",
+    "override_token",
+    "override_cidrs",
+    "preview_hosts",
+];
+const ROLLOUT_KEYS: &[&str] = &[
+    "steps",
+    "max_error_rate",
+    "max_latency_increase",
+    "min_requests",
+];
+const STEP_KEYS: &[&str] = &["weight", "hold"];
+
+/// A route as read, with the spans the cross-route checks point at.
+pub struct ReadRoute {
+    pub config: RouteConfig,
+    pub name_span: Span,
+}
+
+/// Reads the whole document; every problem lands in `reader.errors`.
+pub fn read(
+    reader: &mut Reader,
+    doc: &ImDocument<String>,
+    base_dir: &Path,
+) -> (Config, Vec<ReadRoute>) {
+    let root = doc.as_table();
+    reader.check_keys(root, TOP_KEYS, "the top level");
+    let server = match sub_table(reader, root, "server", "the top level") {
+        Some((table, span)) => read_server(reader, table, &span, base_dir),
+        None => read_server(reader, &toml_edit::Table::new(), &(0..0), base_dir),
+    };
+    let tls = sub_table(reader, root, "tls", "the top level")
+        .map(|(t, s)| read_tls(reader, t, &s, base_dir));
+    let routes: Vec<ReadRoute> = route_tables(reader, root)
+        .into_iter()
+        .filter_map(|(table, span)| read_route(reader, table, &span))
+        .collect();
+    let config = Config {
+        source: String::new(),
+        server,
+        tls,
+        routes: routes.iter().map(|r| r.config.clone()).collect(),
+    };
+    (config, routes)
+}
+
+/// A sub-table (`[name]` or `name = { ... }`) with its span.
+fn sub_table<'d>(
+    reader: &mut Reader,
+    parent: &'d dyn TableLike,
+    key: &str,
+    context: &str,
+) -> Option<(&'d dyn TableLike, Span)> {
+    let item = parent.get(key)?;
+    let span = Reader::span_of(parent, key, &(0..0));
+    match item.as_table_like() {
+        Some(table) => Some((table, span)),
+        None => {
+            reader.error(
+                &span,
+                format!(
+                    "`{key}` in {context} must be a table, not {}",
+                    item.type_name()
+                ),
+            );
+            None
+        }
+    }
+}
+
+/// `[[route]]` tables, or `route = [{...}, ...]`.
+fn route_tables<'d>(
+    reader: &mut Reader,
+    root: &'d dyn TableLike,
+) -> Vec<(&'d dyn TableLike, Span)> {
+    let Some(item) = root.get("route") else {
+        return Vec::new();
+    };
+    if let Some(array) = item.as_array_of_tables() {
+        return array
+            .iter()
+            .map(|t| (t as &dyn TableLike, t.span().unwrap_or(0..0)))
+            .collect();
+    }
+    if let Some(array) = item.as_array() {
+        let mut tables = Vec::new();
+        for value in array.iter() {
+            let span = value.span().unwrap_or(0..0);
+            match value.as_inline_table() {
+                Some(t) => tables.push((t as &dyn TableLike, span)),
+                None => reader.error(&span, "each `route` must be a table ([[route]])"),
+            }
+        }
+        return tables;
+    }
+    let span = Reader::span_of(root, "route", &(0..0));
+    reader.error(
+        &span,
+        "`route` must be a list of tables: write each one as [[route]]",
+    );
+    Vec::new()
+}
+
+fn resolve(base_dir: &Path, path: &str) -> PathBuf {
+    let path = Path::new(path);
+    if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        base_dir.join(path)
+    }
+}
+
+fn read_server(
+    reader: &mut Reader,
+    t: &dyn TableLike,
+    span: &Span,
+    base_dir: &Path,
+) -> ServerConfig {
+    const CX: &str = "[server]";
+    reader.check_keys(t, SERVER_KEYS, CX);
+    let listed = t.get("listen").and_then(Item::as_array).map(|a| a.len());
+    let listen = match reader.addr_list(t, "listen", CX) {
+        Some(list) if listed == Some(0) => {
+            reader.error(
+                &Reader::span_of(t, "listen", span),
+                "`listen` in [server] needs at least one address",
+            );
+            list
+        }
+        Some(list) => list,
+        None => vec!["0.0.0.0:80".parse().expect("valid literal")],
+    };
+    let admin_http = reader
+        .string(t, "admin_http", CX)
+        .and_then(|s| reader.parse_addr(&s, "`admin_http` in [server]"));
+    let admin_uids = match t.get("admin_uids").map(|i| (i, i.as_array())) {
+        None => Vec::new(),
+        Some((_, Some(array))) => array
+            .iter()
+            .filter_map(
+                |v| match v.as_integer().and_then(|n| u32::try_from(n).ok()) {
+                    Some(uid) => Some(uid),
+                    None => {
+                        reader.error(
+                            &v.span().unwrap_or(0..0),
+                            "`admin_uids` in [server] must list numeric uids (0–4294967295)",
+                        );
+                        None
+                    }
+                },
+            )
+            .collect(),
+        Some((item, None)) => {
+            reader.error(
+                &Reader::span_of(t, "admin_uids", span),
+                format!(
+                    "`admin_uids` in [server] must be a list of uids, not {}",
+                    item.type_name()
+                ),
+            );
+            Vec::new()
+        }
+    };
+    ServerConfig {
+        listen,
+        threads: reader
+            .integer(t, "threads", CX, 1..1025)
+            .map(|n| n as usize),
+        admin_socket: reader.string(t, "admin_socket", CX).map_or_else(
+            || PathBuf::from("/run/switchyard/admin.sock"),
+            |s| resolve(base_dir, &s.value),
+        ),
+        admin_http,
+        admin_uids,
+        state_dir: reader.string(t, "state_dir", CX).map_or_else(
+            || PathBuf::from("/var/lib/switchyard"),
+            |s| resolve(base_dir, &s.value),
+        ),
+        drain_timeout: reader
+            .duration(t, "drain_timeout", CX)
+            .unwrap_or(Duration::from_secs(30)),
+        connect_timeout: reader
+            .duration(t, "connect_timeout", CX)
+            .unwrap_or(Duration::from_secs(3)),
+        read_timeout: reader
+            .duration(t, "read_timeout", CX)
+            .unwrap_or(Duration::from_secs(60)),
+        keepalive_timeout: reader
+            .duration(t, "keepalive_timeout", CX)
+            .unwrap_or(Duration::from_secs(60)),
+    }
+}
+
+fn read_tls(reader: &mut Reader, t: &dyn TableLike, span: &Span, base_dir: &Path) -> TlsConfig {
+    const CX: &str = "[tls]";
+    reader.check_keys(t, TLS_KEYS, CX);
+    let listen = reader.addr_list(t, "listen", CX).unwrap_or_default();
+    let mut certificates = Vec::new();
+    match t.get("certificates") {
+        None => reader.error(
+            span,
+            "[tls] needs `certificates = [{ cert = \"...\", key = \"...\" }]`",
+        ),
+        Some(item) => match item.as_array() {
+            Some(array) => {
+                for value in array.iter() {
+                    let vspan = value.span().unwrap_or(0..0);
+                    let Some(cert) = value.as_inline_table() else {
+                        reader.error(&vspan, "each of [tls] `certificates` must be { cert = \"...\", key = \"...\" }");
+                        continue;
+                    };
+                    const CCX: &str = "a [tls] certificate";
+                    reader.check_keys(cert, CERT_KEYS, CCX);
+                    let c = reader.required_string(cert, "cert", CCX, &vspan);
+                    let k = reader.required_string(cert, "key", CCX, &vspan);
+                    if let (Some(c), Some(k)) = (c, k) {
+                        certificates.push(CertificateConfig {
+                            cert: resolve(base_dir, &c.value),
+                            key: resolve(base_dir, &k.value),
+                        });
+                    }
+                }
+            }
+            None => reader.error(
+                &Reader::span_of(t, "certificates", span),
+                "[tls] `certificates` must be a list",
+            ),
+        },
+    }
+    TlsConfig {
+        listen,
+        certificates,
+    }
+}
+
+/// A slot name: letters, digits, `_` and `-` (it appears in metrics
+/// labels, cookies and headers).
+fn is_slot_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+/// A host pattern: a DNS name, optionally `*.` in front. Lower-cased.
+pub fn host_pattern(reader: &mut Reader, text: &At<String>, context: &str) -> Option<HostPattern> {
+    let lower = text.value.to_ascii_lowercase();
+    let (name, wildcard) = match lower.strip_prefix("*.") {
+        Some(rest) => (rest, true),
+        None => (lower.as_str(), false),
+    };
+    let valid_label = |l: &str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && l.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    };
+    if name.is_empty() || name.len() > 253 || !name.split('.').all(valid_label) {
+        reader.error(
+            &text.span,
+            format!(
+                "{context}: {:?} is not a host name; expected a name like \"app.example.com\" or \"*.example.com\" (no scheme, port or path)",
+                text.value
+            ),
+        );
+        return None;
+    }
+    Some(if wildcard {
+        HostPattern::Suffix(format!(".{name}"))
+    } else {
+        HostPattern::Exact(name.to_string())
+    })
+}
+
+fn read_route(reader: &mut Reader, t: &dyn TableLike, span: &Span) -> Option<ReadRoute> {
+    let name = reader.required_string(t, "name", "[[route]]", span);
+    let cx = match &name {
+        Some(n) => format!("route {:?}", n.value),
+        None => "[[route]]".to_string(),
+    };
+    reader.check_keys(t, ROUTE_KEYS, &cx);
+    let hosts = reader
+        .string_list(t, "hosts", &cx)
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|h| host_pattern(reader, h, &format!("`hosts` of {cx}")))
+        .collect();
+    let path_prefix = match reader.string(t, "path_prefix", &cx) {
+        Some(p) if !p.value.starts_with('/') => {
+            reader.error(
+                &p.span,
+                format!("`path_prefix` of {cx} must start with '/', like \"/api\""),
+            );
+            "/".to_string()
+        }
+        Some(p) => p.value,
+        None => "/".to_string(),
+    };
+    let active = reader.required_string(t, "active", &cx, span);
+    let retries = reader.integer(t, "retries", &cx, 0..11).unwrap_or(2) as u32;
+    let redirect_https = reader.boolean(t, "redirect_https", &cx).unwrap_or(false);
+    let (slots, declared) = read_slots(reader, t, span, &cx);
+
+    // Checked against every slot the file declares, valid or not, so one
+    // bad backend address does not also report the slot as unknown.
+    let known_slot = |reader: &mut Reader, slot: &At<String>, what: &str| -> bool {
+        if declared.contains(&slot.value) || declared.is_empty() {
+            return true;
+        }
+        let known: Vec<&str> = declared.iter().map(String::as_str).collect();
+        reader.error(
+            &slot.span,
+            format!(
+                "{what} of {cx} names slot {:?}, which is not in [route.slots]; known slots: {}",
+                slot.value,
+                known.join(", ")
+            ),
+        );
+        false
+    };
+    let active_ok = active
+        .as_ref()
+        .is_some_and(|a| known_slot(reader, a, "`active`"));
+
+    let canary = sub_table(reader, t, "canary", &cx).and_then(|(ct, cspan)| {
+        let ccx = format!("[route.canary] of {cx}");
+        reader.check_keys(ct, CANARY_KEYS, &ccx);
+        let slot = reader.required_string(ct, "slot", &ccx, &cspan)?;
+        let weight = reader.integer(ct, "weight", &ccx, 0..101);
+        let sticky_cookie = reader.string(ct, "sticky_cookie", &ccx).map_or("switchyard-slot".into(), |s| s.value);
+        let sticky_key = match reader.string(ct, "sticky_key", &ccx) {
+            None => StickyKey::ClientIp,
+            Some(k) if k.value == "client_ip" => StickyKey::ClientIp,
+            Some(k) => match k.value.strip_prefix("header:").filter(|h| !h.is_empty()) {
+                Some(header) => StickyKey::Header(header.to_ascii_lowercase()),
+                None => {
+                    reader.error(&k.span, format!("`sticky_key` of {ccx} must be \"client_ip\" or \"header:NAME\", not {:?}", k.value));
+                    StickyKey::ClientIp
+                }
+            },
+        };
+        if !known_slot(reader, &slot, "[route.canary] `slot`") {
+            return None;
+        }
+        if active.as_ref().is_some_and(|a| a.value == slot.value) {
+            reader.error(&slot.span, format!("[route.canary] `slot` of {cx} is {:?}, the active slot; a canary must be another slot", slot.value));
+            return None;
+        }
+        let weight_given = ct.get("weight").is_some();
+        if weight.is_none() && weight_given {
+            return None;
+        }
+        Some(CanaryConfig {
+            slot: slot.value,
+            weight: weight.unwrap_or(0) as u8,
+            sticky_cookie,
+            sticky_key,
+        })
+    });
+
+    let health =
+        sub_table(reader, t, "health", &cx).map(|(ht, hspan)| read_health(reader, ht, &hspan, &cx));
+    let preview = sub_table(reader, t, "preview", &cx).map(|(pt, _)| read_preview(reader, pt, &cx));
+    let rollout = sub_table(reader, t, "rollout", &cx)
+        .and_then(|(rt, rspan)| read_rollout(reader, rt, &rspan, &cx));
+
+    let (name, active) = (name?, active?);
+    if !active_ok || slots.is_empty() || slots.len() != declared.len() {
+        return None;
+    }
+    Some(ReadRoute {
+        name_span: name.span.clone(),
+        config: RouteConfig {
+            name: name.value,
+            hosts,
+            path_prefix,
+            active: active.value,
+            retries,
+            redirect_https,
+            slots,
+            health,
+            canary,
+            preview,
+            rollout,
+        },
+    })
+}
+
+/// The valid slots, and the names of all slots the file declares.
+fn read_slots(
+    reader: &mut Reader,
+    t: &dyn TableLike,
+    span: &Span,
+    cx: &str,
+) -> (BTreeMap<String, Vec<std::net::SocketAddr>>, Vec<String>) {
+    let mut slots = BTreeMap::new();
+    let Some((st, sspan)) = sub_table(reader, t, "slots", cx) else {
+        if t.get("slots").is_none() {
+            reader.error(
+                span,
+                format!("{cx} needs [route.slots], e.g. blue = [\"127.0.0.1:3000\"]"),
+            );
+        }
+        return (slots, Vec::new());
+    };
+    let names: Vec<String> = st.iter().map(|(k, _)| k.to_string()).collect();
+    let declared = names.clone();
+    if names.is_empty() {
+        reader.error(
+            &sspan,
+            format!(
+                "[route.slots] of {cx} has no slots; add one, e.g. blue = [\"127.0.0.1:3000\"]"
+            ),
+        );
+    }
+    for name in names {
+        let key_span = st
+            .key(&name)
+            .and_then(|k| k.span())
+            .unwrap_or(sspan.clone());
+        if !is_slot_name(&name) {
+            reader.error(
+                &key_span,
+                format!("slot name {name:?} of {cx} may use only letters, digits, '_' and '-'"),
+            );
+            continue;
+        }
+        let what = format!("slot {name:?} of {cx}");
+        let Some(backends) = reader.addr_list(st, &name, &what) else {
+            continue;
+        };
+        let list_len = st
+            .get(&name)
+            .and_then(Item::as_array)
+            .map_or(0, |a| a.len());
+        if list_len == 0 {
+            reader.error(
+                &Reader::span_of(st, &name, &key_span),
+                format!("{what} has no backends; list at least one IP:port"),
+            );
+            continue;
+        }
+        if backends.len() == list_len {
+            slots.insert(name, backends);
+        }
+    }
+    (slots, declared)
+}
+
+fn read_health(
+    reader: &mut Reader,
+    t: &dyn TableLike,
+    span: &Span,
+    route_cx: &str,
+) -> HealthConfig {
+    let cx = format!("[route.health] of {route_cx}");
+    reader.check_keys(t, HEALTH_KEYS, &cx);
+    let path = match reader.string(t, "path", &cx) {
+        Some(p) if !p.value.starts_with('/') => {
+            reader.error(&p.span, format!("`path` of {cx} must start with '/'"));
+            "/".to_string()
+        }
+        Some(p) => p.value,
+        None => "/".to_string(),
+    };
+    let expect_status = match t.get("expect_status") {
+        None => (200, 399),
+        Some(item) => {
+            let at = Reader::span_of(t, "expect_status", span);
+            let text = item
+                .as_str()
+                .map(str::to_owned)
+                .or_else(|| item.as_integer().map(|n| n.to_string()))
+                .unwrap_or_default();
+            match parse_status_range(&text) {
+                Some(range) => range,
+                None => {
+                    reader.error(&at, format!("`expect_status` of {cx} must be a status or a range like \"200-399\", not {text:?}"));
+                    (200, 399)
+                }
+            }
+        }
+    };
+    HealthConfig {
+        path,
+        host: reader.string(t, "host", &cx).map(|h| h.value),
+        interval: reader
+            .duration(t, "interval", &cx)
+            .unwrap_or(Duration::from_secs(1)),
+        timeout: reader
+            .duration(t, "timeout", &cx)
+            .unwrap_or(Duration::from_secs(1)),
+        rise: reader.integer(t, "rise", &cx, 1..101).unwrap_or(2) as u32,
+        fall: reader.integer(t, "fall", &cx, 1..101).unwrap_or(3) as u32,
+        expect_status,
+    }
+}
+
+/// `"200"` or `"200-399"`, within 100–599.
+fn parse_status_range(text: &str) -> Option<(u16, u16)> {
+    let (low, high) = match text.split_once('-') {
+        Some((l, h)) => (l.trim().parse().ok()?, h.trim().parse().ok()?),
+        None => {
+            let s = text.trim().parse().ok()?;
+            (s, s)
+        }
+    };
+    ((100..=599).contains(&low) && (100..=599).contains(&high) && low <= high)
+        .then_some((low, high))
+}
+
+fn read_preview(reader: &mut Reader, t: &dyn TableLike, route_cx: &str) -> PreviewConfig {
+    let cx = format!("[route.preview] of {route_cx}");
+    reader.check_keys(t, PREVIEW_KEYS, &cx);
+    let override_cidrs = reader
+        .string_list(t, "override_cidrs", &cx)
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|c| match c.value.parse::<ipnet::IpNet>() {
+            Ok(net) => Some(net),
+            Err(_) => {
+                reader.error(
+                    &c.span,
+                    format!(
+                        "{:?} in `override_cidrs` of {cx} is not a CIDR like \"10.0.0.0/8\"",
+                        c.value
+                    ),
+                );
+                None
+            }
+        })
+        .collect();
+    let preview_hosts = reader
+        .string_list(t, "preview_hosts", &cx)
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|h| host_pattern(reader, h, &format!("`preview_hosts` of {cx}")))
+        .collect();
+    PreviewConfig {
+        override_header: reader
+            .string(t, "override_header", &cx)
+            .map_or("x-switchyard-slot".into(), |h| h.value.to_ascii_lowercase()),
+        override_token: reader.string(t, "override_token", &cx).map(|s| s.value),
+        override_cidrs,
+        preview_hosts,
+    }
+}
+
+fn read_rollout(
+    reader: &mut Reader,
+    t: &dyn TableLike,
+    span: &Span,
+    route_cx: &str,
+) -> Option<RolloutConfig> {
+    let cx = format!("[route.rollout] of {route_cx}");
+    reader.check_keys(t, ROLLOUT_KEYS, &cx);
+    let max_error_rate = reader
+        .float(t, "max_error_rate", &cx, 0.0, 1.0)
+        .unwrap_or(0.05);
+    let max_latency_increase = reader
+        .float(t, "max_latency_increase", &cx, 0.0, 100.0)
+        .unwrap_or(0.5);
+    let min_requests = reader
+        .integer(t, "min_requests", &cx, 1..i64::MAX)
+        .unwrap_or(100) as u64;
+    let Some(item) = t.get("steps") else {
+        reader.error(
+            span,
+            format!("{cx} needs `steps = [{{ weight = 10, hold = \"5m\" }}, ...]`"),
+        );
+        return None;
+    };
+    let steps_span = Reader::span_of(t, "steps", span);
+    let Some(array) = item.as_array().filter(|a| !a.is_empty()) else {
+        reader.error(
+            &steps_span,
+            format!("`steps` of {cx} must be a non-empty list of {{ weight, hold }}"),
+        );
+        return None;
+    };
+    let mut steps = Vec::new();
+    let count = array.len();
+    let mut last_weight = 0u8;
+    for (i, value) in array.iter().enumerate() {
+        let vspan = value.span().unwrap_or(steps_span.clone());
+        let Some(step) = value.as_inline_table() else {
+            reader.error(
+                &vspan,
+                format!(
+                    "step {} of {cx} must be {{ weight = N, hold = \"5m\" }}",
+                    i + 1
+                ),
+            );
+            continue;
+        };
+        let scx = format!("step {} of {cx}", i + 1);
+        reader.check_keys(step, STEP_KEYS, &scx);
+        if step.get("weight").is_none() {
+            reader.error(&vspan, format!("{scx} needs `weight`"));
+            continue;
+        }
+        let Some(weight) = reader
+            .integer(step, "weight", &scx, 0..101)
+            .map(|w| w as u8)
+        else {
+            continue;
+        };
+        if weight < last_weight {
+            reader.error(&vspan, format!("{scx} lowers the weight to {weight} from {last_weight}; steps must not decrease"));
+        }
+        last_weight = weight;
+        let hold = reader.duration(step, "hold", &scx);
+        if hold.is_none() && step.get("hold").is_none() && i + 1 < count {
+            reader.error(
+                &vspan,
+                format!("{scx} needs `hold`; only the last step may omit it"),
+            );
+        }
+        steps.push(RolloutStep { weight, hold });
+    }
+    Some(RolloutConfig {
+        steps,
+        max_error_rate,
+        max_latency_increase,
+        min_requests,
+    })
+}

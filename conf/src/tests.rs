@@ -1,0 +1,381 @@
+//! Parsing and validation on plain text: every error a person can make,
+//! reported all at once with its place.
+
+use std::path::Path;
+use std::time::Duration;
+
+use crate::*;
+
+fn parse_ok(text: &str) -> Config {
+    parse("test.toml", text, Path::new("/etc/switchyard")).unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn errors(text: &str) -> Vec<String> {
+    parse("test.toml", text, Path::new("/etc/switchyard"))
+        .expect_err("the config must be rejected")
+        .0
+        .iter()
+        .map(|e| e.to_string())
+        .collect()
+}
+
+fn one_error(text: &str) -> String {
+    let all = errors(text);
+    assert_eq!(all.len(), 1, "{all:#?}");
+    all.into_iter().next().unwrap()
+}
+
+const ROUTE: &str = "[[route]]\nname = \"app\"\nactive = \"blue\"\n[route.slots]\nblue = [\"127.0.0.1:3000\"]\ngreen = [\"127.0.0.1:3001\"]\n";
+
+#[test]
+fn the_design_example_parses_with_every_section() {
+    let config = parse_ok(include_str!("../tests/design-example.toml"));
+    assert_eq!(config.server.listen, vec!["0.0.0.0:80".parse().unwrap()]);
+    assert_eq!(config.server.threads, Some(2));
+    assert_eq!(config.server.admin_uids, vec![1001]);
+    assert_eq!(config.server.drain_timeout, Duration::from_secs(30));
+    let tls = config.tls.as_ref().unwrap();
+    assert_eq!(
+        tls.certificates[0].key,
+        Path::new("/etc/switchyard/app.key")
+    );
+    let route = &config.routes[0];
+    assert_eq!(
+        route.hosts,
+        vec![HostPattern::Exact("app.example.com".into())]
+    );
+    assert_eq!(route.slots["green"].len(), 2);
+    let health = route.health.as_ref().unwrap();
+    assert_eq!(
+        (health.rise, health.fall, health.expect_status),
+        (2, 3, (200, 399))
+    );
+    let canary = route.canary.as_ref().unwrap();
+    assert_eq!((canary.slot.as_str(), canary.weight), ("green", 10));
+    assert_eq!(canary.sticky_key, StickyKey::ClientIp);
+    let preview = route.preview.as_ref().unwrap();
+    assert_eq!(preview.override_cidrs[0].to_string(), "10.0.0.0/8");
+    let rollout = route.rollout.as_ref().unwrap();
+    assert_eq!(rollout.steps.len(), 3);
+    assert_eq!(rollout.steps[2].hold, None);
+    assert_eq!(
+        summary(&config),
+        "ok: 1 routes, 2 slots, 3 backends; listening on 0.0.0.0:80"
+    );
+}
+
+#[test]
+fn defaults_fill_what_the_file_leaves_out() {
+    let config = parse_ok(ROUTE);
+    assert_eq!(config.server.listen, vec!["0.0.0.0:80".parse().unwrap()]);
+    assert_eq!(
+        config.server.admin_socket,
+        Path::new("/run/switchyard/admin.sock")
+    );
+    assert_eq!(config.server.state_dir, Path::new("/var/lib/switchyard"));
+    assert_eq!(config.server.connect_timeout, Duration::from_secs(3));
+    let route = &config.routes[0];
+    assert_eq!((route.path_prefix.as_str(), route.retries), ("/", 2));
+    assert!(route.hosts.is_empty() && route.canary.is_none());
+}
+
+#[test]
+fn relative_paths_resolve_against_the_config_directory() {
+    let config = parse_ok(&format!(
+        "[server]\nadmin_socket = \"run/admin.sock\"\nstate_dir = \"/abs/state\"\n{ROUTE}"
+    ));
+    assert_eq!(
+        config.server.admin_socket,
+        Path::new("/etc/switchyard/run/admin.sock")
+    );
+    assert_eq!(config.server.state_dir, Path::new("/abs/state"));
+}
+
+#[test]
+fn every_error_in_a_file_is_reported_with_its_line_and_column() {
+    let text = "\
+[server]
+listen = [\"127.0.0.1:99999\"]
+drain_timeout = \"soon\"
+
+[[route]]
+name = \"app\"
+activ = \"blue\"
+active = \"purple\"
+[route.slots]
+blue = [\"127.0.0.1:3000\"]
+[route.canary]
+slot = \"blue\"
+weight = 150
+";
+    let all = errors(text);
+    assert_eq!(all.len(), 5, "{all:#?}");
+    assert!(
+        all[0].starts_with(
+            "test.toml:2:11: `listen` entry in [server] \"127.0.0.1:99999\" is not an address"
+        ),
+        "{}",
+        all[0]
+    );
+    assert!(
+        all[1].starts_with("test.toml:3:17:") && all[1].contains("expected e.g. \"500ms\""),
+        "{}",
+        all[1]
+    );
+    assert!(
+        all[2].starts_with("test.toml:7:1: unknown key `activ`")
+            && all[2].contains("did you mean `active`?"),
+        "{}",
+        all[2]
+    );
+    assert!(
+        all[3].starts_with("test.toml:8:10:")
+            && all[3].contains("\"purple\"")
+            && all[3].contains("known slots: blue"),
+        "{}",
+        all[3]
+    );
+    assert!(
+        all[4].starts_with("test.toml:13:10:") && all[4].contains("from 0 to 100, not 150"),
+        "{}",
+        all[4]
+    );
+}
+
+#[test]
+fn syntax_errors_have_a_place() {
+    let e = one_error("[server\nlisten = 1\n");
+    assert!(e.starts_with("test.toml:1:8: TOML syntax"), "{e}");
+}
+
+#[test]
+fn unknown_keys_everywhere_suggest_the_nearest() {
+    assert!(one_error(&format!("severs = 1\n{ROUTE}")).contains("did you mean `server`?"));
+    assert!(one_error(&format!("[server]\nlisen = []\n{ROUTE}")).contains("did you mean `listen`?"));
+    let tls = errors(&format!("[tls]\nlisten = []\ncertificate = []\n{ROUTE}"));
+    assert!(
+        tls.iter()
+            .any(|e| e.contains("did you mean `certificates`?")),
+        "{tls:#?}"
+    );
+    let route_sections = [
+        (
+            "[route.health]\nintervall = \"1s\"\n",
+            "did you mean `interval`?",
+        ),
+        (
+            "[route.canary]\nslot = \"green\"\nwieght = 5\n",
+            "did you mean `weight`?",
+        ),
+        (
+            "[route.preview]\noverride_tokn = \"x\"\n",
+            "did you mean `override_token`?",
+        ),
+        (
+            "[route.rollout]\nsteps = [{ weight = 100 }]\nmin_request = 5\n",
+            "did you mean `min_requests`?",
+        ),
+    ];
+    for (section, hint) in route_sections {
+        let e = one_error(&format!("{ROUTE}{section}"));
+        assert!(e.contains(hint), "{section}: {e}");
+    }
+    assert!(
+        one_error(&ROUTE.replace("active", "path_prefix = \"/\"\nretires = 1\nactive"))
+            .contains("did you mean `retries`?")
+    );
+}
+
+#[test]
+fn wrong_types_are_named() {
+    let e = one_error(&format!("[server]\nthreads = \"two\"\n{ROUTE}"));
+    assert!(
+        e.contains("`threads` in [server] must be an integer, not string"),
+        "{e}"
+    );
+    let e = one_error(&ROUTE.replace("name = \"app\"", "name = \"app\"\nredirect_https = \"yes\""));
+    assert!(e.contains("must be true or false"), "{e}");
+    let e = one_error(&ROUTE.replace("blue = [\"127.0.0.1:3000\"]", "blue = \"127.0.0.1:3000\""));
+    assert!(e.contains("must be a list of strings"), "{e}");
+}
+
+#[test]
+fn addresses_must_be_ip_and_port_literals() {
+    for bad in [
+        "localhost:3000",
+        "127.0.0.1",
+        "http://127.0.0.1:3000",
+        "::1:80",
+    ] {
+        let e = one_error(&ROUTE.replace("127.0.0.1:3000", bad));
+        assert!(
+            e.contains("is not an address; expected IP:port"),
+            "{bad}: {e}"
+        );
+    }
+    parse_ok(&ROUTE.replace("127.0.0.1:3000", "[::1]:3000"));
+}
+
+#[test]
+fn slot_problems() {
+    assert!(
+        one_error(&ROUTE.replace("blue = [\"127.0.0.1:3000\"]", "blue = []"))
+            .contains("has no backends")
+    );
+    let no_slots = "[[route]]\nname = \"app\"\nactive = \"blue\"\n[route.slots]\n";
+    assert!(one_error(no_slots).contains("has no slots"));
+    let missing = "[[route]]\nname = \"app\"\nactive = \"blue\"\n";
+    assert!(one_error(missing).contains("needs [route.slots]"));
+    assert!(one_error(&ROUTE.replace("green =", "\"gr een\" =")).contains("may use only letters"));
+}
+
+#[test]
+fn canary_problems() {
+    let e = one_error(&format!(
+        "{ROUTE}[route.canary]\nslot = \"blue\"\nweight = 5\n"
+    ));
+    assert!(e.contains("the active slot"), "{e}");
+    let e = one_error(&format!(
+        "{ROUTE}[route.canary]\nslot = \"teal\"\nweight = 5\n"
+    ));
+    assert!(
+        e.contains("\"teal\"") && e.contains("known slots: blue, green"),
+        "{e}"
+    );
+    let e = one_error(&format!(
+        "{ROUTE}[route.canary]\nslot = \"green\"\nweight = -1\n"
+    ));
+    assert!(e.contains("from 0 to 100"), "{e}");
+    let e = one_error(&format!(
+        "{ROUTE}[route.canary]\nslot = \"green\"\nsticky_key = \"cookie\"\n"
+    ));
+    assert!(e.contains("\"client_ip\" or \"header:NAME\""), "{e}");
+    let ok = parse_ok(&format!(
+        "{ROUTE}[route.canary]\nslot = \"green\"\nweight = 5\nsticky_key = \"header:X-User\"\n"
+    ));
+    assert_eq!(
+        ok.routes[0].canary.as_ref().unwrap().sticky_key,
+        StickyKey::Header("x-user".into())
+    );
+}
+
+#[test]
+fn route_names_must_be_unique_and_routes_must_not_overlap() {
+    let e = one_error(&format!(
+        "{ROUTE}\n{}",
+        ROUTE.replace("active", "hosts = [\"x.test\"]\nactive")
+    ));
+    assert!(
+        e.contains("route name \"app\" is used twice (first at line 2)"),
+        "{e}"
+    );
+    let e = one_error(&format!(
+        "{ROUTE}\n{}",
+        ROUTE.replace("\"app\"", "\"app2\"")
+    ));
+    assert!(
+        e.contains("claims the same requests as route \"app\": both match any host"),
+        "{e}"
+    );
+    let with_host = |name: &str, host: &str, prefix: &str| {
+        ROUTE.replace(
+            "\"app\"",
+            &format!("\"{name}\"\nhosts = [\"{host}\"]\npath_prefix = \"{prefix}\""),
+        )
+    };
+    let e = one_error(&format!(
+        "{}\n{}",
+        with_host("a", "A.test", "/"),
+        with_host("b", "a.test", "/")
+    ));
+    assert!(e.contains("host \"a.test\""), "{e}");
+    parse_ok(&format!(
+        "{}\n{}",
+        with_host("a", "a.test", "/"),
+        with_host("b", "a.test", "/api")
+    ));
+    parse_ok(&format!(
+        "{}\n{}",
+        with_host("a", "a.test", "/"),
+        with_host("b", "*.a.test", "/")
+    ));
+}
+
+#[test]
+fn host_patterns_and_prefixes() {
+    let config = parse_ok(&ROUTE.replace(
+        "active",
+        "hosts = [\"App.Example.COM\", \"*.Example.com\"]\nactive",
+    ));
+    assert_eq!(
+        config.routes[0].hosts,
+        vec![
+            HostPattern::Exact("app.example.com".into()),
+            HostPattern::Suffix(".example.com".into())
+        ]
+    );
+    for bad in ["app.example.com:80", "https://x", "a/b", "", "*."] {
+        let e = one_error(&ROUTE.replace("active", &format!("hosts = [\"{bad}\"]\nactive")));
+        assert!(e.contains("is not a host name"), "{bad}: {e}");
+    }
+    assert!(
+        one_error(&ROUTE.replace("active", "path_prefix = \"api\"\nactive"))
+            .contains("must start with '/'")
+    );
+}
+
+#[test]
+fn missing_required_keys() {
+    let e = one_error("[[route]]\nactive = \"blue\"\n[route.slots]\nblue = [\"127.0.0.1:1\"]\n");
+    assert!(e.contains("[[route]] needs `name`"), "{e}");
+    let e = one_error("[[route]]\nname = \"a\"\n[route.slots]\nblue = [\"127.0.0.1:1\"]\n");
+    assert!(e.contains("needs `active`"), "{e}");
+}
+
+#[test]
+fn server_value_ranges() {
+    assert!(one_error(&format!("[server]\nadmin_uids = [-1]\n{ROUTE}")).contains("numeric uids"));
+    assert!(one_error(&format!("[server]\nthreads = 0\n{ROUTE}")).contains("from 1 to 1024"));
+    assert!(one_error(&format!("[server]\nlisten = []\n{ROUTE}")).contains("at least one address"));
+    assert!(
+        one_error(&format!("[server]\ndrain_timeout = \"0s\"\n{ROUTE}"))
+            .contains("longer than zero")
+    );
+}
+
+#[test]
+fn health_preview_and_rollout_problems() {
+    let health = |body: &str| format!("{ROUTE}[route.health]\n{body}\n");
+    assert!(one_error(&health("expect_status = \"2xx\"")).contains("like \"200-399\""));
+    assert!(one_error(&health("rise = 0")).contains("from 1 to 100"));
+    assert!(one_error(&health("path = \"health\"")).contains("must start with '/'"));
+    assert_eq!(
+        parse_ok(&health("expect_status = 204")).routes[0]
+            .health
+            .as_ref()
+            .unwrap()
+            .expect_status,
+        (204, 204)
+    );
+    let preview = format!("{ROUTE}[route.preview]\noverride_cidrs = [\"10.0.0.0/33\"]\n");
+    assert!(one_error(&preview).contains("is not a CIDR"));
+    let rollout = |steps: &str| format!("{ROUTE}[route.rollout]\nsteps = {steps}\n");
+    assert!(one_error(&rollout("[]")).contains("non-empty"));
+    assert!(one_error(&rollout(
+        "[{ weight = 50, hold = \"1m\" }, { weight = 10, hold = \"1m\" }, { weight = 100 }]"
+    ))
+    .contains("must not decrease"));
+    assert!(one_error(&rollout("[{ weight = 10 }, { weight = 100 }]"))
+        .contains("only the last step may omit it"));
+    assert!(one_error(&rollout("[{ weight = 101 }]")).contains("from 0 to 100"));
+}
+
+#[test]
+fn an_unreadable_file_is_one_error_without_a_place() {
+    let e = load(Path::new("/nonexistent/switchyard.toml")).unwrap_err();
+    assert_eq!(e.0.len(), 1);
+    assert_eq!((e.0[0].line, e.0[0].column), (0, 0));
+    assert!(e
+        .to_string()
+        .starts_with("/nonexistent/switchyard.toml: cannot read"));
+}

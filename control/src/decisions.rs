@@ -1,0 +1,291 @@
+//! Pure decisions over a route's runtime state: what a config edit, a
+//! switch, a rollback or a canary change turns it into. No I/O: the
+//! Controller calls these and then publishes, persists and records.
+
+use switchyard_conf::RouteConfig;
+
+use crate::state_file::{CanaryState, DecisionSource, RouteState};
+
+/// Why a command cannot be applied to a route as it stands.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    #[error("route {route:?} has no slot {slot:?}; its slots are {known}")]
+    UnknownSlot {
+        route: String,
+        slot: String,
+        known: String,
+    },
+    #[error("route {route:?} has no previous slot to roll back to")]
+    NoPrevious { route: String },
+    #[error("slot {slot:?} is the active slot of route {route:?}; a canary must be another slot")]
+    CanaryIsActive { route: String, slot: String },
+    #[error("canary weight {weight} is outside 0–100")]
+    WeightOutOfRange { weight: u8 },
+}
+
+fn file_canary(route: &RouteConfig) -> Option<CanaryState> {
+    route.canary.as_ref().map(|c| CanaryState {
+        slot: c.slot.clone(),
+        weight: c.weight,
+    })
+}
+
+/// The runtime state of `route` after the config file was (re)loaded.
+///
+/// A value the file *changed* since `prior` was decided is an explicit
+/// request and wins; an unchanged one leaves the runtime decision (a switch,
+/// a canary set over the socket) in place. Slots the file no longer has are
+/// dropped from the decision.
+pub fn after_config_load(route: &RouteConfig, prior: Option<&RouteState>, now: &str) -> RouteState {
+    let from_file = file_canary(route);
+    let Some(prior) = prior else {
+        return RouteState {
+            active: route.active.clone(),
+            previous: None,
+            canary: from_file.clone(),
+            source: DecisionSource::Config,
+            file_active: route.active.clone(),
+            file_canary: from_file,
+            changed_at: now.to_string(),
+        };
+    };
+
+    let mut next = prior.clone();
+    let active_edited = prior.file_active != route.active;
+    let active_gone = !route.slots.contains_key(&prior.active);
+    if (active_edited || active_gone) && next.active != route.active {
+        next.previous = Some(std::mem::replace(&mut next.active, route.active.clone()));
+        next.source = DecisionSource::Config;
+        next.changed_at = now.to_string();
+    }
+    if prior.file_canary != from_file {
+        next.canary = from_file.clone();
+        next.source = DecisionSource::Config;
+        next.changed_at = now.to_string();
+    }
+    next.file_active = route.active.clone();
+    next.file_canary = from_file;
+    keep_consistent(route, next)
+}
+
+/// Drops a previous or canary slot that no longer exists or that is the
+/// active slot.
+fn keep_consistent(route: &RouteConfig, mut state: RouteState) -> RouteState {
+    let usable = |slot: &str| route.slots.contains_key(slot) && slot != state.active;
+    if state.previous.as_deref().is_some_and(|p| !usable(p)) {
+        state.previous = None;
+    }
+    if state.canary.as_ref().is_some_and(|c| !usable(&c.slot)) {
+        state.canary = None;
+    }
+    state
+}
+
+fn check_slot(route: &RouteConfig, slot: &str) -> Result<(), Refusal> {
+    if route.slots.contains_key(slot) {
+        return Ok(());
+    }
+    Err(Refusal::UnknownSlot {
+        route: route.name.clone(),
+        slot: slot.to_string(),
+        known: route.slots.keys().cloned().collect::<Vec<_>>().join(", "),
+    })
+}
+
+/// `slot` becomes active and the old active slot becomes previous. A canary
+/// on the new active slot ends: its traffic is now all of it.
+pub fn switch(
+    route: &RouteConfig,
+    state: &RouteState,
+    slot: &str,
+    source: DecisionSource,
+    now: &str,
+) -> Result<RouteState, Refusal> {
+    check_slot(route, slot)?;
+    if state.active == slot {
+        return Ok(state.clone());
+    }
+    let mut next = state.clone();
+    next.previous = Some(std::mem::replace(&mut next.active, slot.to_string()));
+    next.source = source;
+    next.changed_at = now.to_string();
+    Ok(keep_consistent(route, next))
+}
+
+/// The previous slot becomes active again, and the active one previous.
+pub fn rollback(route: &RouteConfig, state: &RouteState, now: &str) -> Result<RouteState, Refusal> {
+    let previous = state.previous.clone().ok_or_else(|| Refusal::NoPrevious {
+        route: route.name.clone(),
+    })?;
+    switch(route, state, &previous, DecisionSource::Admin, now)
+}
+
+/// Sends `weight` % of new requests to `slot`; weight 0 ends the canary.
+pub fn set_canary(
+    route: &RouteConfig,
+    state: &RouteState,
+    slot: &str,
+    weight: u8,
+    now: &str,
+) -> Result<RouteState, Refusal> {
+    check_slot(route, slot)?;
+    if weight > 100 {
+        return Err(Refusal::WeightOutOfRange { weight });
+    }
+    if state.active == slot {
+        return Err(Refusal::CanaryIsActive {
+            route: route.name.clone(),
+            slot: slot.to_string(),
+        });
+    }
+    let mut next = state.clone();
+    next.canary = (weight > 0).then(|| CanaryState {
+        slot: slot.to_string(),
+        weight,
+    });
+    next.source = DecisionSource::Admin;
+    next.changed_at = now.to_string();
+    Ok(next)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+    use switchyard_conf::CanaryConfig;
+
+    fn route(active: &str, canary: Option<(&str, u8)>) -> RouteConfig {
+        let addr = "127.0.0.1:1".parse().unwrap();
+        RouteConfig {
+            name: "app".into(),
+            hosts: vec![],
+            path_prefix: "/".into(),
+            active: active.into(),
+            retries: 2,
+            redirect_https: false,
+            slots: BTreeMap::from([
+                ("blue".to_string(), vec![addr]),
+                ("green".to_string(), vec![addr]),
+                ("v3".to_string(), vec![addr]),
+            ]),
+            health: None,
+            canary: canary.map(|(slot, weight)| CanaryConfig {
+                slot: slot.into(),
+                weight,
+                sticky_cookie: "switchyard-slot".into(),
+                sticky_key: switchyard_conf::StickyKey::ClientIp,
+            }),
+            preview: None,
+            rollout: None,
+        }
+    }
+
+    #[test]
+    fn first_load_takes_the_file() {
+        let s = after_config_load(&route("blue", Some(("green", 10))), None, "t0");
+        assert_eq!(s.active, "blue");
+        assert_eq!(s.previous, None);
+        assert_eq!(
+            s.canary,
+            Some(CanaryState {
+                slot: "green".into(),
+                weight: 10
+            })
+        );
+        assert_eq!(s.source, DecisionSource::Config);
+    }
+
+    #[test]
+    fn an_unchanged_file_keeps_the_runtime_switch() {
+        let cfg = route("blue", None);
+        let loaded = after_config_load(&cfg, None, "t0");
+        let switched = switch(&cfg, &loaded, "green", DecisionSource::Admin, "t1").unwrap();
+        let reloaded = after_config_load(&cfg, Some(&switched), "t2");
+        assert_eq!(reloaded.active, "green");
+        assert_eq!(reloaded.previous.as_deref(), Some("blue"));
+        assert_eq!(reloaded.source, DecisionSource::Admin);
+    }
+
+    #[test]
+    fn an_edited_active_wins_over_the_runtime_switch() {
+        let switched = switch(
+            &route("blue", None),
+            &after_config_load(&route("blue", None), None, "t0"),
+            "green",
+            DecisionSource::Admin,
+            "t1",
+        )
+        .unwrap();
+        let edited = after_config_load(&route("v3", None), Some(&switched), "t2");
+        assert_eq!(edited.active, "v3");
+        assert_eq!(edited.previous.as_deref(), Some("green"));
+        assert_eq!(edited.source, DecisionSource::Config);
+    }
+
+    #[test]
+    fn an_edited_canary_wins_and_an_unchanged_one_keeps_the_runtime_weight() {
+        let cfg = route("blue", Some(("green", 10)));
+        let loaded = after_config_load(&cfg, None, "t0");
+        let raised = set_canary(&cfg, &loaded, "green", 40, "t1").unwrap();
+        assert_eq!(
+            after_config_load(&cfg, Some(&raised), "t2")
+                .canary
+                .unwrap()
+                .weight,
+            40
+        );
+        let edited = after_config_load(&route("blue", Some(("green", 20))), Some(&raised), "t3");
+        assert_eq!(edited.canary.unwrap().weight, 20);
+        let removed = after_config_load(&route("blue", None), Some(&raised), "t3");
+        assert_eq!(removed.canary, None);
+    }
+
+    #[test]
+    fn a_slot_removed_from_the_file_is_dropped_from_the_decision() {
+        let cfg = route("blue", None);
+        let loaded = after_config_load(&cfg, None, "t0");
+        let on_v3 = switch(&cfg, &loaded, "v3", DecisionSource::Admin, "t1").unwrap();
+        let mut without_v3 = route("blue", None);
+        without_v3.slots.remove("v3");
+        let reloaded = after_config_load(&without_v3, Some(&on_v3), "t2");
+        assert_eq!(reloaded.active, "blue");
+        assert_eq!(reloaded.previous, None, "v3 is gone, and blue is active");
+    }
+
+    #[test]
+    fn switch_rollback_and_canary_refusals() {
+        let cfg = route("blue", None);
+        let s = after_config_load(&cfg, None, "t0");
+        assert!(matches!(
+            switch(&cfg, &s, "nope", DecisionSource::Admin, "t"),
+            Err(Refusal::UnknownSlot { .. })
+        ));
+        assert!(matches!(
+            rollback(&cfg, &s, "t"),
+            Err(Refusal::NoPrevious { .. })
+        ));
+        assert!(matches!(
+            set_canary(&cfg, &s, "blue", 10, "t"),
+            Err(Refusal::CanaryIsActive { .. })
+        ));
+        assert!(matches!(
+            set_canary(&cfg, &s, "green", 101, "t"),
+            Err(Refusal::WeightOutOfRange { .. })
+        ));
+    }
+
+    #[test]
+    fn switching_to_the_canary_ends_it_and_rollback_swaps_back() {
+        let cfg = route("blue", Some(("green", 10)));
+        let s = after_config_load(&cfg, None, "t0");
+        let switched = switch(&cfg, &s, "green", DecisionSource::Admin, "t1").unwrap();
+        assert_eq!(switched.canary, None);
+        let back = rollback(&cfg, &switched, "t2").unwrap();
+        assert_eq!(
+            (back.active.as_str(), back.previous.as_deref()),
+            ("blue", Some("green"))
+        );
+        let zero = set_canary(&cfg, &back, "green", 0, "t3").unwrap();
+        assert_eq!(zero.canary, None);
+    }
+}

@@ -1,0 +1,14 @@
+//! switchyard's control plane: the immutable [`RoutingTable`] the data plane
+//! reads, the one Controller task that changes it, the admin protocol and its
+//! Unix socket, the state file and the history.
+
+pub mod admin_server;
+pub mod controller;
+pub mod decisions;
+pub mod history;
+pub mod protocol;
+pub mod state_file;
+pub mod table;
+
+pub use controller::{Controller, ControllerHandle, SharedTable};
+pub use table::{Route, RoutingTable, Slot};

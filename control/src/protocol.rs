@@ -1,0 +1,217 @@
+//! The admin protocol: JSON lines over a Unix socket, one request object per
+//! line and one response per line. These types are shared by the server
+//! (`admin_server`) and the `switchyard` CLI.
+
+use serde::{Deserialize, Serialize};
+
+/// Lines longer than this are refused; a request is a few hundred bytes.
+pub const MAX_LINE_BYTES: usize = 64 * 1024;
+
+/// One admin command. `{"cmd":"switch","route":"app","slot":"green"}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "cmd", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Request {
+    /// The whole state, or one route's.
+    Status {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        route: Option<String>,
+    },
+    /// Make `slot` the route's active slot; the old one becomes previous.
+    Switch {
+        route: String,
+        slot: String,
+        /// How long to wait for the slot to turn healthy, e.g. "30s".
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        timeout: Option<String>,
+        /// Switch even to a slot that is not healthy.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        force: bool,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    },
+    /// Swap the active and previous slots.
+    Rollback {
+        route: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    },
+    /// Send `weight` % of new traffic to `slot`; 0 ends the canary.
+    Canary {
+        route: String,
+        slot: String,
+        weight: u8,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    },
+    /// The newest history entries, oldest first.
+    History {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        route: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        limit: Option<usize>,
+    },
+    /// Re-read the config file now. (A struct variant, so that unknown
+    /// fields are refused like everywhere else.)
+    Reload {},
+}
+
+impl Request {
+    /// Whether the command changes state (and so goes into the history).
+    pub fn changes_state(&self) -> bool {
+        !matches!(self, Request::Status { .. } | Request::History { .. })
+    }
+}
+
+/// Why a command was not done; `kind` is stable for scripts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorKind {
+    /// Not JSON, or not a known command with the right fields.
+    BadRequest,
+    /// The line exceeded [`MAX_LINE_BYTES`].
+    TooLarge,
+    /// The peer's uid may not use the socket.
+    Forbidden,
+    /// No such route or slot.
+    NotFound,
+    /// The command is valid but the state forbids it (no previous slot,
+    /// canary equal to active, ...).
+    Refused,
+    /// The target slot is not healthy.
+    Unhealthy,
+    /// The config file does not validate; the running config stays.
+    InvalidConfig,
+    /// Something on the server side failed (state file not writable, ...).
+    Internal,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub kind: ErrorKind,
+    pub message: String,
+}
+
+/// `{"ok":true,"result":{...}}` or `{"ok":false,"error":{"kind":..,"message":..}}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Response {
+    pub ok: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<ErrorBody>,
+}
+
+impl Response {
+    pub fn ok(result: serde_json::Value) -> Response {
+        Response {
+            ok: true,
+            result: Some(result),
+            error: None,
+        }
+    }
+
+    pub fn error(kind: ErrorKind, message: impl Into<String>) -> Response {
+        Response {
+            ok: false,
+            result: None,
+            error: Some(ErrorBody {
+                kind,
+                message: message.into(),
+            }),
+        }
+    }
+
+    /// The response as one line, newline included.
+    pub fn to_line(&self) -> String {
+        let mut line = serde_json::to_string(self).unwrap_or_else(|e| {
+            format!(r#"{{"ok":false,"error":{{"kind":"internal","message":"cannot encode response: {e}"}}}}"#)
+        });
+        line.push('\n');
+        line
+    }
+}
+
+/// Parses one request line into a request, or the error response to send.
+pub fn parse_request(line: &[u8]) -> Result<Request, Response> {
+    let text = std::str::from_utf8(line)
+        .map_err(|_| Response::error(ErrorKind::BadRequest, "request is not UTF-8"))?;
+    let value: serde_json::Value = serde_json::from_str(text.trim()).map_err(|e| {
+        Response::error(
+            ErrorKind::BadRequest,
+            format!("request is not valid JSON: {e}"),
+        )
+    })?;
+    let cmd = value.get("cmd").and_then(|c| c.as_str()).map(str::to_owned);
+    serde_json::from_value(value).map_err(|e| {
+        let message = match cmd {
+            None => r#"request needs a "cmd" field, e.g. {"cmd":"status"}"#.to_string(),
+            Some(cmd) if !KNOWN_COMMANDS.contains(&cmd.as_str()) => format!(
+                "unknown command {cmd:?}; known: {}",
+                KNOWN_COMMANDS.join(", ")
+            ),
+            Some(cmd) => format!("bad {cmd:?} request: {e}"),
+        };
+        Response::error(ErrorKind::BadRequest, message)
+    })
+}
+
+pub const KNOWN_COMMANDS: &[&str] = &[
+    "status", "switch", "rollback", "canary", "history", "reload",
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn error_of(line: &str) -> ErrorBody {
+        parse_request(line.as_bytes()).unwrap_err().error.unwrap()
+    }
+
+    #[test]
+    fn parses_the_documented_switch_request() {
+        let req = parse_request(
+            br#"{"cmd":"switch","route":"app","slot":"green","timeout":"30s","reason":"v42"}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            req,
+            Request::Switch {
+                route: "app".into(),
+                slot: "green".into(),
+                timeout: Some("30s".into()),
+                force: false,
+                reason: Some("v42".into()),
+            }
+        );
+    }
+
+    #[test]
+    fn bad_json_unknown_command_and_bad_fields_say_what_is_wrong() {
+        assert!(error_of("{nope").message.contains("not valid JSON"));
+        assert!(error_of(r#"{"route":"app"}"#)
+            .message
+            .contains("needs a \"cmd\""));
+        let unknown = error_of(r#"{"cmd":"explode"}"#);
+        assert_eq!(unknown.kind, ErrorKind::BadRequest);
+        assert!(unknown.message.contains("unknown command \"explode\""));
+        assert!(error_of(r#"{"cmd":"switch","route":"app"}"#)
+            .message
+            .contains("slot"));
+        assert!(
+            error_of(r#"{"cmd":"canary","route":"a","slot":"b","weight":300}"#)
+                .message
+                .contains("canary")
+        );
+        assert!(error_of(r#"{"cmd":"reload","extra":1}"#)
+            .message
+            .contains("extra"));
+    }
+
+    #[test]
+    fn responses_round_trip_as_single_lines() {
+        let line = Response::error(ErrorKind::NotFound, "no route \"x\"").to_line();
+        assert!(line.ends_with('\n') && line.matches('\n').count() == 1);
+        let back: Response = serde_json::from_str(&line).unwrap();
+        assert_eq!(back.error.unwrap().kind, ErrorKind::NotFound);
+    }
+}

@@ -1,0 +1,461 @@
+//! The state file: `state_dir/state.json`, the runtime decisions (a switch, a
+//! canary set over the socket, a rollback, a fail-back) that must survive a
+//! restart.
+//!
+//! Writes are atomic (temp file, fsync, rename, fsync of the directory), so
+//! a crash leaves either the old file or the new one. Reads never fail: a
+//! damaged file must not keep the proxy from starting, so what cannot be used
+//! is set aside and reported, and every route that can be restored is.
+
+use std::collections::BTreeMap;
+use std::fs::{self, DirBuilder, File, Permissions};
+use std::io::{self, Write};
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// The schema version this build reads and writes.
+pub const STATE_FILE_VERSION: u32 = 1;
+
+const FILE_NAME: &str = "state.json";
+
+/// The runtime state of one route.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct RouteState {
+    /// The slot currently active.
+    pub active: String,
+    /// The fail-back target.
+    pub previous: Option<String>,
+    /// `None`: no canary.
+    pub canary: Option<CanaryState>,
+    /// Who decided `active` and `canary`.
+    pub source: DecisionSource,
+    /// The config file's `active` when this was decided, to detect that the
+    /// file changed since.
+    pub file_active: String,
+    /// The config file's `[route.canary]` slot and weight when this was decided.
+    pub file_canary: Option<CanaryState>,
+    /// RFC 3339 UTC, e.g. `2026-11-22T11:30:00Z`.
+    pub changed_at: String,
+}
+
+/// A canary: `weight` percent of the route's traffic goes to `slot`.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct CanaryState {
+    pub slot: String,
+    pub weight: u8,
+}
+
+/// Who made a route's current decision; `status` shows it.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum DecisionSource {
+    Config,
+    Admin,
+    Failback,
+    Rollout,
+}
+
+/// `state_dir/state.json`.
+#[derive(Debug, Clone)]
+pub struct StateFile {
+    path: PathBuf,
+    dir: PathBuf,
+}
+
+/// What [`StateFile::load`] could restore, and what it could not.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LoadedState {
+    pub routes: BTreeMap<String, RouteState>,
+    /// One sentence per problem, for the log and `switchyard status`.
+    pub warnings: Vec<String>,
+}
+
+/// Why a whole state file cannot be used.
+#[derive(Debug, thiserror::Error)]
+enum Unusable {
+    #[error("cannot be read: {0}")]
+    Unreadable(#[source] io::Error),
+    #[error("is not valid JSON: {0}")]
+    NotJson(#[source] serde_json::Error),
+    #[error("is not a JSON object")]
+    NotAnObject,
+    #[error("has no numeric \"version\" field")]
+    NoVersion,
+    #[error(
+        "has version {found}, but this build of switchyard reads version {STATE_FILE_VERSION}"
+    )]
+    WrongVersion { found: u64 },
+    #[error("has no \"routes\" object")]
+    NoRoutes,
+}
+
+/// The file as written: `{"version":1,"routes":{...}}`.
+#[derive(Serialize)]
+struct OnDisk<'a> {
+    version: u32,
+    routes: &'a BTreeMap<String, RouteState>,
+}
+
+impl StateFile {
+    /// The state file of `state_dir`. Touches nothing on disk.
+    pub fn new(state_dir: &Path) -> StateFile {
+        StateFile {
+            path: state_dir.join(FILE_NAME),
+            dir: state_dir.to_path_buf(),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Restores what can be restored, route by route. Never fails: a missing
+    /// file is a first start; a file that cannot be used at all is renamed to
+    /// `state.json.corrupt-<unix-seconds>` (kept for a person to look at,
+    /// and out of the way of the next save) and the routes start from the
+    /// config. Every problem is a warning, also logged.
+    pub fn load(&self) -> LoadedState {
+        let mut loaded = LoadedState::default();
+        let bytes = match fs::read(&self.path) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return loaded,
+            Err(e) => {
+                loaded
+                    .warnings
+                    .push(self.set_aside(&Unusable::Unreadable(e)));
+                return log(loaded);
+            }
+        };
+        let entries = match routes_object(&bytes) {
+            Ok(entries) => entries,
+            Err(unusable) => {
+                loaded.warnings.push(self.set_aside(&unusable));
+                return log(loaded);
+            }
+        };
+        for (name, entry) in entries {
+            match serde_json::from_value::<RouteState>(entry) {
+                Ok(state) => {
+                    loaded.routes.insert(name, state);
+                }
+                Err(e) => loaded.warnings.push(format!(
+                    "state file {}: the saved state of route {name:?} is unusable ({e}); \
+                     route {name:?} starts from the config file",
+                    self.path.display()
+                )),
+            }
+        }
+        log(loaded)
+    }
+
+    /// Replaces the file with `routes`, atomically: a crash at any point
+    /// leaves either the old file or the new one, never a mix. Creates
+    /// `state_dir` (mode 0700) if missing; the file is mode 0600.
+    pub fn save(&self, routes: &BTreeMap<String, RouteState>) -> io::Result<()> {
+        DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&self.dir)?;
+        let mut json = serde_json::to_vec_pretty(&OnDisk {
+            version: STATE_FILE_VERSION,
+            routes,
+        })
+        .map_err(io::Error::other)?;
+        json.push(b'\n');
+
+        // In the same directory so the rename cannot cross filesystems; if
+        // anything below fails, dropping `tmp` removes it.
+        let mut tmp = tempfile::Builder::new()
+            .prefix(".state.json.")
+            .suffix(".tmp")
+            .tempfile_in(&self.dir)?;
+        tmp.as_file()
+            .set_permissions(Permissions::from_mode(0o600))?;
+        tmp.write_all(&json)?;
+        // Data on disk before the rename makes it visible, or a crash could
+        // leave an empty state.json in place of the old one.
+        tmp.as_file().sync_all()?;
+        tmp.persist(&self.path).map_err(|e| e.error)?;
+        // The rename itself lives in the directory; without this a crash
+        // could bring back the old file.
+        File::open(&self.dir)?.sync_all()
+    }
+
+    /// Renames the unusable file aside and says so.
+    fn set_aside(&self, unusable: &Unusable) -> String {
+        let what = format!("state file {} {unusable}", self.path.display());
+        let aside = self.corrupt_path();
+        match fs::rename(&self.path, &aside) {
+            Ok(()) => format!(
+                "{what}; moved it to {} and started every route from the config file",
+                aside.display()
+            ),
+            Err(e) => format!(
+                "{what}; could not move it aside to {} ({e}); started every route from the \
+                 config file, and the next change will overwrite it",
+                aside.display()
+            ),
+        }
+    }
+
+    /// `state.json.corrupt-<unix-seconds>`, with a counter if that name is
+    /// taken (two bad starts in one second must not lose the first file).
+    fn corrupt_path(&self) -> PathBuf {
+        let secs = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let base = format!("{FILE_NAME}.corrupt-{secs}");
+        let mut candidate = self.dir.join(&base);
+        let mut n = 1u32;
+        while candidate.symlink_metadata().is_ok() && n < 1000 {
+            candidate = self.dir.join(format!("{base}-{n}"));
+            n += 1;
+        }
+        candidate
+    }
+}
+
+/// The `routes` entries of a state file, if the file as a whole is usable.
+fn routes_object(bytes: &[u8]) -> Result<serde_json::Map<String, Value>, Unusable> {
+    let value: Value = serde_json::from_slice(bytes).map_err(Unusable::NotJson)?;
+    let Value::Object(mut top) = value else {
+        return Err(Unusable::NotAnObject);
+    };
+    let version = top
+        .get("version")
+        .and_then(Value::as_u64)
+        .ok_or(Unusable::NoVersion)?;
+    if version != u64::from(STATE_FILE_VERSION) {
+        return Err(Unusable::WrongVersion { found: version });
+    }
+    match top.remove("routes") {
+        Some(Value::Object(routes)) => Ok(routes),
+        _ => Err(Unusable::NoRoutes),
+    }
+}
+
+fn log(loaded: LoadedState) -> LoadedState {
+    for warning in &loaded.warnings {
+        tracing::warn!("{warning}");
+    }
+    loaded
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state(active: &str) -> RouteState {
+        RouteState {
+            active: active.into(),
+            previous: Some("blue".into()),
+            canary: Some(CanaryState {
+                slot: "blue".into(),
+                weight: 10,
+            }),
+            source: DecisionSource::Admin,
+            file_active: "blue".into(),
+            file_canary: None,
+            changed_at: "2026-11-22T11:30:00Z".into(),
+        }
+    }
+
+    fn two_routes() -> BTreeMap<String, RouteState> {
+        BTreeMap::from([
+            ("api".to_string(), state("green")),
+            ("app".to_string(), state("v3")),
+        ])
+    }
+
+    fn dir_entries(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    fn corrupt_files(dir: &Path) -> Vec<PathBuf> {
+        fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| {
+                p.file_name()
+                    .unwrap()
+                    .to_string_lossy()
+                    .starts_with("state.json.corrupt-")
+            })
+            .collect()
+    }
+
+    #[test]
+    fn saved_routes_load_back_unchanged() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = StateFile::new(dir.path());
+        let routes = two_routes();
+        file.save(&routes).unwrap();
+        let loaded = file.load();
+        assert_eq!(loaded.routes, routes);
+        assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
+    }
+
+    #[test]
+    fn file_has_the_documented_shape() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = StateFile::new(dir.path());
+        file.save(&two_routes()).unwrap();
+        let text = fs::read_to_string(file.path()).unwrap();
+        let value: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(value["version"], 1);
+        assert_eq!(value["routes"]["app"]["active"], "v3");
+        assert_eq!(value["routes"]["app"]["source"], "admin");
+        assert!(text.contains("\n  \"routes\""), "pretty-printed: {text}");
+    }
+
+    #[test]
+    fn a_second_save_replaces_the_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = StateFile::new(dir.path());
+        file.save(&two_routes()).unwrap();
+        let only_app = BTreeMap::from([("app".to_string(), state("green"))]);
+        file.save(&only_app).unwrap();
+        assert_eq!(file.load().routes, only_app);
+    }
+
+    #[test]
+    fn missing_file_is_a_first_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let loaded = StateFile::new(&dir.path().join("not-yet")).load();
+        assert_eq!(loaded, LoadedState::default());
+    }
+
+    #[test]
+    fn garbage_file_is_moved_aside_and_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = StateFile::new(dir.path());
+        let garbage = b"\x00\xff{{not json at all";
+        fs::write(file.path(), garbage).unwrap();
+
+        let loaded = file.load();
+        assert!(loaded.routes.is_empty());
+        assert_eq!(loaded.warnings.len(), 1, "{:?}", loaded.warnings);
+        let aside = corrupt_files(dir.path());
+        assert_eq!(aside.len(), 1);
+        let warning = &loaded.warnings[0];
+        assert!(warning.contains("not valid JSON"), "{warning}");
+        assert!(
+            warning.contains(&aside[0].display().to_string()),
+            "{warning}"
+        );
+        assert!(!file.path().exists());
+        assert_eq!(fs::read(&aside[0]).unwrap(), garbage);
+    }
+
+    #[test]
+    fn a_second_corrupt_file_in_the_same_second_keeps_the_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = StateFile::new(dir.path());
+        fs::write(file.path(), "first").unwrap();
+        file.load();
+        fs::write(file.path(), "second").unwrap();
+        file.load();
+        let mut kept: Vec<String> = corrupt_files(dir.path())
+            .iter()
+            .map(|p| fs::read_to_string(p).unwrap())
+            .collect();
+        kept.sort();
+        assert_eq!(kept, ["first", "second"]);
+    }
+
+    #[test]
+    fn one_bad_route_does_not_lose_the_others() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = StateFile::new(dir.path());
+        file.save(&two_routes()).unwrap();
+        let mut value: Value = serde_json::from_slice(&fs::read(file.path()).unwrap()).unwrap();
+        value["routes"]["broken"] = serde_json::json!({"active": 7});
+        value["routes"]["weird"] = serde_json::json!("just a string");
+        fs::write(file.path(), value.to_string()).unwrap();
+
+        let loaded = file.load();
+        assert_eq!(loaded.routes, two_routes());
+        assert_eq!(loaded.warnings.len(), 2, "{:?}", loaded.warnings);
+        assert!(
+            loaded.warnings[0].contains("\"broken\""),
+            "{:?}",
+            loaded.warnings
+        );
+        assert!(
+            loaded.warnings[1].contains("\"weird\""),
+            "{:?}",
+            loaded.warnings
+        );
+        // A partly usable file stays where it is: the next save rewrites it.
+        assert!(corrupt_files(dir.path()).is_empty());
+    }
+
+    #[test]
+    fn wrong_version_is_moved_aside() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = StateFile::new(dir.path());
+        fs::write(file.path(), r#"{"version":2,"routes":{}}"#).unwrap();
+        let loaded = file.load();
+        assert!(loaded.routes.is_empty());
+        assert_eq!(loaded.warnings.len(), 1);
+        assert!(
+            loaded.warnings[0].contains("version 2"),
+            "{:?}",
+            loaded.warnings
+        );
+        assert_eq!(corrupt_files(dir.path()).len(), 1);
+    }
+
+    #[test]
+    fn valid_json_of_the_wrong_shape_is_moved_aside() {
+        for (text, expected) in [
+            ("[1, 2]", "not a JSON object"),
+            (r#"{"routes":{}}"#, "no numeric \"version\""),
+            (r#"{"version":1,"routes":[]}"#, "no \"routes\" object"),
+        ] {
+            let dir = tempfile::tempdir().unwrap();
+            let file = StateFile::new(dir.path());
+            fs::write(file.path(), text).unwrap();
+            let loaded = file.load();
+            assert!(loaded.routes.is_empty(), "{text}");
+            assert!(
+                loaded.warnings[0].contains(expected),
+                "{:?}",
+                loaded.warnings
+            );
+            assert_eq!(corrupt_files(dir.path()).len(), 1, "{text}");
+        }
+    }
+
+    #[test]
+    fn save_creates_the_state_dir_private() {
+        let dir = tempfile::tempdir().unwrap();
+        let state_dir = dir.path().join("var/lib/switchyard");
+        let file = StateFile::new(&state_dir);
+        file.save(&two_routes()).unwrap();
+        let dir_mode = fs::metadata(&state_dir).unwrap().permissions().mode();
+        assert_eq!(dir_mode & 0o777, 0o700);
+        let file_mode = fs::metadata(file.path()).unwrap().permissions().mode();
+        assert_eq!(file_mode & 0o777, 0o600);
+        assert_eq!(file.load().routes, two_routes());
+    }
+
+    #[test]
+    fn save_leaves_no_temp_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = StateFile::new(dir.path());
+        for _ in 0..3 {
+            file.save(&two_routes()).unwrap();
+        }
+        assert_eq!(dir_entries(dir.path()), ["state.json"]);
+    }
+}

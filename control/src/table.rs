@@ -1,0 +1,449 @@
+//! The routing table: an immutable value the Controller builds and publishes,
+//! and the request path reads.
+//!
+//! Deciding where a request goes — [`RoutingTable::route_for`],
+//! [`Route::pick_slot`], [`Slot::pick_backend`] — takes no lock and allocates
+//! nothing: lookups use a lower-cased copy of the host on the stack, and the
+//! only mutable parts are relaxed atomic counters for round-robin.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use switchyard_conf::HostPattern;
+
+/// Hosts longer than this cannot be valid DNS names (253 bytes); they match
+/// only any-host routes.
+const MAX_HOST_LEN: usize = 255;
+
+/// One published generation of routing decisions.
+#[derive(Debug)]
+pub struct RoutingTable {
+    pub generation: u64,
+    pub routes: Vec<Route>,
+    /// Exact host → route indexes, longest path prefix first.
+    exact: HashMap<Box<str>, Vec<usize>>,
+    /// `(suffix with leading dot, route indexes longest prefix first)`,
+    /// longest suffix first so the most specific wildcard wins.
+    suffixes: Vec<(Box<str>, Vec<usize>)>,
+    /// Routes without hosts, longest path prefix first.
+    any_host: Vec<usize>,
+}
+
+/// A route of the table: its slots, which one is active, and the canary.
+#[derive(Debug)]
+pub struct Route {
+    pub name: Arc<str>,
+    pub path_prefix: Box<str>,
+    pub slots: Vec<Slot>,
+    /// Index into `slots`.
+    pub active: usize,
+    /// Index into `slots`: the fail-back target and the retry slot.
+    pub previous: Option<usize>,
+    pub canary: Option<Canary>,
+    pub retries: u32,
+    /// Spreads canary picks; see [`Route::pick_slot`].
+    canary_counter: AtomicUsize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Canary {
+    pub slot: usize,
+    /// 0–100.
+    pub weight: u8,
+}
+
+#[derive(Debug)]
+pub struct Slot {
+    pub name: Arc<str>,
+    pub backends: Vec<SocketAddr>,
+    /// Separates pooled upstream connections by slot and generation, so no
+    /// connection opened before a cutover is reused after it.
+    pub pool_key: u64,
+    next_backend: AtomicUsize,
+}
+
+/// What the Controller hands to [`RoutingTable::build`] for one route.
+#[derive(Debug, Clone)]
+pub struct RouteSpec {
+    pub name: String,
+    pub hosts: Vec<HostPattern>,
+    pub path_prefix: String,
+    /// Slot name → backends, in a stable order.
+    pub slots: Vec<(String, Vec<SocketAddr>)>,
+    pub active: String,
+    pub previous: Option<String>,
+    pub canary: Option<(String, u8)>,
+    pub retries: u32,
+}
+
+impl RoutingTable {
+    /// An empty table: every request gets the no-route answer.
+    pub fn empty() -> RoutingTable {
+        RoutingTable::build(0, Vec::new())
+    }
+
+    /// Builds generation `generation` from route specs. Slot names that are
+    /// not in a spec's `slots` are ignored (the Controller validates first).
+    pub fn build(generation: u64, specs: Vec<RouteSpec>) -> RoutingTable {
+        let mut exact: HashMap<Box<str>, Vec<usize>> = HashMap::new();
+        let mut suffixes: HashMap<Box<str>, Vec<usize>> = HashMap::new();
+        let mut any_host = Vec::new();
+        let mut routes = Vec::with_capacity(specs.len());
+
+        for (index, spec) in specs.into_iter().enumerate() {
+            if spec.hosts.is_empty() {
+                any_host.push(index);
+            }
+            for host in &spec.hosts {
+                match host {
+                    HostPattern::Exact(h) => {
+                        exact.entry(h.as_str().into()).or_default().push(index)
+                    }
+                    HostPattern::Suffix(s) => {
+                        suffixes.entry(s.as_str().into()).or_default().push(index)
+                    }
+                }
+            }
+            routes.push(Route::from_spec(generation, spec));
+        }
+
+        let by_longest_prefix = |list: &mut Vec<usize>| {
+            list.sort_by_key(|&i| std::cmp::Reverse(routes[i].path_prefix.len()));
+        };
+        exact.values_mut().for_each(by_longest_prefix);
+        by_longest_prefix(&mut any_host);
+        let mut suffixes: Vec<(Box<str>, Vec<usize>)> = suffixes.into_iter().collect();
+        suffixes
+            .iter_mut()
+            .for_each(|(_, list)| by_longest_prefix(list));
+        suffixes.sort_by_key(|(s, _)| std::cmp::Reverse(s.len()));
+
+        RoutingTable {
+            generation,
+            routes,
+            exact,
+            suffixes,
+            any_host,
+        }
+    }
+
+    /// The route for a request: the Host header (any case, port ignored) and
+    /// the path. Exact hosts beat wildcards, wildcards beat any-host routes,
+    /// and within each the longest matching path prefix wins.
+    pub fn route_for(&self, host: Option<&str>, path: &str) -> Option<&Route> {
+        self.route_index_for(host, path).map(|i| &self.routes[i])
+    }
+
+    /// [`Self::route_for`], as an index into `routes`.
+    pub fn route_index_for(&self, host: Option<&str>, path: &str) -> Option<usize> {
+        let mut buf = [0u8; MAX_HOST_LEN];
+        if let Some(host) = host.and_then(|h| lower_host_without_port(h, &mut buf)) {
+            if let Some(list) = self.exact.get(host) {
+                if let Some(index) = self.first_prefix_match(list, path) {
+                    return Some(index);
+                }
+            }
+            for (suffix, list) in &self.suffixes {
+                if host.len() > suffix.len() && host.ends_with(&**suffix) {
+                    if let Some(index) = self.first_prefix_match(list, path) {
+                        return Some(index);
+                    }
+                }
+            }
+        }
+        self.first_prefix_match(&self.any_host, path)
+    }
+
+    pub fn route_named(&self, name: &str) -> Option<&Route> {
+        self.routes.iter().find(|r| &*r.name == name)
+    }
+
+    fn first_prefix_match(&self, candidates: &[usize], path: &str) -> Option<usize> {
+        candidates
+            .iter()
+            .copied()
+            .find(|&i| path_has_prefix(path, &self.routes[i].path_prefix))
+    }
+}
+
+/// `/api` matches `/api`, `/api/x` and `/api?q`, not `/apiary`; a prefix
+/// ending in `/` matches anything below it.
+fn path_has_prefix(path: &str, prefix: &str) -> bool {
+    if !path.starts_with(prefix) {
+        return false;
+    }
+    if prefix.ends_with('/') || path.len() == prefix.len() {
+        return true;
+    }
+    matches!(path.as_bytes()[prefix.len()], b'/' | b'?')
+}
+
+/// Lower-cases `host` into `buf` and drops a `:port` (and IPv6 brackets'
+/// port), without allocating. `None` when it does not fit.
+fn lower_host_without_port<'a>(host: &str, buf: &'a mut [u8; MAX_HOST_LEN]) -> Option<&'a str> {
+    let name = if host.starts_with('[') {
+        // [::1]:8080 → [::1]
+        match host.find(']') {
+            Some(end) => &host[..=end],
+            None => host,
+        }
+    } else {
+        match host.rfind(':') {
+            Some(colon) => &host[..colon],
+            None => host,
+        }
+    };
+    let name = name.strip_suffix('.').unwrap_or(name);
+    let bytes = name.as_bytes();
+    if bytes.is_empty() || bytes.len() > buf.len() {
+        return None;
+    }
+    for (dst, src) in buf.iter_mut().zip(bytes) {
+        *dst = src.to_ascii_lowercase();
+    }
+    // Lower-casing ASCII keeps UTF-8 valid.
+    std::str::from_utf8(&buf[..bytes.len()]).ok()
+}
+
+impl Route {
+    fn from_spec(generation: u64, spec: RouteSpec) -> Route {
+        let index_of = |name: &str| spec.slots.iter().position(|(n, _)| n == name);
+        let active = index_of(&spec.active).unwrap_or(0);
+        let previous = spec
+            .previous
+            .as_deref()
+            .and_then(index_of)
+            .filter(|&p| p != active);
+        let canary = spec.canary.as_ref().and_then(|(slot, weight)| {
+            let slot = index_of(slot).filter(|&s| s != active)?;
+            Some(Canary {
+                slot,
+                weight: (*weight).min(100),
+            })
+        });
+        let route_name: Arc<str> = spec.name.as_str().into();
+        let slots = spec
+            .slots
+            .into_iter()
+            .map(|(name, backends)| Slot {
+                pool_key: pool_key(&route_name, &name, generation),
+                name: name.as_str().into(),
+                backends,
+                next_backend: AtomicUsize::new(0),
+            })
+            .collect();
+        Route {
+            name: route_name,
+            path_prefix: spec.path_prefix.into(),
+            slots,
+            active,
+            previous,
+            canary,
+            retries: spec.retries,
+            canary_counter: AtomicUsize::new(0),
+        }
+    }
+
+    /// The slot for a new request: the canary for `weight` % of requests,
+    /// else the active slot. Requests are spread evenly rather than at
+    /// random, so a 10 % canary gets exactly 1 request in 10.
+    pub fn pick_slot(&self) -> usize {
+        match self.canary {
+            Some(Canary { slot, weight }) if weight > 0 => {
+                let n = self.canary_counter.fetch_add(1, Ordering::Relaxed);
+                if canary_bucket(n) < weight as usize {
+                    slot
+                } else {
+                    self.active
+                }
+            }
+            _ => self.active,
+        }
+    }
+
+    pub fn slot(&self, index: usize) -> &Slot {
+        &self.slots[index]
+    }
+
+    pub fn active_slot(&self) -> &Slot {
+        &self.slots[self.active]
+    }
+
+    pub fn slot_named(&self, name: &str) -> Option<usize> {
+        self.slots.iter().position(|s| &*s.name == name)
+    }
+}
+
+/// Maps a request counter onto 0..100 so that any 100 consecutive requests
+/// hit every bucket once, but not in order (37 is coprime with 100): a canary
+/// at 10 % is not handed ten requests in a row.
+fn canary_bucket(n: usize) -> usize {
+    (n % 100) * 37 % 100
+}
+
+impl Slot {
+    /// Where a new request starts in the round-robin.
+    pub fn next_start(&self) -> usize {
+        self.next_backend.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// The backend for try number `attempt` (0 first) of a request that
+    /// started at `start`: retries move on to the following backends.
+    pub fn backend(&self, start: usize, attempt: usize) -> SocketAddr {
+        self.backends[start.wrapping_add(attempt) % self.backends.len()]
+    }
+}
+
+fn pool_key(route: &str, slot: &str, generation: u64) -> u64 {
+    use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
+    let mut hasher =
+        BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default().build_hasher();
+    hasher.write(route.as_bytes());
+    hasher.write_u8(0);
+    hasher.write(slot.as_bytes());
+    hasher.write_u64(generation);
+    hasher.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addr(port: u16) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], port))
+    }
+
+    fn spec(name: &str, hosts: &[&str], prefix: &str) -> RouteSpec {
+        RouteSpec {
+            name: name.into(),
+            hosts: hosts
+                .iter()
+                .map(|h| match h.strip_prefix('*') {
+                    Some(suffix) => HostPattern::Suffix(suffix.into()),
+                    None => HostPattern::Exact((*h).into()),
+                })
+                .collect(),
+            path_prefix: prefix.into(),
+            slots: vec![
+                ("blue".into(), vec![addr(1), addr(2)]),
+                ("green".into(), vec![addr(3)]),
+            ],
+            active: "blue".into(),
+            previous: None,
+            canary: None,
+            retries: 2,
+        }
+    }
+
+    fn matched<'a>(table: &'a RoutingTable, host: Option<&str>, path: &str) -> Option<&'a str> {
+        table.route_for(host, path).map(|r| &*r.name)
+    }
+
+    #[test]
+    fn host_matching_ignores_case_and_port() {
+        let table = RoutingTable::build(1, vec![spec("app", &["app.example.com"], "/")]);
+        assert_eq!(
+            matched(&table, Some("APP.Example.com:8080"), "/"),
+            Some("app")
+        );
+        assert_eq!(matched(&table, Some("app.example.com."), "/x"), Some("app"));
+        assert_eq!(matched(&table, Some("other.example.com"), "/"), None);
+        assert_eq!(matched(&table, None, "/"), None);
+    }
+
+    #[test]
+    fn exact_beats_wildcard_beats_any_host() {
+        let table = RoutingTable::build(
+            1,
+            vec![
+                spec("any", &[], "/"),
+                spec("wild", &["*.example.com"], "/"),
+                spec("deep", &["*.api.example.com"], "/"),
+                spec("exact", &["www.example.com"], "/"),
+            ],
+        );
+        assert_eq!(matched(&table, Some("www.example.com"), "/"), Some("exact"));
+        assert_eq!(matched(&table, Some("shop.example.com"), "/"), Some("wild"));
+        assert_eq!(
+            matched(&table, Some("v1.api.example.com"), "/"),
+            Some("deep")
+        );
+        assert_eq!(matched(&table, Some("example.com"), "/"), Some("any"));
+        assert_eq!(matched(&table, Some("[::1]:80"), "/"), Some("any"));
+    }
+
+    #[test]
+    fn longest_path_prefix_wins_on_segment_boundaries() {
+        let table = RoutingTable::build(
+            1,
+            vec![
+                spec("root", &["a"], "/"),
+                spec("api", &["a"], "/api"),
+                spec("v2", &["a"], "/api/v2/"),
+            ],
+        );
+        assert_eq!(matched(&table, Some("a"), "/api"), Some("api"));
+        assert_eq!(matched(&table, Some("a"), "/api?x=1"), Some("api"));
+        assert_eq!(matched(&table, Some("a"), "/api/v1"), Some("api"));
+        assert_eq!(matched(&table, Some("a"), "/api/v2/users"), Some("v2"));
+        assert_eq!(matched(&table, Some("a"), "/apiary"), Some("root"));
+    }
+
+    #[test]
+    fn a_host_route_without_matching_prefix_falls_through_to_any_host() {
+        let table =
+            RoutingTable::build(1, vec![spec("api", &["a"], "/api"), spec("any", &[], "/")]);
+        assert_eq!(matched(&table, Some("a"), "/other"), Some("any"));
+    }
+
+    #[test]
+    fn backends_are_picked_round_robin_and_retries_move_on() {
+        let table = RoutingTable::build(1, vec![spec("app", &[], "/")]);
+        let slot = table.routes[0].active_slot();
+        let picks: Vec<u16> = (0..4)
+            .map(|_| slot.backend(slot.next_start(), 0).port())
+            .collect();
+        assert_eq!(picks, [1, 2, 1, 2]);
+        let start = slot.next_start();
+        assert_ne!(slot.backend(start, 1), slot.backend(start, 0));
+        assert_eq!(slot.backend(start, 2), slot.backend(start, 0));
+    }
+
+    #[test]
+    fn canary_weight_is_exact_over_every_hundred_requests() {
+        for weight in [0u8, 1, 10, 33, 50, 99, 100] {
+            let mut s = spec("app", &[], "/");
+            s.canary = Some(("green".into(), weight));
+            let table = RoutingTable::build(1, vec![s]);
+            let route = &table.routes[0];
+            let canary = (0..1000).filter(|_| route.pick_slot() == 1).count();
+            assert_eq!(canary, weight as usize * 10, "weight {weight}");
+        }
+    }
+
+    #[test]
+    fn canary_equal_to_active_or_unknown_is_ignored() {
+        let mut s = spec("app", &[], "/");
+        s.canary = Some(("blue".into(), 50));
+        assert_eq!(RoutingTable::build(1, vec![s]).routes[0].canary, None);
+        let mut s = spec("app", &[], "/");
+        s.canary = Some(("nope".into(), 50));
+        assert_eq!(RoutingTable::build(1, vec![s]).routes[0].canary, None);
+    }
+
+    #[test]
+    fn pool_keys_differ_by_slot_and_generation() {
+        let one = RoutingTable::build(1, vec![spec("app", &[], "/")]);
+        let two = RoutingTable::build(2, vec![spec("app", &[], "/")]);
+        assert_ne!(
+            one.routes[0].slots[0].pool_key,
+            one.routes[0].slots[1].pool_key
+        );
+        assert_ne!(
+            one.routes[0].slots[0].pool_key,
+            two.routes[0].slots[0].pool_key
+        );
+    }
+}

@@ -1,0 +1,315 @@
+//! The `switchyard` command line: the server commands (`run`, `demo`,
+//! `check`) and the admin commands, which talk to a running server over its
+//! admin socket.
+//!
+//! Exit codes: 0 done, 1 refused or failed (with the reason), 2 usage or
+//! connection error.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use serde_json::Value;
+use switchyard_control::protocol::{Request, Response};
+
+use crate::admin_client;
+
+/// Where the admin socket is when nothing else says.
+const DEFAULT_SOCKET: &str = "/run/switchyard/admin.sock";
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "switchyard",
+    version,
+    about = "A front-door reverse proxy for blue/green and canary deployments"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the proxy with two built-in demo backends and print what to try.
+    Demo {
+        /// Port to listen on; the next free one is taken when it is busy.
+        #[arg(long, default_value_t = 8080)]
+        port: u16,
+    },
+    /// Run the proxy.
+    Run {
+        #[arg(short, long, value_name = "FILE")]
+        config: PathBuf,
+    },
+    /// Validate a config file: exit 0 when valid, 1 with every error when not.
+    Check {
+        #[arg(short, long, value_name = "FILE")]
+        config: PathBuf,
+    },
+    /// Show routes, their slots, and what decided them.
+    Status {
+        route: Option<String>,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Make SLOT the active slot of ROUTE.
+    Switch {
+        route: String,
+        slot: String,
+        /// How long to wait for the slot to become healthy.
+        #[arg(long, default_value = "30s")]
+        timeout: String,
+        /// Switch even to a slot that is not healthy.
+        #[arg(long)]
+        force: bool,
+        #[arg(long)]
+        reason: Option<String>,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Make the previous slot of ROUTE active again.
+    Rollback {
+        route: String,
+        #[arg(long)]
+        reason: Option<String>,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Send PERCENT of ROUTE's new traffic to SLOT (0 ends the canary).
+    Canary {
+        route: String,
+        slot: String,
+        #[arg(value_parser = clap::value_parser!(u8).range(0..=100))]
+        percent: u8,
+        #[arg(long)]
+        reason: Option<String>,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Show the newest changes, oldest first.
+    History {
+        route: Option<String>,
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Re-read the config file now.
+    Reload {
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct AdminArgs {
+    /// The admin socket (default: the config's `server.admin_socket`, else
+    /// /run/switchyard/admin.sock).
+    #[arg(long, env = "SWITCHYARD_SOCKET", value_name = "PATH")]
+    pub socket: Option<PathBuf>,
+    /// Read the admin socket's path from this config file.
+    #[arg(short, long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Print the server's JSON response.
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl AdminArgs {
+    fn socket_path(&self) -> Result<PathBuf, String> {
+        if let Some(socket) = &self.socket {
+            return Ok(socket.clone());
+        }
+        if let Some(config) = &self.config {
+            return switchyard_conf::load(config)
+                .map(|c| c.server.admin_socket)
+                .map_err(|e| {
+                    format!(
+                        "cannot read the admin socket from {}:\n{e}",
+                        config.display()
+                    )
+                });
+        }
+        Ok(PathBuf::from(DEFAULT_SOCKET))
+    }
+}
+
+/// Runs an admin command and prints its outcome.
+pub fn admin(request: Request, args: &AdminArgs, wait: Duration) -> ExitCode {
+    let socket = match args.socket_path() {
+        Ok(socket) => socket,
+        Err(message) => {
+            eprintln!("switchyard: {message}");
+            return ExitCode::from(2);
+        }
+    };
+    let response = match admin_client::send(&socket, &request, wait) {
+        Ok(response) => response,
+        Err(e) => {
+            eprintln!("switchyard: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if args.json {
+        print!("{}", response.to_line());
+    } else {
+        print_human(&request, &response);
+    }
+    if response.ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
+}
+
+fn print_human(request: &Request, response: &Response) {
+    if let Some(error) = &response.error {
+        eprintln!("switchyard: refused ({:?}): {}", error.kind, error.message);
+        return;
+    }
+    let result = response.result.clone().unwrap_or(Value::Null);
+    match request {
+        Request::Status { .. } => print_status(&result),
+        Request::History { .. } => print_history(&result),
+        Request::Reload {} => {
+            println!(
+                "reloaded: generation {}, {} routes",
+                result["generation"], result["routes"]
+            );
+            if let Some(list) = result["needs_restart"].as_array().filter(|l| !l.is_empty()) {
+                let names: Vec<&str> = list.iter().filter_map(Value::as_str).collect();
+                println!("needs restart to apply: {}", names.join(", "));
+            }
+        }
+        _ => {
+            let canary = match &result["canary"] {
+                Value::Null => String::new(),
+                c => format!(", canary {} at {}%", text(&c["slot"]), c["weight"]),
+            };
+            let verb = if result["changed"] == Value::Bool(true) {
+                "now"
+            } else {
+                "unchanged:"
+            };
+            println!(
+                "{}: {verb} active {}{canary} (generation {})",
+                text(&result["route"]),
+                text(&result["active"]),
+                result["generation"]
+            );
+        }
+    }
+    if let Some(warning) = result["warning"].as_str() {
+        eprintln!("warning: {warning}");
+    }
+}
+
+fn text(v: &Value) -> String {
+    v.as_str()
+        .map(str::to_owned)
+        .unwrap_or_else(|| v.to_string())
+}
+
+fn print_status(status: &Value) {
+    println!(
+        "generation {}  config {}",
+        status["generation"],
+        text(&status["config"]["file"])
+    );
+    if let Some(error) = status["config"]["error"].as_str() {
+        println!("CONFIG REJECTED (running the last good config):\n{error}");
+    }
+    if let Some(list) = status["config"]["needs_restart"]
+        .as_array()
+        .filter(|l| !l.is_empty())
+    {
+        let names: Vec<String> = list.iter().map(text).collect();
+        println!("needs restart to apply: {}", names.join(", "));
+    }
+    for warning in status["state_warnings"].as_array().into_iter().flatten() {
+        println!("state file: {}", text(warning));
+    }
+    for route in status["routes"].as_array().into_iter().flatten() {
+        let hosts: Vec<String> = route["hosts"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(text)
+            .collect();
+        let hosts = if hosts.is_empty() {
+            "*".to_string()
+        } else {
+            hosts.join(",")
+        };
+        println!();
+        println!(
+            "route {}  {hosts}{}",
+            text(&route["name"]),
+            text(&route["path_prefix"])
+        );
+        println!(
+            "  active {}  (decided by {} at {})",
+            text(&route["active"]),
+            text(&route["decided_by"]),
+            text(&route["changed_at"])
+        );
+        if let Some(previous) = route["previous"].as_str() {
+            println!("  previous {previous}");
+        }
+        if let Value::Object(_) = &route["canary"] {
+            println!(
+                "  canary {} at {}%",
+                text(&route["canary"]["slot"]),
+                route["canary"]["weight"]
+            );
+        }
+        for slot in route["slots"].as_array().into_iter().flatten() {
+            let backends: Vec<String> = slot["backends"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(text)
+                .collect();
+            println!("  slot {:<12} {}", text(&slot["name"]), backends.join(" "));
+        }
+    }
+}
+
+fn print_history(result: &Value) {
+    for entry in result["entries"].as_array().into_iter().flatten() {
+        let mut line = format!(
+            "{} {:<8} {:<10} {:<8}",
+            text(&entry["time"]),
+            text(&entry["trigger"]),
+            text(&entry["route"]),
+            text(&entry["action"])
+        );
+        if let (Some(from), Some(to)) = (entry["from"].as_str(), entry["to"].as_str()) {
+            line.push_str(&format!(" {from} -> {to}"));
+        }
+        line.push_str(&format!("  {}", text(&entry["result"])));
+        if let Some(reason) = entry["reason"].as_str() {
+            line.push_str(&format!("  ({reason})"));
+        }
+        if let Some(uid) = entry["uid"].as_u64() {
+            line.push_str(&format!("  uid {uid}"));
+        }
+        println!("{line}");
+    }
+}
+
+/// `switchyard check`.
+pub fn check(path: &Path) -> ExitCode {
+    match switchyard_conf::load(path) {
+        Ok(config) => {
+            println!("{}: {}", path.display(), switchyard_conf::summary(&config));
+            ExitCode::SUCCESS
+        }
+        Err(errors) => {
+            eprintln!("{errors}");
+            eprintln!("{}: {} error(s)", path.display(), errors.0.len());
+            ExitCode::from(1)
+        }
+    }
+}

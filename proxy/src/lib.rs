@@ -1,0 +1,8 @@
+//! switchyard's data plane and binary: pingora proxying with the published
+//! routing table, the process lifecycle, the CLI and the demo.
+
+pub mod admin_client;
+pub mod cli;
+pub mod dataplane;
+pub mod demo;
+pub mod server;

@@ -1,0 +1,205 @@
+//! Running switchyard: bind the listeners, start the Controller, the admin
+//! socket, the config watcher and the pingora data plane, then stop them in
+//! order on SIGTERM/SIGINT.
+//!
+//! Why not pingora's `Server`: it cannot report the port of a port-0
+//! listener (pingora issue 988), `run_forever` exits the process, and it
+//! owns signal handling and runtimes we need to share with the Controller.
+//! Instead we bind the listening sockets ourselves (so port 0 works and bind
+//! errors are ours to report), hand them to pingora's listening `Service`
+//! through its fd table — the same path pingora's graceful upgrade uses — and
+//! run that service on our own tokio runtime. The `Service` listener path
+//! keeps pingora's L4 write buffering, which a raw accept loop feeding
+//! `Stream::from(TcpStream)` would lose (one extra send per request).
+
+use std::net::{SocketAddr, TcpListener};
+use std::os::fd::IntoRawFd;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use pingora::server::configuration::ServerConf;
+use pingora::server::Fds;
+use pingora::services::Service as PingoraService;
+use switchyard_conf::Config;
+use switchyard_control::admin_server::{self, AdminAccess, AdminLimits};
+use switchyard_control::{Controller, ControllerHandle};
+use tokio::sync::watch;
+
+use crate::dataplane::{DataPlaneSettings, InFlight, Switchyard};
+
+/// How long the watcher waits for an editor to finish writing before it
+/// reloads; small enough that an edit applies well within 250 ms.
+const RELOAD_DEBOUNCE: Duration = Duration::from_millis(50);
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    AdminSocket(#[from] admin_server::AdminSocketError),
+    #[error("cannot watch the config file {path}: {message}")]
+    Watch { path: PathBuf, message: String },
+    #[error("cannot start the runtime: {0}")]
+    Runtime(std::io::Error),
+}
+
+/// A started switchyard; [`RunningProxy::stop`] ends it.
+pub struct RunningProxy {
+    /// The addresses really bound (a port 0 replaced by the kernel's pick).
+    pub listen_addrs: Vec<SocketAddr>,
+    pub controller: ControllerHandle,
+    shutdown: watch::Sender<bool>,
+    in_flight: Arc<InFlight>,
+    admin_socket: PathBuf,
+    drain_timeout: Duration,
+    service: tokio::task::JoinHandle<()>,
+    _watcher: switchyard_conf::watch::ConfigWatcher,
+}
+
+/// Starts everything on the current tokio runtime.
+pub async fn start(config: Config, config_path: &Path) -> Result<RunningProxy, StartError> {
+    let listeners = bind_listeners(&config.server.listen)?;
+    let listen_addrs: Vec<SocketAddr> = listeners
+        .iter()
+        .map(|(_, l)| l.local_addr().expect("a bound socket has an address"))
+        .collect();
+
+    let server = config.server.clone();
+    let admin_listener = admin_server::bind(&server.admin_socket).await?;
+    let (controller, _task) = Controller::start(config, config_path.to_path_buf());
+
+    let (shutdown, shutdown_rx) = watch::channel(false);
+    tokio::spawn(admin_server::serve(
+        admin_listener,
+        controller.clone(),
+        AdminAccess::new(&server.admin_uids),
+        AdminLimits::default(),
+        shutdown_rx.clone(),
+    ));
+
+    let on_edit = controller.clone();
+    let watcher =
+        switchyard_conf::watch::ConfigWatcher::start(config_path, RELOAD_DEBOUNCE, move || {
+            on_edit.config_file_changed()
+        })
+        .map_err(|e| StartError::Watch {
+            path: config_path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+
+    let in_flight = Arc::new(InFlight::default());
+    let settings = DataPlaneSettings {
+        connect_timeout: server.connect_timeout,
+        read_timeout: server.read_timeout,
+        keepalive_timeout: server.keepalive_timeout,
+        upstream_idle_timeout: Duration::from_secs(60),
+    };
+    let proxy = Switchyard::new(controller.table(), settings, in_flight.clone());
+    let pingora_conf = Arc::new(ServerConf::default());
+    let mut service =
+        pingora::proxy::http_proxy_service_with_name(&pingora_conf, proxy, "switchyard");
+    let mut fds = Fds::new();
+    for (key, listener) in listeners {
+        service.add_tcp(&key);
+        fds.add(key, listener.into_raw_fd());
+    }
+    let fds = Arc::new(parking_lot::Mutex::new(fds));
+    let service = tokio::spawn(async move {
+        PingoraService::start_service(&mut service, Some(fds), shutdown_rx, 1).await;
+    });
+
+    for addr in &listen_addrs {
+        tracing::info!("listening on http://{addr}");
+    }
+    Ok(RunningProxy {
+        listen_addrs,
+        controller,
+        shutdown,
+        in_flight,
+        admin_socket: server.admin_socket,
+        drain_timeout: server.drain_timeout,
+        service,
+        _watcher: watcher,
+    })
+}
+
+/// Binds each address once. The fd-table key is the address as configured,
+/// which is how pingora's listener finds the socket we hand it.
+fn bind_listeners(addrs: &[SocketAddr]) -> Result<Vec<(String, TcpListener)>, StartError> {
+    let mut seen = Vec::new();
+    let mut bound = Vec::new();
+    for addr in addrs {
+        if seen.contains(addr) {
+            continue;
+        }
+        seen.push(*addr);
+        let listener = bind_tcp(*addr).map_err(|source| StartError::Listen {
+            addr: *addr,
+            source,
+        })?;
+        bound.push((addr.to_string(), listener));
+    }
+    Ok(bound)
+}
+
+fn bind_tcp(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv6() {
+        tokio::net::TcpSocket::new_v6()?
+    } else {
+        tokio::net::TcpSocket::new_v4()?
+    };
+    // A restart must not wait out TIME_WAIT on the listening port.
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    let listener = socket.listen(1024)?.into_std()?;
+    listener.set_nonblocking(true)?;
+    Ok(listener)
+}
+
+impl RunningProxy {
+    /// Stops accepting, lets in-flight requests finish (up to the config's
+    /// `drain_timeout`), and removes the admin socket.
+    pub async fn stop(self) {
+        let _ = self.shutdown.send(true);
+        let deadline = Instant::now() + self.drain_timeout;
+        while self.in_flight.count() > 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let left = self.in_flight.count();
+        if left > 0 {
+            tracing::warn!(left, "drain timeout passed with requests still in flight");
+        }
+        self.service.abort();
+        let _ = std::fs::remove_file(&self.admin_socket);
+    }
+}
+
+/// Waits for SIGTERM or SIGINT.
+pub async fn stop_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("cannot install signal handlers; stop with SIGKILL");
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: draining"),
+        _ = int.recv() => tracing::info!("SIGINT: draining"),
+    }
+}
+
+/// The tokio runtime switchyard runs on: `threads` workers (default one
+/// per core) shared by the data plane and the control plane.
+pub fn runtime(threads: Option<usize>) -> Result<tokio::runtime::Runtime, StartError> {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(threads) = threads {
+        builder.worker_threads(threads.max(1));
+    }
+    builder.enable_all().build().map_err(StartError::Runtime)
+}

@@ -1,0 +1,485 @@
+//! The end-to-end harness: the real `switchyard` binary started on loopback
+//! with ephemeral ports, real hyper backends, and a keep-alive HTTP client
+//! for load. Every wait is on a condition with a deadline.
+
+use std::convert::Infallible;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use tokio::net::{TcpListener, TcpStream};
+
+/// The `switchyard` binary cargo built next to this test.
+pub fn switchyard_bin() -> PathBuf {
+    if let Some(path) = std::env::var_os("SWITCHYARD_BIN") {
+        return PathBuf::from(path);
+    }
+    // target/<profile>/deps/<test> → target/<profile>/switchyard
+    let exe = std::env::current_exe().expect("the test knows its own path");
+    let bin = exe
+        .parent()
+        .and_then(Path::parent)
+        .map(|dir| dir.join("switchyard"))
+        .expect("test binary lives in target/<profile>/deps");
+    assert!(
+        bin.exists(),
+        "{} is missing: run the tests with `cargo test --workspace` (which builds it) or set SWITCHYARD_BIN",
+        bin.display()
+    );
+    bin
+}
+
+/// Polls `condition` until it holds or `limit` passes.
+pub fn wait_until(limit: Duration, what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !condition() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// A backend that answers `<slot> <path>` and can be told to be slow.
+pub struct Backend {
+    pub addr: SocketAddr,
+    pub slot: String,
+    pub requests: Arc<AtomicU64>,
+    stop: tokio::sync::watch::Sender<bool>,
+}
+
+impl Backend {
+    /// Starts on 127.0.0.1 with an ephemeral port. `/slow/<ms>` waits that
+    /// long before answering; `/echo-headers` answers with the request headers.
+    pub async fn start(slot: &str) -> Backend {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind backend");
+        let addr = listener.local_addr().unwrap();
+        let requests = Arc::new(AtomicU64::new(0));
+        let (stop, mut stopped) = tokio::sync::watch::channel(false);
+        let name: Arc<str> = slot.into();
+        let counter = requests.clone();
+        tokio::spawn(async move {
+            loop {
+                let stream = tokio::select! {
+                    accepted = listener.accept() => match accepted { Ok((s, _)) => s, Err(_) => continue },
+                    _ = stopped.changed() => return,
+                };
+                let name = name.clone();
+                let counter = counter.clone();
+                let mut conn_stop = stopped.clone();
+                tokio::spawn(async move {
+                    let service = service_fn(move |req: Request<hyper::body::Incoming>| {
+                        let name = name.clone();
+                        let counter = counter.clone();
+                        async move { Ok::<_, Infallible>(answer(&name, req, &counter).await) }
+                    });
+                    let conn =
+                        http1::Builder::new().serve_connection(TokioIo::new(stream), service);
+                    tokio::select! {
+                        _ = conn => {}
+                        _ = conn_stop.changed() => {}
+                    }
+                });
+            }
+        });
+        Backend {
+            addr,
+            slot: slot.to_string(),
+            requests,
+            stop,
+        }
+    }
+
+    /// Closes the listener and every open connection.
+    pub fn stop(&self) {
+        let _ = self.stop.send(true);
+    }
+}
+
+impl Drop for Backend {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+async fn answer(
+    slot: &str,
+    req: Request<hyper::body::Incoming>,
+    counter: &AtomicU64,
+) -> Response<Full<Bytes>> {
+    counter.fetch_add(1, Ordering::Relaxed);
+    let path = req.uri().path().to_string();
+    if let Some(ms) = path
+        .strip_prefix("/slow/")
+        .and_then(|ms| ms.parse::<u64>().ok())
+    {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
+    let body = if path == "/echo-headers" {
+        let mut text = String::new();
+        for (name, value) in req.headers() {
+            text.push_str(&format!("{name}: {}\n", value.to_str().unwrap_or("?")));
+        }
+        text
+    } else if path == "/echo-body" {
+        let bytes = req
+            .into_body()
+            .collect()
+            .await
+            .map(|b| b.to_bytes())
+            .unwrap_or_default();
+        return Response::builder()
+            .header("x-slot", slot)
+            .body(Full::new(bytes))
+            .unwrap();
+    } else {
+        format!("{slot} {path}")
+    };
+    Response::builder()
+        .header("x-slot", slot)
+        .body(Full::new(Bytes::from(body)))
+        .unwrap()
+}
+
+/// A running `switchyard run`, stopped with SIGTERM on drop.
+pub struct Proxy {
+    pub addr: SocketAddr,
+    pub dir: PathBuf,
+    pub config: PathBuf,
+    pub socket: PathBuf,
+    child: Child,
+    pub log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Proxy {
+    /// Writes `[server]` (listen on port 0, admin socket and state in `dir`)
+    /// followed by `routes` into `dir/switchyard.toml` and starts the proxy.
+    pub fn start(dir: &Path, routes: &str) -> Proxy {
+        let config = dir.join("switchyard.toml");
+        std::fs::write(&config, config_text(routes)).unwrap();
+        Proxy::start_with_file(dir, &config)
+    }
+
+    /// Starts the proxy on an existing config file.
+    pub fn start_with_file(dir: &Path, config: &Path) -> Proxy {
+        let mut child = Command::new(switchyard_bin())
+            .args(["run", "-c"])
+            .arg(config)
+            .env("SWITCHYARD_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn switchyard");
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+        let stderr = child.stderr.take().unwrap();
+        let lines = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(addr) = line.split("listening on http://").nth(1) {
+                    let _ = addr_tx.send(addr.trim().parse::<SocketAddr>().unwrap());
+                }
+                lines.lock().unwrap().push(line);
+            }
+        });
+        let addr = match addr_rx.recv_timeout(Duration::from_secs(20)) {
+            Ok(addr) => addr,
+            Err(_) => {
+                let _ = child.kill();
+                panic!(
+                    "switchyard did not start; log:\n{}",
+                    log.lock().unwrap().join("\n")
+                );
+            }
+        };
+        Proxy {
+            addr,
+            dir: dir.to_path_buf(),
+            config: config.to_path_buf(),
+            socket: dir.join("admin.sock"),
+            child,
+            log,
+        }
+    }
+
+    /// Runs `switchyard ARGS --socket <this proxy's socket>`.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        Command::new(switchyard_bin())
+            .args(args)
+            .arg("--socket")
+            .arg(&self.socket)
+            .output()
+            .expect("run the switchyard CLI")
+    }
+
+    /// Runs a CLI command that must succeed; returns its stdout.
+    pub fn cli_ok(&self, args: &[&str]) -> String {
+        let out = self.cli(args);
+        assert!(
+            out.status.success(),
+            "switchyard {args:?} failed ({:?}): {}{}",
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// `status --json`, parsed.
+    pub fn status(&self) -> serde_json::Value {
+        let out = self.cli_ok(&["status", "--json"]);
+        let response: serde_json::Value = serde_json::from_str(&out).unwrap();
+        response["result"].clone()
+    }
+
+    /// Rewrites the config file the way editors do: write a temp file, rename
+    /// it over the original.
+    pub fn edit_config(&self, routes: &str) {
+        self.write_config_text(&config_text(routes));
+    }
+
+    pub fn write_config_text(&self, text: &str) {
+        let tmp = self.dir.join(".switchyard.toml.tmp");
+        std::fs::write(&tmp, text).unwrap();
+        std::fs::rename(&tmp, &self.config).unwrap();
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    pub fn terminate(mut self) -> std::process::ExitStatus {
+        self.signal_and_wait()
+    }
+
+    fn signal_and_wait(&mut self) -> std::process::ExitStatus {
+        // SAFETY: kill only sends a signal to our own child.
+        unsafe { libc::kill(self.pid(), libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!("switchyard did not stop within 20 s of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        self.log.lock().unwrap().join("\n")
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            self.signal_and_wait();
+        }
+    }
+}
+
+/// `[server]` for tests, then `routes`.
+pub fn config_text(routes: &str) -> String {
+    format!(
+        "[server]\nlisten = [\"127.0.0.1:0\"]\nadmin_socket = \"admin.sock\"\nstate_dir = \"state\"\ndrain_timeout = \"5s\"\nthreads = 2\n\n{routes}"
+    )
+}
+
+/// A two-slot route `name` with `active` active.
+pub fn two_slot_route(name: &str, active: &str, blue: &Backend, green: &Backend) -> String {
+    format!(
+        "[[route]]\nname = \"{name}\"\nactive = \"{active}\"\n[route.slots]\nblue = [\"{}\"]\ngreen = [\"{}\"]\n",
+        blue.addr, green.addr
+    )
+}
+
+/// One keep-alive HTTP/1.1 connection.
+pub struct Client {
+    addr: SocketAddr,
+    sender: Option<hyper::client::conn::http1::SendRequest<Full<Bytes>>>,
+}
+
+/// A response's status, `x-slot` header and body.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    pub status: u16,
+    pub slot: Option<String>,
+    pub body: String,
+}
+
+impl Client {
+    pub fn new(addr: SocketAddr) -> Client {
+        Client { addr, sender: None }
+    }
+
+    async fn connect(
+        &mut self,
+    ) -> Result<&mut hyper::client::conn::http1::SendRequest<Full<Bytes>>, String> {
+        let reusable = self.sender.as_ref().is_some_and(|s| !s.is_closed());
+        if !reusable {
+            let stream = TcpStream::connect(self.addr)
+                .await
+                .map_err(|e| format!("connect: {e}"))?;
+            let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+                .await
+                .map_err(|e| format!("handshake: {e}"))?;
+            tokio::spawn(conn);
+            self.sender = Some(sender);
+        }
+        Ok(self.sender.as_mut().unwrap())
+    }
+
+    /// GET `path` with `Host: host`.
+    pub async fn get(&mut self, host: &str, path: &str) -> Result<Reply, String> {
+        self.send("GET", host, path, &[], Bytes::new()).await
+    }
+
+    pub async fn send(
+        &mut self,
+        method: &str,
+        host: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Bytes,
+    ) -> Result<Reply, String> {
+        let sender = self.connect().await?;
+        sender
+            .ready()
+            .await
+            .map_err(|e| format!("not ready: {e}"))?;
+        let mut request = Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", host);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let request = request.body(Full::new(body)).unwrap();
+        let result = sender.send_request(request).await;
+        let response = match result {
+            Ok(r) => r,
+            Err(e) => {
+                self.sender = None;
+                return Err(format!("request: {e}"));
+            }
+        };
+        let status = response.status().as_u16();
+        let slot = response
+            .headers()
+            .get("x-slot")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| format!("body: {e}"))?
+            .to_bytes();
+        Ok(Reply {
+            status,
+            slot,
+            body: String::from_utf8_lossy(&body).into_owned(),
+        })
+    }
+}
+
+/// Keep-alive clients hammering the proxy until stopped; counts successes
+/// and failures (anything but a 200 from a backend counts as failed).
+pub struct Load {
+    stop: Arc<AtomicBool>,
+    pub ok: Arc<AtomicU64>,
+    pub failed: Arc<AtomicU64>,
+    pub failures: Arc<Mutex<Vec<String>>>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Load {
+    /// `clients` connections, each sending up to `max_per_client` requests.
+    pub fn start(addr: SocketAddr, host: &str, clients: usize, max_per_client: u64) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let ok = Arc::new(AtomicU64::new(0));
+        let failed = Arc::new(AtomicU64::new(0));
+        let failures = Arc::new(Mutex::new(Vec::new()));
+        let tasks = (0..clients)
+            .map(|_| {
+                let (stop, ok, failed, failures) =
+                    (stop.clone(), ok.clone(), failed.clone(), failures.clone());
+                let host = host.to_string();
+                tokio::spawn(async move {
+                    let mut client = Client::new(addr);
+                    for _ in 0..max_per_client {
+                        if stop.load(Ordering::Relaxed) {
+                            break;
+                        }
+                        match client.get(&host, "/load").await {
+                            Ok(reply) if reply.status == 200 && reply.slot.is_some() => {
+                                ok.fetch_add(1, Ordering::Relaxed);
+                            }
+                            other => {
+                                failed.fetch_add(1, Ordering::Relaxed);
+                                let mut list = failures.lock().unwrap();
+                                if list.len() < 20 {
+                                    list.push(format!("{other:?}"));
+                                }
+                            }
+                        }
+                    }
+                })
+            })
+            .collect();
+        Load {
+            stop,
+            ok,
+            failed,
+            failures,
+            tasks,
+        }
+    }
+
+    pub fn ok(&self) -> u64 {
+        self.ok.load(Ordering::Relaxed)
+    }
+
+    /// Stops the clients and returns (ok, failed, first failures).
+    pub async fn finish(self) -> (u64, u64, Vec<String>) {
+        self.stop.store(true, Ordering::Relaxed);
+        for task in self.tasks {
+            let _ = task.await;
+        }
+        let failures = self.failures.lock().unwrap().clone();
+        (
+            self.ok.load(Ordering::Relaxed),
+            self.failed.load(Ordering::Relaxed),
+            failures,
+        )
+    }
+}
+
+/// Waits, without blocking the runtime, until `condition` holds.
+pub async fn eventually(limit: Duration, what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !condition() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
