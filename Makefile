@@ -9,9 +9,14 @@ deps:
 demo: deps
 	cargo run -p switchyard -- demo
 
-# Every unit and end-to-end test (the real binary on loopback).
+# Every unit and end-to-end test (the real binary on loopback). nextest
+# when installed (one process per test, one summary line), else cargo test.
 test: deps
-	cargo test --workspace
+	@if cargo nextest --version >/dev/null 2>&1; then \
+		cargo nextest run --workspace --no-fail-fast; \
+	else \
+		cargo test --workspace --no-fail-fast; \
+	fi
 
 lint: deps
 	cargo fmt --all -- --check

@@ -155,8 +155,15 @@ async fn until_true(mut flag: watch::Receiver<bool>) {
     let _ = flag.wait_for(|set| *set).await.map(|_| ());
 }
 
-async fn refuse(mut stream: UnixStream, response: Response) {
-    let _ = stream.write_all(response.to_line().as_bytes()).await;
+/// Answers a connection that will not be served. The peer's first line is
+/// read (briefly, boundedly) before answering, so a client that writes its
+/// request and then reads gets the answer rather than a broken pipe.
+async fn refuse(stream: UnixStream, response: Response) {
+    let (read_half, mut write_half) = stream.into_split();
+    let mut first_line = Vec::new();
+    let limited = BufReader::new(read_half).take(MAX_LINE_BYTES as u64);
+    let _ = tokio::time::timeout(Duration::from_secs(1), read_line(limited, &mut first_line)).await;
+    let _ = write_half.write_all(response.to_line().as_bytes()).await;
 }
 
 async fn serve_connection(

@@ -39,13 +39,15 @@ pub fn send(socket: &Path, request: &Request, wait: Duration) -> Result<Response
     stream.set_read_timeout(Some(wait)).map_err(io_error)?;
     let mut line = serde_json::to_string(request).expect("requests always encode");
     line.push('\n');
-    stream.write_all(line.as_bytes()).map_err(io_error)?;
+    // A server that refuses us may answer and close before reading our
+    // request: read its answer even when our write failed.
+    let written = stream.write_all(line.as_bytes());
 
     let mut answer = String::new();
-    BufReader::new(stream)
-        .read_line(&mut answer)
-        .map_err(io_error)?;
+    let read = BufReader::new(stream).read_line(&mut answer);
     if answer.is_empty() {
+        written.map_err(io_error)?;
+        read.map_err(io_error)?;
         return Err(ClientError::NoAnswer {
             path: socket.to_path_buf(),
         });

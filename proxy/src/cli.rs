@@ -165,7 +165,8 @@ pub fn admin(request: Request, args: &AdminArgs, wait: Duration) -> ExitCode {
 
 fn print_human(request: &Request, response: &Response) {
     if let Some(error) = &response.error {
-        eprintln!("switchyard: refused ({:?}): {}", error.kind, error.message);
+        let kind = serde_json::to_value(error.kind).unwrap_or(Value::Null);
+        eprintln!("switchyard: refused ({}): {}", text(&kind), error.message);
         return;
     }
     let result = response.result.clone().unwrap_or(Value::Null);
@@ -244,7 +245,7 @@ fn print_status(status: &Value) {
         };
         println!();
         println!(
-            "route {}  {hosts}{}",
+            "route {}  hosts {hosts}  path {}",
             text(&route["name"]),
             text(&route["path_prefix"])
         );

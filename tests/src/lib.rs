@@ -245,6 +245,34 @@ impl Proxy {
         response["result"].clone()
     }
 
+    /// Polls `status` (without blocking the runtime) until `condition`
+    /// holds for it, and returns that status.
+    pub async fn wait_for_status(
+        &self,
+        what: &str,
+        condition: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let status = tokio::task::block_in_place(|| self.status());
+            if condition(&status) {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out after 5 s waiting for {what}: {status:#}"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// The current generation of the routing table.
+    pub fn generation(&self) -> u64 {
+        self.status()["generation"]
+            .as_u64()
+            .expect("status has a generation")
+    }
+
     /// Rewrites the config file the way editors do: write a temp file, rename
     /// it over the original.
     pub fn edit_config(&self, routes: &str) {

@@ -1,7 +1,7 @@
 //! Config edits hot-reloaded under load: valid ones apply in one publish,
 //! invalid ones change nothing but the reported error.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use switchyard_tests::*;
 
@@ -20,17 +20,10 @@ fn routes_with_weight(blue: &Backend, green: &Backend, weight: u8, extra_route: 
 }
 
 async fn wait_for_generation(proxy: &Proxy, above: u64) -> u64 {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let generation = tokio::task::block_in_place(|| proxy.status())["generation"]
-            .as_u64()
-            .unwrap();
-        if generation > above {
-            return generation;
-        }
-        assert!(Instant::now() < deadline, "no reload within 5 s");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let status = proxy
+        .wait_for_status("a reload", |s| s["generation"].as_u64() > Some(above))
+        .await;
+    status["generation"].as_u64().unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -40,9 +33,7 @@ async fn reloads_under_load_lose_no_request() {
     let dir = tempfile::tempdir().unwrap();
     let proxy = Proxy::start(dir.path(), &routes_with_weight(&blue, &green, 0, false));
     let load = Load::start(proxy.addr, "app.test", 6, 5_000);
-    let mut generation = tokio::task::block_in_place(|| proxy.status())["generation"]
-        .as_u64()
-        .unwrap();
+    let mut generation = tokio::task::block_in_place(|| proxy.generation());
 
     for i in 0..20u8 {
         proxy.edit_config(&routes_with_weight(&blue, &green, i * 5, i % 2 == 0));
@@ -74,18 +65,12 @@ async fn an_invalid_edit_keeps_traffic_on_the_last_good_config_until_fixed() {
         .replace("active = \"blue\"", "active = \"purple\"")
         .replace(&green.addr.to_string(), "127.0.0.1:99999");
     proxy.edit_config(&bad);
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let error = loop {
-        let status = tokio::task::block_in_place(|| proxy.status());
-        if let Some(error) = status["config"]["error"].as_str() {
-            break error.to_string();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the rejected edit never showed in status"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    };
+    let status = proxy
+        .wait_for_status("the rejected edit in status", |s| {
+            s["config"]["error"].is_string()
+        })
+        .await;
+    let error = status["config"]["error"].as_str().unwrap().to_string();
     assert!(error.contains("purple"), "{error}");
     assert!(error.contains("99999"), "{error}");
     assert!(
@@ -108,16 +93,12 @@ async fn an_invalid_edit_keeps_traffic_on_the_last_good_config_until_fixed() {
     .await;
 
     proxy.edit_config(&good.replace("active = \"blue\"", "active = \"green\""));
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let status = tokio::task::block_in_place(|| proxy.status());
-        if status["config"]["error"].is_null() && status["routes"][0]["active"] == "green" {
-            assert_eq!(status["routes"][0]["decided_by"], "config");
-            break;
-        }
-        assert!(Instant::now() < deadline, "the fixed file was not applied");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let status = proxy
+        .wait_for_status("the fixed file to apply", |s| {
+            s["config"]["error"].is_null() && s["routes"][0]["active"] == "green"
+        })
+        .await;
+    assert_eq!(status["routes"][0]["decided_by"], "config");
     let (_, failed, failures) = load.finish().await;
     assert_eq!(failed, 0, "failed requests: {failures:?}");
     let mut client = Client::new(proxy.addr);
@@ -135,9 +116,7 @@ async fn an_unchanged_active_in_the_file_keeps_the_runtime_switch() {
     let routes = two_slot_route("app", "blue", &blue, &green);
     let proxy = Proxy::start(dir.path(), &routes);
     tokio::task::block_in_place(|| proxy.cli_ok(&["switch", "app", "green"]));
-    let generation = tokio::task::block_in_place(|| proxy.status())["generation"]
-        .as_u64()
-        .unwrap();
+    let generation = tokio::task::block_in_place(|| proxy.generation());
     // An unrelated edit: a new route. `active = "blue"` is unchanged.
     proxy.edit_config(&format!("{routes}\n[[route]]\nname = \"other\"\nhosts = [\"other.test\"]\nactive = \"b\"\n[route.slots]\nb = [\"{}\"]\n", blue.addr));
     wait_for_generation(&proxy, generation).await;
