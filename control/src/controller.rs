@@ -18,7 +18,7 @@ use crate::decisions::{self, Refusal};
 use crate::history::{now_rfc3339, History, HistoryEntry, ALL_ROUTES, DEFAULT_HISTORY_MAX_BYTES};
 use crate::protocol::{ErrorKind, Request, Response};
 use crate::state_file::{DecisionSource, RouteState, StateFile};
-use crate::table::{RouteSpec, RoutingTable};
+use crate::table::{RouteSpec, RoutingTable, Timeouts};
 
 /// Messages are small and the Controller answers quickly; this bounds the
 /// memory a burst of admin connections can pin.
@@ -404,8 +404,14 @@ impl Controller {
             .iter()
             .map(|route| route_spec(route, &self.routes[&route.name]))
             .collect();
-        self.table
-            .store(Arc::new(RoutingTable::build(self.generation, specs)));
+        let server = &self.config.server;
+        let timeouts = Timeouts {
+            upstream_connect: server.connect_timeout,
+            upstream_read: server.read_timeout,
+            client_keepalive: server.keepalive_timeout,
+        };
+        let table = RoutingTable::build(self.generation, specs).with_timeouts(timeouts);
+        self.table.store(Arc::new(table));
     }
 
     /// Writes the state file. A failure does not undo the change (traffic
@@ -527,12 +533,6 @@ fn needs_restart(running: &ServerConfig, edited: &ServerConfig) -> Vec<String> {
     }
     if running.state_dir != edited.state_dir {
         changed.push("server.state_dir".to_string());
-    }
-    if running.connect_timeout != edited.connect_timeout
-        || running.read_timeout != edited.read_timeout
-        || running.keepalive_timeout != edited.keepalive_timeout
-    {
-        changed.push("server timeouts".to_string());
     }
     changed
 }

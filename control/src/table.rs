@@ -10,6 +10,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use switchyard_conf::HostPattern;
 
@@ -17,11 +18,31 @@ use switchyard_conf::HostPattern;
 /// only any-host routes.
 const MAX_HOST_LEN: usize = 255;
 
+/// Timeouts of the data plane, published with the table so that an edit
+/// applies to new requests at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    pub upstream_connect: Duration,
+    pub upstream_read: Duration,
+    pub client_keepalive: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            upstream_connect: Duration::from_secs(3),
+            upstream_read: Duration::from_secs(60),
+            client_keepalive: Duration::from_secs(60),
+        }
+    }
+}
+
 /// One published generation of routing decisions.
 #[derive(Debug)]
 pub struct RoutingTable {
     pub generation: u64,
     pub routes: Vec<Route>,
+    pub timeouts: Timeouts,
     /// Exact host → route indexes, longest path prefix first.
     exact: HashMap<Box<str>, Vec<usize>>,
     /// `(suffix with leading dot, route indexes longest prefix first)`,
@@ -123,10 +144,16 @@ impl RoutingTable {
         RoutingTable {
             generation,
             routes,
+            timeouts: Timeouts::default(),
             exact,
             suffixes,
             any_host,
         }
+    }
+
+    pub fn with_timeouts(mut self, timeouts: Timeouts) -> RoutingTable {
+        self.timeouts = timeouts;
+        self
     }
 
     /// The route for a request: the Host header (any case, port ignored) and

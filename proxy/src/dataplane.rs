@@ -20,16 +20,8 @@ use pingora::upstreams::peer::HttpPeer;
 use pingora::{Error, ErrorSource, ErrorType};
 use switchyard_control::{RoutingTable, SharedTable};
 
-/// Settings the data plane takes at start.
-#[derive(Debug, Clone)]
-pub struct DataPlaneSettings {
-    pub connect_timeout: Duration,
-    pub read_timeout: Duration,
-    /// Idle downstream keep-alive connections are closed after this.
-    pub keepalive_timeout: Duration,
-    /// Idle pooled upstream connections are closed after this.
-    pub upstream_idle_timeout: Duration,
-}
+/// Idle pooled upstream connections are closed after this.
+const UPSTREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Requests being served right now, for a graceful stop.
 #[derive(Debug, Default)]
@@ -61,21 +53,12 @@ impl Drop for InFlightGuard {
 /// switchyard's `ProxyHttp`.
 pub struct Switchyard {
     table: SharedTable,
-    settings: DataPlaneSettings,
     in_flight: Arc<InFlight>,
 }
 
 impl Switchyard {
-    pub fn new(
-        table: SharedTable,
-        settings: DataPlaneSettings,
-        in_flight: Arc<InFlight>,
-    ) -> Switchyard {
-        Switchyard {
-            table,
-            settings,
-            in_flight,
-        }
+    pub fn new(table: SharedTable, in_flight: Arc<InFlight>) -> Switchyard {
+        Switchyard { table, in_flight }
     }
 }
 
@@ -121,8 +104,8 @@ impl ProxyHttp for Switchyard {
     /// Called once per request after its header is read: picks the route and
     /// slot, or answers 404 when no route matches.
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
-        session.set_keepalive(Some(self.settings.keepalive_timeout.as_secs().max(1)));
         let table = self.table.load_full();
+        session.set_keepalive(Some(table.timeouts.client_keepalive.as_secs().max(1)));
         let request = session.req_header();
         let host = request
             .headers
@@ -159,9 +142,9 @@ impl ProxyHttp for Switchyard {
         ctx.attempts_on_slot += 1;
         let mut peer = HttpPeer::new(backend, false, String::new());
         peer.group_key = slot.pool_key;
-        peer.options.connection_timeout = Some(self.settings.connect_timeout);
-        peer.options.read_timeout = Some(self.settings.read_timeout);
-        peer.options.idle_timeout = Some(self.settings.upstream_idle_timeout);
+        peer.options.connection_timeout = Some(table.timeouts.upstream_connect);
+        peer.options.read_timeout = Some(table.timeouts.upstream_read);
+        peer.options.idle_timeout = Some(UPSTREAM_IDLE_TIMEOUT);
         Ok(Box::new(peer))
     }
 

@@ -26,7 +26,7 @@ use switchyard_control::admin_server::{self, AdminAccess, AdminLimits};
 use switchyard_control::{Controller, ControllerHandle};
 use tokio::sync::watch;
 
-use crate::dataplane::{DataPlaneSettings, InFlight, Switchyard};
+use crate::dataplane::{InFlight, Switchyard};
 
 /// How long the watcher waits for an editor to finish writing before it
 /// reloads; small enough that an edit applies well within 250 ms.
@@ -92,13 +92,7 @@ pub async fn start(config: Config, config_path: &Path) -> Result<RunningProxy, S
         })?;
 
     let in_flight = Arc::new(InFlight::default());
-    let settings = DataPlaneSettings {
-        connect_timeout: server.connect_timeout,
-        read_timeout: server.read_timeout,
-        keepalive_timeout: server.keepalive_timeout,
-        upstream_idle_timeout: Duration::from_secs(60),
-    };
-    let proxy = Switchyard::new(controller.table(), settings, in_flight.clone());
+    let proxy = Switchyard::new(controller.table(), in_flight.clone());
     let pingora_conf = Arc::new(ServerConf::default());
     let mut service =
         pingora::proxy::http_proxy_service_with_name(&pingora_conf, proxy, "switchyard");

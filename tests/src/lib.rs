@@ -1,6 +1,11 @@
 //! The end-to-end harness: the real `switchyard` binary started on loopback
 //! with ephemeral ports, real hyper backends, and a keep-alive HTTP client
 //! for load. Every wait is on a condition with a deadline.
+//!
+//! The binary is the one cargo built in this target directory. Run these
+//! tests with `--workspace` (as `make test` does) or together with
+//! `-p switchyard`: `-p switchyard-tests` alone does not rebuild the binary
+//! and would test a stale one.
 
 use std::convert::Infallible;
 use std::io::{BufRead, BufReader};

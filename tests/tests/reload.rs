@@ -166,3 +166,26 @@ fn check_reports_every_error_with_its_place_and_exits_one() {
     );
     assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_edited_upstream_timeout_applies_without_a_restart() {
+    let blue = Backend::start("blue").await;
+    let green = Backend::start("green").await;
+    let dir = tempfile::tempdir().unwrap();
+    let routes = two_slot_route("app", "blue", &blue, &green);
+    let proxy = Proxy::start(dir.path(), &routes);
+    let mut client = Client::new(proxy.addr);
+    assert_eq!(client.get("x", "/slow/400").await.unwrap().status, 200);
+
+    let generation = tokio::task::block_in_place(|| proxy.generation());
+    proxy.write_config_text(
+        &config_text(&routes).replace("threads = 2", "threads = 2\nread_timeout = \"100ms\""),
+    );
+    wait_for_generation(&proxy, generation).await;
+    let status = tokio::task::block_in_place(|| proxy.status());
+    assert_eq!(status["config"]["needs_restart"], serde_json::json!([]));
+    let mut client = Client::new(proxy.addr);
+    let timed_out = client.get("x", "/slow/400").await.unwrap();
+    assert_eq!(timed_out.status, 504, "{}", timed_out.body);
+    assert!(timed_out.body.contains("timed out"), "{}", timed_out.body);
+}
