@@ -30,7 +30,7 @@ use crate::dataplane::{InFlight, Switchyard};
 
 /// How long the watcher waits for an editor to finish writing before it
 /// reloads; small enough that an edit applies well within 250 ms.
-const RELOAD_DEBOUNCE: Duration = Duration::from_millis(50);
+const RELOAD_DEBOUNCE: Duration = Duration::from_millis(20);
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
