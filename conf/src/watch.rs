@@ -101,6 +101,31 @@ mod tests {
     }
 
     #[test]
+    fn a_swapped_symlink_directory_is_noticed() {
+        // The Kubernetes ConfigMap layout: switchyard.toml -> ..data/switchyard.toml,
+        // and an update renames a new ..data symlink over the old one.
+        let dir = tempfile::tempdir().unwrap();
+        for version in ["v1", "v2"] {
+            std::fs::create_dir(dir.path().join(version)).unwrap();
+            std::fs::write(dir.path().join(version).join("switchyard.toml"), version).unwrap();
+        }
+        std::os::unix::fs::symlink("v1", dir.path().join("..data")).unwrap();
+        let file = dir.path().join("switchyard.toml");
+        std::os::unix::fs::symlink("..data/switchyard.toml", &file).unwrap();
+        let changes = Arc::new(AtomicUsize::new(0));
+        let seen = changes.clone();
+        let _watcher = ConfigWatcher::start(&file, Duration::from_millis(20), move || {
+            seen.fetch_add(1, Ordering::SeqCst);
+        })
+        .unwrap();
+
+        std::os::unix::fs::symlink("v2", dir.path().join("..data_tmp")).unwrap();
+        std::fs::rename(dir.path().join("..data_tmp"), dir.path().join("..data")).unwrap();
+        wait_for(&changes, 1);
+        assert_eq!(std::fs::read_to_string(&file).unwrap(), "v2");
+    }
+
+    #[test]
     fn other_files_in_the_directory_are_ignored() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("switchyard.toml");
