@@ -72,6 +72,8 @@ pub enum AdminSocketError {
     CreateDir { dir: PathBuf, source: io::Error },
     #[error("another switchyard already answers on the admin socket {path}; stop it or set server.admin_socket to another path")]
     InUse { path: PathBuf },
+    #[error("{path} exists and is not a socket; refusing to replace it (set server.admin_socket to another path)")]
+    NotASocket { path: PathBuf },
     #[error("cannot bind the admin socket {path}: {source}")]
     Bind { path: PathBuf, source: io::Error },
 }
@@ -85,7 +87,13 @@ pub async fn bind(path: &Path) -> Result<UnixListener, AdminSocketError> {
             source,
         })?;
     }
-    if path.exists() {
+    if let Ok(existing) = std::fs::symlink_metadata(path) {
+        use std::os::unix::fs::FileTypeExt;
+        if !existing.file_type().is_socket() {
+            return Err(AdminSocketError::NotASocket {
+                path: path.to_path_buf(),
+            });
+        }
         if UnixStream::connect(path).await.is_ok() {
             return Err(AdminSocketError::InUse {
                 path: path.to_path_buf(),

@@ -95,3 +95,31 @@ async fn connections_beyond_the_cap_are_refused_with_an_answer() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
+
+#[tokio::test]
+async fn a_file_that_is_not_a_socket_is_never_replaced() {
+    let dir = tempfile::tempdir().unwrap();
+    let precious = dir.path().join("precious.txt");
+    std::fs::write(&precious, "keep me").unwrap();
+    let error = admin_server::bind(&precious).await.unwrap_err();
+    assert!(error.to_string().contains("is not a socket"), "{error}");
+    assert_eq!(std::fs::read_to_string(&precious).unwrap(), "keep me");
+}
+
+#[tokio::test]
+async fn a_stale_socket_is_replaced_and_a_live_one_is_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("admin.sock");
+    drop(std::os::unix::net::UnixListener::bind(&socket).unwrap());
+    let live = admin_server::bind(&socket)
+        .await
+        .expect("a stale socket file is replaced");
+    let error = admin_server::bind(&socket).await.unwrap_err();
+    assert!(
+        error
+            .to_string()
+            .contains("another switchyard already answers"),
+        "{error}"
+    );
+    drop(live);
+}
