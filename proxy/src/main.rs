@@ -115,7 +115,7 @@ fn run(config_path: &Path) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let runtime = match server::runtime(config.server.threads) {
+    let runtime = match server::control_runtime() {
         Ok(runtime) => runtime,
         Err(e) => {
             eprintln!("switchyard: {e}");
@@ -149,7 +149,7 @@ fn run_demo(port: u16) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let runtime = match server::runtime(None) {
+    let runtime = match server::control_runtime() {
         Ok(runtime) => runtime,
         Err(e) => {
             eprintln!("switchyard: {e}");

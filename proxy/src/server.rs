@@ -49,6 +49,11 @@ pub enum StartError {
 
 /// A started switchyard; [`RunningProxy::stop`] ends it.
 pub struct RunningProxy {
+    /// The data plane's worker threads, each with its own single-threaded
+    /// runtime (pingora's no-steal pool): a connection stays on the thread
+    /// that accepted it, which saves the cross-thread wake-ups of a
+    /// work-stealing runtime on every read and write.
+    dataplane: pingora_runtime::Runtime,
     /// The addresses really bound (a port 0 replaced by the kernel's pick).
     pub listen_addrs: Vec<SocketAddr>,
     pub controller: ControllerHandle,
@@ -102,7 +107,11 @@ pub async fn start(config: Config, config_path: &Path) -> Result<RunningProxy, S
         fds.add(key, listener.into_raw_fd());
     }
     let fds = Arc::new(parking_lot::Mutex::new(fds));
-    let service = tokio::spawn(async move {
+    let threads = server
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let dataplane = pingora_runtime::Runtime::new_no_steal(threads, "switchyard-worker");
+    let service = dataplane.get_handle().spawn(async move {
         PingoraService::start_service(&mut service, Some(fds), shutdown_rx, 1).await;
     });
 
@@ -110,6 +119,7 @@ pub async fn start(config: Config, config_path: &Path) -> Result<RunningProxy, S
         tracing::info!("listening on http://{addr}");
     }
     Ok(RunningProxy {
+        dataplane,
         listen_addrs,
         controller,
         shutdown,
@@ -169,6 +179,12 @@ impl RunningProxy {
         }
         self.service.abort();
         let _ = std::fs::remove_file(&self.admin_socket);
+        // Joining the worker threads blocks: keep it off the control runtime.
+        let dataplane = self.dataplane;
+        let _ = tokio::task::spawn_blocking(move || {
+            dataplane.shutdown_timeout(Duration::from_millis(200))
+        })
+        .await;
     }
 }
 
@@ -188,12 +204,12 @@ pub async fn stop_signal() {
     }
 }
 
-/// The tokio runtime switchyard runs on: `threads` workers (default one
-/// per core) shared by the data plane and the control plane.
-pub fn runtime(threads: Option<usize>) -> Result<tokio::runtime::Runtime, StartError> {
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
-    if let Some(threads) = threads {
-        builder.worker_threads(threads.max(1));
-    }
-    builder.enable_all().build().map_err(StartError::Runtime)
+/// The control plane's runtime (Controller, admin socket, config watch):
+/// one thread is plenty for a handful of messages a second, and keeps it
+/// off the data plane's workers.
+pub fn control_runtime() -> Result<tokio::runtime::Runtime, StartError> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(StartError::Runtime)
 }
