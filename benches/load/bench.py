@@ -1,0 +1,368 @@
+#!/usr/bin/env python3
+"""switchyard's load benchmark: switchyard, nginx and HAProxy in one run.
+
+One nginx backend and each proxy run with one worker on core 0; wrk runs on
+core 1. Each proxy is driven in interleaved rounds (A B C A B C ...) so that
+machine drift hits all of them alike. For every scenario the table gives
+requests/s, p50/p99 latency, the proxy's CPU per request (utime+stime of
+its process over the run, divided by the requests), its RSS, errors, and
+the CPU and p99 ratios to nginx measured in the same run.
+
+Then, against switchyard only: errors across 100 switches and 20 config
+reloads under load, and the time from a `switch` command to the first
+response from the new slot.
+
+Loopback only; every run is bounded in time. Usage (see README.md here):
+    python3 benches/load/bench.py [--rounds 3] [--duration 5]
+"""
+
+import argparse
+import datetime
+import http.client
+import os
+import platform
+import re
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+BACKEND_PORTS = {"blue": 18180, "green": 18181}
+PROXY_PORTS = {"nginx": 18182, "haproxy": 18183, "switchyard": 18184}
+SCENARIOS = [
+    ("16 B, keep-alive", "/16b", False),
+    ("16 KiB, keep-alive", "/16k", False),
+    ("16 B, new connection", "/16b", True),
+    ("16 KiB, new connection", "/16k", True),
+]
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def ensure_tools():
+    """nginx, HAProxy and wrk from Debian's packages, installed when missing."""
+    missing = [t for t in ("nginx", "haproxy", "wrk", "taskset") if shutil.which(t) is None]
+    if not missing:
+        return
+    packages = {"nginx": "nginx-light", "haproxy": "haproxy", "wrk": "wrk", "taskset": "util-linux"}
+    wanted = sorted({packages[t] for t in missing})
+    if os.geteuid() != 0:
+        sys.exit(f"bench: missing {', '.join(missing)}; install them: sudo apt-get install {' '.join(wanted)}")
+    print(f"bench: installing {' '.join(wanted)}", file=sys.stderr)
+    subprocess.run(["apt-get", "update", "-qq"], check=True)
+    subprocess.run(["apt-get", "install", "-y", "-qq", *wanted], check=True,
+                   env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
+
+
+def cpu_seconds(pid):
+    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def rss_kib(pid):
+    for line in open(f"/proc/{pid}/status"):
+        if line.startswith("VmRSS"):
+            return int(line.split()[1])
+    return 0
+
+
+class Processes:
+    """Everything started here, stopped on exit whatever happens."""
+
+    def __init__(self):
+        self.procs = []
+
+    def start(self, cmd, core, **kwargs):
+        proc = subprocess.Popen(["taskset", "-c", str(core), *cmd], stdout=subprocess.DEVNULL,
+                                stderr=kwargs.pop("stderr", subprocess.DEVNULL), text=True, **kwargs)
+        self.procs.append(proc)
+        return proc
+
+    def stop_all(self):
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in self.procs:
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+def nginx_conf(work, name, http_block):
+    path = f"{work}/{name}.conf"
+    with open(path, "w") as f:
+        f.write(f"worker_processes 1; daemon off; pid {work}/{name}.pid; error_log {work}/{name}.err warn;\n"
+                f"events {{ worker_connections 8192; }}\n"
+                f"http {{ access_log off; keepalive_requests 1000000; {http_block} }}\n")
+    return path
+
+
+def nginx_worker(work, name, deadline=10):
+    """The pid of nginx's one worker (the master only forwards signals)."""
+    end = time.monotonic() + deadline
+    while time.monotonic() < end:
+        try:
+            master = int(open(f"{work}/{name}.pid").read())
+            children = subprocess.run(["pgrep", "-P", str(master)], capture_output=True, text=True).stdout.split()
+            if children:
+                return int(children[0])
+        except (FileNotFoundError, ValueError):
+            pass
+        time.sleep(0.05)
+    sys.exit(f"bench: nginx {name} did not start; see {work}/{name}.err")
+
+
+def wait_port(port, deadline=10):
+    end = time.monotonic() + deadline
+    while time.monotonic() < end:
+        try:
+            c = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
+            c.request("GET", "/16b")
+            c.getresponse().read()
+            return
+        except OSError:
+            time.sleep(0.05)
+    sys.exit(f"bench: nothing answers on 127.0.0.1:{port}")
+
+
+def switchyard_conf(work, weight=0):
+    canary = f'[route.canary]\nslot = "green"\nweight = {weight}\n' if weight else ""
+    return (f'[server]\nlisten = ["127.0.0.1:{PROXY_PORTS["switchyard"]}"]\nthreads = 1\n'
+            f'admin_socket = "{work}/admin.sock"\nstate_dir = "{work}/state"\n\n'
+            f'[[route]]\nname = "bench"\nactive = "blue"\n[route.slots]\n'
+            f'blue = ["127.0.0.1:{BACKEND_PORTS["blue"]}"]\ngreen = ["127.0.0.1:{BACKEND_PORTS["green"]}"]\n{canary}')
+
+
+def start_all(procs, work, switchyard):
+    # nginx's worker runs as www-data: the body file must be readable by it.
+    os.chmod(work, 0o755)
+    with open(f"{work}/16k.bin", "wb") as f:
+        f.write(b"x" * 16384)
+    os.chmod(f"{work}/16k.bin", 0o644)
+    servers = "".join(
+        f'server {{ listen 127.0.0.1:{port} backlog=8192; add_header X-Slot {slot}; '
+        f'location /16b {{ return 200 "0123456789abcdef"; }} location /16k {{ alias {work}/16k.bin; }} }} '
+        for slot, port in BACKEND_PORTS.items())
+    procs.start(["nginx", "-c", nginx_conf(work, "backend", servers)], 0)
+    nginx_worker(work, "backend")
+    blue = BACKEND_PORTS["blue"]
+
+    procs.start(["nginx", "-c", nginx_conf(work, "proxy",
+                 f'upstream b {{ server 127.0.0.1:{blue}; keepalive 32; }} '
+                 f'server {{ listen 127.0.0.1:{PROXY_PORTS["nginx"]} backlog=8192; location / {{ proxy_pass http://b; '
+                 f'proxy_http_version 1.1; proxy_set_header Connection ""; }} }}')], 0)
+    pids = {"nginx": nginx_worker(work, "proxy")}
+
+    with open(f"{work}/haproxy.cfg", "w") as f:
+        f.write(f"global\n  nbthread 1\n  maxconn 4096\ndefaults\n  mode http\n  timeout connect 5s\n"
+                f"  timeout client 30s\n  timeout server 30s\n  http-reuse always\n"
+                f"frontend front\n  bind 127.0.0.1:{PROXY_PORTS['haproxy']}\n  default_backend back\n"
+                f"backend back\n  server blue 127.0.0.1:{blue}\n")
+    pids["haproxy"] = procs.start(["haproxy", "-db", "-f", f"{work}/haproxy.cfg"], 0).pid
+
+    with open(f"{work}/switchyard.toml", "w") as f:
+        f.write(switchyard_conf(work))
+    pids["switchyard"] = procs.start([switchyard, "run", "-c", f"{work}/switchyard.toml"], 0,
+                                     env={**os.environ, "SWITCHYARD_LOG": "warn"}).pid
+    for name in PROXY_PORTS:
+        wait_port(PROXY_PORTS[name])
+    return pids
+
+
+def parse_latency_us(out, pct):
+    m = re.search(pct + r"%\s+([\d.]+)(us|ms|s)\b", out)
+    return float(m.group(1)) * {"us": 1, "ms": 1000, "s": 1e6}[m.group(2)]
+
+
+def wrk(port, path, close, duration, connections=32):
+    cmd = ["taskset", "-c", "1", "wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency"]
+    if close:
+        cmd += ["-H", "Connection: close"]
+    out = subprocess.run(cmd + [f"http://127.0.0.1:{port}{path}"], capture_output=True, text=True, check=True).stdout
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    return {
+        "requests": int(re.search(r"(\d+) requests in", out).group(1)),
+        "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
+        "p50": parse_latency_us(out, "50"),
+        "p99": parse_latency_us(out, "99"),
+        "errors": (int(non2xx.group(1)) if non2xx else 0) + (sum(map(int, sock.groups())) if sock else 0),
+    }
+
+
+def measure(pids, rounds, duration):
+    results = {}
+    for label, path, close in SCENARIOS:
+        for _ in range(rounds):
+            for name, pid in pids.items():
+                before = cpu_seconds(pid)
+                run = wrk(PROXY_PORTS[name], path, close, duration)
+                run["cpu_us"] = (cpu_seconds(pid) - before) * 1e6 / max(run["requests"], 1)
+                run["rss"] = rss_kib(pid)
+                results.setdefault((label, name), []).append(run)
+    return results
+
+
+def check_no_errors(results):
+    """Error responses are cheaper than real ones: figures with errors would
+    flatter whoever failed. Refuse to report them."""
+    failed = [f"{label} via {name}" for (label, name), runs in results.items() if sum(r["errors"] for r in runs)]
+    if failed:
+        sys.exit("bench: errors during " + ", ".join(failed) + "; figures not reported")
+
+
+def table(results, names):
+    lines = ["| scenario | proxy | req/s | p50 | p99 | CPU µs/req | RSS MiB | errors | CPU ÷ nginx | p99 ÷ nginx |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for label, _, _ in SCENARIOS:
+        base = results[(label, "nginx")]
+        base_cpu = statistics.median(r["cpu_us"] for r in base)
+        base_p99 = statistics.median(r["p99"] for r in base)
+        for name in names:
+            runs = results[(label, name)]
+
+            def med(key):
+                return statistics.median(r[key] for r in runs)
+
+            lines.append(f"| {label} | {name} | {med('rps'):,.0f} | {med('p50') / 1000:.2f} ms | "
+                         f"{med('p99') / 1000:.2f} ms | {med('cpu_us'):.1f} | {med('rss') / 1024:.1f} | "
+                         f"{sum(r['errors'] for r in runs)} | {med('cpu_us') / base_cpu:.2f} | "
+                         f"{med('p99') / base_p99:.2f} |")
+    return "\n".join(lines)
+
+
+def admin(switchyard, work, *args):
+    return subprocess.run([switchyard, *args, "--socket", f"{work}/admin.sock"], capture_output=True, text=True)
+
+
+def under_load(duration, action):
+    """Runs `action` while wrk loads switchyard; returns wrk's figures."""
+    load = subprocess.Popen(["taskset", "-c", "1", "wrk", "-t1", "-c32", f"-d{duration}s",
+                             f"http://127.0.0.1:{PROXY_PORTS['switchyard']}/16b"],
+                            stdout=subprocess.PIPE, text=True)
+    time.sleep(0.5)
+    action()
+    out = load.communicate()[0]
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    return (int(re.search(r"(\d+) requests in", out).group(1)),
+            (int(non2xx.group(1)) if non2xx else 0) + (sum(map(int, sock.groups())) if sock else 0))
+
+
+def switching_checks(switchyard, work):
+    lines = []
+    slots = ["green", "blue"]
+
+    def flips():
+        for i in range(100):
+            result = admin(switchyard, work, "switch", "bench", slots[i % 2])
+            if result.returncode != 0:
+                sys.exit(f"bench: switch failed: {result.stderr}")
+
+    requests, errors = under_load(8, flips)
+    lines.append(f"- 100 switches under load: {errors} errors in {requests:,} requests")
+
+    def reloads():
+        for i in range(20):
+            tmp = f"{work}/switchyard.toml.tmp"
+            with open(tmp, "w") as f:
+                f.write(switchyard_conf(work, weight=(i % 10) * 10 + 5))
+            os.rename(tmp, f"{work}/switchyard.toml")
+            time.sleep(0.15)
+
+    requests, errors = under_load(6, reloads)
+    lines.append(f"- 20 config reloads under load: {errors} errors in {requests:,} requests")
+
+    with open(f"{work}/switchyard.toml", "w") as f:
+        f.write(switchyard_conf(work))
+    time.sleep(0.3)
+    client = http.client.HTTPConnection("127.0.0.1", PROXY_PORTS["switchyard"])
+
+    def slot():
+        client.request("GET", "/16b")
+        response = client.getresponse()
+        response.read()
+        return response.getheader("X-Slot")
+
+    from_start, first_is_new = [], 0
+    active = slot()
+    for _ in range(20):
+        target = "green" if active == "blue" else "blue"
+        started = time.monotonic()
+        admin(switchyard, work, "switch", "bench", target)
+        first = slot()
+        first_is_new += first == target
+        while first != target:
+            first = slot()
+        from_start.append((time.monotonic() - started) * 1000)
+        active = target
+    lines.append(f"- `switch` to first response from the new slot: the first request after the command returns "
+                 f"went to the new slot {first_is_new}/20 times; from the command's start (CLI process included): "
+                 f"median {statistics.median(from_start):.2f} ms, max {max(from_start):.2f} ms")
+    return lines
+
+
+def machine():
+    model = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
+    return f"{os.cpu_count()} cores, {model}, Linux {platform.release()}"
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    parser.add_argument("--switchyard", default=f"{root}/target/release/switchyard")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--duration", type=int, default=5, help="seconds per wrk run")
+    parser.add_argument("--results", default=f"{root}/benches/results")
+    args = parser.parse_args()
+    if not os.path.exists(args.switchyard):
+        sys.exit(f"bench: {args.switchyard} is missing; build it: cargo build --release -p switchyard")
+    ensure_tools()
+    expected = len(SCENARIOS) * args.rounds * len(PROXY_PORTS) * args.duration + 20
+    print(f"bench: about {expected // 60} min {expected % 60} s", file=sys.stderr)
+
+    procs = Processes()
+    work = tempfile.mkdtemp(prefix="switchyard-bench-")
+    try:
+        pids = start_all(procs, work, args.switchyard)
+        results = measure(pids, args.rounds, args.duration)
+        check_no_errors(results)
+        checks = switching_checks(args.switchyard, work)
+    finally:
+        procs.stop_all()
+        shutil.rmtree(work, ignore_errors=True)
+
+    commit = subprocess.run(["git", "-C", root, "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    dirty = subprocess.run(["git", "-C", root, "status", "--porcelain", "--untracked-files=no"],
+                           capture_output=True, text=True).stdout.strip()
+    today = datetime.date.today().isoformat()
+    command = f"python3 benches/load/bench.py --rounds {args.rounds} --duration {args.duration}"
+    report = "\n".join([
+        f"# Load benchmark {today}",
+        "",
+        f"- commit: {commit}{' (with uncommitted changes)' if dirty else ''}",
+        f"- machine: {machine()}",
+        f"- command: `{command}`",
+        f"- setup: nginx backend and each proxy with one worker on core 0, wrk -t1 -c32 on core 1, "
+        f"{args.rounds} interleaved rounds of {args.duration} s, medians; CPU is the proxy process's utime+stime per request",
+        "",
+        table(results, ["nginx", "haproxy", "switchyard"]),
+        "",
+        "Switching under load (switchyard):",
+        "",
+        *checks,
+        "",
+    ])
+    print(report)
+    os.makedirs(args.results, exist_ok=True)
+    out = f"{args.results}/{today}-{commit or 'nocommit'}.md"
+    with open(out, "w") as f:
+        f.write(report)
+    print(f"bench: written to {out}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
