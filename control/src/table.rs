@@ -43,8 +43,10 @@ pub struct RoutingTable {
     pub generation: u64,
     pub routes: Vec<Route>,
     pub timeouts: Timeouts,
-    /// Exact host → route indexes, longest path prefix first.
-    exact: HashMap<Box<str>, Vec<usize>>,
+    /// Exact host → route indexes, longest path prefix first. aHash rather
+    /// than SipHash: clients only look up (keys come from the config, so
+    /// there is nothing to flood), and the lookup is on every request.
+    exact: HashMap<Box<str>, Vec<usize>, ahash::RandomState>,
     /// `(suffix with leading dot, route indexes longest prefix first)`,
     /// longest suffix first so the most specific wildcard wins.
     suffixes: Vec<(Box<str>, Vec<usize>)>,
@@ -108,7 +110,7 @@ impl RoutingTable {
     /// Builds generation `generation` from route specs. Slot names that are
     /// not in a spec's `slots` are ignored (the Controller validates first).
     pub fn build(generation: u64, specs: Vec<RouteSpec>) -> RoutingTable {
-        let mut exact: HashMap<Box<str>, Vec<usize>> = HashMap::new();
+        let mut exact: HashMap<Box<str>, Vec<usize>, ahash::RandomState> = HashMap::default();
         let mut suffixes: HashMap<Box<str>, Vec<usize>> = HashMap::new();
         let mut any_host = Vec::new();
         let mut routes = Vec::with_capacity(specs.len());
