@@ -215,6 +215,24 @@ async fn proxying_basics_404_502_forwarded_headers_and_bodies() {
         headers.body
     );
 
+    let chained = client
+        .send(
+            "GET",
+            "app.test",
+            "/echo-headers",
+            &[("x-forwarded-for", "203.0.113.7")],
+            Bytes::new(),
+        )
+        .await
+        .unwrap();
+    assert!(
+        chained
+            .body
+            .contains("x-forwarded-for: 203.0.113.7, 127.0.0.1"),
+        "an incoming list is appended to: {}",
+        chained.body
+    );
+
     let big = Bytes::from(vec![b'z'; 1 << 20]);
     let echoed = client
         .send("POST", "app.test", "/echo-body", &[], big.clone())
