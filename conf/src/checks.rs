@@ -1,10 +1,11 @@
-//! Checks across routes: unique names, and no two routes that would claim
-//! the same requests (a shared host, or both any-host, with the same path
-//! prefix).
+//! Checks that compare tables with each other: routes with unique names
+//! that never claim the same requests (a shared host, or both any-host,
+//! with the same path prefix), and listeners that can all be bound at once.
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 
-use crate::reader::Reader;
+use crate::reader::{Reader, Span};
 use crate::schema::ReadRoute;
 use crate::HostPattern;
 
@@ -48,4 +49,50 @@ fn shared_host(a: &[HostPattern], b: &[HostPattern]) -> Option<String> {
         HostPattern::Exact(name) => format!("host {name:?}"),
         HostPattern::Suffix(suffix) => format!("host \"*{suffix}\""),
     })
+}
+
+/// An address the server binds, for [`check_listeners`].
+pub struct Listener {
+    /// Where it is set, for messages: "[tls] `listen`".
+    pub what: &'static str,
+    pub addr: SocketAddr,
+    /// `None` for a default the file left out.
+    pub span: Option<Span>,
+}
+
+/// Reports addresses that cannot all be bound: the same one twice, or a
+/// port taken on every address (`0.0.0.0:80`) and on one (`127.0.0.1:80`).
+/// Found here rather than at startup so `switchyard check` catches it.
+pub fn check_listeners(reader: &mut Reader, listeners: &[Listener]) {
+    for (i, later) in listeners.iter().enumerate() {
+        let Some(earlier) = listeners[..i].iter().find(|e| collide(e.addr, later.addr)) else {
+            continue;
+        };
+        // Point at the one the file wrote; a default has no place.
+        let (here, other) = match (&later.span, &earlier.span) {
+            (Some(span), _) => ((later, span), earlier),
+            (None, Some(span)) => ((earlier, span), later),
+            (None, None) => continue,
+        };
+        let (this, span) = here;
+        let other_place = match &other.span {
+            Some(s) => format!(" (line {})", reader.line_of(s).0),
+            None => " (its default)".to_string(),
+        };
+        reader.error(
+            span,
+            format!(
+                "{} in {} and {} in {}{other_place} cannot both be bound; give each listener its own address or port",
+                this.addr, this.what, other.addr, other.what,
+            ),
+        );
+    }
+}
+
+/// Port 0 asks the kernel for a free port, so it never collides.
+fn collide(a: SocketAddr, b: SocketAddr) -> bool {
+    a.port() != 0
+        && a.port() == b.port()
+        && (a.ip() == b.ip()
+            || (a.is_ipv4() == b.is_ipv4() && (a.ip().is_unspecified() || b.ip().is_unspecified())))
 }

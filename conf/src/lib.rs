@@ -69,8 +69,10 @@ pub fn parse(source: &str, text: &str, base_dir: &Path) -> Result<Config, Config
             return Err(ConfigErrors(reader.errors));
         }
     };
-    let (mut config, routes) = schema::read(&mut reader, &doc, base_dir);
-    checks::check_routes(&mut reader, &routes);
+    let read = schema::read(&mut reader, &doc, base_dir);
+    checks::check_routes(&mut reader, &read.routes);
+    checks::check_listeners(&mut reader, &read.listeners);
+    let mut config = read.config;
     if !reader.errors.is_empty() {
         let mut errors = reader.errors;
         errors.sort_by_key(|e| (e.line, e.column));
@@ -109,10 +111,20 @@ pub fn summary(config: &Config) -> String {
         .sum();
     let listen: Vec<String> = config.server.listen.iter().map(|a| a.to_string()).collect();
     format!(
-        "ok: {} routes, {slots} slots, {backends} backends; listening on {}",
-        config.routes.len(),
+        "ok: {}, {}, {}; listening on {}",
+        count(config.routes.len(), "route"),
+        count(slots, "slot"),
+        count(backends, "backend"),
         listen.join(", ")
     )
+}
+
+fn count(n: usize, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
 }
 
 #[cfg(test)]

@@ -52,7 +52,10 @@ pub struct ServerConfig {
 /// `[tls]`: parsed and checked for shape now; served by a later issue.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TlsConfig {
+    /// Default `["0.0.0.0:443"]`. Cannot change without a restart.
     pub listen: Vec<SocketAddr>,
+    /// Non-empty. Paths only: the files are read where TLS is served, not
+    /// here. Relative paths as for `ServerConfig::admin_socket`.
     pub certificates: Vec<CertificateConfig>,
 }
 

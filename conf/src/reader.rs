@@ -16,6 +16,9 @@ use toml_edit::{Item, TableLike};
 use crate::suggest::nearest;
 use crate::ConfigError;
 
+/// The longest duration any setting takes (see [`Reader::duration`]).
+const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
+
 /// Byte range in the file.
 pub type Span = Range<usize>;
 
@@ -201,6 +204,9 @@ impl<'a> Reader<'a> {
     }
 
     /// `"500ms"`, `"30s"`, `"5m"`: humantime's format.
+    ///
+    /// Capped at a year: the control plane adds durations to `Instant`s,
+    /// and a sum past what the clock can hold would panic there.
     pub fn duration(
         &mut self,
         table: &dyn TableLike,
@@ -213,6 +219,16 @@ impl<'a> Reader<'a> {
                 self.error(
                     &text.span,
                     format!("`{key}` in {context} must be longer than zero"),
+                );
+                None
+            }
+            Ok(d) if d > MAX_DURATION => {
+                self.error(
+                    &text.span,
+                    format!(
+                        "`{key}` in {context} must be at most a year, not {:?}",
+                        text.value
+                    ),
                 );
                 None
             }
@@ -286,11 +302,28 @@ impl<'a> Reader<'a> {
         key: &str,
         context: &str,
     ) -> Option<Vec<SocketAddr>> {
+        let list = self.spanned_addr_list(table, key, context)?;
+        Some(list.into_iter().map(|a| a.value).collect())
+    }
+
+    /// As [`Reader::addr_list`], keeping each address's place for checks
+    /// that compare addresses across tables.
+    pub fn spanned_addr_list(
+        &mut self,
+        table: &dyn TableLike,
+        key: &str,
+        context: &str,
+    ) -> Option<Vec<At<SocketAddr>>> {
         let list = self.string_list(table, key, context)?;
         let what = format!("`{key}` entry in {context}");
         Some(
             list.iter()
-                .filter_map(|s| self.parse_addr(s, &what))
+                .filter_map(|s| {
+                    self.parse_addr(s, &what).map(|value| At {
+                        value,
+                        span: s.span.clone(),
+                    })
+                })
                 .collect(),
         )
     }

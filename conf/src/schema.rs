@@ -3,11 +3,13 @@
 //! routes live in `checks`.
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use toml_edit::{ImDocument, Item, TableLike};
 
+use crate::checks::Listener;
 use crate::reader::{At, Reader, Span};
 use crate::*;
 
@@ -69,20 +71,30 @@ pub struct ReadRoute {
     pub name_span: Span,
 }
 
+/// What the document holds, with the places the cross-table checks point at.
+pub struct Read {
+    pub config: Config,
+    pub routes: Vec<ReadRoute>,
+    pub listeners: Vec<Listener>,
+}
+
 /// Reads the whole document; every problem lands in `reader.errors`.
-pub fn read(
-    reader: &mut Reader,
-    doc: &ImDocument<String>,
-    base_dir: &Path,
-) -> (Config, Vec<ReadRoute>) {
+pub fn read(reader: &mut Reader, doc: &ImDocument<String>, base_dir: &Path) -> Read {
     let root = doc.as_table();
     reader.check_keys(root, TOP_KEYS, "the top level");
+    let mut listeners = Vec::new();
     let server = match sub_table(reader, root, "server", "the top level") {
-        Some((table, span)) => read_server(reader, table, &span, base_dir),
-        None => read_server(reader, &toml_edit::Table::new(), &(0..0), base_dir),
+        Some((table, span)) => read_server(reader, table, &span, base_dir, &mut listeners),
+        None => read_server(
+            reader,
+            &toml_edit::Table::new(),
+            &(0..0),
+            base_dir,
+            &mut listeners,
+        ),
     };
     let tls = sub_table(reader, root, "tls", "the top level")
-        .map(|(t, s)| read_tls(reader, t, &s, base_dir));
+        .map(|(t, s)| read_tls(reader, t, &s, base_dir, &mut listeners));
     let routes: Vec<ReadRoute> = route_tables(reader, root)
         .into_iter()
         .filter_map(|(table, span)| read_route(reader, table, &span))
@@ -93,7 +105,11 @@ pub fn read(
         tls,
         routes: routes.iter().map(|r| r.config.clone()).collect(),
     };
-    (config, routes)
+    Read {
+        config,
+        routes,
+        listeners,
+    }
 }
 
 /// A sub-table (`[name]` or `name = { ... }`) with its span.
@@ -162,29 +178,76 @@ fn resolve(base_dir: &Path, path: &str) -> PathBuf {
     }
 }
 
+/// A `listen` list, or `default` when the key is absent, each address
+/// also recorded in `listeners`.
+fn read_listen(
+    reader: &mut Reader,
+    t: &dyn TableLike,
+    span: &Span,
+    cx: &str,
+    what: &'static str,
+    default: SocketAddr,
+    listeners: &mut Vec<Listener>,
+) -> Vec<SocketAddr> {
+    let listed = t.get("listen").and_then(Item::as_array).map(|a| a.len());
+    match reader.spanned_addr_list(t, "listen", cx) {
+        Some(list) => {
+            if listed == Some(0) {
+                reader.error(
+                    &Reader::span_of(t, "listen", span),
+                    format!("`listen` in {cx} needs at least one address"),
+                );
+            }
+            list.into_iter()
+                .map(|a| {
+                    listeners.push(Listener {
+                        what,
+                        addr: a.value,
+                        span: Some(a.span),
+                    });
+                    a.value
+                })
+                .collect()
+        }
+        None => {
+            listeners.push(Listener {
+                what,
+                addr: default,
+                span: None,
+            });
+            vec![default]
+        }
+    }
+}
+
 fn read_server(
     reader: &mut Reader,
     t: &dyn TableLike,
     span: &Span,
     base_dir: &Path,
+    listeners: &mut Vec<Listener>,
 ) -> ServerConfig {
     const CX: &str = "[server]";
     reader.check_keys(t, SERVER_KEYS, CX);
-    let listed = t.get("listen").and_then(Item::as_array).map(|a| a.len());
-    let listen = match reader.addr_list(t, "listen", CX) {
-        Some(list) if listed == Some(0) => {
-            reader.error(
-                &Reader::span_of(t, "listen", span),
-                "`listen` in [server] needs at least one address",
-            );
-            list
-        }
-        Some(list) => list,
-        None => vec!["0.0.0.0:80".parse().expect("valid literal")],
-    };
-    let admin_http = reader
-        .string(t, "admin_http", CX)
-        .and_then(|s| reader.parse_addr(&s, "`admin_http` in [server]"));
+    let default_listen = SocketAddr::from(([0, 0, 0, 0], 80));
+    let listen = read_listen(
+        reader,
+        t,
+        span,
+        CX,
+        "[server] `listen`",
+        default_listen,
+        listeners,
+    );
+    let admin_http = reader.string(t, "admin_http", CX).and_then(|s| {
+        let addr = reader.parse_addr(&s, "`admin_http` in [server]")?;
+        listeners.push(Listener {
+            what: "[server] `admin_http`",
+            addr,
+            span: Some(s.span),
+        });
+        Some(addr)
+    });
     let admin_uids = match t.get("admin_uids").map(|i| (i, i.as_array())) {
         None => Vec::new(),
         Some((_, Some(array))) => array
@@ -243,10 +306,25 @@ fn read_server(
     }
 }
 
-fn read_tls(reader: &mut Reader, t: &dyn TableLike, span: &Span, base_dir: &Path) -> TlsConfig {
+fn read_tls(
+    reader: &mut Reader,
+    t: &dyn TableLike,
+    span: &Span,
+    base_dir: &Path,
+    listeners: &mut Vec<Listener>,
+) -> TlsConfig {
     const CX: &str = "[tls]";
     reader.check_keys(t, TLS_KEYS, CX);
-    let listen = reader.addr_list(t, "listen", CX).unwrap_or_default();
+    let default_listen = SocketAddr::from(([0, 0, 0, 0], 443));
+    let listen = read_listen(
+        reader,
+        t,
+        span,
+        CX,
+        "[tls] `listen`",
+        default_listen,
+        listeners,
+    );
     let mut certificates = Vec::new();
     match t.get("certificates") {
         None => reader.error(
@@ -254,6 +332,10 @@ fn read_tls(reader: &mut Reader, t: &dyn TableLike, span: &Span, base_dir: &Path
             "[tls] needs `certificates = [{ cert = \"...\", key = \"...\" }]`",
         ),
         Some(item) => match item.as_array() {
+            Some(array) if array.is_empty() => reader.error(
+                &Reader::span_of(t, "certificates", span),
+                "[tls] `certificates` needs at least one { cert = \"...\", key = \"...\" }",
+            ),
             Some(array) => {
                 for value in array.iter() {
                     let vspan = value.span().unwrap_or(0..0);
@@ -295,6 +377,22 @@ fn is_slot_name(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
+/// An HTTP token (RFC 9110 §5.6.2): what header and cookie names are made of.
+fn is_token(text: &str) -> bool {
+    !text.is_empty()
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+/// A Host header value: a name or IP literal, optionally with a port.
+fn is_host_header(text: &str) -> bool {
+    !text.is_empty()
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-._:[]".contains(&b))
+}
+
 /// A host pattern: a DNS name, optionally `*.` in front. Lower-cased.
 pub fn host_pattern(reader: &mut Reader, text: &At<String>, context: &str) -> Option<HostPattern> {
     let lower = text.value.to_ascii_lowercase();
@@ -332,7 +430,7 @@ fn read_route(reader: &mut Reader, t: &dyn TableLike, span: &Span) -> Option<Rea
         None => "[[route]]".to_string(),
     };
     reader.check_keys(t, ROUTE_KEYS, &cx);
-    let hosts = reader
+    let hosts: Vec<HostPattern> = reader
         .string_list(t, "hosts", &cx)
         .unwrap_or_default()
         .iter()
@@ -380,11 +478,18 @@ fn read_route(reader: &mut Reader, t: &dyn TableLike, span: &Span) -> Option<Rea
         reader.check_keys(ct, CANARY_KEYS, &ccx);
         let slot = reader.required_string(ct, "slot", &ccx, &cspan)?;
         let weight = reader.integer(ct, "weight", &ccx, 0..101);
-        let sticky_cookie = reader.string(ct, "sticky_cookie", &ccx).map_or("switchyard-slot".into(), |s| s.value);
+        let sticky_cookie = match reader.string(ct, "sticky_cookie", &ccx) {
+            None => "switchyard-slot".to_string(),
+            Some(c) if is_token(&c.value) => c.value,
+            Some(c) => {
+                reader.error(&c.span, format!("`sticky_cookie` of {ccx}: {:?} is not a cookie name; use letters, digits and !#$%&'*+-.^_`|~", c.value));
+                "switchyard-slot".to_string()
+            }
+        };
         let sticky_key = match reader.string(ct, "sticky_key", &ccx) {
             None => StickyKey::ClientIp,
             Some(k) if k.value == "client_ip" => StickyKey::ClientIp,
-            Some(k) => match k.value.strip_prefix("header:").filter(|h| !h.is_empty()) {
+            Some(k) => match k.value.strip_prefix("header:").filter(|h| is_token(h)) {
                 Some(header) => StickyKey::Header(header.to_ascii_lowercase()),
                 None => {
                     reader.error(&k.span, format!("`sticky_key` of {ccx} must be \"client_ip\" or \"header:NAME\", not {:?}", k.value));
@@ -411,8 +516,14 @@ fn read_route(reader: &mut Reader, t: &dyn TableLike, span: &Span) -> Option<Rea
         })
     });
 
-    let health =
-        sub_table(reader, t, "health", &cx).map(|(ht, hspan)| read_health(reader, ht, &hspan, &cx));
+    // The probe's Host header defaults to the route's own name, so a
+    // backend that routes by Host answers the probe as it answers users.
+    let default_probe_host = hosts.iter().find_map(|h: &HostPattern| match h {
+        HostPattern::Exact(name) => Some(name.clone()),
+        HostPattern::Suffix(_) => None,
+    });
+    let health = sub_table(reader, t, "health", &cx)
+        .map(|(ht, hspan)| read_health(reader, ht, &hspan, &cx, default_probe_host));
     let preview = sub_table(reader, t, "preview", &cx).map(|(pt, _)| read_preview(reader, pt, &cx));
     let rollout = sub_table(reader, t, "rollout", &cx)
         .and_then(|(rt, rspan)| read_rollout(reader, rt, &rspan, &cx));
@@ -445,7 +556,7 @@ fn read_slots(
     t: &dyn TableLike,
     span: &Span,
     cx: &str,
-) -> (BTreeMap<String, Vec<std::net::SocketAddr>>, Vec<String>) {
+) -> (BTreeMap<String, Vec<SocketAddr>>, Vec<String>) {
     let mut slots = BTreeMap::new();
     let Some((st, sspan)) = sub_table(reader, t, "slots", cx) else {
         if t.get("slots").is_none() {
@@ -505,6 +616,7 @@ fn read_health(
     t: &dyn TableLike,
     span: &Span,
     route_cx: &str,
+    default_host: Option<String>,
 ) -> HealthConfig {
     let cx = format!("[route.health] of {route_cx}");
     reader.check_keys(t, HEALTH_KEYS, &cx);
@@ -536,7 +648,14 @@ fn read_health(
     };
     HealthConfig {
         path,
-        host: reader.string(t, "host", &cx).map(|h| h.value),
+        host: match reader.string(t, "host", &cx) {
+            None => default_host,
+            Some(h) if is_host_header(&h.value) => Some(h.value),
+            Some(h) => {
+                reader.error(&h.span, format!("`host` of {cx}: {:?} is not a Host header; expected a name like \"app.example.com\", optionally with :port (no scheme or path)", h.value));
+                None
+            }
+        },
         interval: reader
             .duration(t, "interval", &cx)
             .unwrap_or(Duration::from_secs(1)),
@@ -589,11 +708,37 @@ fn read_preview(reader: &mut Reader, t: &dyn TableLike, route_cx: &str) -> Previ
         .iter()
         .filter_map(|h| host_pattern(reader, h, &format!("`preview_hosts` of {cx}")))
         .collect();
+    let override_header = match reader.string(t, "override_header", &cx) {
+        None => "x-switchyard-slot".to_string(),
+        Some(h) if is_token(&h.value) => h.value.to_ascii_lowercase(),
+        Some(h) => {
+            reader.error(
+                &h.span,
+                format!(
+                    "`override_header` of {cx}: {:?} is not a header name; use letters, digits and -",
+                    h.value
+                ),
+            );
+            "x-switchyard-slot".to_string()
+        }
+    };
+    // The token arrives in a header value; one that no header can carry
+    // would silently never match.
+    let override_token = reader.string(t, "override_token", &cx).and_then(|s| {
+        if !s.value.is_empty() && s.value.bytes().all(|b| b.is_ascii_graphic()) {
+            return Some(s.value);
+        }
+        reader.error(
+            &s.span,
+            format!(
+                "`override_token` of {cx} must be printable ASCII without spaces, and not empty"
+            ),
+        );
+        None
+    });
     PreviewConfig {
-        override_header: reader
-            .string(t, "override_header", &cx)
-            .map_or("x-switchyard-slot".into(), |h| h.value.to_ascii_lowercase()),
-        override_token: reader.string(t, "override_token", &cx).map(|s| s.value),
+        override_header,
+        override_token,
         override_cidrs,
         preview_hosts,
     }

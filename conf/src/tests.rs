@@ -58,9 +58,11 @@ fn the_design_example_parses_with_every_section() {
     let rollout = route.rollout.as_ref().unwrap();
     assert_eq!(rollout.steps.len(), 3);
     assert_eq!(rollout.steps[2].hold, None);
+    assert_eq!(health.host.as_deref(), Some("app.example.com"));
+    assert_eq!(tls.listen, vec!["0.0.0.0:443".parse().unwrap()]);
     assert_eq!(
         summary(&config),
-        "ok: 1 routes, 2 slots, 3 backends; listening on 0.0.0.0:80"
+        "ok: 1 route, 2 slots, 3 backends; listening on 0.0.0.0:80"
     );
 }
 
@@ -378,4 +380,219 @@ fn an_unreadable_file_is_one_error_without_a_place() {
     assert!(e
         .to_string()
         .starts_with("/nonexistent/switchyard.toml: cannot read"));
+}
+
+#[test]
+fn the_summary_counts_routes_slots_and_backends() {
+    let two = format!(
+        "[server]\nlisten = [\"0.0.0.0:8080\", \"[::]:8080\"]\n{}\n{}",
+        ROUTE.replace("active", "hosts = [\"a.test\"]\nactive"),
+        ROUTE
+            .replace("\"app\"", "\"b\"\nhosts = [\"b.test\"]")
+            .replace(
+                "green = [\"127.0.0.1:3001\"]",
+                "green = [\"127.0.0.1:3001\", \"127.0.0.1:3002\"]\nv3 = [\"127.0.0.1:3003\"]"
+            )
+    );
+    assert_eq!(
+        summary(&parse_ok(&two)),
+        "ok: 2 routes, 5 slots, 6 backends; listening on 0.0.0.0:8080, [::]:8080"
+    );
+}
+
+#[test]
+fn durations_take_humantime_words_and_say_what_is_expected() {
+    let drain = |value: &str| format!("[server]\ndrain_timeout = \"{value}\"\n{ROUTE}");
+    // humantime reads units in words too; nothing to refuse there.
+    assert_eq!(
+        parse_ok(&drain("5 minutes")).server.drain_timeout,
+        Duration::from_secs(300)
+    );
+    assert_eq!(
+        parse_ok(&drain("1m 30s")).server.drain_timeout,
+        Duration::from_secs(90)
+    );
+    for bad in ["five minutes", "30", "5 mintues", "-1s"] {
+        let e = one_error(&drain(bad));
+        assert!(
+            e.starts_with("test.toml:2:17:")
+                && e.contains("expected e.g. \"500ms\", \"30s\", \"5m\""),
+            "{bad}: {e}"
+        );
+    }
+    assert!(one_error(&drain("400days")).contains("at most a year"));
+    let hold = format!("{ROUTE}[route.rollout]\nsteps = [{{ weight = 10, hold = \"5 fortnights\" }}, {{ weight = 100 }}]\n");
+    assert!(one_error(&hold).contains("`hold` in step 1 of [route.rollout]"));
+}
+
+#[test]
+fn unknown_keys_in_list_entries_suggest_the_nearest() {
+    let e = errors(&format!(
+        "[tls]\ncertificates = [{{ cert = \"a.pem\", kye = \"a.key\" }}]\n{ROUTE}"
+    ));
+    assert!(
+        e.iter()
+            .any(|e| e.starts_with("test.toml:2:35: unknown key `kye`")
+                && e.contains("did you mean `key`?")),
+        "{e:#?}"
+    );
+    let e = one_error(&format!(
+        "{ROUTE}[route.rollout]\nsteps = [{{ weight = 100, hodl = \"1m\" }}]\n"
+    ));
+    assert!(e.contains("did you mean `hold`?"), "{e}");
+}
+
+#[test]
+fn a_name_without_a_port_is_not_an_address() {
+    let e = one_error(&ROUTE.replace("127.0.0.1:3000", "localhost"));
+    assert!(
+        e.starts_with("test.toml:5:9:")
+            && e.contains("\"localhost\" is not an address; expected IP:port")
+            && e.contains("names are not resolved"),
+        "{e}"
+    );
+    let e = one_error(&format!(
+        "[server]\nadmin_http = \"localhost:9901\"\n{ROUTE}"
+    ));
+    assert!(e.contains("`admin_http` in [server]"), "{e}");
+}
+
+#[test]
+fn the_probe_host_defaults_to_the_routes_first_exact_host() {
+    let with = |hosts: &str, health: &str| {
+        parse_ok(&format!(
+            "{}[route.health]\n{health}\n",
+            ROUTE.replace("active", &format!("hosts = {hosts}\nactive"))
+        ))
+        .routes[0]
+            .health
+            .clone()
+            .unwrap()
+            .host
+    };
+    assert_eq!(
+        with("[\"*.a.test\", \"App.test\"]", ""),
+        Some("app.test".into())
+    );
+    assert_eq!(with("[\"*.a.test\"]", ""), None);
+    assert_eq!(
+        with("[\"a.test\"]", "host = \"probe.test:8080\""),
+        Some("probe.test:8080".into())
+    );
+    let e = one_error(&format!(
+        "{ROUTE}[route.health]\nhost = \"http://a.test/\"\n"
+    ));
+    assert!(e.contains("is not a Host header"), "{e}");
+}
+
+#[test]
+fn header_and_cookie_names_must_be_tokens() {
+    let canary = |body: &str| format!("{ROUTE}[route.canary]\nslot = \"green\"\n{body}\n");
+    assert!(one_error(&canary("sticky_cookie = \"a;b\"")).contains("is not a cookie name"));
+    assert!(one_error(&canary("sticky_key = \"header:\"")).contains("\"header:NAME\""));
+    assert!(one_error(&canary("sticky_key = \"header:x user\"")).contains("\"header:NAME\""));
+    let preview = |body: &str| format!("{ROUTE}[route.preview]\n{body}\n");
+    assert!(one_error(&preview("override_header = \"x slot\"")).contains("is not a header name"));
+    assert!(one_error(&preview("override_token = \"two words\"")).contains("printable ASCII"));
+    assert_eq!(
+        parse_ok(&preview("override_header = \"X-Slot\"")).routes[0]
+            .preview
+            .as_ref()
+            .unwrap()
+            .override_header,
+        "x-slot"
+    );
+}
+
+#[test]
+fn tls_defaults_and_shape() {
+    let config = parse_ok(&format!(
+        "[tls]\ncertificates = [{{ cert = \"certs/a.pem\", key = \"/k/a.key\" }}]\n{ROUTE}"
+    ));
+    let tls = config.tls.unwrap();
+    assert_eq!(tls.listen, vec!["0.0.0.0:443".parse().unwrap()]);
+    assert_eq!(
+        tls.certificates[0].cert,
+        Path::new("/etc/switchyard/certs/a.pem")
+    );
+    assert_eq!(tls.certificates[0].key, Path::new("/k/a.key"));
+    assert!(one_error(&format!("[tls]\ncertificates = []\n{ROUTE}")).contains("at least one"));
+    assert!(
+        one_error(&format!("[tls]\nlisten = [\"0.0.0.0:443\"]\n{ROUTE}"))
+            .contains("[tls] needs `certificates")
+    );
+    let e = one_error(&format!(
+        "[tls]\ncertificates = [{{ cert = \"a.pem\" }}]\n{ROUTE}"
+    ));
+    assert!(e.contains("needs `key`"), "{e}");
+}
+
+#[test]
+fn listeners_that_cannot_all_be_bound_are_refused() {
+    let e = one_error(&format!(
+        "[server]\nlisten = [\"0.0.0.0:8080\"]\nadmin_http = \"127.0.0.1:8080\"\n{ROUTE}"
+    ));
+    assert!(
+        e.starts_with("test.toml:3:14: 127.0.0.1:8080 in [server] `admin_http` and 0.0.0.0:8080 in [server] `listen` (line 2) cannot both be bound"),
+        "{e}"
+    );
+    let e = one_error(&format!(
+        "[tls]\nlisten = [\"0.0.0.0:80\"]\ncertificates = [{{ cert = \"a\", key = \"b\" }}]\n{ROUTE}"
+    ));
+    assert!(
+        e.starts_with("test.toml:2:11:") && e.contains("(its default)"),
+        "{e}"
+    );
+    let e = one_error(&format!(
+        "[server]\nlisten = [\"127.0.0.1:80\", \"127.0.0.1:80\"]\n{ROUTE}"
+    ));
+    assert!(e.starts_with("test.toml:2:27:"), "{e}");
+    parse_ok(&format!(
+        "[server]\nlisten = [\"127.0.0.1:0\", \"0.0.0.0:0\"]\nadmin_http = \"127.0.0.1:0\"\n{ROUTE}"
+    ));
+    parse_ok(&format!(
+        "[server]\nlisten = [\"127.0.0.1:80\", \"127.0.0.2:80\", \"[::1]:80\"]\nadmin_http = \"127.0.0.1:9901\"\n{ROUTE}"
+    ));
+}
+
+/// Whatever the bytes, `parse` answers with a config or with located
+/// errors; it never panics.
+#[test]
+fn damaged_files_give_errors_never_panics() {
+    let example = include_str!("../tests/design-example.toml");
+    let check = |text: &str| {
+        if let Err(errors) = parse("test.toml", text, Path::new("/etc")) {
+            assert!(!errors.0.is_empty());
+            for e in &errors.0 {
+                assert!(e.line >= 1 && e.column >= 1, "{e} in\n{text}");
+            }
+        }
+    };
+    let mut cut = 0;
+    while cut < example.len() {
+        check(&example[..cut]);
+        cut += 1;
+        while !example.is_char_boundary(cut) {
+            cut += 1;
+        }
+    }
+    let replacements = [
+        "",
+        "\"",
+        "]",
+        "[",
+        "=",
+        "-1",
+        "99999999999999999999",
+        "1.5",
+        "{}",
+        "[]",
+        "é",
+        "\n",
+    ];
+    for (i, _) in example.match_indices(['=', '"', '[', ',', '1']) {
+        for r in replacements {
+            check(&format!("{}{r}{}", &example[..i], &example[i + 1..]));
+        }
+    }
 }
