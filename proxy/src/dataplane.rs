@@ -209,6 +209,21 @@ impl ProxyHttp for Switchyard {
         Ok(())
     }
 
+    /// Called before pingora logs a request's final error at ERROR level.
+    /// A client that hangs up before its answer is normal traffic, not a
+    /// fault of ours or of the upstream: it goes to debug instead.
+    fn suppress_error_log(&self, _session: &Session, _ctx: &RequestCtx, error: &Error) -> bool {
+        let client_gone = error.esource() == &ErrorSource::Downstream
+            && matches!(
+                error.etype(),
+                ErrorType::ConnectionClosed | ErrorType::WriteError | ErrorType::ReadError
+            );
+        if client_gone {
+            tracing::debug!("client went away: {error}");
+        }
+        client_gone
+    }
+
     /// Called when the request failed for good: a short 502 (or 504 on a
     /// timeout) when the upstream is at fault.
     async fn fail_to_proxy(

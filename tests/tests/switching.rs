@@ -293,3 +293,44 @@ async fn a_dead_active_backend_is_retried_on_the_previous_slot() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_client_hanging_up_is_not_logged_as_an_error_but_a_dead_upstream_is() {
+    let blue = Backend::start("blue").await;
+    let green = Backend::start("green").await;
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = Proxy::start(dir.path(), &two_slot_route("app", "blue", &blue, &green));
+    let addr = proxy.addr;
+    let impatient = tokio::spawn(async move { Client::new(addr).get("x", "/slow/300").await });
+    eventually(
+        Duration::from_secs(5),
+        "the slow request to reach the backend",
+        || blue.requests.load(std::sync::atomic::Ordering::Relaxed) > 0,
+    )
+    .await;
+    impatient.abort();
+    // The backend answers 300 ms later into a closed client connection.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+
+    green.stop();
+    tokio::task::block_in_place(|| proxy.cli_ok(&["switch", "app", "green", "--force"]));
+    blue.stop();
+    let mut client = Client::new(proxy.addr);
+    assert_eq!(client.get("x", "/").await.unwrap().status, 502);
+    eventually(
+        Duration::from_secs(5),
+        "the upstream failure in the log",
+        || proxy.log_text().contains("ERROR"),
+    )
+    .await;
+    let errors: Vec<String> = proxy
+        .log_text()
+        .lines()
+        .filter(|l| l.contains("ERROR"))
+        .map(str::to_owned)
+        .collect();
+    assert!(
+        errors.iter().all(|l| !l.contains("Downstream")),
+        "a client hanging up was logged as an error: {errors:#?}"
+    );
+}
