@@ -55,13 +55,6 @@ pub enum Request {
     Reload {},
 }
 
-impl Request {
-    /// Whether the command changes state (and so goes into the history).
-    pub fn changes_state(&self) -> bool {
-        !matches!(self, Request::Status { .. } | Request::History { .. })
-    }
-}
-
 /// Why a command was not done; `kind` is stable for scripts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

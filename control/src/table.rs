@@ -185,10 +185,6 @@ impl RoutingTable {
         self.first_prefix_match(&self.any_host, path)
     }
 
-    pub fn route_named(&self, name: &str) -> Option<&Route> {
-        self.routes.iter().find(|r| &*r.name == name)
-    }
-
     fn first_prefix_match(&self, candidates: &[usize], path: &str) -> Option<usize> {
         candidates
             .iter()
@@ -298,10 +294,6 @@ impl Route {
 
     pub fn active_slot(&self) -> &Slot {
         &self.slots[self.active]
-    }
-
-    pub fn slot_named(&self, name: &str) -> Option<usize> {
-        self.slots.iter().position(|s| &*s.name == name)
     }
 }
 
