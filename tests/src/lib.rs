@@ -61,6 +61,8 @@ pub struct Backend {
     pub addr: SocketAddr,
     pub slot: String,
     pub requests: Arc<AtomicU64>,
+    /// Connections that have ended (closed by either side).
+    pub connections_closed: Arc<AtomicU64>,
     stop: tokio::sync::watch::Sender<bool>,
 }
 
@@ -73,9 +75,11 @@ impl Backend {
             .expect("bind backend");
         let addr = listener.local_addr().unwrap();
         let requests = Arc::new(AtomicU64::new(0));
+        let connections_closed = Arc::new(AtomicU64::new(0));
         let (stop, mut stopped) = tokio::sync::watch::channel(false);
         let name: Arc<str> = slot.into();
         let counter = requests.clone();
+        let closed = connections_closed.clone();
         tokio::spawn(async move {
             loop {
                 let stream = tokio::select! {
@@ -84,6 +88,7 @@ impl Backend {
                 };
                 let name = name.clone();
                 let counter = counter.clone();
+                let closed = closed.clone();
                 let mut conn_stop = stopped.clone();
                 tokio::spawn(async move {
                     let service = service_fn(move |req: Request<hyper::body::Incoming>| {
@@ -97,6 +102,7 @@ impl Backend {
                         _ = conn => {}
                         _ = conn_stop.changed() => {}
                     }
+                    closed.fetch_add(1, Ordering::Relaxed);
                 });
             }
         });
@@ -104,6 +110,7 @@ impl Backend {
             addr,
             slot: slot.to_string(),
             requests,
+            connections_closed,
             stop,
         }
     }

@@ -309,8 +309,18 @@ async fn a_client_hanging_up_is_not_logged_as_an_error_but_a_dead_upstream_is() 
     )
     .await;
     impatient.abort();
-    // The backend answers 300 ms later into a closed client connection.
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    // The proxy gives the request up and closes its upstream connection;
+    // the 502 below is logged after that.
+    eventually(
+        Duration::from_secs(5),
+        "the proxy to drop the upstream connection",
+        || {
+            blue.connections_closed
+                .load(std::sync::atomic::Ordering::Relaxed)
+                > 0
+        },
+    )
+    .await;
 
     green.stop();
     tokio::task::block_in_place(|| proxy.cli_ok(&["switch", "app", "green", "--force"]));
