@@ -13,7 +13,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use http::header;
-use pingora::http::RequestHeader;
+use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::*;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
@@ -38,7 +38,7 @@ impl InFlight {
 pub struct InFlightGuard(Arc<InFlight>);
 
 impl InFlightGuard {
-    fn new(counter: &Arc<InFlight>) -> InFlightGuard {
+    pub fn new(counter: &Arc<InFlight>) -> InFlightGuard {
         counter.0.fetch_add(1, Ordering::AcqRel);
         InFlightGuard(counter.clone())
     }
@@ -189,6 +189,7 @@ impl ProxyHttp for Switchyard {
         upstream_request: &mut RequestHeader,
         _ctx: &mut RequestCtx,
     ) -> Result<()> {
+        crate::hop_by_hop::strip_request(upstream_request);
         if let Some(client) = session.client_addr().and_then(|a| a.as_inet()) {
             let ip = client.ip().to_string();
             let forwarded_for = match upstream_request.headers.get("x-forwarded-for") {
@@ -206,6 +207,18 @@ impl ProxyHttp for Switchyard {
         if let Some(host) = session.req_header().headers.get(header::HOST).cloned() {
             upstream_request.insert_header("x-forwarded-host", host)?;
         }
+        Ok(())
+    }
+
+    /// Called when the upstream's response header arrives: its hop-by-hop
+    /// headers stay on the upstream hop.
+    async fn upstream_response_filter(
+        &self,
+        _session: &mut Session,
+        upstream_response: &mut ResponseHeader,
+        _ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        crate::hop_by_hop::strip_response(upstream_response);
         Ok(())
     }
 

@@ -5,4 +5,5 @@ pub mod admin_client;
 pub mod cli;
 pub mod dataplane;
 pub mod demo;
+pub mod hop_by_hop;
 pub mod server;

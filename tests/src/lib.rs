@@ -24,6 +24,8 @@ use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 use tokio::net::{TcpListener, TcpStream};
 
+pub mod raw;
+
 /// The `switchyard` binary cargo built next to this test.
 pub fn switchyard_bin() -> PathBuf {
     if let Some(path) = std::env::var_os("SWITCHYARD_BIN") {

@@ -1,0 +1,177 @@
+//! Hop-by-hop headers (RFC 9110 §7.6.1) describe one connection, not the
+//! message: the client's `Connection: close` or `Keep-Alive` must not close
+//! or tune our pooled upstream connection, and a backend's `Connection:
+//! X-Internal` must not leak its header to the client. They are removed in
+//! both directions; an upgrade keeps `Upgrade` and `Connection: upgrade`,
+//! which is what carries it across the proxy.
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use pingora::http::{RequestHeader, ResponseHeader};
+
+/// Always hop-by-hop, whether or not `Connection` names them.
+const FIXED: [HeaderName; 5] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::TE,
+    header::TRAILER,
+];
+
+const UPGRADE_TOKEN: &str = "upgrade";
+
+/// A header block that can lose headers: pingora keeps a second map of the
+/// original name case, so removal must go through its own methods.
+trait Headers {
+    fn map(&self) -> &HeaderMap;
+    fn remove(&mut self, name: &HeaderName);
+    fn set_connection_upgrade(&mut self);
+}
+
+impl Headers for RequestHeader {
+    fn map(&self) -> &HeaderMap {
+        &self.headers
+    }
+    fn remove(&mut self, name: &HeaderName) {
+        self.remove_header(name);
+    }
+    fn set_connection_upgrade(&mut self) {
+        let _ = self.insert_header(header::CONNECTION, HeaderValue::from_static(UPGRADE_TOKEN));
+    }
+}
+
+impl Headers for ResponseHeader {
+    fn map(&self) -> &HeaderMap {
+        &self.headers
+    }
+    fn remove(&mut self, name: &HeaderName) {
+        self.remove_header(name);
+    }
+    fn set_connection_upgrade(&mut self) {
+        let _ = self.insert_header(header::CONNECTION, HeaderValue::from_static(UPGRADE_TOKEN));
+    }
+}
+
+/// Strips the request's hop-by-hop headers before it goes upstream.
+pub fn strip_request(request: &mut RequestHeader) {
+    strip(request);
+}
+
+/// Strips the response's hop-by-hop headers before it goes to the client.
+/// A 101 is passed as the backend wrote it: it is the upgrade itself.
+pub fn strip_response(response: &mut ResponseHeader) {
+    if response.status.as_u16() != 101 {
+        strip(response);
+    }
+}
+
+fn strip(headers: &mut impl Headers) {
+    let map = headers.map();
+    // The common case (no Connection, no fixed header) costs a few lookups
+    // and no allocation.
+    let has_connection = map.contains_key(header::CONNECTION);
+    if !has_connection
+        && !map.contains_key(header::UPGRADE)
+        && !FIXED[1..].iter().any(|name| map.contains_key(name))
+    {
+        return;
+    }
+    let upgrading = map.contains_key(header::UPGRADE) && connection_lists(map, UPGRADE_TOKEN);
+    if has_connection {
+        let named: Vec<HeaderName> = map
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|value| value.to_str().ok())
+            .flat_map(|list| list.split(','))
+            .filter_map(|token| HeaderName::from_bytes(token.trim().as_bytes()).ok())
+            .filter(|name| !(upgrading && *name == header::UPGRADE))
+            .collect();
+        for name in &named {
+            headers.remove(name);
+        }
+    }
+    for name in &FIXED {
+        headers.remove(name);
+    }
+    if upgrading {
+        headers.set_connection_upgrade();
+    } else {
+        headers.remove(&header::UPGRADE);
+    }
+}
+
+fn connection_lists(map: &HeaderMap, token: &str) -> bool {
+    map.get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|list| list.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case(token))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(headers: &[(&str, &str)]) -> RequestHeader {
+        let mut request = RequestHeader::build("GET", b"/", None).unwrap();
+        for (name, value) in headers {
+            request.append_header(name.to_string(), *value).unwrap();
+        }
+        request
+    }
+
+    #[test]
+    fn named_and_fixed_hop_headers_go_end_to_end_ones_stay() {
+        let mut r = request(&[
+            ("Connection", "close, X-Hop"),
+            ("Connection", "x-other"),
+            ("X-Hop", "1"),
+            ("X-Other", "2"),
+            ("Keep-Alive", "timeout=5"),
+            ("Proxy-Connection", "keep-alive"),
+            ("TE", "trailers"),
+            ("Upgrade", "h2c"),
+            ("X-Kept", "yes"),
+        ]);
+        strip_request(&mut r);
+        let names: Vec<&str> = r.headers.keys().map(|n| n.as_str()).collect();
+        assert_eq!(names, ["x-kept"]);
+    }
+
+    #[test]
+    fn an_upgrade_keeps_upgrade_and_a_plain_connection_upgrade() {
+        let mut r = request(&[
+            ("Connection", "keep-alive, Upgrade, X-Hop"),
+            ("Upgrade", "websocket"),
+            ("X-Hop", "1"),
+            ("Sec-WebSocket-Key", "abc"),
+        ]);
+        strip_request(&mut r);
+        assert_eq!(r.headers["upgrade"], "websocket");
+        assert_eq!(r.headers["connection"], "upgrade");
+        assert_eq!(r.headers["sec-websocket-key"], "abc");
+        assert!(r.headers.get("x-hop").is_none());
+    }
+
+    #[test]
+    fn a_response_loses_its_hop_headers_but_a_101_is_left_whole() {
+        let mut ok = ResponseHeader::build(200, None).unwrap();
+        ok.append_header("Connection", "X-Secret").unwrap();
+        ok.append_header("X-Secret", "1").unwrap();
+        ok.append_header("Keep-Alive", "timeout=9").unwrap();
+        strip_response(&mut ok);
+        assert!(ok.headers.is_empty(), "{:?}", ok.headers);
+
+        let mut switching = ResponseHeader::build(101, None).unwrap();
+        switching.append_header("Connection", "Upgrade").unwrap();
+        switching.append_header("Upgrade", "websocket").unwrap();
+        strip_response(&mut switching);
+        assert_eq!(switching.headers.len(), 2);
+    }
+
+    #[test]
+    fn no_hop_headers_means_nothing_changes() {
+        let mut r = request(&[("Host", "a"), ("Accept", "*/*")]);
+        strip_request(&mut r);
+        assert_eq!(r.headers.len(), 2);
+    }
+}
