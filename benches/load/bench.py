@@ -128,15 +128,16 @@ def wait_port(port, deadline=10):
     sys.exit(f"bench: nothing answers on 127.0.0.1:{port}")
 
 
-def switchyard_conf(work, weight=0):
+def switchyard_conf(work, weight=0, name="switchyard"):
     canary = f'[route.canary]\nslot = "green"\nweight = {weight}\n' if weight else ""
-    return (f'[server]\nlisten = ["127.0.0.1:{PROXY_PORTS["switchyard"]}"]\nthreads = 1\n'
-            f'admin_socket = "{work}/admin.sock"\nstate_dir = "{work}/state"\n\n'
+    suffix = "" if name == "switchyard" else "-" + name.split(":", 1)[1]
+    return (f'[server]\nlisten = ["127.0.0.1:{PROXY_PORTS[name]}"]\nthreads = 1\n'
+            f'admin_socket = "{work}/admin{suffix}.sock"\nstate_dir = "{work}/state{suffix}"\n\n'
             f'[[route]]\nname = "bench"\nactive = "blue"\n[route.slots]\n'
             f'blue = ["127.0.0.1:{BACKEND_PORTS["blue"]}"]\ngreen = ["127.0.0.1:{BACKEND_PORTS["green"]}"]\n{canary}')
 
 
-def start_all(procs, work, switchyard):
+def start_all(procs, work, switchyard, variants):
     # nginx's worker runs as www-data: the body file must be readable by it.
     os.chmod(work, 0o755)
     with open(f"{work}/16k.bin", "wb") as f:
@@ -167,6 +168,12 @@ def start_all(procs, work, switchyard):
         f.write(switchyard_conf(work))
     pids["switchyard"] = procs.start([switchyard, "run", "-c", f"{work}/switchyard.toml"], 0,
                                      env={**os.environ, "SWITCHYARD_LOG": "warn"}).pid
+    for name, (binary, env) in variants.items():
+        config = f"{work}/{name.replace(':', '-')}.toml"
+        with open(config, "w") as f:
+            f.write(switchyard_conf(work, name=name))
+        pids[name] = procs.start([binary, "run", "-c", config], 0,
+                                 env={**os.environ, "SWITCHYARD_LOG": "warn", **env}).pid
     for name in PROXY_PORTS:
         wait_port(PROXY_PORTS[name])
     return pids
@@ -317,7 +324,17 @@ def main():
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--duration", type=int, default=5, help="seconds per wrk run")
     parser.add_argument("--results", default=f"{root}/benches/results")
+    parser.add_argument("--compare", action="append", default=[], metavar="NAME=BINARY[,VAR=VALUE...]",
+                        help="also measure another switchyard build (or the same one with environment "
+                             "variables set) side by side, as 'switchyard:NAME'; repeatable")
     args = parser.parse_args()
+    variants = {}
+    for spec in args.compare:
+        name, _, rest = spec.partition("=")
+        binary, *env = rest.split(",")
+        label = f"switchyard:{name}"
+        PROXY_PORTS[label] = 18185 + len(variants)
+        variants[label] = (binary or args.switchyard, dict(e.split("=", 1) for e in env))
     if not os.path.exists(args.switchyard):
         sys.exit(f"bench: {args.switchyard} is missing; build it: cargo build --release -p switchyard")
     ensure_tools()
@@ -327,7 +344,7 @@ def main():
     procs = Processes()
     work = tempfile.mkdtemp(prefix="switchyard-bench-")
     try:
-        pids = start_all(procs, work, args.switchyard)
+        pids = start_all(procs, work, args.switchyard, variants)
         results = measure(pids, args.rounds, args.duration)
         check_no_errors(results)
         checks = switching_checks(args.switchyard, work)
@@ -340,6 +357,7 @@ def main():
                            capture_output=True, text=True).stdout.strip()
     today = datetime.date.today().isoformat()
     command = f"python3 benches/load/bench.py --rounds {args.rounds} --duration {args.duration}"
+    command += "".join(f" --compare {spec}" for spec in args.compare)
     report = "\n".join([
         f"# Load benchmark {today}",
         "",
@@ -349,7 +367,7 @@ def main():
         f"- setup: nginx backend and each proxy with one worker on core 0, wrk -t1 -c32 on core 1, "
         f"{args.rounds} interleaved rounds of {args.duration} s, medians; CPU is the proxy process's utime+stime per request",
         "",
-        table(results, ["nginx", "haproxy", "switchyard"]),
+        table(results, list(PROXY_PORTS)),
         "",
         "Switching under load (switchyard):",
         "",

@@ -226,3 +226,36 @@ async fn garbage_from_either_side_gets_a_clear_status_and_the_proxy_keeps_servin
         (200, "good /still-here")
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_head_answer_has_no_body_and_the_connection_carries_on() {
+    let echo = Backend::start("echo").await;
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = Proxy::start(dir.path(), &one_slot_route("echo.test", echo.addr));
+
+    let mut stream = raw::send_raw(
+        proxy.addr,
+        b"HEAD /first HTTP/1.1\r\nHost: echo.test\r\n\r\n",
+    )
+    .await;
+    let (head, rest) = raw::read_head(&mut stream).await.unwrap();
+    assert_eq!(head.status(), 200, "{head:?}");
+    assert_eq!(
+        head.get("content-length"),
+        Some("11"),
+        "HEAD keeps the length: {head:?}"
+    );
+    assert!(rest.is_empty(), "no body follows a HEAD answer: {rest:?}");
+
+    stream
+        .write_all(b"GET /second HTTP/1.1\r\nHost: echo.test\r\n\r\n")
+        .await
+        .unwrap();
+    let (second, rest) = raw::read_head(&mut stream).await.unwrap();
+    assert_eq!(
+        second.first_line, "HTTP/1.1 200 OK",
+        "the next bytes are the next answer"
+    );
+    let body = raw::read_exact_after(&mut stream, rest, 12).await.unwrap();
+    assert_eq!(body, b"echo /second");
+}

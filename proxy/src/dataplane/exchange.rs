@@ -1,0 +1,176 @@
+//! One request's exchange with its backend once the request header went
+//! out: the request body up, the response down, in one task and one loop
+//! (no channels, no second task), with the client watched for hanging up
+//! while the backend thinks.
+
+use bytes::Bytes;
+use pingora::http::ResponseHeader;
+use pingora::protocols::http::v1::client::HttpSession as UpstreamSession;
+use pingora::protocols::http::ServerSession;
+use pingora::{Error, ErrorType};
+
+use super::{Outcome, BAD_GATEWAY_BODY, GATEWAY_TIMEOUT_BODY};
+use crate::hop_by_hop;
+
+/// The next thing the backend sent: its (next) response header, or body.
+enum Upstream {
+    Header(pingora::Result<usize>),
+    Body(pingora::Result<Option<Bytes>>),
+}
+
+/// One future for both upstream reads, so the pump's `select!` borrows the
+/// upstream session once.
+async fn next_from_upstream(upstream: &mut UpstreamSession, header_sent: bool) -> Upstream {
+    if header_sent {
+        Upstream::Body(upstream.read_body_bytes().await)
+    } else {
+        Upstream::Header(upstream.read_response().await)
+    }
+}
+
+pub(super) enum Exchange {
+    Finished {
+        reusable_upstream: bool,
+    },
+    /// A pooled connection closed before answering: try a fresh one.
+    StaleConnection,
+    Failed(Outcome),
+}
+
+/// Pumps the request body up and the response down until both are done,
+/// in one task: no channels and no second task per request. While waiting
+/// for the backend it also watches the client, so a client that hangs up
+/// ends the upstream request at once.
+pub(super) async fn exchange(
+    session: &mut ServerSession,
+    upstream: &mut UpstreamSession,
+    retry_if_stale: bool,
+) -> Exchange {
+    let mut request_done = session.is_body_empty();
+    if request_done {
+        if let Err(e) = upstream.finish_body().await {
+            return upstream_failed(e, false, retry_if_stale);
+        }
+    }
+    let mut body_sent = false;
+    let mut header_sent = false;
+    let mut response_done = false;
+    loop {
+        if response_done {
+            // When the backend answered before the request body ended (an
+            // early 413, say), neither connection is fit for another request:
+            // the caller closes the client's, and the upstream one is dropped.
+            return Exchange::Finished {
+                reusable_upstream: request_done && !upstream.was_upgraded(),
+            };
+        }
+        tokio::select! {
+            biased;
+            event = next_from_upstream(upstream, header_sent), if !response_done => match event {
+                Upstream::Header(read) => {
+                    if let Err(e) = read {
+                        return upstream_failed(e, body_sent, retry_if_stale);
+                    }
+                    let Some(head) = upstream.resp_header() else {
+                        return Exchange::Failed(Outcome::Answer(502, BAD_GATEWAY_BODY));
+                    };
+                    let status = head.status.as_u16();
+                    if (100..200).contains(&status) && status != 101 {
+                        // Informational answers go to the client as they are;
+                        // the final one follows.
+                        let informational = Box::new(head.clone());
+                        if session.write_response_header(informational).await.is_err() {
+                            return Exchange::Failed(Outcome::Abandon);
+                        }
+                        continue;
+                    }
+                    let mut response: Box<ResponseHeader> = Box::new(head.clone());
+                    hop_by_hop::strip_response(&mut response);
+                    if let Err(e) = session.write_response_header(response).await {
+                        tracing::debug!("client went away: {e}");
+                        return Exchange::Failed(Outcome::Abandon);
+                    }
+                    header_sent = true;
+                    if upstream.was_upgraded() {
+                        // Both directions now carry raw bytes until one side closes.
+                        upstream.maybe_upgrade_body_writer();
+                        request_done = false;
+                    }
+                }
+                Upstream::Body(chunk) => {
+                    match chunk {
+                        Ok(Some(bytes)) => {
+                            if let Err(e) = session.write_response_body(bytes, false).await {
+                                tracing::debug!("client went away: {e}");
+                                return Exchange::Failed(Outcome::Abandon);
+                            }
+                        }
+                        Ok(None) => {
+                            response_done = true;
+                            if upstream.was_upgraded() {
+                                // The backend closed its side of an upgraded
+                                // connection: nothing more will flow.
+                                request_done = true;
+                            }
+                        }
+                        Err(e) => {
+                            tracing::warn!("upstream broke off its response: {e}");
+                            return Exchange::Failed(Outcome::Abandon);
+                        }
+                    }
+                }
+            },
+            chunk = session.read_body_or_idle(request_done) => {
+                match chunk {
+                    Ok(Some(bytes)) => {
+                        body_sent = true;
+                        if let Err(e) = upstream.write_body(&bytes).await {
+                            if header_sent {
+                                tracing::debug!("upstream stopped reading the body: {e}");
+                                request_done = true;
+                                continue;
+                            }
+                            return upstream_failed(e, true, false);
+                        }
+                    }
+                    Ok(None) => {
+                        request_done = true;
+                        if let Err(e) = upstream.finish_body().await {
+                            if !header_sent {
+                                return upstream_failed(e, body_sent, false);
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        tracing::debug!("client went away: {e}");
+                        return Exchange::Failed(Outcome::Abandon);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Maps an upstream failure before the response header to what the client
+/// gets: a retry on a fresh connection when a pooled one was stale and
+/// nothing of the body went out, else 504 on a timeout and 502 otherwise.
+fn upstream_failed(e: Box<Error>, body_sent: bool, retry_if_stale: bool) -> Exchange {
+    let stale = matches!(
+        e.etype(),
+        ErrorType::ConnectionClosed | ErrorType::ReadError | ErrorType::WriteError
+    );
+    if stale && retry_if_stale && !body_sent {
+        tracing::debug!("pooled upstream connection was stale: {e}");
+        return Exchange::StaleConnection;
+    }
+    match e.etype() {
+        ErrorType::ReadTimedout | ErrorType::WriteTimedout | ErrorType::ConnectTimedout => {
+            tracing::error!("upstream timed out: {e}");
+            Exchange::Failed(Outcome::Answer(504, GATEWAY_TIMEOUT_BODY))
+        }
+        _ => {
+            tracing::error!("upstream failed: {e}");
+            Exchange::Failed(Outcome::Answer(502, BAD_GATEWAY_BODY))
+        }
+    }
+}

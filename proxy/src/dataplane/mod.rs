@@ -1,0 +1,384 @@
+//! The data plane, written directly on pingora-core: a `ServerApp` that
+//! reads each request with pingora's `ServerSession`, sends it upstream on a
+//! pooled HTTP/1.1 connection from pingora's `Connector`, and pumps both
+//! bodies in one task.
+//!
+//! Why not pingora-proxy's `ProxyHttp`: its per-request glue (two channels
+//! and a second task per request, boxed callback futures, a body buffer
+//! sized for caching) cost more CPU than everything else switchyard does;
+//! `docs/performance.md` has the profiles and the side-by-side figures.
+//! What `ProxyHttp` gave us for free is kept here explicitly: retries
+//! before a byte is sent, hop-by-hop headers, upgrades, 502/504 answers,
+//! timeouts, and noticing a client that hangs up while we wait upstream.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use http::header;
+use pingora::apps::ServerApp;
+use pingora::connectors::http::v1::Connector;
+use pingora::connectors::TransportConnector;
+use pingora::http::RequestHeader;
+use pingora::protocols::http::v1::client::HttpSession as UpstreamSession;
+use pingora::protocols::http::ServerSession;
+use pingora::protocols::Stream;
+use pingora::server::ShutdownWatch;
+use pingora::upstreams::peer::HttpPeer;
+use pingora::ErrorType;
+use switchyard_control::{Route, RoutingTable, SharedTable};
+
+use crate::hop_by_hop;
+
+mod exchange;
+mod in_flight;
+
+use exchange::{exchange, Exchange};
+pub use in_flight::{InFlight, InFlightGuard};
+
+/// Idle pooled upstream connections are closed after this.
+const UPSTREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+const NO_ROUTE_BODY: &[u8] = b"switchyard: no route for this host and path\n";
+pub(crate) const BAD_GATEWAY_BODY: &[u8] = b"switchyard: the upstream failed to answer\n";
+pub(crate) const GATEWAY_TIMEOUT_BODY: &[u8] = b"switchyard: the upstream timed out\n";
+
+/// switchyard's HTTP/1.1 proxy application.
+pub struct Forwarder {
+    table: SharedTable,
+    in_flight: Arc<InFlight>,
+    connector: Connector,
+    /// Opens connections outside the pool, for a retry after a stale one.
+    fresh: TransportConnector,
+    /// Set when the service stops listening: requests still arriving on
+    /// kept-alive connections are answered with `Connection: close`.
+    stopping: AtomicBool,
+}
+
+impl Forwarder {
+    pub fn new(table: SharedTable, in_flight: Arc<InFlight>) -> Forwarder {
+        Forwarder {
+            table,
+            in_flight,
+            connector: Connector::new(None),
+            fresh: TransportConnector::new(None),
+            stopping: AtomicBool::new(false),
+        }
+    }
+}
+
+/// How one request ended, for the answer, the log and whether the client
+/// connection can take another request.
+pub(crate) enum Outcome {
+    /// The exchange completed; the connection may be reused.
+    Done,
+    /// The response went out but the connection must close (an early
+    /// response before the request body ended, an upgrade).
+    DoneClose,
+    /// Nothing was sent to the client yet: answer with this status.
+    Answer(u16, &'static [u8]),
+    /// The client is gone, or the response broke half-way: close.
+    Abandon,
+}
+
+#[async_trait]
+impl ServerApp for Forwarder {
+    /// Serves one client connection: its requests one after another, for as
+    /// long as it stays reusable. One task and one boxed future per
+    /// connection, not per request.
+    async fn process_new(
+        self: &Arc<Self>,
+        stream: Stream,
+        shutdown: &ShutdownWatch,
+    ) -> Option<Stream> {
+        let mut session = ServerSession::new_http1(stream);
+        // A new connection gets as long for its first request as a kept-alive
+        // one gets for its next: an idle connection is never held forever.
+        let first_wait = self.table.load().timeouts.client_keepalive.as_secs().max(1);
+        session.set_keepalive(Some(first_wait));
+        loop {
+            let keepalive = self.serve_one(&mut session, shutdown).await?;
+            let (stream, pipelined) = match session.finish().await {
+                Ok(Some(reusable)) => reusable.into_parts(),
+                Ok(None) => return None,
+                Err(e) => {
+                    tracing::debug!("client connection ended: {e}");
+                    return None;
+                }
+            };
+            session = ServerSession::new_http1(stream);
+            // The wait for the next request is the keep-alive timeout.
+            session.set_keepalive(Some(keepalive));
+            if let Some(prefix) = pipelined {
+                session.set_pipelined_prefix(prefix);
+            }
+        }
+    }
+
+    /// Idle kept-alive connections are not woken here: `RunningProxy::stop`
+    /// drains in-flight requests and then drops the runtime, which closes
+    /// them. Not selecting on a stop signal saves a `Notify` registration
+    /// per request.
+    async fn cleanup(&self) {
+        self.stopping.store(true, Ordering::Relaxed);
+    }
+}
+
+impl Forwarder {
+    /// Reads and serves one request. `None` when the connection must close;
+    /// otherwise the keep-alive timeout, in seconds, for the next request.
+    async fn serve_one(
+        &self,
+        session: &mut ServerSession,
+        shutdown: &ShutdownWatch,
+    ) -> Option<u64> {
+        match session.read_request().await {
+            Ok(true) => {}
+            Ok(false) => return None,
+            Err(e) => {
+                tracing::debug!("bad or broken request: {e}");
+                if matches!(e.etype(), ErrorType::InvalidHTTPHeader) {
+                    let _ = session.respond_error(400).await;
+                }
+                session.shutdown().await;
+                return None;
+            }
+        }
+        let _in_flight = InFlightGuard::new(&self.in_flight);
+        let table = self.table.load_full();
+        let keepalive = table.timeouts.client_keepalive.as_secs().max(1);
+        if *shutdown.borrow() || self.stopping.load(Ordering::Relaxed) {
+            session.set_keepalive(None);
+        } else {
+            session.set_keepalive(Some(keepalive));
+        }
+
+        match self.forward(session, &table).await {
+            Outcome::Done => Some(keepalive),
+            Outcome::DoneClose => {
+                session.set_keepalive(None);
+                Some(keepalive)
+            }
+            Outcome::Answer(status, body) => {
+                // The connection can take another request only if this one
+                // was read to its end.
+                if !session.is_body_done() {
+                    session.set_keepalive(None);
+                }
+                if let Err(e) = session
+                    .respond_error_with_body(status, Bytes::from_static(body))
+                    .await
+                {
+                    tracing::debug!("cannot send the {status} answer: {e}");
+                }
+                Some(keepalive)
+            }
+            Outcome::Abandon => {
+                session.shutdown().await;
+                None
+            }
+        }
+    }
+}
+
+/// Where the request goes, advanced by each failed connect.
+struct Target {
+    slot: usize,
+    backend_start: usize,
+    /// Connect attempts so far, the first included.
+    attempts: u32,
+    attempts_on_slot: usize,
+}
+
+impl Forwarder {
+    async fn forward(&self, session: &mut ServerSession, table: &RoutingTable) -> Outcome {
+        let request = session.req_header();
+        let host = request
+            .headers
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .or_else(|| request.uri.host());
+        let Some(route_index) = table.route_index_for(host, request.uri.path()) else {
+            return Outcome::Answer(404, NO_ROUTE_BODY);
+        };
+        let route = &table.routes[route_index];
+        let slot = route.pick_slot();
+        let mut target = Target {
+            slot,
+            backend_start: route.slot(slot).next_start(),
+            attempts: 0,
+            attempts_on_slot: 0,
+        };
+
+        // A pooled connection may have been closed by the backend while idle;
+        // that shows as a failure to send the header or an empty answer, and
+        // is retried once on a fresh connection before any body byte went out.
+        let mut fresh_only = false;
+        loop {
+            let (mut upstream, reused, peer) = match self
+                .connect(route, table, &mut target, fresh_only)
+                .await
+            {
+                Ok(connected) => connected,
+                Err(e) => {
+                    return if e.etype() == &ErrorType::ConnectTimedout {
+                        tracing::error!(route = &*route.name, "upstream connect timed out: {e}");
+                        Outcome::Answer(504, GATEWAY_TIMEOUT_BODY)
+                    } else {
+                        tracing::error!(route = &*route.name, "upstream unreachable: {e}");
+                        Outcome::Answer(502, BAD_GATEWAY_BODY)
+                    };
+                }
+            };
+            upstream.read_timeout = Some(table.timeouts.upstream_read);
+            upstream.write_timeout = Some(table.timeouts.upstream_read);
+            let upstream_request = upstream_request(session);
+            if let Err(e) = upstream.write_request_header(upstream_request).await {
+                if reused && !fresh_only {
+                    tracing::debug!("pooled upstream connection was stale: {e}");
+                    fresh_only = true;
+                    continue;
+                }
+                tracing::error!(
+                    route = &*route.name,
+                    "cannot send the request upstream: {e}"
+                );
+                return Outcome::Answer(502, BAD_GATEWAY_BODY);
+            }
+            // Once the request went out, only a request that can safely run
+            // twice is sent again: an idempotent method without a body.
+            let retry_if_stale = reused && !fresh_only && replayable(session);
+            match exchange(session, &mut upstream, retry_if_stale).await {
+                Exchange::Finished { reusable_upstream } => {
+                    if reusable_upstream {
+                        self.connector
+                            .release_http_session(upstream, &peer, Some(UPSTREAM_IDLE_TIMEOUT))
+                            .await;
+                    }
+                    return if session.is_body_done() && !session.was_upgraded() {
+                        Outcome::Done
+                    } else {
+                        Outcome::DoneClose
+                    };
+                }
+                Exchange::StaleConnection => {
+                    fresh_only = true;
+                    continue;
+                }
+                // `upstream_failed` logged why.
+                Exchange::Failed(outcome) => return outcome,
+            }
+        }
+    }
+
+    /// Connects to the target's next backend, moving on to the slot's other
+    /// backends and then to the previous slot while the route's retries
+    /// last. No request byte has gone out when this fails, so every retry
+    /// is safe, whatever the method.
+    async fn connect(
+        &self,
+        route: &Route,
+        table: &RoutingTable,
+        target: &mut Target,
+        fresh_only: bool,
+    ) -> pingora::Result<(UpstreamSession, bool, HttpPeer)> {
+        loop {
+            let slot = route.slot(target.slot);
+            let backend: SocketAddr = slot.backend(target.backend_start, target.attempts_on_slot);
+            target.attempts += 1;
+            target.attempts_on_slot += 1;
+            let mut peer = HttpPeer::new(backend, false, String::new());
+            peer.group_key = slot.pool_key;
+            peer.options.connection_timeout = Some(table.timeouts.upstream_connect);
+            peer.options.idle_timeout = Some(UPSTREAM_IDLE_TIMEOUT);
+            let connected = if fresh_only {
+                self.fresh
+                    .new_stream(&peer)
+                    .await
+                    .map(|stream| (UpstreamSession::new_with_options(stream, &peer), false))
+            } else {
+                self.connector.get_http_session(&peer).await
+            };
+            match connected {
+                Ok((session, reused)) => return Ok((session, reused, peer)),
+                Err(e) => {
+                    tracing::warn!(route = &*route.name, slot = &*slot.name, %backend, "connect failed: {e}");
+                    if target.attempts > route.retries {
+                        return Err(e);
+                    }
+                    if target.attempts_on_slot >= slot.backends.len() {
+                        match route.previous.filter(|&p| p != target.slot) {
+                            Some(previous) => {
+                                target.slot = previous;
+                                target.backend_start = route.slot(previous).next_start();
+                                target.attempts_on_slot = 0;
+                            }
+                            None if slot.backends.len() == 1 => return Err(e),
+                            None => {}
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Whether the request may be sent a second time if a pooled connection
+/// turns out dead after it was written (RFC 9110 §9.2.2).
+fn replayable(session: &mut ServerSession) -> bool {
+    use http::Method;
+    let idempotent = matches!(
+        session.req_header().method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE
+    );
+    idempotent && session.is_body_empty() && !session.is_upgrade_req()
+}
+
+/// The request as the backend gets it: hop-by-hop headers removed, the
+/// client's address, scheme and host added.
+fn upstream_request(session: &ServerSession) -> Box<RequestHeader> {
+    let mut request = Box::new(session.req_header().clone());
+    hop_by_hop::strip_request(&mut request);
+    if let Some(client) = session.client_addr().and_then(|a| a.as_inet()) {
+        let mut ip_buf = [0u8; 64];
+        let ip = format_ip(client.ip(), &mut ip_buf);
+        let forwarded_for: Vec<u8> = match request.headers.get("x-forwarded-for") {
+            Some(existing) => [existing.as_bytes(), b", ", ip].concat(),
+            None => ip.to_vec(),
+        };
+        let _ = request.insert_header("x-forwarded-for", forwarded_for);
+    }
+    let _ = request.insert_header("x-forwarded-proto", "http");
+    if let Some(host) = session.req_header().headers.get(header::HOST).cloned() {
+        let _ = request.insert_header("x-forwarded-host", host);
+    }
+    request
+}
+
+/// Writes the IP's text form into `buf` without a heap string.
+fn format_ip(ip: std::net::IpAddr, buf: &mut [u8; 64]) -> &[u8] {
+    use std::io::Write;
+    let mut cursor = std::io::Cursor::new(&mut buf[..]);
+    let _ = write!(cursor, "{ip}");
+    let len = cursor.position() as usize;
+    &buf[..len]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ip_text_fits_the_stack_buffer() {
+        let mut buf = [0u8; 64];
+        let v6: std::net::IpAddr = "ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255"
+            .parse()
+            .unwrap();
+        assert_eq!(format_ip(v6, &mut buf), v6.to_string().as_bytes());
+        let v4: std::net::IpAddr = "127.0.0.1".parse().unwrap();
+        assert_eq!(format_ip(v4, &mut buf), b"127.0.0.1");
+    }
+}
