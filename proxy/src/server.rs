@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use pingora::listeners::{L4BufferSettings, ListenerConfig, DEFAULT_L4_READ_BUFFER_SIZE};
+use pingora::listeners::{L4BufferSettings, ListenerConfig};
 use pingora::server::Fds;
 use pingora::services::Service as PingoraService;
 use switchyard_conf::Config;
@@ -31,9 +31,15 @@ use crate::dataplane::{Forwarder, InFlight};
 /// Bytes written to a client connection are gathered up to this size before
 /// a send, so the response header and a body of up to about this size leave
 /// in one syscall. pingora's default (1,460, one Ethernet segment) sent a
-/// 16 KiB response as three sends; this costs 64 KiB of buffer per client
-/// connection, the same as pingora's read buffer.
+/// 16 KiB response as three sends.
 const CLIENT_WRITE_BUFFER: usize = 64 * 1024;
+
+/// Reads from a plain-TCP client connection are not buffered below the
+/// HTTP layer: pingora's HTTP/1 session reads headers and bodies into
+/// buffers of its own, and the default 64 KiB L4 read buffer was zeroed on
+/// every new connection (4 % of the CPU with a new connection per request)
+/// for nothing. TLS listeners will want one: rustls reads record by record.
+const CLIENT_READ_BUFFER: usize = 0;
 
 /// How long the watcher waits for an editor to finish writing before it
 /// reloads; small enough that an edit applies well within 250 ms.
@@ -147,7 +153,7 @@ fn spawn_service(
     for key in keys {
         service.add_listener(
             ListenerConfig::tcp(key.as_str()).l4_buffer(L4BufferSettings::new(
-                DEFAULT_L4_READ_BUFFER_SIZE,
+                CLIENT_READ_BUFFER,
                 CLIENT_WRITE_BUFFER,
             )),
         );
