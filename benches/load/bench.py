@@ -14,6 +14,7 @@ response from the new slot.
 
 Loopback only; every run is bounded in time. Usage (see README.md here):
     python3 benches/load/bench.py [--rounds 3] [--duration 5]
+        [--switchyard BINARY] [--compare NAME=BINARY[,VAR=VALUE...]]...
 """
 
 import argparse
@@ -357,6 +358,8 @@ def main():
                            capture_output=True, text=True).stdout.strip()
     today = datetime.date.today().isoformat()
     command = f"python3 benches/load/bench.py --rounds {args.rounds} --duration {args.duration}"
+    if args.switchyard != f"{root}/target/release/switchyard":
+        command += f" --switchyard {args.switchyard}"
     command += "".join(f" --compare {spec}" for spec in args.compare)
     report = "\n".join([
         f"# Load benchmark {today}",
