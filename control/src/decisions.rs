@@ -40,6 +40,8 @@ pub fn after_config_load(route: &RouteConfig, prior: Option<&RouteState>, now: &
     let from_file = file_canary(route);
     let Some(prior) = prior else {
         return RouteState {
+            failed: None,
+            pending: None,
             active: route.active.clone(),
             previous: None,
             canary: from_file.clone(),
@@ -57,6 +59,8 @@ pub fn after_config_load(route: &RouteConfig, prior: Option<&RouteState>, now: &
         next.previous = Some(std::mem::replace(&mut next.active, route.active.clone()));
         next.source = DecisionSource::Config;
         next.changed_at = now.to_string();
+        next.pending = None;
+        next.failed = None;
     }
     if prior.file_canary != from_file {
         next.canary = from_file.clone();
@@ -77,6 +81,16 @@ fn keep_consistent(route: &RouteConfig, mut state: RouteState) -> RouteState {
     }
     if state.canary.as_ref().is_some_and(|c| !usable(&c.slot)) {
         state.canary = None;
+    }
+    if state.pending.as_deref().is_some_and(|p| !usable(p)) {
+        state.pending = None;
+    }
+    if state
+        .failed
+        .as_deref()
+        .is_some_and(|f| !route.slots.contains_key(f))
+    {
+        state.failed = None;
     }
     state
 }
@@ -109,6 +123,10 @@ pub fn switch(
     next.previous = Some(std::mem::replace(&mut next.active, slot.to_string()));
     next.source = source;
     next.changed_at = now.to_string();
+    // An explicit switch supersedes a held config switch, and makes every
+    // slot a fail-back target again.
+    next.pending = None;
+    next.failed = None;
     Ok(keep_consistent(route, next))
 }
 
@@ -250,6 +268,16 @@ mod tests {
         let reloaded = after_config_load(&without_v3, Some(&on_v3), "t2");
         assert_eq!(reloaded.active, "blue");
         assert_eq!(reloaded.previous, None, "v3 is gone, and blue is active");
+    }
+
+    #[test]
+    fn an_explicit_switch_clears_a_held_switch_and_the_fail_back_block() {
+        let cfg = route("blue", None);
+        let mut s = after_config_load(&cfg, None, "t0");
+        s.pending = Some("green".into());
+        s.failed = Some("green".into());
+        let switched = switch(&cfg, &s, "green", DecisionSource::Admin, "t1").unwrap();
+        assert_eq!((switched.pending, switched.failed), (None, None));
     }
 
     #[test]

@@ -5,6 +5,7 @@
 pub mod admin_server;
 pub mod controller;
 pub mod decisions;
+pub mod health;
 pub mod history;
 pub mod protocol;
 pub mod state_file;

@@ -40,6 +40,15 @@ pub struct RouteState {
     pub file_canary: Option<CanaryState>,
     /// RFC 3339 UTC, e.g. `2026-11-22T11:30:00Z`.
     pub changed_at: String,
+    /// The slot traffic failed back *from*: not a fail-back target again
+    /// until an explicit command (switch, rollback, a config edit) clears it,
+    /// so a recovering slot cannot pull traffic back and forth.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failed: Option<String>,
+    /// A config edit of `active` to a slot that was not healthy yet: held
+    /// here and applied when the slot turns healthy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending: Option<String>,
 }
 
 /// A canary: `weight` percent of the route's traffic goes to `slot`.
@@ -251,6 +260,8 @@ mod tests {
 
     fn state(active: &str) -> RouteState {
         RouteState {
+            failed: None,
+            pending: None,
             active: active.into(),
             previous: Some("blue".into()),
             canary: Some(CanaryState {

@@ -1,0 +1,12 @@
+//! Health: each backend's state machine, the slot health derived from it,
+//! and what a route does when a slot's health changes. All pure; the
+//! probes that feed it and the Controller that applies it do the I/O.
+//! `LIFECYCLE.md` beside this file draws the states.
+
+mod backend;
+mod route;
+mod slot;
+
+pub use backend::{BackendHealth, BackendState, Check, Failure, Thresholds, Transition};
+pub use route::{apply_health, Reaction};
+pub use slot::{slot_health, SlotHealth};
