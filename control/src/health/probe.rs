@@ -1,0 +1,323 @@
+//! Active probes: one check of one backend, over a fresh connection of its
+//! own (never the proxy's pool, so a probe sees what a new client would).
+//! An HTTP probe sends `GET path` with the route's Host and judges the
+//! status; a route without `[route.health]` gets a TCP connect probe.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::Empty;
+use hyper_util::rt::TokioIo;
+use switchyard_conf::{HealthConfig, RouteConfig};
+use tokio::net::TcpStream;
+
+use super::{Check, Failure, Thresholds};
+
+/// Defaults for a route without `[route.health]`: a TCP connect every
+/// second, 1 s to connect, healthy after 2 and unhealthy after 3 in a row
+/// (the same numbers as `[route.health]`'s defaults).
+pub const TCP_INTERVAL: Duration = Duration::from_secs(1);
+pub const TCP_TIMEOUT: Duration = Duration::from_secs(1);
+pub const TCP_THRESHOLDS: Thresholds = Thresholds { rise: 2, fall: 3 };
+
+/// How one route's backends are checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProbeSpec {
+    pub kind: ProbeKind,
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub thresholds: Thresholds,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProbeKind {
+    Http {
+        path: String,
+        /// `None`: the backend's address.
+        host: Option<String>,
+        /// Inclusive.
+        expect: (u16, u16),
+    },
+    Tcp,
+}
+
+impl ProbeSpec {
+    pub fn for_route(route: &RouteConfig) -> ProbeSpec {
+        match &route.health {
+            Some(HealthConfig {
+                path,
+                host,
+                interval,
+                timeout,
+                rise,
+                fall,
+                expect_status,
+            }) => ProbeSpec {
+                kind: ProbeKind::Http {
+                    path: path.clone(),
+                    host: host.clone(),
+                    expect: *expect_status,
+                },
+                interval: *interval,
+                timeout: *timeout,
+                thresholds: Thresholds {
+                    rise: *rise,
+                    fall: *fall,
+                },
+            },
+            None => ProbeSpec {
+                kind: ProbeKind::Tcp,
+                interval: TCP_INTERVAL,
+                timeout: TCP_TIMEOUT,
+                thresholds: TCP_THRESHOLDS,
+            },
+        }
+    }
+
+    /// The wait before the next probe: the interval ± 10 %, so the probes
+    /// of many backends started together spread out instead of arriving at
+    /// the backends in bursts.
+    pub fn next_wait(&self, random: u64) -> Duration {
+        let tenth = self.interval / 10;
+        let span = tenth.as_nanos() as u64 * 2;
+        let offset = if span == 0 { 0 } else { random % span };
+        self.interval - tenth + Duration::from_nanos(offset)
+    }
+}
+
+/// Checks `backend` once; never takes longer than the spec's timeout.
+pub async fn probe(spec: &ProbeSpec, backend: SocketAddr) -> Check {
+    let started = Instant::now();
+    let outcome = tokio::time::timeout(spec.timeout, attempt(&spec.kind, backend)).await;
+    let latency = started.elapsed();
+    match outcome {
+        Err(_) => Check::Fail {
+            failure: Failure::Timeout,
+            latency,
+        },
+        Ok(Err(failure)) => Check::Fail { failure, latency },
+        Ok(Ok(status)) => Check::Pass { status, latency },
+    }
+}
+
+/// The probe itself: `Ok(status)` on a pass (`None` for TCP).
+async fn attempt(kind: &ProbeKind, backend: SocketAddr) -> Result<Option<u16>, Failure> {
+    let stream = TcpStream::connect(backend)
+        .await
+        .map_err(|e| Failure::Connect(e.to_string()))?;
+    let (path, host, expect) = match kind {
+        ProbeKind::Tcp => return Ok(None),
+        ProbeKind::Http { path, host, expect } => (path, host, expect),
+    };
+    let _ = stream.set_nodelay(true);
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| Failure::Protocol(e.to_string()))?;
+    // The connection task ends with the connection, when this probe returns.
+    let driver = tokio::spawn(connection);
+    let host = host.clone().unwrap_or_else(|| backend.to_string());
+    let request = hyper::Request::get(path.as_str())
+        .header(hyper::header::HOST, host)
+        .header(hyper::header::USER_AGENT, "switchyard-health")
+        .header(hyper::header::CONNECTION, "close")
+        .body(Empty::<Bytes>::new())
+        .map_err(|e| Failure::Protocol(e.to_string()))?;
+    let result = sender.send_request(request).await;
+    driver.abort();
+    let response = result.map_err(|e| {
+        if e.is_incomplete_message() || e.is_canceled() {
+            Failure::Connect(e.to_string())
+        } else {
+            Failure::Protocol(e.to_string())
+        }
+    })?;
+    let status = response.status().as_u16();
+    if (expect.0..=expect.1).contains(&status) {
+        Ok(Some(status))
+    } else {
+        Err(Failure::Status(status))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    fn http(path: &str, interval_ms: u64, timeout_ms: u64) -> ProbeSpec {
+        ProbeSpec {
+            kind: ProbeKind::Http {
+                path: path.into(),
+                host: Some("app.test".into()),
+                expect: (200, 399),
+            },
+            interval: Duration::from_millis(interval_ms),
+            timeout: Duration::from_millis(timeout_ms),
+            thresholds: Thresholds { rise: 2, fall: 3 },
+        }
+    }
+
+    /// A backend answering each connection with `status` after `delay`,
+    /// and reporting the request head it got.
+    async fn backend(
+        status: u16,
+        delay: Duration,
+    ) -> (SocketAddr, tokio::sync::mpsc::Receiver<String>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, rx) = tokio::sync::mpsc::channel(16);
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                let tx = tx.clone();
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 4096];
+                    let n = stream.read(&mut buf).await.unwrap_or(0);
+                    let _ = tx
+                        .send(String::from_utf8_lossy(&buf[..n]).into_owned())
+                        .await;
+                    tokio::time::sleep(delay).await;
+                    let answer = format!("HTTP/1.1 {status} X\r\ncontent-length: 0\r\n\r\n");
+                    let _ = stream.write_all(answer.as_bytes()).await;
+                });
+            }
+        });
+        (addr, rx)
+    }
+
+    fn closed_port() -> SocketAddr {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap()
+    }
+
+    #[tokio::test]
+    async fn an_expected_status_passes_and_the_probe_sends_path_and_host() {
+        let (addr, mut seen) = backend(204, Duration::ZERO).await;
+        let check = probe(&http("/health/ready", 1000, 1000), addr).await;
+        assert!(
+            matches!(
+                check,
+                Check::Pass {
+                    status: Some(204),
+                    ..
+                }
+            ),
+            "{check:?}"
+        );
+        let head = seen.recv().await.unwrap().to_ascii_lowercase();
+        assert!(head.starts_with("get /health/ready http/1.1"), "{head}");
+        assert!(head.contains("host: app.test"), "{head}");
+    }
+
+    #[tokio::test]
+    async fn a_status_outside_the_range_fails_with_the_status() {
+        let (addr, _seen) = backend(500, Duration::ZERO).await;
+        let check = probe(&http("/", 1000, 1000), addr).await;
+        assert!(
+            matches!(
+                check,
+                Check::Fail {
+                    failure: Failure::Status(500),
+                    ..
+                }
+            ),
+            "{check:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_probe_that_times_out_is_a_failure() {
+        let (addr, _seen) = backend(200, Duration::from_millis(500)).await;
+        let check = probe(&http("/", 1000, 50), addr).await;
+        assert!(
+            matches!(check, Check::Fail { failure: Failure::Timeout, latency } if latency < Duration::from_millis(400)),
+            "{check:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_refused_connection_fails_for_http_and_tcp_probes() {
+        let addr = closed_port();
+        let check = probe(&http("/", 1000, 1000), addr).await;
+        assert!(
+            matches!(
+                check,
+                Check::Fail {
+                    failure: Failure::Connect(_),
+                    ..
+                }
+            ),
+            "{check:?}"
+        );
+        let tcp = ProbeSpec {
+            kind: ProbeKind::Tcp,
+            interval: TCP_INTERVAL,
+            timeout: TCP_TIMEOUT,
+            thresholds: TCP_THRESHOLDS,
+        };
+        let check = probe(&tcp, addr).await;
+        assert!(
+            matches!(
+                check,
+                Check::Fail {
+                    failure: Failure::Connect(_),
+                    ..
+                }
+            ),
+            "{check:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_tcp_probe_passes_on_connect_alone() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let spec = ProbeSpec {
+            kind: ProbeKind::Tcp,
+            interval: TCP_INTERVAL,
+            timeout: TCP_TIMEOUT,
+            thresholds: TCP_THRESHOLDS,
+        };
+        let check = probe(&spec, listener.local_addr().unwrap()).await;
+        assert!(
+            matches!(check, Check::Pass { status: None, .. }),
+            "{check:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn garbage_instead_of_http_fails_as_a_bad_answer() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            if let Ok((mut stream, _)) = listener.accept().await {
+                let _ = stream.write_all(b"NOT HTTP AT ALL\r\n\r\n").await;
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        });
+        let check = probe(&http("/", 1000, 1000), addr).await;
+        assert!(
+            matches!(
+                check,
+                Check::Fail {
+                    failure: Failure::Protocol(_),
+                    ..
+                }
+            ),
+            "{check:?}"
+        );
+    }
+
+    #[test]
+    fn the_wait_stays_within_ten_percent_of_the_interval() {
+        let spec = http("/", 200, 100);
+        for random in [0, 1, 12_345, u64::MAX / 3, u64::MAX] {
+            let wait = spec.next_wait(random);
+            assert!(
+                (Duration::from_millis(180)..Duration::from_millis(220)).contains(&wait),
+                "{wait:?}"
+            );
+        }
+        assert_ne!(spec.next_wait(1), spec.next_wait(10_000_000), "it varies");
+    }
+}
