@@ -1,13 +1,15 @@
 //! The Controller: the one task that owns switchyard's state.
 //!
-//! Config reloads, admin commands and (later) health events and rollout
-//! steps are messages to it. For each change it computes the next
+//! Config reloads, admin commands, health checks (probes and failed
+//! connects of real requests) and (later) rollout steps are messages to it. For each change it computes the next
 //! [`RoutingTable`], publishes it with one `ArcSwap::store`, writes the state
 //! file and appends to the history. Nothing else changes state.
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use arc_swap::ArcSwap;
 use serde_json::{json, Value};
@@ -15,6 +17,10 @@ use switchyard_conf::{Config, HostPattern, RouteConfig, ServerConfig};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::decisions::{self, Refusal};
+use crate::health::monitor::{BackendKey, Monitor};
+use crate::health::{
+    apply_health, slot_health, BackendHealth, BackendState, Check, Failure, Reaction, SlotHealth,
+};
 use crate::history::{now_rfc3339, History, HistoryEntry, ALL_ROUTES, DEFAULT_HISTORY_MAX_BYTES};
 use crate::protocol::{ErrorKind, Request, Response};
 use crate::state_file::{DecisionSource, RouteState, StateFile};
@@ -46,10 +52,17 @@ enum ReloadTrigger {
     Admin,
 }
 
+/// One health check of one backend, from a probe or from a real request.
+type CheckMessage = (BackendKey, Check);
+
 /// Sends messages to the Controller; cheap to clone.
 #[derive(Clone)]
 pub struct ControllerHandle {
     mailbox: mpsc::Sender<Message>,
+    /// Checks have their own queue: they arrive at the probes' pace (or at
+    /// the pace of failing connects, until the backend is marked down), and
+    /// must never wait behind, or crowd out, admin commands.
+    checks: mpsc::UnboundedSender<CheckMessage>,
     table: SharedTable,
 }
 
@@ -80,6 +93,21 @@ impl ControllerHandle {
         let _ = self.mailbox.try_send(Message::ConfigFileChanged);
     }
 
+    /// A real request could not connect to `backend` (passive check). Never
+    /// blocks.
+    pub fn connect_failed(&self, route: &str, slot: &str, backend: SocketAddr, error: String) {
+        let key = BackendKey {
+            route: Arc::from(route),
+            slot: Arc::from(slot),
+            addr: backend,
+        };
+        let check = Check::Fail {
+            failure: Failure::Traffic(error),
+            latency: std::time::Duration::ZERO,
+        };
+        let _ = self.checks.send((key, check));
+    }
+
     /// The table the data plane reads.
     pub fn table(&self) -> SharedTable {
         self.table.clone()
@@ -96,6 +124,9 @@ pub struct Controller {
     config_error: Option<String>,
     /// Settings edited in the file that only a restart applies.
     needs_restart: Vec<String>,
+    /// Config reloads applied since start (health changes also publish new
+    /// generations; this counts only the config's).
+    reloads: u64,
     routes: BTreeMap<String, RouteState>,
     generation: u64,
     table: SharedTable,
@@ -103,6 +134,13 @@ pub struct Controller {
     history: History,
     /// Problems found while restoring the state file, shown in `status`.
     state_warnings: Vec<String>,
+    /// Every configured backend's health; unchanged backends keep theirs
+    /// across reloads.
+    health: BTreeMap<BackendKey, BackendHealth>,
+    monitor: Monitor,
+    /// Routes whose active slot is unhealthy with nowhere to fail back to,
+    /// and why; shown in `status` and logged once.
+    critical: BTreeMap<String, String>,
 }
 
 impl Controller {
@@ -112,17 +150,23 @@ impl Controller {
         config: Config,
         config_path: PathBuf,
     ) -> (ControllerHandle, tokio::task::JoinHandle<()>) {
-        let controller = Controller::new(config, config_path);
         let (tx, rx) = mpsc::channel(MAILBOX);
+        let (checks_tx, checks_rx) = mpsc::unbounded_channel();
+        let report = checks_tx.clone();
+        let monitor = Monitor::new(Arc::new(move |key, check| {
+            let _ = report.send((key, check));
+        }));
+        let controller = Controller::new(config, config_path, monitor);
         let handle = ControllerHandle {
             mailbox: tx,
+            checks: checks_tx,
             table: controller.table.clone(),
         };
-        let task = tokio::spawn(controller.run(rx));
+        let task = tokio::spawn(controller.run(rx, checks_rx));
         (handle, task)
     }
 
-    fn new(config: Config, config_path: PathBuf) -> Controller {
+    fn new(config: Config, config_path: PathBuf, monitor: Monitor) -> Controller {
         let state_file = StateFile::new(&config.server.state_dir);
         let loaded = state_file.load();
         let history = History::open(&config.server.state_dir, DEFAULT_HISTORY_MAX_BYTES);
@@ -141,35 +185,215 @@ impl Controller {
             config,
             config_error: None,
             needs_restart: Vec::new(),
+            reloads: 0,
             routes,
             generation: 0,
             table: Arc::new(ArcSwap::from_pointee(RoutingTable::empty())),
             state_file,
             history,
             state_warnings: loaded.warnings,
+            health: BTreeMap::new(),
+            monitor,
+            critical: BTreeMap::new(),
         };
+        controller.track_backends();
         controller.publish();
         // A failure is logged by persist; starting matters more.
         let _ = controller.persist();
         controller
     }
 
-    async fn run(mut self, mut mailbox: mpsc::Receiver<Message>) {
-        while let Some(message) = mailbox.recv().await {
-            match message {
-                Message::Command {
-                    request,
-                    uid,
-                    reply,
-                } => {
-                    let response = self.handle(request, uid);
-                    let _ = reply.send(response);
-                }
-                Message::ConfigFileChanged => {
-                    self.reload(ReloadTrigger::File, None);
+    async fn run(
+        mut self,
+        mut mailbox: mpsc::Receiver<Message>,
+        mut checks: mpsc::UnboundedReceiver<CheckMessage>,
+    ) {
+        loop {
+            tokio::select! {
+                message = mailbox.recv() => match message {
+                    Some(Message::Command { request, uid, reply }) => {
+                        let response = self.handle(request, uid);
+                        let _ = reply.send(response);
+                    }
+                    Some(Message::ConfigFileChanged) => {
+                        self.reload(ReloadTrigger::File, None);
+                    }
+                    None => return,
+                },
+                Some((key, check)) = checks.recv() => self.observe(key, check),
+            }
+        }
+    }
+
+    /// Probes exactly the configured backends, and keeps health only for
+    /// them: a backend whose route, slot and address are unchanged keeps its
+    /// state across a reload.
+    fn track_backends(&mut self) {
+        self.monitor.sync(&self.config);
+        let now = SystemTime::now();
+        let mut health = BTreeMap::new();
+        for route in &self.config.routes {
+            for (slot, backends) in &route.slots {
+                for addr in backends {
+                    let key = BackendKey {
+                        route: Arc::from(route.name.as_str()),
+                        slot: Arc::from(slot.as_str()),
+                        addr: *addr,
+                    };
+                    let state = self
+                        .health
+                        .remove(&key)
+                        .unwrap_or_else(|| BackendHealth::new(now));
+                    health.insert(key, state);
                 }
             }
         }
+        self.health = health;
+    }
+
+    fn backend_state(&self, route: &str, slot: &str, addr: SocketAddr) -> BackendState {
+        let key = BackendKey {
+            route: Arc::from(route),
+            slot: Arc::from(slot),
+            addr,
+        };
+        self.health
+            .get(&key)
+            .map_or(BackendState::Unknown, |h| h.state)
+    }
+
+    fn slot_health(&self, route: &RouteConfig, slot: &str) -> SlotHealth {
+        let backends = route.slots.get(slot).map(Vec::as_slice).unwrap_or(&[]);
+        slot_health(
+            backends
+                .iter()
+                .map(|addr| self.backend_state(&route.name, slot, *addr)),
+        )
+    }
+
+    /// Counts one check; on a change of state, lets the route react (fail
+    /// back, drop the canary, apply a held switch) and publishes.
+    fn observe(&mut self, key: BackendKey, check: Check) {
+        let Some(thresholds) = self.monitor.spec(&key).map(|s| s.thresholds) else {
+            return; // a backend the config no longer has
+        };
+        let Some(health) = self.health.get_mut(&key) else {
+            return;
+        };
+        let Some(transition) = health.observe(check, thresholds, SystemTime::now()) else {
+            return;
+        };
+        let evidence = describe_check(&transition.check);
+        match transition.to {
+            BackendState::Healthy => {
+                tracing::info!(backend = %key, from = ?transition.from, "backend healthy: {evidence}")
+            }
+            _ => {
+                tracing::warn!(backend = %key, from = ?transition.from, "backend unhealthy: {evidence}")
+            }
+        }
+        self.react(&key.route);
+        // The data plane skips unhealthy backends: publish even when the
+        // route's decision stayed the same.
+        self.publish();
+    }
+
+    /// Applies what the route's slot health asks for, with history entries
+    /// that say why.
+    fn react(&mut self, route_name: &str) {
+        let Some(route) = self.config.route(route_name).cloned() else {
+            return;
+        };
+        let Some(before) = self.routes.get(route_name).cloned() else {
+            return;
+        };
+        let now = now_rfc3339();
+        let (after, reactions) = apply_health(&before, |slot| self.slot_health(&route, slot), &now);
+        let mut critical = None;
+        for reaction in reactions {
+            let (trigger, action, reason) = match &reaction {
+                Reaction::FailBack { from, .. } => (
+                    "failback",
+                    "switch",
+                    format!(
+                        "slot {from} unhealthy: {}",
+                        self.slot_evidence(&route, from)
+                    ),
+                ),
+                Reaction::DropCanary { slot, weight } => (
+                    "failback",
+                    "canary",
+                    format!(
+                        "canary slot {slot} (weight {weight}) unhealthy: {}",
+                        self.slot_evidence(&route, slot)
+                    ),
+                ),
+                Reaction::ApplyPending { to, .. } => (
+                    "config",
+                    "switch",
+                    format!("held config switch applied: slot {to} is healthy"),
+                ),
+                Reaction::Critical { active, reason } => {
+                    critical = Some(format!(
+                        "active slot {active} is unhealthy ({}) and {reason}: still routing to it",
+                        self.slot_evidence(&route, active)
+                    ));
+                    continue;
+                }
+            };
+            tracing::warn!(route = route_name, trigger, action, "{reason}");
+            self.record(&HistoryEntry {
+                time: now.clone(),
+                trigger: trigger.into(),
+                uid: None,
+                route: route_name.to_string(),
+                action: action.into(),
+                from: Some(describe(&before)),
+                to: Some(describe(&after)),
+                reason: Some(reason),
+                result: "ok".into(),
+                generation: Some(self.generation + 1),
+            });
+        }
+        match critical {
+            Some(reason) => {
+                if self.critical.get(route_name) != Some(&reason) {
+                    tracing::error!(route = route_name, "critical: {reason}");
+                }
+                self.critical.insert(route_name.to_string(), reason);
+            }
+            None => {
+                self.critical.remove(route_name);
+            }
+        }
+        if after != before {
+            self.routes.insert(route_name.to_string(), after);
+            let _ = self.persist();
+        }
+    }
+
+    /// `127.0.0.1:3001 connect: refused; 127.0.0.1:3002 status 500`.
+    fn slot_evidence(&self, route: &RouteConfig, slot: &str) -> String {
+        let backends = route.slots.get(slot).map(Vec::as_slice).unwrap_or(&[]);
+        backends
+            .iter()
+            .map(|addr| {
+                let key = BackendKey {
+                    route: Arc::from(route.name.as_str()),
+                    slot: Arc::from(slot),
+                    addr: *addr,
+                };
+                let last = self
+                    .health
+                    .get(&key)
+                    .and_then(|h| h.last.as_ref())
+                    .map_or("no check yet".to_string(), |(check, _)| {
+                        describe_check(check)
+                    });
+                format!("{addr} {last}")
+            })
+            .collect::<Vec<_>>()
+            .join("; ")
     }
 
     fn handle(&mut self, request: Request, uid: Option<u32>) -> Response {
@@ -372,6 +596,8 @@ impl Controller {
         self.routes = routes;
         self.config = config;
         self.config_error = None;
+        self.reloads += 1;
+        self.track_backends();
         self.publish();
         let persisted = self.persist();
         entry.to = Some(format!("generation {}", self.generation));
@@ -402,7 +628,11 @@ impl Controller {
             .config
             .routes
             .iter()
-            .map(|route| route_spec(route, &self.routes[&route.name]))
+            .map(|route| {
+                route_spec(route, &self.routes[&route.name], |slot, addr| {
+                    self.backend_state(&route.name, slot, addr)
+                })
+            })
             .collect();
         let server = &self.config.server;
         let timeouts = Timeouts {
@@ -444,7 +674,7 @@ impl Controller {
             .routes
             .iter()
             .filter(|r| only.is_none_or(|name| r.name == name))
-            .map(|r| route_status(r, &self.routes[&r.name]))
+            .map(|r| self.route_status(r))
             .collect();
         Response::ok(json!({
             "generation": self.generation,
@@ -452,6 +682,7 @@ impl Controller {
                 "file": self.config_path.display().to_string(),
                 "error": self.config_error,
                 "needs_restart": self.needs_restart,
+                "reloads": self.reloads,
             },
             "state_warnings": self.state_warnings,
             "routes": routes,
@@ -459,7 +690,14 @@ impl Controller {
     }
 }
 
-fn route_spec(route: &RouteConfig, state: &RouteState) -> RouteSpec {
+/// The route as the data plane sees it. Each slot lists the backends that
+/// are not known to be unhealthy; when that is none of them, all of them
+/// (fail open: a request may still find one that recovered).
+fn route_spec(
+    route: &RouteConfig,
+    state: &RouteState,
+    backend_state: impl Fn(&str, SocketAddr) -> BackendState,
+) -> RouteSpec {
     RouteSpec {
         name: route.name.clone(),
         hosts: route.hosts.clone(),
@@ -467,7 +705,19 @@ fn route_spec(route: &RouteConfig, state: &RouteState) -> RouteSpec {
         slots: route
             .slots
             .iter()
-            .map(|(name, backends)| (name.clone(), backends.clone()))
+            .map(|(name, backends)| {
+                let usable: Vec<SocketAddr> = backends
+                    .iter()
+                    .copied()
+                    .filter(|addr| backend_state(name, *addr) != BackendState::Unhealthy)
+                    .collect();
+                let usable = if usable.is_empty() {
+                    backends.clone()
+                } else {
+                    usable
+                };
+                (name.clone(), usable)
+            })
             .collect(),
         active: state.active.clone(),
         previous: state.previous.clone(),
@@ -476,36 +726,108 @@ fn route_spec(route: &RouteConfig, state: &RouteState) -> RouteSpec {
     }
 }
 
-fn route_status(route: &RouteConfig, state: &RouteState) -> Value {
-    let hosts: Vec<String> = route
-        .hosts
-        .iter()
-        .map(|h| match h {
-            HostPattern::Exact(name) => name.clone(),
-            HostPattern::Suffix(suffix) => format!("*{suffix}"),
-        })
-        .collect();
-    let slots: Vec<Value> = route
-        .slots
-        .iter()
-        .map(|(name, backends)| {
-            json!({
-                "name": name,
-                "backends": backends.iter().map(|b| b.to_string()).collect::<Vec<_>>(),
+impl Controller {
+    fn route_status(&self, route: &RouteConfig) -> Value {
+        let state = &self.routes[&route.name];
+        let hosts: Vec<String> = route
+            .hosts
+            .iter()
+            .map(|h| match h {
+                HostPattern::Exact(name) => name.clone(),
+                HostPattern::Suffix(suffix) => format!("*{suffix}"),
             })
+            .collect();
+        let slots: Vec<Value> = route
+            .slots
+            .iter()
+            .map(|(name, backends)| {
+                let backends: Vec<Value> = backends
+                    .iter()
+                    .map(|addr| self.backend_status(&route.name, name, *addr))
+                    .collect();
+                json!({
+                    "name": name,
+                    "health": self.slot_health(route, name).as_str(),
+                    "backends": backends,
+                })
+            })
+            .collect();
+        json!({
+            "name": route.name,
+            "hosts": hosts,
+            "path_prefix": route.path_prefix,
+            "active": state.active,
+            "previous": state.previous,
+            "canary": state.canary,
+            "pending": state.pending,
+            "failed": state.failed,
+            "critical": self.critical.get(&route.name),
+            "decided_by": state.source,
+            "changed_at": state.changed_at,
+            "slots": slots,
         })
-        .collect();
-    json!({
-        "name": route.name,
-        "hosts": hosts,
-        "path_prefix": route.path_prefix,
-        "active": state.active,
-        "previous": state.previous,
-        "canary": state.canary,
-        "decided_by": state.source,
-        "changed_at": state.changed_at,
-        "slots": slots,
-    })
+    }
+
+    /// `{"address", "state", "since", "last_check": {"ok", "status" | "error", "latency_ms", "at"}}`
+    fn backend_status(&self, route: &str, slot: &str, addr: SocketAddr) -> Value {
+        let key = BackendKey {
+            route: Arc::from(route),
+            slot: Arc::from(slot),
+            addr,
+        };
+        let Some(health) = self.health.get(&key) else {
+            return json!({ "address": addr.to_string(), "state": BackendState::Unknown });
+        };
+        let last = health.last.as_ref().map(|(check, at)| {
+            let (ok, latency, detail) = match check {
+                Check::Pass { status, latency } => (true, latency, json!({ "status": status })),
+                Check::Fail { failure, latency } => match failure {
+                    Failure::Status(code) => (false, latency, json!({ "status": code })),
+                    other => (false, latency, json!({ "error": other.to_string() })),
+                },
+            };
+            let mut value = json!({
+                "ok": ok,
+                "latency_ms": latency.as_secs_f64() * 1000.0,
+                "at": rfc3339(*at),
+            });
+            if let (Some(v), Some(d)) = (value.as_object_mut(), detail.as_object()) {
+                v.extend(d.clone());
+            }
+            value
+        });
+        json!({
+            "address": addr.to_string(),
+            "state": health.state,
+            "since": rfc3339(health.since),
+            "last_check": last,
+        })
+    }
+}
+
+/// `pass 200 in 1.2ms`, `status 500 in 3.0ms`, `timed out in 1000.0ms`.
+fn describe_check(check: &Check) -> String {
+    match check {
+        Check::Pass {
+            status: Some(code),
+            latency,
+        } => {
+            format!("pass {code} in {:.1}ms", latency.as_secs_f64() * 1000.0)
+        }
+        Check::Pass {
+            status: None,
+            latency,
+        } => {
+            format!("connect ok in {:.1}ms", latency.as_secs_f64() * 1000.0)
+        }
+        Check::Fail { failure, latency } => {
+            format!("{failure} in {:.1}ms", latency.as_secs_f64() * 1000.0)
+        }
+    }
+}
+
+fn rfc3339(time: SystemTime) -> String {
+    humantime::format_rfc3339_seconds(time).to_string()
 }
 
 /// `active=green canary=blue:10`, for history entries.

@@ -89,11 +89,23 @@ fn main() -> ExitCode {
     }
 }
 
+/// pingora's connector logs at ERROR each pooled connection it finds closed
+/// and discards: routine when backends close idle connections, and every
+/// failure that matters reaches us as an error we log ourselves. Silenced
+/// unless `SWITCHYARD_LOG` names that target.
+const QUIET_POOL: &str = "pingora_core::connectors=off";
+
 fn init_logging() {
-    let filter =
-        tracing_subscriber::EnvFilter::try_from_env("SWITCHYARD_LOG").unwrap_or_else(|_| {
-            tracing_subscriber::EnvFilter::new("info,pingora_core=warn,pingora_proxy=warn")
-        });
+    let from_env = std::env::var("SWITCHYARD_LOG").ok();
+    let mut filter = from_env
+        .as_deref()
+        .and_then(|spec| tracing_subscriber::EnvFilter::try_new(spec).ok())
+        .unwrap_or_else(|| tracing_subscriber::EnvFilter::new("info,pingora_core=warn"));
+    if !from_env.is_some_and(|spec| spec.contains("pingora_core::connectors")) {
+        if let Ok(directive) = QUIET_POOL.parse() {
+            filter = filter.add_directive(directive);
+        }
+    }
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

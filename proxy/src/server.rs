@@ -121,7 +121,7 @@ pub async fn start(config: Config, config_path: &Path) -> Result<RunningProxy, S
         .threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     let dataplane = pingora_runtime::Runtime::new_no_steal(threads, "switchyard-worker");
-    let app = Forwarder::new(controller.table(), in_flight.clone());
+    let app = Forwarder::new(controller.clone(), in_flight.clone());
     let service = pingora::services::listening::Service::new("switchyard".into(), app);
     let service = spawn_service(&dataplane, service, &keys, fds, shutdown_rx);
 

@@ -62,15 +62,20 @@ pub fn wait_until(limit: Duration, what: &str, mut condition: impl FnMut() -> bo
 pub struct Backend {
     pub addr: SocketAddr,
     pub slot: String,
+    /// Requests served, health probes (`/health`) excluded.
     pub requests: Arc<AtomicU64>,
-    /// Connections that have ended (closed by either side).
+    /// Connections that served a request and have ended (closed by either
+    /// side); a probe's bare connect does not count.
     pub connections_closed: Arc<AtomicU64>,
+    /// `/health` answers 200 while this is true, 500 otherwise.
+    pub healthy: Arc<AtomicBool>,
     stop: tokio::sync::watch::Sender<bool>,
 }
 
 impl Backend {
     /// Starts on 127.0.0.1 with an ephemeral port. `/slow/<ms>` waits that
-    /// long before answering; `/echo-headers` answers with the request headers.
+    /// long before answering; `/echo-headers` answers with the request
+    /// headers; `/health` answers 200 or 500 as `healthy` says.
     pub async fn start(slot: &str) -> Backend {
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
@@ -78,10 +83,12 @@ impl Backend {
         let addr = listener.local_addr().unwrap();
         let requests = Arc::new(AtomicU64::new(0));
         let connections_closed = Arc::new(AtomicU64::new(0));
+        let healthy = Arc::new(AtomicBool::new(true));
         let (stop, mut stopped) = tokio::sync::watch::channel(false);
         let name: Arc<str> = slot.into();
         let counter = requests.clone();
         let closed = connections_closed.clone();
+        let health = healthy.clone();
         tokio::spawn(async move {
             loop {
                 let stream = tokio::select! {
@@ -91,12 +98,17 @@ impl Backend {
                 let name = name.clone();
                 let counter = counter.clone();
                 let closed = closed.clone();
+                let health = health.clone();
                 let mut conn_stop = stopped.clone();
                 tokio::spawn(async move {
+                    let served = Arc::new(AtomicBool::new(false));
+                    let served_here = served.clone();
                     let service = service_fn(move |req: Request<hyper::body::Incoming>| {
                         let name = name.clone();
                         let counter = counter.clone();
-                        async move { Ok::<_, Infallible>(answer(&name, req, &counter).await) }
+                        let health = health.clone();
+                        served_here.store(true, Ordering::Relaxed);
+                        async move { Ok::<_, Infallible>(answer(&name, req, &counter, &health).await) }
                     });
                     let conn =
                         http1::Builder::new().serve_connection(TokioIo::new(stream), service);
@@ -104,7 +116,9 @@ impl Backend {
                         _ = conn => {}
                         _ = conn_stop.changed() => {}
                     }
-                    closed.fetch_add(1, Ordering::Relaxed);
+                    if served.load(Ordering::Relaxed) {
+                        closed.fetch_add(1, Ordering::Relaxed);
+                    }
                 });
             }
         });
@@ -113,6 +127,7 @@ impl Backend {
             slot: slot.to_string(),
             requests,
             connections_closed,
+            healthy,
             stop,
         }
     }
@@ -133,9 +148,22 @@ async fn answer(
     slot: &str,
     req: Request<hyper::body::Incoming>,
     counter: &AtomicU64,
+    healthy: &AtomicBool,
 ) -> Response<Full<Bytes>> {
-    counter.fetch_add(1, Ordering::Relaxed);
     let path = req.uri().path().to_string();
+    if path == "/health" {
+        let status = if healthy.load(Ordering::Relaxed) {
+            200
+        } else {
+            500
+        };
+        return Response::builder()
+            .status(status)
+            .header("x-slot", slot)
+            .body(Full::new(Bytes::from_static(b"health")))
+            .unwrap();
+    }
+    counter.fetch_add(1, Ordering::Relaxed);
     if let Some(ms) = path
         .strip_prefix("/slow/")
         .and_then(|ms| ms.parse::<u64>().ok())
@@ -278,6 +306,14 @@ impl Proxy {
             );
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
+    }
+
+    /// Config reloads the proxy has applied (health changes publish new
+    /// table generations too; this counts only reloads).
+    pub fn reloads(&self) -> u64 {
+        self.status()["config"]["reloads"]
+            .as_u64()
+            .expect("status has a reload count")
     }
 
     /// The current generation of the routing table.

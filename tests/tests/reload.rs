@@ -19,11 +19,13 @@ fn routes_with_weight(blue: &Backend, green: &Backend, weight: u8, extra_route: 
     text
 }
 
-async fn wait_for_generation(proxy: &Proxy, above: u64) -> u64 {
+async fn wait_for_reload(proxy: &Proxy, above: u64) -> u64 {
     let status = proxy
-        .wait_for_status("a reload", |s| s["generation"].as_u64() > Some(above))
+        .wait_for_status("a reload", |s| {
+            s["config"]["reloads"].as_u64() > Some(above)
+        })
         .await;
-    status["generation"].as_u64().unwrap()
+    status["config"]["reloads"].as_u64().unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -33,11 +35,11 @@ async fn reloads_under_load_lose_no_request() {
     let dir = tempfile::tempdir().unwrap();
     let proxy = Proxy::start(dir.path(), &routes_with_weight(&blue, &green, 0, false));
     let load = Load::start(proxy.addr, "app.test", 6, 5_000);
-    let mut generation = tokio::task::block_in_place(|| proxy.generation());
+    let mut reloads = tokio::task::block_in_place(|| proxy.reloads());
 
     for i in 0..20u8 {
         proxy.edit_config(&routes_with_weight(&blue, &green, i * 5, i % 2 == 0));
-        generation = wait_for_generation(&proxy, generation).await;
+        reloads = wait_for_reload(&proxy, reloads).await;
         let status = tokio::task::block_in_place(|| proxy.status());
         assert_eq!(status["routes"][0]["canary"]["weight"], i * 5);
         assert_eq!(
@@ -116,10 +118,10 @@ async fn an_unchanged_active_in_the_file_keeps_the_runtime_switch() {
     let routes = two_slot_route("app", "blue", &blue, &green);
     let proxy = Proxy::start(dir.path(), &routes);
     tokio::task::block_in_place(|| proxy.cli_ok(&["switch", "app", "green"]));
-    let generation = tokio::task::block_in_place(|| proxy.generation());
+    let reloads = tokio::task::block_in_place(|| proxy.reloads());
     // An unrelated edit: a new route. `active = "blue"` is unchanged.
     proxy.edit_config(&format!("{routes}\n[[route]]\nname = \"other\"\nhosts = [\"other.test\"]\nactive = \"b\"\n[route.slots]\nb = [\"{}\"]\n", blue.addr));
-    wait_for_generation(&proxy, generation).await;
+    wait_for_reload(&proxy, reloads).await;
     let status = tokio::task::block_in_place(|| proxy.status());
     assert_eq!(status["routes"][0]["active"], "green");
     assert_eq!(status["routes"][0]["decided_by"], "admin");
@@ -177,11 +179,11 @@ async fn an_edited_upstream_timeout_applies_without_a_restart() {
     let mut client = Client::new(proxy.addr);
     assert_eq!(client.get("x", "/slow/400").await.unwrap().status, 200);
 
-    let generation = tokio::task::block_in_place(|| proxy.generation());
+    let reloads = tokio::task::block_in_place(|| proxy.reloads());
     proxy.write_config_text(
         &config_text(&routes).replace("threads = 2", "threads = 2\nread_timeout = \"100ms\""),
     );
-    wait_for_generation(&proxy, generation).await;
+    wait_for_reload(&proxy, reloads).await;
     let status = tokio::task::block_in_place(|| proxy.status());
     assert_eq!(status["config"]["needs_restart"], serde_json::json!([]));
     let mut client = Client::new(proxy.addr);

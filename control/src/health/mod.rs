@@ -4,6 +4,7 @@
 //! `LIFECYCLE.md` beside this file draws the states.
 
 mod backend;
+pub mod monitor;
 pub mod probe;
 mod route;
 mod slot;

@@ -32,8 +32,10 @@ pub(super) enum Exchange {
     Finished {
         reusable_upstream: bool,
     },
-    /// A pooled connection closed before answering: try a fresh one.
-    StaleConnection,
+    /// The backend dropped the connection before answering, and the request
+    /// may be sent again (nothing reached the client, and the request can
+    /// safely run twice).
+    Dropped(Box<Error>),
     Failed(Outcome),
 }
 
@@ -44,12 +46,12 @@ pub(super) enum Exchange {
 pub(super) async fn exchange(
     session: &mut ServerSession,
     upstream: &mut UpstreamSession,
-    retry_if_stale: bool,
+    replayable: bool,
 ) -> Exchange {
     let mut request_done = session.is_body_empty();
     if request_done {
         if let Err(e) = upstream.finish_body().await {
-            return upstream_failed(e, false, retry_if_stale);
+            return upstream_failed(e, false, replayable);
         }
     }
     let mut body_sent = false;
@@ -69,7 +71,7 @@ pub(super) async fn exchange(
             event = next_from_upstream(upstream, header_sent), if !response_done => match event {
                 Upstream::Header(read) => {
                     if let Err(e) = read {
-                        return upstream_failed(e, body_sent, retry_if_stale);
+                        return upstream_failed(e, body_sent, replayable);
                     }
                     let Some(head) = upstream.resp_header() else {
                         return Exchange::Failed(Outcome::Answer(502, BAD_GATEWAY_BODY));
@@ -152,16 +154,16 @@ pub(super) async fn exchange(
 }
 
 /// Maps an upstream failure before the response header to what the client
-/// gets: a retry on a fresh connection when a pooled one was stale and
-/// nothing of the body went out, else 504 on a timeout and 502 otherwise.
-fn upstream_failed(e: Box<Error>, body_sent: bool, retry_if_stale: bool) -> Exchange {
-    let stale = matches!(
+/// gets: another try when the backend dropped the connection, nothing of
+/// the body went out and the request can run twice; else 504 on a timeout
+/// and 502 otherwise.
+fn upstream_failed(e: Box<Error>, body_sent: bool, replayable: bool) -> Exchange {
+    let dropped = matches!(
         e.etype(),
         ErrorType::ConnectionClosed | ErrorType::ReadError | ErrorType::WriteError
     );
-    if stale && retry_if_stale && !body_sent {
-        tracing::debug!("pooled upstream connection was stale: {e}");
-        return Exchange::StaleConnection;
+    if dropped && replayable && !body_sent {
+        return Exchange::Dropped(e);
     }
     match e.etype() {
         ErrorType::ReadTimedout | ErrorType::WriteTimedout | ErrorType::ConnectTimedout => {

@@ -29,7 +29,7 @@ use pingora::protocols::Stream;
 use pingora::server::ShutdownWatch;
 use pingora::upstreams::peer::HttpPeer;
 use pingora::ErrorType;
-use switchyard_control::{Route, RoutingTable, SharedTable};
+use switchyard_control::{ControllerHandle, Route, RoutingTable, SharedTable};
 
 use crate::hop_by_hop;
 
@@ -49,6 +49,8 @@ pub(crate) const GATEWAY_TIMEOUT_BODY: &[u8] = b"switchyard: the upstream timed 
 /// switchyard's HTTP/1.1 proxy application.
 pub struct Forwarder {
     table: SharedTable,
+    /// Told about connect failures of real requests (passive health check).
+    controller: ControllerHandle,
     in_flight: Arc<InFlight>,
     connector: Connector,
     /// Opens connections outside the pool, for a retry after a stale one.
@@ -59,9 +61,10 @@ pub struct Forwarder {
 }
 
 impl Forwarder {
-    pub fn new(table: SharedTable, in_flight: Arc<InFlight>) -> Forwarder {
+    pub fn new(controller: ControllerHandle, in_flight: Arc<InFlight>) -> Forwarder {
         Forwarder {
-            table,
+            table: controller.table(),
+            controller,
             in_flight,
             connector: Connector::new(None),
             fresh: TransportConnector::new(None),
@@ -213,9 +216,11 @@ impl Forwarder {
             attempts_on_slot: 0,
         };
 
-        // A pooled connection may have been closed by the backend while idle;
+        // A pooled connection may have been closed by the backend while idle:
         // that shows as a failure to send the header or an empty answer, and
-        // is retried once on a fresh connection before any body byte went out.
+        // is retried once on a fresh connection. A backend that dies with our
+        // request in flight is retried like a failed connect (next backend,
+        // then the previous slot) when the request can safely run twice.
         let mut fresh_only = false;
         loop {
             let (mut upstream, reused, peer) = match self
@@ -236,22 +241,19 @@ impl Forwarder {
             upstream.read_timeout = Some(table.timeouts.upstream_read);
             upstream.write_timeout = Some(table.timeouts.upstream_read);
             let upstream_request = upstream_request(session);
-            if let Err(e) = upstream.write_request_header(upstream_request).await {
-                if reused && !fresh_only {
-                    tracing::debug!("pooled upstream connection was stale: {e}");
-                    fresh_only = true;
-                    continue;
+            let outcome = match upstream.write_request_header(upstream_request).await {
+                // The backend cannot have acted on a request it did not get
+                // whole: any method may go elsewhere.
+                Err(e) => Exchange::Dropped(e),
+                Ok(_) => {
+                    // Once the request went out, only a request that can
+                    // safely run twice is sent again: an idempotent method
+                    // without a body.
+                    let replayable = replayable(session);
+                    exchange(session, &mut upstream, replayable).await
                 }
-                tracing::error!(
-                    route = &*route.name,
-                    "cannot send the request upstream: {e}"
-                );
-                return Outcome::Answer(502, BAD_GATEWAY_BODY);
-            }
-            // Once the request went out, only a request that can safely run
-            // twice is sent again: an idempotent method without a body.
-            let retry_if_stale = reused && !fresh_only && replayable(session);
-            match exchange(session, &mut upstream, retry_if_stale).await {
+            };
+            match outcome {
                 Exchange::Finished { reusable_upstream } => {
                     if reusable_upstream {
                         self.connector
@@ -264,9 +266,27 @@ impl Forwarder {
                         Outcome::DoneClose
                     };
                 }
-                Exchange::StaleConnection => {
+                Exchange::Dropped(e) if reused && !fresh_only => {
+                    tracing::debug!("pooled upstream connection was stale: {e}");
                     fresh_only = true;
-                    continue;
+                }
+                Exchange::Dropped(e) => {
+                    let slot = route.slot(target.slot);
+                    let backend = peer._address.as_inet().copied();
+                    tracing::warn!(route = &*route.name, slot = &*slot.name, backend = ?backend, "upstream dropped the request: {e}");
+                    if let Some(backend) = backend {
+                        self.controller.connect_failed(
+                            &route.name,
+                            &slot.name,
+                            backend,
+                            format!("dropped the connection before answering: {e}"),
+                        );
+                    }
+                    if !advance(route, &mut target) {
+                        tracing::error!(route = &*route.name, "upstream failed: {e}");
+                        return Outcome::Answer(502, BAD_GATEWAY_BODY);
+                    }
+                    fresh_only = false;
                 }
                 // `upstream_failed` logged why.
                 Exchange::Failed(outcome) => return outcome,
@@ -306,24 +326,37 @@ impl Forwarder {
                 Ok((session, reused)) => return Ok((session, reused, peer)),
                 Err(e) => {
                     tracing::warn!(route = &*route.name, slot = &*slot.name, %backend, "connect failed: {e}");
-                    if target.attempts > route.retries {
+                    self.controller
+                        .connect_failed(&route.name, &slot.name, backend, e.to_string());
+                    if !advance(route, target) {
                         return Err(e);
-                    }
-                    if target.attempts_on_slot >= slot.backends.len() {
-                        match route.previous.filter(|&p| p != target.slot) {
-                            Some(previous) => {
-                                target.slot = previous;
-                                target.backend_start = route.slot(previous).next_start();
-                                target.attempts_on_slot = 0;
-                            }
-                            None if slot.backends.len() == 1 => return Err(e),
-                            None => {}
-                        }
                     }
                 }
             }
         }
     }
+}
+
+/// Moves `target` on after a failed attempt: the slot's next backend, then
+/// the previous slot, while the route's `retries` last. `false` when none
+/// are left.
+fn advance(route: &Route, target: &mut Target) -> bool {
+    if target.attempts > route.retries {
+        return false;
+    }
+    let slot = route.slot(target.slot);
+    if target.attempts_on_slot >= slot.backends.len() {
+        match route.previous.filter(|&p| p != target.slot) {
+            Some(previous) => {
+                target.slot = previous;
+                target.backend_start = route.slot(previous).next_start();
+                target.attempts_on_slot = 0;
+            }
+            None if slot.backends.len() == 1 => return false,
+            None => {}
+        }
+    }
+    true
 }
 
 /// Whether the request may be sent a second time if a pooled connection

@@ -1,0 +1,187 @@
+//! Health checks end to end: the real binary probing real backends, failing
+//! traffic back when the active slot breaks.
+
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use switchyard_tests::*;
+
+const INTERVAL_MS: u64 = 200;
+const FALL: u64 = 3;
+
+fn health_route(blue: &Backend, green: &Backend, active: &str) -> String {
+    format!(
+        "{}[route.health]\npath = \"/health\"\ninterval = \"{INTERVAL_MS}ms\"\ntimeout = \"{INTERVAL_MS}ms\"\nrise = 1\nfall = {FALL}\n",
+        two_slot_route("app", active, blue, green)
+    )
+}
+
+fn route_status(proxy: &Proxy) -> serde_json::Value {
+    tokio::task::block_in_place(|| proxy.status())["routes"][0].clone()
+}
+
+fn slot_health(route: &serde_json::Value, slot: &str) -> String {
+    route["slots"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == slot)
+        .map(|s| s["health"].as_str().unwrap_or("?").to_string())
+        .unwrap_or_default()
+}
+
+async fn both_healthy(proxy: &Proxy) {
+    eventually(Duration::from_secs(10), "both slots healthy", || {
+        let route = route_status(proxy);
+        slot_health(&route, "blue") == "healthy" && slot_health(&route, "green") == "healthy"
+    })
+    .await;
+}
+
+/// Both slots probed and healthy, green active after a switch from blue.
+async fn green_active_blue_previous() -> (Backend, Backend, tempfile::TempDir, Proxy) {
+    let blue = Backend::start("blue").await;
+    let green = Backend::start("green").await;
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = Proxy::start(dir.path(), &health_route(&blue, &green, "blue"));
+    both_healthy(&proxy).await;
+    tokio::task::block_in_place(|| proxy.cli_ok(&["switch", "app", "green"]));
+    (blue, green, dir, proxy)
+}
+
+/// The first backend of `slot` in a route's status.
+fn first_backend(route: &serde_json::Value, slot: &str) -> serde_json::Value {
+    route["slots"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == slot)
+        .unwrap()["backends"][0]
+        .clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_active_backend_dying_under_load_fails_back_with_no_failed_request() {
+    let (blue, green, _dir, proxy) = green_active_blue_previous().await;
+
+    let load = Load::start(proxy.addr, "x", 4, 1_000_000);
+    eventually(Duration::from_secs(10), "load on green", || {
+        green.requests.load(Ordering::Relaxed) > 200
+    })
+    .await;
+    let killed = Instant::now();
+    green.stop();
+    eventually(Duration::from_secs(10), "fail-back to blue", || {
+        route_status(&proxy)["active"] == "blue"
+    })
+    .await;
+    let took = killed.elapsed();
+    let bound = Duration::from_millis(INTERVAL_MS * FALL) + Duration::from_secs(1);
+    assert!(took < bound, "fail-back took {took:?}, more than {bound:?}");
+
+    let on_blue = blue.requests.load(Ordering::Relaxed);
+    eventually(Duration::from_secs(10), "traffic on blue", || {
+        blue.requests.load(Ordering::Relaxed) > on_blue + 200
+    })
+    .await;
+    let (ok, failed, failures) = load.finish().await;
+    assert_eq!(
+        failed,
+        0,
+        "{ok} ok, {failed} failed: {failures:#?}\nproxy log:\n{}",
+        proxy.log_text()
+    );
+
+    let route = route_status(&proxy);
+    assert_eq!(route["decided_by"], "failback");
+    assert_eq!(route["previous"], "green");
+    assert_eq!(slot_health(&route, "green"), "unhealthy");
+    let history = tokio::task::block_in_place(|| proxy.cli_ok(&["history", "app", "--json"]));
+    let failback = history
+        .lines()
+        .chain(std::iter::once(history.as_str()))
+        .find(|l| l.contains("failback"))
+        .unwrap_or_else(|| panic!("no failback entry in the history: {history}"));
+    assert!(
+        failback.contains(&green.addr.to_string()),
+        "the entry names the failed backend: {failback}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_failing_health_path_fails_back_and_recovery_does_not_pull_traffic_back() {
+    let (_blue, green, _dir, proxy) = green_active_blue_previous().await;
+
+    green.healthy.store(false, Ordering::Relaxed);
+    eventually(Duration::from_secs(10), "fail-back to blue", || {
+        route_status(&proxy)["active"] == "blue"
+    })
+    .await;
+    let history = tokio::task::block_in_place(|| proxy.cli_ok(&["history", "app"]));
+    assert!(history.contains("status 500"), "why: {history}");
+    let mut client = Client::new(proxy.addr);
+    assert_eq!(
+        client.get("x", "/").await.unwrap().slot.as_deref(),
+        Some("blue")
+    );
+
+    // green recovers: traffic stays on blue until someone says otherwise.
+    green.healthy.store(true, Ordering::Relaxed);
+    eventually(Duration::from_secs(10), "green healthy again", || {
+        slot_health(&route_status(&proxy), "green") == "healthy"
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(INTERVAL_MS * 3)).await;
+    assert_eq!(route_status(&proxy)["active"], "blue", "no flip-flop");
+    tokio::task::block_in_place(|| proxy.cli_ok(&["switch", "app", "green"]));
+    assert_eq!(
+        client.get("x", "/").await.unwrap().slot.as_deref(),
+        Some("green")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn status_shows_each_backend_state_since_and_last_probe() {
+    let blue = Backend::start("blue").await;
+    let green = Backend::start("green").await;
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = Proxy::start(dir.path(), &health_route(&blue, &green, "blue"));
+    green.healthy.store(false, Ordering::Relaxed);
+    eventually(Duration::from_secs(10), "green unhealthy", || {
+        slot_health(&route_status(&proxy), "green") == "unhealthy"
+    })
+    .await;
+    let route = route_status(&proxy);
+    let green_backend = first_backend(&route, "green");
+    assert_eq!(green_backend["address"], green.addr.to_string());
+    assert_eq!(green_backend["state"], "unhealthy");
+    assert!(
+        green_backend["since"].as_str().unwrap().ends_with('Z'),
+        "{green_backend}"
+    );
+    assert_eq!(green_backend["last_check"]["ok"], false);
+    assert_eq!(green_backend["last_check"]["status"], 500);
+    assert!(green_backend["last_check"]["latency_ms"].as_f64().is_some());
+    assert_eq!(
+        route["critical"],
+        serde_json::Value::Null,
+        "blue is active and fine"
+    );
+
+    // A reload that leaves green's backend alone keeps its state.
+    let since = green_backend["since"].clone();
+    let reloads = tokio::task::block_in_place(|| proxy.reloads());
+    proxy.edit_config(&format!(
+        "{}[[route]]\nname = \"other\"\nhosts = [\"other.test\"]\nactive = \"only\"\n[route.slots]\nonly = [\"{}\"]\n",
+        health_route(&blue, &green, "blue"),
+        blue.addr
+    ));
+    eventually(Duration::from_secs(10), "the reload", || {
+        tokio::task::block_in_place(|| proxy.reloads()) > reloads
+    })
+    .await;
+    let route = route_status(&proxy);
+    let green_backend = first_backend(&route, "green");
+    assert_eq!(green_backend["state"], "unhealthy", "no flap on reload");
+    assert_eq!(green_backend["since"], since);
+}
