@@ -15,6 +15,7 @@ use arc_swap::ArcSwap;
 use serde_json::{json, Value};
 use switchyard_conf::{Config, HostPattern, RouteConfig, ServerConfig};
 use tokio::sync::{mpsc, oneshot};
+use tokio::time::sleep_until;
 
 use crate::decisions::{self, Refusal};
 use crate::health::monitor::{BackendKey, Monitor};
@@ -29,6 +30,12 @@ use crate::table::{RouteSpec, RoutingTable, Timeouts};
 /// Messages are small and the Controller answers quickly; this bounds the
 /// memory a burst of admin connections can pin.
 const MAILBOX: usize = 256;
+
+/// How long `switch` waits for its slot to turn healthy when not told.
+const DEFAULT_SWITCH_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+/// The longest wait a `switch` may ask for: a parked command holds a
+/// connection and a reply channel.
+const MAX_SWITCH_WAIT: std::time::Duration = std::time::Duration::from_secs(600);
 
 /// The readers' side of the published table.
 pub type SharedTable = Arc<ArcSwap<RoutingTable>>;
@@ -114,6 +121,17 @@ impl ControllerHandle {
     }
 }
 
+/// A `switch` waiting for its slot to turn healthy.
+struct WaitingSwitch {
+    route: String,
+    slot: String,
+    uid: Option<u32>,
+    reason: Option<String>,
+    waited: std::time::Duration,
+    deadline: tokio::time::Instant,
+    reply: oneshot::Sender<Response>,
+}
+
 /// The state the Controller owns.
 pub struct Controller {
     config_path: PathBuf,
@@ -141,6 +159,9 @@ pub struct Controller {
     /// Routes whose active slot is unhealthy with nowhere to fail back to,
     /// and why; shown in `status` and logged once.
     critical: BTreeMap<String, String>,
+    /// `switch` commands waiting for a healthy slot, answered when it is or
+    /// when their time is up.
+    waiting: Vec<WaitingSwitch>,
 }
 
 impl Controller {
@@ -195,6 +216,7 @@ impl Controller {
             health: BTreeMap::new(),
             monitor,
             critical: BTreeMap::new(),
+            waiting: Vec::new(),
         };
         controller.track_backends();
         controller.publish();
@@ -209,11 +231,14 @@ impl Controller {
         mut checks: mpsc::UnboundedReceiver<CheckMessage>,
     ) {
         loop {
+            let next_deadline = self.waiting.iter().map(|w| w.deadline).min();
+            // Only polled when something waits (the branch is disabled
+            // otherwise), so the placeholder instant never fires.
+            let wake_at = next_deadline.unwrap_or_else(tokio::time::Instant::now);
             tokio::select! {
                 message = mailbox.recv() => match message {
                     Some(Message::Command { request, uid, reply }) => {
-                        let response = self.handle(request, uid);
-                        let _ = reply.send(response);
+                        self.command(request, uid, reply);
                     }
                     Some(Message::ConfigFileChanged) => {
                         self.reload(ReloadTrigger::File, None);
@@ -221,7 +246,133 @@ impl Controller {
                     None => return,
                 },
                 Some((key, check)) = checks.recv() => self.observe(key, check),
+                _ = sleep_until(wake_at), if next_deadline.is_some() => {
+                    self.expire_waiting();
+                }
             }
+        }
+    }
+
+    /// Answers a command now, or parks a `switch` whose slot is not healthy
+    /// yet (unless forced) until it is or its time is up.
+    fn command(&mut self, request: Request, uid: Option<u32>, reply: oneshot::Sender<Response>) {
+        if let Request::Switch {
+            route,
+            slot,
+            timeout,
+            force: false,
+            reason,
+        } = &request
+        {
+            let waited = match timeout.as_deref().map(humantime::parse_duration) {
+                None => Ok(DEFAULT_SWITCH_WAIT),
+                Some(Ok(t)) if t <= MAX_SWITCH_WAIT => Ok(t),
+                Some(Ok(_)) => Err(format!(
+                    "timeout {:?} is longer than the {}s a switch may wait",
+                    timeout.as_deref().unwrap_or_default(),
+                    MAX_SWITCH_WAIT.as_secs()
+                )),
+                Some(Err(e)) => Err(format!(
+                    "bad timeout {:?}: {e}; expected e.g. \"30s\"",
+                    timeout.as_deref().unwrap_or_default()
+                )),
+            };
+            let waited = match waited {
+                Ok(waited) => waited,
+                Err(message) => {
+                    let _ = reply.send(Response::error(ErrorKind::BadRequest, message));
+                    return;
+                }
+            };
+            let must_wait = self.config.route(route).is_some_and(|cfg| {
+                cfg.slots.contains_key(slot.as_str())
+                    && self.routes.get(route).is_some_and(|s| s.active != *slot)
+                    && self.slot_health(cfg, slot) != SlotHealth::Healthy
+            });
+            if must_wait {
+                tracing::info!(route, slot, "switch waits for the slot to turn healthy");
+                self.waiting.push(WaitingSwitch {
+                    route: route.clone(),
+                    slot: slot.clone(),
+                    uid,
+                    reason: reason.clone(),
+                    waited,
+                    deadline: tokio::time::Instant::now() + waited,
+                    reply,
+                });
+                return;
+            }
+        }
+        let response = self.handle(request, uid);
+        let _ = reply.send(response);
+    }
+
+    /// Runs the parked switches whose slot is healthy now.
+    fn release_waiting(&mut self) {
+        let mut still = Vec::new();
+        for waiter in std::mem::take(&mut self.waiting) {
+            let ready = self
+                .config
+                .route(&waiter.route)
+                .is_none_or(|cfg| self.slot_health(cfg, &waiter.slot) == SlotHealth::Healthy);
+            if !ready {
+                still.push(waiter);
+                continue;
+            }
+            let slot = waiter.slot.clone();
+            let response = self.change(
+                &waiter.route,
+                "switch",
+                waiter.uid,
+                waiter.reason,
+                |cfg, state, now| decisions::switch(cfg, state, &slot, DecisionSource::Admin, now),
+            );
+            let _ = waiter.reply.send(response);
+        }
+        self.waiting.extend(still);
+    }
+
+    /// Refuses the parked switches whose time is up; traffic stays.
+    fn expire_waiting(&mut self) {
+        let now = tokio::time::Instant::now();
+        let (expired, still): (Vec<_>, Vec<_>) = std::mem::take(&mut self.waiting)
+            .into_iter()
+            .partition(|w| w.deadline <= now);
+        self.waiting = still;
+        for waiter in expired {
+            let evidence = self
+                .config
+                .route(&waiter.route)
+                .map(|cfg| {
+                    format!(
+                        "it is {} ({})",
+                        self.slot_health(cfg, &waiter.slot).as_str(),
+                        self.slot_evidence(cfg, &waiter.slot)
+                    )
+                })
+                .unwrap_or_else(|| "its route is gone".into());
+            let message = format!(
+                "slot {:?} of route {:?} did not turn healthy within {}: {evidence}; nothing changed (--force switches anyway)",
+                waiter.slot,
+                waiter.route,
+                humantime::format_duration(waiter.waited)
+            );
+            self.record(&HistoryEntry {
+                time: now_rfc3339(),
+                trigger: "admin".into(),
+                uid: waiter.uid,
+                route: waiter.route.clone(),
+                action: "switch".into(),
+                from: self.routes.get(&waiter.route).map(describe),
+                to: None,
+                reason: waiter.reason.clone(),
+                result: format!("refused: {message}"),
+                generation: None,
+            });
+            tracing::warn!(route = waiter.route, slot = waiter.slot, "{message}");
+            let _ = waiter
+                .reply
+                .send(Response::error(ErrorKind::Unhealthy, message));
         }
     }
 
@@ -296,6 +447,7 @@ impl Controller {
         // The data plane skips unhealthy backends: publish even when the
         // route's decision stayed the same.
         self.publish();
+        self.release_waiting();
     }
 
     /// Applies what the route's slot health asks for, with history entries
@@ -411,8 +563,8 @@ impl Controller {
                 force: _,
                 reason,
             } => {
-                // Health gating arrives with health checks; the timeout is
-                // checked now so scripts written today keep working.
+                // Reached with a healthy slot, or with --force: the timeout
+                // is still checked so a typo is never ignored.
                 if let Some(t) = &timeout {
                     if let Err(e) = humantime::parse_duration(t) {
                         return Response::error(
@@ -575,21 +727,43 @@ impl Controller {
         }
         let mut routes = BTreeMap::new();
         for route in &config.routes {
-            let prior = self.routes.get(&route.name);
-            let next = decisions::after_config_load(route, prior, &now);
-            if prior.is_some_and(|p| p.active != next.active) {
-                self.record(&HistoryEntry {
-                    time: now.clone(),
-                    trigger: "config".into(),
+            let prior = self.routes.get(&route.name).cloned();
+            let prior = prior.as_ref();
+            let mut next = decisions::after_config_load(route, prior, &now);
+            if let Some(prior) = prior.filter(|p| p.active != next.active) {
+                let health = self.slot_health(route, &next.active);
+                if health != SlotHealth::Healthy {
+                    next = decisions::hold_switch(prior, next);
+                    let held = next.pending.clone().unwrap_or_default();
+                    tracing::warn!(
+                        route = route.name,
+                        slot = held,
+                        "config switch held until the slot is healthy"
+                    );
+                    self.record(&config_switch_entry(
+                        &now,
+                        uid,
+                        &route.name,
+                        describe(prior),
+                        format!("active={held}"),
+                        format!(
+                            "held: slot {held} is {}; applied when it turns healthy",
+                            health.as_str()
+                        ),
+                        None,
+                    ));
+                }
+            }
+            if let Some(prior) = prior.filter(|p| p.active != next.active) {
+                self.record(&config_switch_entry(
+                    &now,
                     uid,
-                    route: route.name.clone(),
-                    action: "switch".into(),
-                    from: prior.map(describe),
-                    to: Some(describe(&next)),
-                    reason: Some("active edited in the config file".into()),
-                    result: "ok".into(),
-                    generation: Some(self.generation + 1),
-                });
+                    &route.name,
+                    describe(prior),
+                    describe(&next),
+                    "ok".into(),
+                    Some(self.generation + 1),
+                ));
             }
             routes.insert(route.name.clone(), next);
         }
@@ -828,6 +1002,30 @@ fn describe_check(check: &Check) -> String {
 
 fn rfc3339(time: SystemTime) -> String {
     humantime::format_rfc3339_seconds(time).to_string()
+}
+
+/// The history entry of a config edit of `active`.
+fn config_switch_entry(
+    now: &str,
+    uid: Option<u32>,
+    route: &str,
+    from: String,
+    to: String,
+    result: String,
+    generation: Option<u64>,
+) -> HistoryEntry {
+    HistoryEntry {
+        time: now.to_string(),
+        trigger: "config".into(),
+        uid,
+        route: route.to_string(),
+        action: "switch".into(),
+        from: Some(from),
+        to: Some(to),
+        reason: Some("active edited in the config file".into()),
+        result,
+        generation,
+    }
 }
 
 /// `active=green canary=blue:10`, for history entries.

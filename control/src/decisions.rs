@@ -72,6 +72,25 @@ pub fn after_config_load(route: &RouteConfig, prior: Option<&RouteState>, now: &
     keep_consistent(route, next)
 }
 
+/// Keeps `prior`'s active slot while the config's new one is not healthy:
+/// the edit waits in `pending` (see `health::apply_health`). Everything
+/// else the edit changed (the canary) stands.
+pub fn hold_switch(prior: &RouteState, mut edited: RouteState) -> RouteState {
+    let wanted = std::mem::replace(&mut edited.active, prior.active.clone());
+    edited.previous = prior.previous.clone();
+    edited.failed = prior.failed.clone();
+    edited.source = prior.source;
+    edited.pending = Some(wanted);
+    if edited
+        .canary
+        .as_ref()
+        .is_some_and(|c| c.slot == edited.active)
+    {
+        edited.canary = None;
+    }
+    edited
+}
+
 /// Drops a previous or canary slot that no longer exists or that is the
 /// active slot.
 fn keep_consistent(route: &RouteConfig, mut state: RouteState) -> RouteState {
@@ -268,6 +287,18 @@ mod tests {
         let reloaded = after_config_load(&without_v3, Some(&on_v3), "t2");
         assert_eq!(reloaded.active, "blue");
         assert_eq!(reloaded.previous, None, "v3 is gone, and blue is active");
+    }
+
+    #[test]
+    fn a_held_config_switch_keeps_the_running_slot_and_remembers_the_wanted_one() {
+        let running = after_config_load(&route("blue", None), None, "t0");
+        let edited = after_config_load(&route("green", None), Some(&running), "t1");
+        assert_eq!(edited.active, "green");
+        let held = hold_switch(&running, edited);
+        assert_eq!(held.active, "blue");
+        assert_eq!(held.previous, running.previous);
+        assert_eq!(held.pending.as_deref(), Some("green"));
+        assert_eq!(held.file_active, "green", "the edit itself is remembered");
     }
 
     #[test]

@@ -49,6 +49,21 @@ async fn green_active_blue_previous() -> (Backend, Backend, tempfile::TempDir, P
     (blue, green, dir, proxy)
 }
 
+/// Blue active and healthy, green's health path failing and green marked
+/// unhealthy.
+async fn blue_active_green_sick() -> (Backend, Backend, tempfile::TempDir, Proxy) {
+    let blue = Backend::start("blue").await;
+    let green = Backend::start("green").await;
+    green.healthy.store(false, Ordering::Relaxed);
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = Proxy::start(dir.path(), &health_route(&blue, &green, "blue"));
+    eventually(Duration::from_secs(10), "green unhealthy", || {
+        slot_health(&route_status(&proxy), "green") == "unhealthy"
+    })
+    .await;
+    (blue, green, dir, proxy)
+}
+
 /// The first backend of `slot` in a route's status.
 fn first_backend(route: &serde_json::Value, slot: &str) -> serde_json::Value {
     route["slots"]
@@ -184,4 +199,92 @@ async fn status_shows_each_backend_state_since_and_last_probe() {
     let green_backend = first_backend(&route, "green");
     assert_eq!(green_backend["state"], "unhealthy", "no flap on reload");
     assert_eq!(green_backend["since"], since);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn switch_waits_for_a_healthy_slot_refuses_one_that_stays_sick_and_force_overrides() {
+    let (blue, green, _dir, proxy) = blue_active_green_sick().await;
+
+    // Never healthy: refused after the timeout, exit 1, traffic unchanged.
+    let refused = tokio::task::block_in_place(|| {
+        proxy.cli(&["switch", "app", "green", "--timeout", "600ms"])
+    });
+    assert_eq!(refused.status.code(), Some(1));
+    let why = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        why.contains("did not turn healthy") && why.contains("status 500"),
+        "{why}"
+    );
+    assert_eq!(route_status(&proxy)["active"], "blue");
+    let mut client = Client::new(proxy.addr);
+    assert_eq!(
+        client.get("x", "/").await.unwrap().slot.as_deref(),
+        Some("blue")
+    );
+
+    // Turns healthy while the command waits: it cuts over then.
+    let waiting = {
+        let socket = proxy.socket.clone();
+        std::thread::spawn(move || {
+            std::process::Command::new(switchyard_bin())
+                .args(["switch", "app", "green", "--timeout", "10s", "--socket"])
+                .arg(socket)
+                .output()
+                .unwrap()
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(route_status(&proxy)["active"], "blue", "still waiting");
+    green.healthy.store(true, Ordering::Relaxed);
+    let done = tokio::task::spawn_blocking(move || waiting.join().unwrap())
+        .await
+        .unwrap();
+    assert!(
+        done.status.success(),
+        "{}",
+        String::from_utf8_lossy(&done.stderr)
+    );
+    assert_eq!(route_status(&proxy)["active"], "green");
+
+    // --force goes to a sick slot at once.
+    blue.healthy.store(false, Ordering::Relaxed);
+    eventually(Duration::from_secs(10), "blue unhealthy", || {
+        slot_health(&route_status(&proxy), "blue") == "unhealthy"
+    })
+    .await;
+    tokio::task::block_in_place(|| proxy.cli_ok(&["switch", "app", "blue", "--force"]));
+    assert_eq!(route_status(&proxy)["active"], "blue");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_config_switch_to_a_sick_slot_is_held_and_applied_when_it_turns_healthy() {
+    let (blue, green, _dir, proxy) = blue_active_green_sick().await;
+
+    let reloads = tokio::task::block_in_place(|| proxy.reloads());
+    proxy.edit_config(&health_route(&blue, &green, "green"));
+    eventually(Duration::from_secs(10), "the reload", || {
+        tokio::task::block_in_place(|| proxy.reloads()) > reloads
+    })
+    .await;
+    let route = route_status(&proxy);
+    assert_eq!(route["active"], "blue", "held: {route}");
+    assert_eq!(route["pending"], "green");
+    let mut client = Client::new(proxy.addr);
+    assert_eq!(
+        client.get("x", "/").await.unwrap().slot.as_deref(),
+        Some("blue")
+    );
+
+    green.healthy.store(true, Ordering::Relaxed);
+    eventually(Duration::from_secs(10), "the held switch applied", || {
+        route_status(&proxy)["active"] == "green"
+    })
+    .await;
+    assert_eq!(route_status(&proxy)["pending"], serde_json::Value::Null);
+    assert_eq!(
+        client.get("x", "/").await.unwrap().slot.as_deref(),
+        Some("green")
+    );
+    let history = tokio::task::block_in_place(|| proxy.cli_ok(&["history", "app"]));
+    assert!(history.contains("held"), "{history}");
 }
