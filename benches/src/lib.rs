@@ -28,6 +28,7 @@ pub fn table_with_routes(n: usize) -> RoutingTable {
             previous: None,
             canary: Some(("green".into(), 10)),
             retries: 2,
+            loads: Default::default(),
         })
         .collect();
     RoutingTable::build(1, specs)

@@ -25,7 +25,7 @@ use crate::health::{
 use crate::history::{now_rfc3339, History, HistoryEntry, ALL_ROUTES, DEFAULT_HISTORY_MAX_BYTES};
 use crate::protocol::{ErrorKind, Request, Response};
 use crate::state_file::{DecisionSource, RouteState, StateFile};
-use crate::table::{RouteSpec, RoutingTable, Timeouts};
+use crate::table::{RouteSpec, RoutingTable, SlotLoad, Timeouts};
 
 /// Messages are small and the Controller answers quickly; this bounds the
 /// memory a burst of admin connections can pin.
@@ -36,6 +36,14 @@ const DEFAULT_SWITCH_WAIT: std::time::Duration = std::time::Duration::from_secs(
 /// The longest wait a `switch` may ask for: a parked command holds a
 /// connection and a reply channel.
 const MAX_SWITCH_WAIT: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// How long `drain --wait` waits when not told.
+const DEFAULT_DRAIN_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
+/// How often waiting drains look at the counters, and how long a slot must
+/// stay empty to count as drained: a request that picked the slot from the
+/// table a moment before a switch is counted within microseconds, well
+/// inside this.
+const DRAIN_POLL: std::time::Duration = std::time::Duration::from_millis(50);
 
 /// The readers' side of the published table.
 pub type SharedTable = Arc<ArcSwap<RoutingTable>>;
@@ -132,6 +140,17 @@ struct WaitingSwitch {
     reply: oneshot::Sender<Response>,
 }
 
+/// A `drain --wait` waiting for a slot to have nothing in flight.
+struct WaitingDrain {
+    route: String,
+    slot: String,
+    waited: std::time::Duration,
+    deadline: tokio::time::Instant,
+    /// Polls in a row that found the slot empty.
+    empty_polls: u32,
+    reply: oneshot::Sender<Response>,
+}
+
 /// The state the Controller owns.
 pub struct Controller {
     config_path: PathBuf,
@@ -162,6 +181,9 @@ pub struct Controller {
     /// `switch` commands waiting for a healthy slot, answered when it is or
     /// when their time is up.
     waiting: Vec<WaitingSwitch>,
+    /// Route → slot → its in-flight counters, shared by every generation.
+    loads: BTreeMap<String, BTreeMap<String, Arc<SlotLoad>>>,
+    draining: Vec<WaitingDrain>,
 }
 
 impl Controller {
@@ -217,6 +239,8 @@ impl Controller {
             monitor,
             critical: BTreeMap::new(),
             waiting: Vec::new(),
+            loads: BTreeMap::new(),
+            draining: Vec::new(),
         };
         controller.track_backends();
         controller.publish();
@@ -230,6 +254,8 @@ impl Controller {
         mut mailbox: mpsc::Receiver<Message>,
         mut checks: mpsc::UnboundedReceiver<CheckMessage>,
     ) {
+        let mut drain_poll = tokio::time::interval(DRAIN_POLL);
+        drain_poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let next_deadline = self.waiting.iter().map(|w| w.deadline).min();
             // Only polled when something waits (the branch is disabled
@@ -249,6 +275,7 @@ impl Controller {
                 _ = sleep_until(wake_at), if next_deadline.is_some() => {
                     self.expire_waiting();
                 }
+                _ = drain_poll.tick(), if !self.draining.is_empty() => self.poll_draining(),
             }
         }
     }
@@ -303,8 +330,126 @@ impl Controller {
                 return;
             }
         }
+        if let Request::Drain {
+            route,
+            slot,
+            wait: true,
+            timeout,
+        } = &request
+        {
+            match self.start_drain(route, slot, timeout.as_deref()) {
+                Ok(waited) => self.draining.push(WaitingDrain {
+                    route: route.clone(),
+                    slot: slot.clone(),
+                    waited,
+                    deadline: tokio::time::Instant::now() + waited,
+                    empty_polls: 0,
+                    reply,
+                }),
+                Err(response) => {
+                    let _ = reply.send(response);
+                }
+            }
+            return;
+        }
         let response = self.handle(request, uid);
         let _ = reply.send(response);
+    }
+
+    /// Checks a `drain --wait`: the slot exists and is not serving new
+    /// traffic (it would never drain). Returns how long to wait.
+    fn start_drain(
+        &self,
+        route: &str,
+        slot: &str,
+        timeout: Option<&str>,
+    ) -> Result<std::time::Duration, Response> {
+        let waited = match timeout.map(humantime::parse_duration) {
+            None => DEFAULT_DRAIN_WAIT,
+            Some(Ok(t)) => t,
+            Some(Err(e)) => {
+                return Err(Response::error(
+                    ErrorKind::BadRequest,
+                    format!(
+                        "bad timeout {:?}: {e}; expected e.g. \"60s\"",
+                        timeout.unwrap_or_default()
+                    ),
+                ))
+            }
+        };
+        let load = self.drain_load(route, slot)?;
+        if load["serving"] == Value::Bool(true) {
+            return Err(Response::error(
+                ErrorKind::Refused,
+                format!("slot {slot:?} of route {route:?} still gets new traffic (active or canary): it will not drain; switch away first"),
+            ));
+        }
+        Ok(waited)
+    }
+
+    /// `{"route", "slot", "in_flight", "upgraded", "serving"}`, or not found.
+    fn drain_load(&self, route: &str, slot: &str) -> Result<Value, Response> {
+        let Some(cfg) = self.config.route(route) else {
+            return Err(self.no_such_route(route));
+        };
+        if !cfg.slots.contains_key(slot) {
+            let known: Vec<&str> = cfg.slots.keys().map(String::as_str).collect();
+            return Err(Response::error(
+                ErrorKind::NotFound,
+                format!(
+                    "route {route:?} has no slot {slot:?}; its slots are {}",
+                    known.join(", ")
+                ),
+            ));
+        }
+        let state = &self.routes[route];
+        let serving = state.active == slot
+            || state
+                .canary
+                .as_ref()
+                .is_some_and(|c| c.slot == slot && c.weight > 0);
+        let load = self.loads.get(route).and_then(|l| l.get(slot));
+        Ok(json!({
+            "route": route,
+            "slot": slot,
+            "in_flight": load.map_or(0, |l| l.requests()),
+            "upgraded": load.map_or(0, |l| l.upgraded()),
+            "serving": serving,
+        }))
+    }
+
+    /// Answers the waiting drains whose slot has stayed empty for two polls,
+    /// and refuses those whose time is up.
+    fn poll_draining(&mut self) {
+        let now = tokio::time::Instant::now();
+        for mut waiter in std::mem::take(&mut self.draining) {
+            let load = match self.drain_load(&waiter.route, &waiter.slot) {
+                Ok(load) => load,
+                Err(response) => {
+                    let _ = waiter.reply.send(response);
+                    continue;
+                }
+            };
+            let empty = load["in_flight"] == 0 && load["upgraded"] == 0;
+            waiter.empty_polls = if empty { waiter.empty_polls + 1 } else { 0 };
+            if waiter.empty_polls >= 2 {
+                let _ = waiter.reply.send(Response::ok(load));
+            } else if now >= waiter.deadline {
+                let message = format!(
+                    "slot {:?} of route {:?} still has {} requests and {} upgraded connections in flight after {}",
+                    waiter.slot,
+                    waiter.route,
+                    load["in_flight"],
+                    load["upgraded"],
+                    humantime::format_duration(waiter.waited)
+                );
+                let _ = waiter
+                    .reply
+                    .send(Response::error(ErrorKind::Refused, message));
+            } else {
+                self.draining.push(waiter);
+            }
+        }
     }
 
     /// Runs the parked switches whose slot is healthy now.
@@ -556,6 +701,10 @@ impl Controller {
                 Response::ok(json!({ "entries": entries }))
             }
             Request::Reload {} => self.reload(ReloadTrigger::Admin, uid),
+            Request::Drain { route, slot, .. } => match self.drain_load(&route, &slot) {
+                Ok(load) => Response::ok(load),
+                Err(response) => response,
+            },
             Request::Switch {
                 route,
                 slot,
@@ -798,14 +947,22 @@ impl Controller {
     /// makes it the one new requests see.
     fn publish(&mut self) {
         self.generation += 1;
+        for route in &self.config.routes {
+            let loads = self.loads.entry(route.name.clone()).or_default();
+            for slot in route.slots.keys() {
+                loads.entry(slot.clone()).or_default();
+            }
+        }
         let specs = self
             .config
             .routes
             .iter()
             .map(|route| {
-                route_spec(route, &self.routes[&route.name], |slot, addr| {
+                let mut spec = route_spec(route, &self.routes[&route.name], |slot, addr| {
                     self.backend_state(&route.name, slot, addr)
-                })
+                });
+                spec.loads = self.loads[&route.name].clone();
+                spec
             })
             .collect();
         let server = &self.config.server;
@@ -897,6 +1054,7 @@ fn route_spec(
         previous: state.previous.clone(),
         canary: state.canary.as_ref().map(|c| (c.slot.clone(), c.weight)),
         retries: route.retries,
+        loads: BTreeMap::new(),
     }
 }
 
@@ -919,9 +1077,12 @@ impl Controller {
                     .iter()
                     .map(|addr| self.backend_status(&route.name, name, *addr))
                     .collect();
+                let load = self.loads.get(&route.name).and_then(|l| l.get(name));
                 json!({
                     "name": name,
                     "health": self.slot_health(route, name).as_str(),
+                    "in_flight": load.map_or(0, |l| l.requests()),
+                    "upgraded": load.map_or(0, |l| l.upgraded()),
                     "backends": backends,
                 })
             })

@@ -53,6 +53,17 @@ pub enum Request {
     /// Re-read the config file now. (A struct variant, so that unknown
     /// fields are refused like everywhere else.)
     Reload {},
+    /// Requests and upgraded connections still in flight on `slot`; with
+    /// `wait`, answered once there are none (or refused at `timeout`).
+    Drain {
+        route: String,
+        slot: String,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        wait: bool,
+        /// How long to wait, e.g. "60s"; default 60 s.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        timeout: Option<String>,
+    },
 }
 
 /// Why a command was not done; `kind` is stable for scripts.

@@ -6,7 +6,7 @@
 //! nothing: lookups use a lower-cased copy of the host on the stack, and the
 //! only mutable parts are relaxed atomic counters for round-robin.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -85,6 +85,63 @@ pub struct Slot {
     /// connection opened before a cutover is reused after it.
     pub pool_key: u64,
     next_backend: AtomicUsize,
+    /// What the slot is serving right now; shared by every generation's
+    /// table, so a request counts on the slot it went to whatever was
+    /// published since.
+    pub load: Arc<SlotLoad>,
+}
+
+/// Requests and upgraded connections in flight on one slot.
+#[derive(Debug, Default)]
+pub struct SlotLoad {
+    requests: AtomicUsize,
+    upgraded: AtomicUsize,
+}
+
+impl SlotLoad {
+    pub fn requests(&self) -> usize {
+        self.requests.load(Ordering::Acquire)
+    }
+
+    pub fn upgraded(&self) -> usize {
+        self.upgraded.load(Ordering::Acquire)
+    }
+
+    /// Counts one request until the guard drops.
+    pub fn request(self: &Arc<Self>) -> LoadGuard {
+        self.requests.fetch_add(1, Ordering::AcqRel);
+        LoadGuard {
+            load: self.clone(),
+            upgraded: false,
+        }
+    }
+}
+
+/// One request (or upgraded connection) counted on a slot while it lives.
+#[derive(Debug)]
+pub struct LoadGuard {
+    load: Arc<SlotLoad>,
+    upgraded: bool,
+}
+
+impl LoadGuard {
+    /// The request became an upgraded connection (a WebSocket, say): it now
+    /// counts as one until it closes.
+    pub fn upgraded(&mut self) {
+        if !self.upgraded {
+            self.upgraded = true;
+            self.load.upgraded.fetch_add(1, Ordering::AcqRel);
+        }
+    }
+}
+
+impl Drop for LoadGuard {
+    fn drop(&mut self) {
+        self.load.requests.fetch_sub(1, Ordering::AcqRel);
+        if self.upgraded {
+            self.load.upgraded.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
 }
 
 /// What the Controller hands to [`RoutingTable::build`] for one route.
@@ -99,6 +156,9 @@ pub struct RouteSpec {
     pub previous: Option<String>,
     pub canary: Option<(String, u8)>,
     pub retries: u32,
+    /// Each slot's in-flight counters, kept across generations by the
+    /// Controller; a slot without one gets a fresh one.
+    pub loads: BTreeMap<String, Arc<SlotLoad>>,
 }
 
 impl RoutingTable {
@@ -254,6 +314,7 @@ impl Route {
             .into_iter()
             .map(|(name, backends)| Slot {
                 pool_key: pool_key(&route_name, &name, generation),
+                load: spec.loads.get(&name).cloned().unwrap_or_default(),
                 name: name.as_str().into(),
                 backends,
                 next_backend: AtomicUsize::new(0),
@@ -355,6 +416,7 @@ mod tests {
             previous: None,
             canary: None,
             retries: 2,
+            loads: Default::default(),
         }
     }
 

@@ -55,6 +55,7 @@ fn table() -> RoutingTable {
             previous: Some("green".into()),
             canary: Some(("green".into(), 30)),
             retries: 2,
+            loads: Default::default(),
         })
         .collect();
     RoutingTable::build(1, specs)

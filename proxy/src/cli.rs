@@ -100,6 +100,20 @@ pub enum Command {
         #[command(flatten)]
         admin: AdminArgs,
     },
+    /// Show what is still in flight on SLOT of ROUTE; with --wait, return
+    /// once nothing is (exit 0), or exit 1 at --timeout: a deploy script
+    /// knows when it may stop the old version.
+    Drain {
+        route: String,
+        slot: String,
+        #[arg(long)]
+        wait: bool,
+        /// How long --wait waits.
+        #[arg(long, default_value = "60s")]
+        timeout: String,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
 }
 
 #[derive(Args, Debug, Clone)]
@@ -173,6 +187,25 @@ fn print_human(request: &Request, response: &Response) {
     match request {
         Request::Status { .. } => print_status(&result),
         Request::History { .. } => print_history(&result),
+        Request::Drain { wait, .. } => {
+            let state = if *wait && result["in_flight"] == 0 && result["upgraded"] == 0 {
+                "drained: "
+            } else {
+                ""
+            };
+            println!(
+                "{}/{}: {state}{} requests and {} upgraded connections in flight{}",
+                text(&result["route"]),
+                text(&result["slot"]),
+                result["in_flight"],
+                result["upgraded"],
+                if result["serving"] == Value::Bool(true) {
+                    " (still serving new traffic)"
+                } else {
+                    ""
+                }
+            );
+        }
         Request::Reload {} => {
             println!(
                 "reloaded: generation {}, {} routes",

@@ -86,6 +86,28 @@ fn main() -> ExitCode {
             ADMIN_WAIT,
         ),
         Command::Reload { admin } => cli::admin(Request::Reload {}, &admin, ADMIN_WAIT),
+        Command::Drain {
+            route,
+            slot,
+            wait,
+            timeout,
+            admin,
+        } => {
+            let waited = match humantime::parse_duration(&timeout) {
+                Ok(t) => t,
+                Err(e) => {
+                    eprintln!("switchyard: bad --timeout {timeout:?}: {e}; expected e.g. 60s");
+                    return ExitCode::from(2);
+                }
+            };
+            let request = Request::Drain {
+                route,
+                slot,
+                wait,
+                timeout: wait.then_some(timeout),
+            };
+            cli::admin(request, &admin, waited + ADMIN_WAIT)
+        }
     }
 }
 

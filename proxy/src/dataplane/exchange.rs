@@ -11,6 +11,7 @@ use pingora::{Error, ErrorType};
 
 use super::{Outcome, BAD_GATEWAY_BODY, GATEWAY_TIMEOUT_BODY};
 use crate::hop_by_hop;
+use switchyard_control::table::LoadGuard;
 
 /// The next thing the backend sent: its (next) response header, or body.
 enum Upstream {
@@ -47,6 +48,7 @@ pub(super) async fn exchange(
     session: &mut ServerSession,
     upstream: &mut UpstreamSession,
     replayable: bool,
+    load: &mut LoadGuard,
 ) -> Exchange {
     let mut request_done = session.is_body_empty();
     if request_done {
@@ -97,6 +99,7 @@ pub(super) async fn exchange(
                         // Both directions now carry raw bytes until one side closes.
                         upstream.maybe_upgrade_body_writer();
                         request_done = false;
+                        load.upgraded();
                     }
                 }
                 Upstream::Body(chunk) => {

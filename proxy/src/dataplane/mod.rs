@@ -222,11 +222,18 @@ impl Forwarder {
         // request in flight is retried like a failed connect (next backend,
         // then the previous slot) when the request can safely run twice.
         let mut fresh_only = false;
+        // Counted on its slot from the moment it is chosen (so `drain` never
+        // sees an idle slot with a request about to connect to it) until
+        // the exchange ends.
+        let mut load_slot = target.slot;
+        let mut load = route.slot(load_slot).load.request();
         loop {
-            let (mut upstream, reused, peer) = match self
-                .connect(route, table, &mut target, fresh_only)
-                .await
-            {
+            let connected = self.connect(route, table, &mut target, fresh_only).await;
+            if target.slot != load_slot {
+                load_slot = target.slot;
+                load = route.slot(load_slot).load.request();
+            }
+            let (mut upstream, reused, peer) = match connected {
                 Ok(connected) => connected,
                 Err(e) => {
                     return if e.etype() == &ErrorType::ConnectTimedout {
@@ -250,7 +257,7 @@ impl Forwarder {
                     // safely run twice is sent again: an idempotent method
                     // without a body.
                     let replayable = replayable(session);
-                    exchange(session, &mut upstream, replayable).await
+                    exchange(session, &mut upstream, replayable, &mut load).await
                 }
             };
             match outcome {
