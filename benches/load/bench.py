@@ -31,6 +31,8 @@ import sys
 import tempfile
 import time
 
+import failback
+
 BACKEND_PORTS = {"blue": 18180, "green": 18181}
 PROXY_PORTS = {"nginx": 18182, "haproxy": 18183, "switchyard": 18184}
 SCENARIOS = [
@@ -325,6 +327,8 @@ def main():
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--duration", type=int, default=5, help="seconds per wrk run")
     parser.add_argument("--results", default=f"{root}/benches/results")
+    parser.add_argument("--only-failback", action="store_true",
+                        help="measure only the fail-back window (no proxy comparison)")
     parser.add_argument("--compare", action="append", default=[], metavar="NAME=BINARY[,VAR=VALUE...]",
                         help="also measure another switchyard build (or the same one with environment "
                              "variables set) side by side, as 'switchyard:NAME'; repeatable")
@@ -346,9 +350,13 @@ def main():
     work = tempfile.mkdtemp(prefix="switchyard-bench-")
     try:
         pids = start_all(procs, work, args.switchyard, variants)
+        if args.only_failback:
+            print("\n".join(failback.failback_checks(sys.modules[__name__], args.switchyard, work, procs)))
+            return
         results = measure(pids, args.rounds, args.duration)
         check_no_errors(results)
         checks = switching_checks(args.switchyard, work)
+        checks += failback.failback_checks(sys.modules[__name__], args.switchyard, work, procs)
     finally:
         procs.stop_all()
         shutil.rmtree(work, ignore_errors=True)
