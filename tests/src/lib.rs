@@ -69,6 +69,8 @@ pub struct Backend {
     pub connections_closed: Arc<AtomicU64>,
     /// `/health` answers 200 while this is true, 500 otherwise.
     pub healthy: Arc<AtomicBool>,
+    /// `/health` waits this many milliseconds before answering.
+    pub health_delay_ms: Arc<AtomicU64>,
     stop: tokio::sync::watch::Sender<bool>,
 }
 
@@ -84,11 +86,12 @@ impl Backend {
         let requests = Arc::new(AtomicU64::new(0));
         let connections_closed = Arc::new(AtomicU64::new(0));
         let healthy = Arc::new(AtomicBool::new(true));
+        let health_delay_ms = Arc::new(AtomicU64::new(0));
         let (stop, mut stopped) = tokio::sync::watch::channel(false);
         let name: Arc<str> = slot.into();
         let counter = requests.clone();
         let closed = connections_closed.clone();
-        let health = healthy.clone();
+        let health = (healthy.clone(), health_delay_ms.clone());
         tokio::spawn(async move {
             loop {
                 let stream = tokio::select! {
@@ -128,6 +131,7 @@ impl Backend {
             requests,
             connections_closed,
             healthy,
+            health_delay_ms,
             stop,
         }
     }
@@ -148,10 +152,14 @@ async fn answer(
     slot: &str,
     req: Request<hyper::body::Incoming>,
     counter: &AtomicU64,
-    healthy: &AtomicBool,
+    (healthy, health_delay_ms): &(Arc<AtomicBool>, Arc<AtomicU64>),
 ) -> Response<Full<Bytes>> {
     let path = req.uri().path().to_string();
     if path == "/health" {
+        let delay = health_delay_ms.load(Ordering::Relaxed);
+        if delay > 0 {
+            tokio::time::sleep(Duration::from_millis(delay)).await;
+        }
         let status = if healthy.load(Ordering::Relaxed) {
             200
         } else {

@@ -288,3 +288,42 @@ async fn a_config_switch_to_a_sick_slot_is_held_and_applied_when_it_turns_health
     let history = tokio::task::block_in_place(|| proxy.cli_ok(&["history", "app"]));
     assert!(history.contains("held"), "{history}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn health_flapping_below_the_fall_threshold_does_not_move_traffic() {
+    let (_blue, green, _dir, proxy) = green_active_blue_previous().await;
+    // Sick for 150 ms (at most one probe at a 200 ms interval), well for
+    // 350 ms (at least one): never `fall` = 3 failures in a row.
+    let started = Instant::now();
+    let mut flaps = 0;
+    while started.elapsed() < Duration::from_secs(3) {
+        green.healthy.store(false, Ordering::Relaxed);
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        green.healthy.store(true, Ordering::Relaxed);
+        tokio::time::sleep(Duration::from_millis(350)).await;
+        flaps += 1;
+    }
+    assert!(flaps >= 5);
+    let route = route_status(&proxy);
+    assert_eq!(route["active"], "green", "{route}");
+    assert_eq!(slot_health(&route, "green"), "healthy");
+    let history = tokio::task::block_in_place(|| proxy.cli_ok(&["history", "app"]));
+    assert!(!history.contains("failback"), "{history}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_probe_that_times_out_counts_as_a_failure() {
+    let (_blue, green, _dir, proxy) = green_active_blue_previous().await;
+    // Slower than the 200 ms probe timeout, but it would answer 200.
+    green
+        .health_delay_ms
+        .store(INTERVAL_MS * 3, Ordering::Relaxed);
+    eventually(Duration::from_secs(10), "fail-back to blue", || {
+        route_status(&proxy)["active"] == "blue"
+    })
+    .await;
+    let backend = first_backend(&route_status(&proxy), "green");
+    assert_eq!(backend["last_check"]["error"], "timed out", "{backend}");
+    let history = tokio::task::block_in_place(|| proxy.cli_ok(&["history", "app"]));
+    assert!(history.contains("timed out"), "{history}");
+}
