@@ -327,3 +327,36 @@ async fn a_probe_that_times_out_counts_as_a_failure() {
     let history = tokio::task::block_in_place(|| proxy.cli_ok(&["history", "app"]));
     assert!(history.contains("timed out"), "{history}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_unhealthy_canary_drops_to_weight_zero() {
+    let blue = Backend::start("blue").await;
+    let green = Backend::start("green").await;
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = Proxy::start(dir.path(), &health_route(&blue, &green, "blue"));
+    both_healthy(&proxy).await;
+    tokio::task::block_in_place(|| proxy.cli_ok(&["canary", "app", "green", "50"]));
+    let mut client = Client::new(proxy.addr);
+    let mut on_green = 0;
+    for _ in 0..20 {
+        on_green += (client.get("x", "/").await.unwrap().slot.as_deref() == Some("green")) as u32;
+    }
+    assert!(on_green > 0, "the canary gets traffic");
+
+    green.healthy.store(false, Ordering::Relaxed);
+    eventually(Duration::from_secs(10), "the canary dropped", || {
+        route_status(&proxy)["canary"].is_null()
+    })
+    .await;
+    for _ in 0..20 {
+        assert_eq!(
+            client.get("x", "/").await.unwrap().slot.as_deref(),
+            Some("blue")
+        );
+    }
+    let history = tokio::task::block_in_place(|| proxy.cli_ok(&["history", "app"]));
+    assert!(
+        history.contains("canary slot green (weight 50) unhealthy"),
+        "{history}"
+    );
+}
