@@ -23,6 +23,7 @@ use crate::health::{
     apply_health, slot_health, BackendHealth, BackendState, Check, Failure, Reaction, SlotHealth,
 };
 use crate::history::{now_rfc3339, History, HistoryEntry, ALL_ROUTES, DEFAULT_HISTORY_MAX_BYTES};
+use crate::metrics;
 use crate::protocol::{ErrorKind, Request, Response};
 use crate::state_file::{DecisionSource, RouteState, StateFile};
 use crate::table::{RouteSpec, RoutingTable, SlotLoad, Timeouts};
@@ -58,6 +59,8 @@ enum Message {
     },
     /// The config file changed on disk (from the watcher): reload it.
     ConfigFileChanged,
+    /// A Prometheus scrape: the text exposition of the current state.
+    Metrics { reply: oneshot::Sender<String> },
 }
 
 /// Where a reload came from, for the history and the log.
@@ -123,6 +126,14 @@ impl ControllerHandle {
         let _ = self.checks.send((key, check));
     }
 
+    /// The metrics in Prometheus text format; `None` when the Controller
+    /// has stopped.
+    pub async fn metrics(&self) -> Option<String> {
+        let (reply, answer) = oneshot::channel();
+        self.mailbox.send(Message::Metrics { reply }).await.ok()?;
+        answer.await.ok()
+    }
+
     /// The table the data plane reads.
     pub fn table(&self) -> SharedTable {
         self.table.clone()
@@ -184,6 +195,10 @@ pub struct Controller {
     /// Route → slot → its in-flight counters, shared by every generation.
     loads: BTreeMap<String, BTreeMap<String, Arc<SlotLoad>>>,
     draining: Vec<WaitingDrain>,
+    /// Each route's active slot as last published, to count switches.
+    published_active: BTreeMap<String, String>,
+    /// (route, trigger) → changes of the active slot since start.
+    switches: BTreeMap<(String, String), u64>,
 }
 
 impl Controller {
@@ -241,6 +256,8 @@ impl Controller {
             waiting: Vec::new(),
             loads: BTreeMap::new(),
             draining: Vec::new(),
+            published_active: BTreeMap::new(),
+            switches: BTreeMap::new(),
         };
         controller.track_backends();
         controller.publish();
@@ -268,6 +285,9 @@ impl Controller {
                     }
                     Some(Message::ConfigFileChanged) => {
                         self.reload(ReloadTrigger::File, None);
+                    }
+                    Some(Message::Metrics { reply }) => {
+                        let _ = reply.send(self.metrics());
                     }
                     None => return,
                 },
@@ -385,6 +405,43 @@ impl Controller {
             ));
         }
         Ok(waited)
+    }
+
+    fn metrics(&self) -> String {
+        let mut snapshot = metrics::Snapshot {
+            switches: self.switches.clone(),
+            ..metrics::Snapshot::default()
+        };
+        for route in &self.config.routes {
+            let state = &self.routes[&route.name];
+            for (slot, backends) in &route.slots {
+                for addr in backends {
+                    let up = self.backend_state(&route.name, slot, *addr) == BackendState::Healthy;
+                    snapshot.backend_up.push((
+                        route.name.clone(),
+                        slot.clone(),
+                        addr.to_string(),
+                        up,
+                    ));
+                }
+                let load = self.loads.get(&route.name).and_then(|l| l.get(slot));
+                snapshot.inflight.push((
+                    route.name.clone(),
+                    slot.clone(),
+                    load.map_or(0, |l| l.requests()),
+                ));
+                snapshot.active_slot.push((
+                    route.name.clone(),
+                    slot.clone(),
+                    *slot == state.active,
+                ));
+            }
+            snapshot.canary_weight.push((
+                route.name.clone(),
+                state.canary.as_ref().map_or(0, |c| c.weight),
+            ));
+        }
+        metrics::render(&snapshot)
     }
 
     /// `{"route", "slot", "in_flight", "upgraded", "serving"}`, or not found.
@@ -947,6 +1004,20 @@ impl Controller {
     /// makes it the one new requests see.
     fn publish(&mut self) {
         self.generation += 1;
+        // Every change of a route's active slot goes through here, with the
+        // source that decided it: count it once, by that source.
+        for (route, state) in &self.routes {
+            let before = self
+                .published_active
+                .insert(route.clone(), state.active.clone());
+            if before.is_some_and(|b| b != state.active) {
+                let trigger = serde_json::to_value(state.source)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_owned))
+                    .unwrap_or_default();
+                *self.switches.entry((route.clone(), trigger)).or_default() += 1;
+            }
+        }
         for route in &self.config.routes {
             let loads = self.loads.entry(route.name.clone()).or_default();
             for slot in route.slots.keys() {

@@ -7,6 +7,7 @@ pub mod controller;
 pub mod decisions;
 pub mod health;
 pub mod history;
+pub mod metrics;
 pub mod protocol;
 pub mod state_file;
 pub mod table;

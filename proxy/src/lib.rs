@@ -2,6 +2,7 @@
 //! routing table, the process lifecycle, the CLI and the demo.
 
 pub mod admin_client;
+pub mod admin_http;
 pub mod cli;
 pub mod dataplane;
 pub mod demo;

@@ -99,6 +99,19 @@ pub async fn start(config: Config, config_path: &Path) -> Result<RunningProxy, S
         shutdown_rx.clone(),
     ));
 
+    if let Some(addr) = server.admin_http {
+        let listener = crate::admin_http::bind(addr)
+            .await
+            .map_err(|source| StartError::Listen { addr, source })?;
+        let bound = listener.local_addr().unwrap_or(addr);
+        tokio::spawn(crate::admin_http::serve(
+            listener,
+            controller.clone(),
+            shutdown_rx.clone(),
+        ));
+        tracing::info!("metrics on http://{bound}/metrics");
+    }
+
     let on_edit = controller.clone();
     let watcher =
         switchyard_conf::watch::ConfigWatcher::start(config_path, RELOAD_DEBOUNCE, move || {

@@ -360,3 +360,60 @@ async fn an_unhealthy_canary_drops_to_weight_zero() {
         "{history}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn metrics_show_backend_up_inflight_and_failback_switches() {
+    let blue = Backend::start("blue").await;
+    let green = Backend::start("green").await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("switchyard.toml");
+    std::fs::write(
+        &config,
+        config_text(&health_route(&blue, &green, "blue"))
+            .replace("threads = 2", "threads = 2\nadmin_http = \"127.0.0.1:0\""),
+    )
+    .unwrap();
+    let proxy = Proxy::start_with_file(dir.path(), &config);
+    let metrics_addr: std::net::SocketAddr = {
+        let log = proxy.log_text();
+        let line = log
+            .lines()
+            .find(|l| l.contains("metrics on http://"))
+            .unwrap_or_else(|| panic!("no metrics address in the log:\n{log}"));
+        let rest = line.split("metrics on http://").nth(1).unwrap();
+        rest.trim_end_matches("/metrics").trim().parse().unwrap()
+    };
+    both_healthy(&proxy).await;
+    tokio::task::block_in_place(|| proxy.cli_ok(&["switch", "app", "green"]));
+    green.stop();
+    eventually(Duration::from_secs(10), "fail-back to blue", || {
+        route_status(&proxy)["active"] == "blue"
+    })
+    .await;
+
+    let scrape = Client::new(metrics_addr)
+        .get("x", "/metrics")
+        .await
+        .unwrap();
+    assert_eq!(scrape.status, 200);
+    let text = scrape.body;
+    for expected in [
+        format!(
+            "switchyard_backend_up{{route=\"app\",slot=\"green\",backend=\"{}\"}} 0",
+            green.addr
+        ),
+        format!(
+            "switchyard_backend_up{{route=\"app\",slot=\"blue\",backend=\"{}\"}} 1",
+            blue.addr
+        ),
+        "switchyard_switches_total{route=\"app\",trigger=\"admin\"} 1".to_string(),
+        "switchyard_switches_total{route=\"app\",trigger=\"failback\"} 1".to_string(),
+        "switchyard_active_slot{route=\"app\",slot=\"blue\"} 1".to_string(),
+        "switchyard_inflight_requests{route=\"app\",slot=\"blue\"} 0".to_string(),
+        "switchyard_canary_weight{route=\"app\"} 0".to_string(),
+    ] {
+        assert!(text.contains(&expected), "missing {expected}:\n{text}");
+    }
+    let other = Client::new(metrics_addr).get("x", "/status").await.unwrap();
+    assert_eq!(other.status, 404);
+}
