@@ -29,6 +29,7 @@ pub fn table_with_routes(n: usize) -> RoutingTable {
             canary: Some(("green".into(), 10)),
             retries: 2,
             loads: Default::default(),
+            unhealthy: Vec::new(),
         })
         .collect();
     RoutingTable::build(1, specs)

@@ -1033,6 +1033,12 @@ impl Controller {
                     self.backend_state(&route.name, slot, addr)
                 });
                 spec.loads = self.loads[&route.name].clone();
+                spec.unhealthy = route
+                    .slots
+                    .keys()
+                    .filter(|slot| self.slot_health(route, slot) == SlotHealth::Unhealthy)
+                    .cloned()
+                    .collect();
                 spec
             })
             .collect();
@@ -1126,6 +1132,7 @@ fn route_spec(
         canary: state.canary.as_ref().map(|c| (c.slot.clone(), c.weight)),
         retries: route.retries,
         loads: BTreeMap::new(),
+        unhealthy: Vec::new(),
     }
 }
 

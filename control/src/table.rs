@@ -89,6 +89,9 @@ pub struct Slot {
     /// table, so a request counts on the slot it went to whatever was
     /// published since.
     pub load: Arc<SlotLoad>,
+    /// Every backend of the slot is known unhealthy: a retry does not fall
+    /// back to it.
+    pub unhealthy: bool,
 }
 
 /// Requests and upgraded connections in flight on one slot.
@@ -159,6 +162,8 @@ pub struct RouteSpec {
     /// Each slot's in-flight counters, kept across generations by the
     /// Controller; a slot without one gets a fresh one.
     pub loads: BTreeMap<String, Arc<SlotLoad>>,
+    /// Slots whose every backend is known unhealthy.
+    pub unhealthy: Vec<String>,
 }
 
 impl RoutingTable {
@@ -315,6 +320,7 @@ impl Route {
             .map(|(name, backends)| Slot {
                 pool_key: pool_key(&route_name, &name, generation),
                 load: spec.loads.get(&name).cloned().unwrap_or_default(),
+                unhealthy: spec.unhealthy.contains(&name),
                 name: name.as_str().into(),
                 backends,
                 next_backend: AtomicUsize::new(0),
@@ -417,6 +423,7 @@ mod tests {
             canary: None,
             retries: 2,
             loads: Default::default(),
+            unhealthy: Vec::new(),
         }
     }
 

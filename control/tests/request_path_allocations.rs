@@ -56,6 +56,7 @@ fn table() -> RoutingTable {
             canary: Some(("green".into(), 30)),
             retries: 2,
             loads: Default::default(),
+            unhealthy: Vec::new(),
         })
         .collect();
     RoutingTable::build(1, specs)

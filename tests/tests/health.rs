@@ -417,3 +417,38 @@ async fn metrics_show_backend_up_inflight_and_failback_switches() {
     let other = Client::new(metrics_addr).get("x", "/status").await.unwrap();
     assert_eq!(other.status, 404);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn with_both_slots_unhealthy_traffic_stays_and_the_route_is_critical() {
+    let (blue, green, _dir, proxy) = green_active_blue_previous().await;
+    blue.healthy.store(false, Ordering::Relaxed);
+    eventually(Duration::from_secs(10), "blue unhealthy", || {
+        slot_health(&route_status(&proxy), "blue") == "unhealthy"
+    })
+    .await;
+    green.healthy.store(false, Ordering::Relaxed);
+    eventually(Duration::from_secs(10), "green unhealthy", || {
+        slot_health(&route_status(&proxy), "green") == "unhealthy"
+    })
+    .await;
+    let route = route_status(&proxy);
+    assert_eq!(route["active"], "green", "fail open: {route}");
+    let critical = route["critical"].as_str().unwrap_or_default().to_string();
+    assert!(
+        critical.contains("green") && critical.contains("still routing"),
+        "{route}"
+    );
+    let mut client = Client::new(proxy.addr);
+    let reply = client.get("x", "/").await.unwrap();
+    assert_eq!((reply.status, reply.slot.as_deref()), (200, Some("green")));
+    assert!(
+        proxy.log_text().contains("critical"),
+        "logged once as critical"
+    );
+
+    green.healthy.store(true, Ordering::Relaxed);
+    eventually(Duration::from_secs(10), "critical cleared", || {
+        route_status(&proxy)["critical"].is_null()
+    })
+    .await;
+}

@@ -345,7 +345,8 @@ impl Forwarder {
 }
 
 /// Moves `target` on after a failed attempt: the slot's next backend, then
-/// the previous slot, while the route's `retries` last. `false` when none
+/// the previous slot unless it is known unhealthy, while the route's
+/// `retries` last. `false` when none
 /// are left.
 fn advance(route: &Route, target: &mut Target) -> bool {
     if target.attempts > route.retries {
@@ -353,7 +354,11 @@ fn advance(route: &Route, target: &mut Target) -> bool {
     }
     let slot = route.slot(target.slot);
     if target.attempts_on_slot >= slot.backends.len() {
-        match route.previous.filter(|&p| p != target.slot) {
+        // The previous slot is a fallback only while it may work.
+        match route
+            .previous
+            .filter(|&p| p != target.slot && !route.slot(p).unhealthy)
+        {
             Some(previous) => {
                 target.slot = previous;
                 target.backend_start = route.slot(previous).next_start();
