@@ -135,7 +135,14 @@ pub struct CanaryConfig {
     pub sticky_cookie: String,
     /// Default client IP.
     pub sticky_key: StickyKey,
+    /// The cookie's `Max-Age`; default [`DEFAULT_STICKY_MAX_AGE`].
+    pub sticky_max_age: Duration,
 }
+
+/// How long a browser keeps its canary assignment unless configured.
+pub const DEFAULT_STICKY_MAX_AGE: Duration = Duration::from_secs(24 * 3600);
+/// How much traffic one rollout verdict looks at unless configured.
+pub const DEFAULT_ROLLOUT_WINDOW: Duration = Duration::from_secs(60);
 
 /// `[route.preview]`.
 #[derive(Debug, Clone, PartialEq)]
@@ -158,6 +165,8 @@ pub struct RolloutConfig {
     pub max_latency_increase: f64,
     /// Default 100.
     pub min_requests: u64,
+    /// Each verdict covers one window; default [`DEFAULT_ROLLOUT_WINDOW`].
+    pub window: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq)]

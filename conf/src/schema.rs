@@ -50,7 +50,13 @@ const HEALTH_KEYS: &[&str] = &[
     "fall",
     "expect_status",
 ];
-const CANARY_KEYS: &[&str] = &["slot", "weight", "sticky_cookie", "sticky_key"];
+const CANARY_KEYS: &[&str] = &[
+    "slot",
+    "weight",
+    "sticky_cookie",
+    "sticky_key",
+    "sticky_max_age",
+];
 const PREVIEW_KEYS: &[&str] = &[
     "override_header",
     "override_token",
@@ -62,6 +68,7 @@ const ROLLOUT_KEYS: &[&str] = &[
     "max_error_rate",
     "max_latency_increase",
     "min_requests",
+    "window",
 ];
 const STEP_KEYS: &[&str] = &["weight", "hold"];
 
@@ -497,6 +504,9 @@ fn read_route(reader: &mut Reader, t: &dyn TableLike, span: &Span) -> Option<Rea
                 }
             },
         };
+        let sticky_max_age = reader
+            .duration(ct, "sticky_max_age", &ccx)
+            .unwrap_or(DEFAULT_STICKY_MAX_AGE);
         if !known_slot(reader, &slot, "[route.canary] `slot`") {
             return None;
         }
@@ -513,6 +523,7 @@ fn read_route(reader: &mut Reader, t: &dyn TableLike, span: &Span) -> Option<Rea
             weight: weight.unwrap_or(0) as u8,
             sticky_cookie,
             sticky_key,
+            sticky_max_age,
         })
     });
 
@@ -761,6 +772,9 @@ fn read_rollout(
     let min_requests = reader
         .integer(t, "min_requests", &cx, 1..i64::MAX)
         .unwrap_or(100) as u64;
+    let window = reader
+        .duration(t, "window", &cx)
+        .unwrap_or(DEFAULT_ROLLOUT_WINDOW);
     let Some(item) = t.get("steps") else {
         reader.error(
             span,
@@ -821,5 +835,6 @@ fn read_rollout(
         max_error_rate,
         max_latency_increase,
         min_requests,
+        window,
     })
 }

@@ -53,11 +53,13 @@ fn the_design_example_parses_with_every_section() {
     let canary = route.canary.as_ref().unwrap();
     assert_eq!((canary.slot.as_str(), canary.weight), ("green", 10));
     assert_eq!(canary.sticky_key, StickyKey::ClientIp);
+    assert_eq!(canary.sticky_max_age, DEFAULT_STICKY_MAX_AGE);
     let preview = route.preview.as_ref().unwrap();
     assert_eq!(preview.override_cidrs[0].to_string(), "10.0.0.0/8");
     let rollout = route.rollout.as_ref().unwrap();
     assert_eq!(rollout.steps.len(), 3);
     assert_eq!(rollout.steps[2].hold, None);
+    assert_eq!(rollout.window, DEFAULT_ROLLOUT_WINDOW);
     assert_eq!(health.host.as_deref(), Some("app.example.com"));
     assert_eq!(tls.listen, vec!["0.0.0.0:443".parse().unwrap()]);
     assert_eq!(
@@ -483,6 +485,26 @@ fn the_probe_host_defaults_to_the_routes_first_exact_host() {
         "{ROUTE}[route.health]\nhost = \"http://a.test/\"\n"
     ));
     assert!(e.contains("is not a Host header"), "{e}");
+}
+
+#[test]
+fn sticky_max_age_and_the_analysis_window_are_durations() {
+    let canary = format!("{ROUTE}[route.canary]\nslot = \"green\"\nsticky_max_age = \"2h\"\n");
+    let config = parse_ok(&canary);
+    let max_age = config.routes[0].canary.as_ref().unwrap().sticky_max_age;
+    assert_eq!(max_age, std::time::Duration::from_secs(7200));
+    let rollout = |window: &str| {
+        format!("{ROUTE}[route.rollout]\nsteps = [{{ weight = 100 }}]\nwindow = \"{window}\"\n")
+    };
+    let window = parse_ok(&rollout("500ms")).routes[0]
+        .rollout
+        .as_ref()
+        .unwrap()
+        .window;
+    assert_eq!(window, std::time::Duration::from_millis(500));
+    assert!(one_error(&rollout("0s")).contains("longer than zero"));
+    let bad_age = format!("{ROUTE}[route.canary]\nslot = \"green\"\nsticky_max_age = \"soon\"\n");
+    assert!(one_error(&bad_age).contains("sticky_max_age"));
 }
 
 #[test]

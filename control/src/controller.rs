@@ -26,7 +26,7 @@ use crate::history::{now_rfc3339, History, HistoryEntry, ALL_ROUTES, DEFAULT_HIS
 use crate::metrics;
 use crate::protocol::{ErrorKind, Request, Response};
 use crate::state_file::{DecisionSource, RouteState, StateFile};
-use crate::table::{RouteSpec, RoutingTable, SlotLoad, Timeouts};
+use crate::table::{AssignmentSpec, RouteSpec, RoutingTable, SlotLoad, Timeouts};
 
 /// Messages are small and the Controller answers quickly; this bounds the
 /// memory a burst of admin connections can pin.
@@ -199,6 +199,8 @@ pub struct Controller {
     published_active: BTreeMap<String, String>,
     /// (route, trigger) → changes of the active slot since start.
     switches: BTreeMap<(String, String), u64>,
+    /// Each route's canary slot as last published, to renew cohorts.
+    published_canary: BTreeMap<String, Option<String>>,
 }
 
 impl Controller {
@@ -258,6 +260,7 @@ impl Controller {
             draining: Vec::new(),
             published_active: BTreeMap::new(),
             switches: BTreeMap::new(),
+            published_canary: BTreeMap::new(),
         };
         controller.track_backends();
         controller.publish();
@@ -1004,6 +1007,11 @@ impl Controller {
     /// makes it the one new requests see.
     fn publish(&mut self) {
         self.generation += 1;
+        if self.renew_cohorts() {
+            // Cookies handed out from now on name the new cohort: it must
+            // survive a restart. A failure is logged by persist.
+            let _ = self.persist();
+        }
         // Every change of a route's active slot goes through here, with the
         // source that decided it: count it once, by that source.
         for (route, state) in &self.routes {
@@ -1050,6 +1058,28 @@ impl Controller {
         };
         let table = RoutingTable::build(self.generation, specs).with_timeouts(timeouts);
         self.table.store(Arc::new(table));
+    }
+
+    /// Gives each canary that started, or moved to another slot, since the
+    /// last publish a new cohort, so its clients are drawn afresh and
+    /// cookies of an earlier canary stop counting. The first publish keeps
+    /// the cohort restored from the state file. True when one changed.
+    fn renew_cohorts(&mut self) -> bool {
+        let mut renewed = false;
+        for (route, state) in self.routes.iter_mut() {
+            let slot = state.canary.as_ref().map(|c| c.slot.clone());
+            let before = self.published_canary.insert(route.clone(), slot.clone());
+            let started = slot.is_some()
+                && match before {
+                    Some(before) => before != slot,
+                    None => state.cohort == 0,
+                };
+            if started {
+                state.cohort = new_cohort(state.cohort);
+                renewed = true;
+            }
+        }
+        renewed
     }
 
     /// Writes the state file. A failure does not undo the change (traffic
@@ -1133,7 +1163,25 @@ fn route_spec(
         retries: route.retries,
         loads: BTreeMap::new(),
         unhealthy: Vec::new(),
+        assignment: assignment_spec(route, state),
     }
+}
+
+/// The route's stickiness settings (defaults without `[route.canary]`),
+/// the current canary's cohort, and where preview hosts lead.
+fn assignment_spec(route: &RouteConfig, state: &RouteState) -> AssignmentSpec {
+    let mut spec = AssignmentSpec {
+        cohort: state.cohort,
+        preview: route.preview.clone(),
+        preview_slot: decisions::preview_slot(route, state),
+        ..AssignmentSpec::default()
+    };
+    if let Some(canary) = &route.canary {
+        spec.cookie = canary.sticky_cookie.clone();
+        spec.key = canary.sticky_key.clone();
+        spec.max_age = canary.sticky_max_age;
+    }
+    spec
 }
 
 impl Controller {
@@ -1236,6 +1284,19 @@ fn describe_check(check: &Check) -> String {
         Check::Fail { failure, latency } => {
             format!("{failure} in {:.1}ms", latency.as_secs_f64() * 1000.0)
         }
+    }
+}
+
+/// A cohort that differs from `old`: the clock in milliseconds, which also
+/// differs across restarts.
+fn new_cohort(old: u64) -> u64 {
+    let millis = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(1, |d| d.as_millis() as u64);
+    if millis == old {
+        millis + 1
+    } else {
+        millis
     }
 }
 

@@ -42,6 +42,7 @@ pub fn after_config_load(route: &RouteConfig, prior: Option<&RouteState>, now: &
         return RouteState {
             failed: None,
             pending: None,
+            cohort: 0,
             active: route.active.clone(),
             previous: None,
             canary: from_file.clone(),
@@ -185,6 +186,25 @@ pub fn set_canary(
     Ok(next)
 }
 
+/// Where a route's preview hosts lead: the newest slot that is not active.
+/// That is the canary's slot while there is one, else a held config switch's
+/// slot, else a slot that is neither active nor previous (a third slot
+/// being readied), else the previous slot — with two slots, simply the
+/// inactive one, which is where a pipeline deploys the next version.
+pub fn preview_slot(route: &RouteConfig, state: &RouteState) -> Option<String> {
+    if let Some(canary) = &state.canary {
+        return Some(canary.slot.clone());
+    }
+    if let Some(pending) = &state.pending {
+        return Some(pending.clone());
+    }
+    let inactive = || route.slots.keys().filter(|s| **s != state.active);
+    inactive()
+        .find(|s| state.previous.as_ref() != Some(*s))
+        .or_else(|| inactive().next())
+        .cloned()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -211,6 +231,7 @@ mod tests {
                 weight,
                 sticky_cookie: "switchyard-slot".into(),
                 sticky_key: switchyard_conf::StickyKey::ClientIp,
+                sticky_max_age: switchyard_conf::DEFAULT_STICKY_MAX_AGE,
             }),
             preview: None,
             rollout: None,
@@ -257,6 +278,19 @@ mod tests {
         assert_eq!(edited.active, "v3");
         assert_eq!(edited.previous.as_deref(), Some("green"));
         assert_eq!(edited.source, DecisionSource::Config);
+    }
+
+    #[test]
+    fn preview_goes_to_the_newest_inactive_slot() {
+        let route = route("blue", None);
+        let mut state = after_config_load(&route, None, "t0");
+        // Three slots, nothing decided yet: the first that is not active.
+        assert_eq!(preview_slot(&route, &state).as_deref(), Some("green"));
+        state = switch(&route, &state, "green", DecisionSource::Admin, "t1").unwrap();
+        // blue is the fail-back target; v3 is the one being readied.
+        assert_eq!(preview_slot(&route, &state).as_deref(), Some("v3"));
+        state = set_canary(&route, &state, "blue", 5, "t2").unwrap();
+        assert_eq!(preview_slot(&route, &state).as_deref(), Some("blue"));
     }
 
     #[test]

@@ -49,6 +49,15 @@ pub struct RouteState {
     /// here and applied when the slot turns healthy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pending: Option<String>,
+    /// Names the current canary's set of clients: new whenever a canary
+    /// starts or moves to another slot, so sticky cookies from an earlier
+    /// canary are reassigned instead of trusted. 0 before the first canary.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub cohort: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// A canary: `weight` percent of the route's traffic goes to `slot`.
@@ -260,6 +269,7 @@ mod tests {
 
     fn state(active: &str) -> RouteState {
         RouteState {
+            cohort: 0,
             failed: None,
             pending: None,
             active: active.into(),

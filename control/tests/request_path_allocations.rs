@@ -57,6 +57,7 @@ fn table() -> RoutingTable {
             retries: 2,
             loads: Default::default(),
             unhealthy: Vec::new(),
+            assignment: Default::default(),
         })
         .collect();
     RoutingTable::build(1, specs)
@@ -72,13 +73,23 @@ fn choosing_route_slot_and_backend_allocates_nothing() {
         (None, "/"),
         (Some("[::1]:80"), "/health"),
     ];
+    // A sticky cookie to look for, and a client address to hash when it
+    // does not name the current canary.
+    let mut headers = http::HeaderMap::new();
+    headers.insert(
+        "cookie",
+        "theme=dark; switchyard-slot=green.0".parse().unwrap(),
+    );
+    let client = Some(std::net::IpAddr::from([203, 0, 113, 9]));
     let before = allocations();
     let mut found = 0;
     for _ in 0..1000 {
         for (host, path) in requests {
-            if let Some(index) = table.route_index_for(host, path) {
-                let route = &table.routes[index];
-                let slot = route.slot(route.pick_slot());
+            if let Some(found_route) = table.route_ref_for(host, path) {
+                let route = &table.routes[found_route.index];
+                let choice = route.choose(&headers, client, found_route.preview);
+                std::hint::black_box(route.set_cookie(choice.slot));
+                let slot = route.slot(choice.slot);
                 std::hint::black_box(slot.backend(slot.next_start(), 1));
                 found += 1;
             }

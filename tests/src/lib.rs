@@ -71,7 +71,20 @@ pub struct Backend {
     pub healthy: Arc<AtomicBool>,
     /// `/health` waits this many milliseconds before answering.
     pub health_delay_ms: Arc<AtomicU64>,
+    /// Of every 100 requests (health probes excluded), this many get a 500.
+    pub fail_percent: Arc<AtomicU64>,
+    /// Every request (health probes excluded) waits this many milliseconds.
+    pub delay_ms: Arc<AtomicU64>,
     stop: tokio::sync::watch::Sender<bool>,
+}
+
+/// The behaviour a test can change while the backend runs.
+#[derive(Clone)]
+struct Knobs {
+    healthy: Arc<AtomicBool>,
+    health_delay_ms: Arc<AtomicU64>,
+    fail_percent: Arc<AtomicU64>,
+    delay_ms: Arc<AtomicU64>,
 }
 
 impl Backend {
@@ -85,13 +98,17 @@ impl Backend {
         let addr = listener.local_addr().unwrap();
         let requests = Arc::new(AtomicU64::new(0));
         let connections_closed = Arc::new(AtomicU64::new(0));
-        let healthy = Arc::new(AtomicBool::new(true));
-        let health_delay_ms = Arc::new(AtomicU64::new(0));
+        let knobs = Knobs {
+            healthy: Arc::new(AtomicBool::new(true)),
+            health_delay_ms: Arc::new(AtomicU64::new(0)),
+            fail_percent: Arc::new(AtomicU64::new(0)),
+            delay_ms: Arc::new(AtomicU64::new(0)),
+        };
         let (stop, mut stopped) = tokio::sync::watch::channel(false);
         let name: Arc<str> = slot.into();
         let counter = requests.clone();
         let closed = connections_closed.clone();
-        let health = (healthy.clone(), health_delay_ms.clone());
+        let health = knobs.clone();
         tokio::spawn(async move {
             loop {
                 let stream = tokio::select! {
@@ -130,8 +147,10 @@ impl Backend {
             slot: slot.to_string(),
             requests,
             connections_closed,
-            healthy,
-            health_delay_ms,
+            healthy: knobs.healthy,
+            health_delay_ms: knobs.health_delay_ms,
+            fail_percent: knobs.fail_percent,
+            delay_ms: knobs.delay_ms,
             stop,
         }
     }
@@ -152,15 +171,15 @@ async fn answer(
     slot: &str,
     req: Request<hyper::body::Incoming>,
     counter: &AtomicU64,
-    (healthy, health_delay_ms): &(Arc<AtomicBool>, Arc<AtomicU64>),
+    knobs: &Knobs,
 ) -> Response<Full<Bytes>> {
     let path = req.uri().path().to_string();
     if path == "/health" {
-        let delay = health_delay_ms.load(Ordering::Relaxed);
+        let delay = knobs.health_delay_ms.load(Ordering::Relaxed);
         if delay > 0 {
             tokio::time::sleep(Duration::from_millis(delay)).await;
         }
-        let status = if healthy.load(Ordering::Relaxed) {
+        let status = if knobs.healthy.load(Ordering::Relaxed) {
             200
         } else {
             500
@@ -171,7 +190,20 @@ async fn answer(
             .body(Full::new(Bytes::from_static(b"health")))
             .unwrap();
     }
-    counter.fetch_add(1, Ordering::Relaxed);
+    let n = counter.fetch_add(1, Ordering::Relaxed);
+    let delay = knobs.delay_ms.load(Ordering::Relaxed);
+    if delay > 0 {
+        tokio::time::sleep(Duration::from_millis(delay)).await;
+    }
+    // Failures spread evenly: request n fails when its place in each
+    // hundred is below the percentage.
+    if (n % 100) < knobs.fail_percent.load(Ordering::Relaxed) {
+        return Response::builder()
+            .status(500)
+            .header("x-slot", slot)
+            .body(Full::new(Bytes::from_static(b"failing on purpose")))
+            .unwrap();
+    }
     if let Some(ms) = path
         .strip_prefix("/slow/")
         .and_then(|ms| ms.parse::<u64>().ok())
@@ -396,9 +428,17 @@ pub fn two_slot_route(name: &str, active: &str, blue: &Backend, green: &Backend)
     )
 }
 
+/// The `n`th of many client addresses, all in 127.0.0.0/8 and none of
+/// them 127.0.0.1: 127.1.x.y.
+pub fn client_address(n: u32) -> std::net::Ipv4Addr {
+    std::net::Ipv4Addr::from(0x7f01_0000 + (n % 65_000) + 1)
+}
+
 /// One keep-alive HTTP/1.1 connection.
 pub struct Client {
     addr: SocketAddr,
+    /// The loopback address the client connects from, when not the default.
+    from: Option<std::net::IpAddr>,
     sender: Option<hyper::client::conn::http1::SendRequest<Full<Bytes>>>,
 }
 
@@ -407,12 +447,29 @@ pub struct Client {
 pub struct Reply {
     pub status: u16,
     pub slot: Option<String>,
+    /// The `Set-Cookie` header, if any.
+    pub set_cookie: Option<String>,
     pub body: String,
 }
 
 impl Client {
     pub fn new(addr: SocketAddr) -> Client {
-        Client { addr, sender: None }
+        Client {
+            addr,
+            from: None,
+            sender: None,
+        }
+    }
+
+    /// A client that connects from `from`, another loopback address
+    /// (127.0.0.0/8), so the proxy sees a different client IP.
+    pub fn from_address(addr: SocketAddr, from: std::net::Ipv4Addr) -> Client {
+        assert!(from.is_loopback(), "tests stay on loopback");
+        Client {
+            addr,
+            from: Some(from.into()),
+            sender: None,
+        }
     }
 
     async fn connect(
@@ -420,9 +477,18 @@ impl Client {
     ) -> Result<&mut hyper::client::conn::http1::SendRequest<Full<Bytes>>, String> {
         let reusable = self.sender.as_ref().is_some_and(|s| !s.is_closed());
         if !reusable {
-            let stream = TcpStream::connect(self.addr)
-                .await
-                .map_err(|e| format!("connect: {e}"))?;
+            let stream = match self.from {
+                None => TcpStream::connect(self.addr).await,
+                Some(from) => {
+                    let socket =
+                        tokio::net::TcpSocket::new_v4().map_err(|e| format!("socket: {e}"))?;
+                    socket
+                        .bind(SocketAddr::new(from, 0))
+                        .map_err(|e| format!("bind {from}: {e}"))?;
+                    socket.connect(self.addr).await
+                }
+            }
+            .map_err(|e| format!("connect: {e}"))?;
             let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
                 .await
                 .map_err(|e| format!("handshake: {e}"))?;
@@ -472,6 +538,11 @@ impl Client {
             .get("x-slot")
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
+        let set_cookie = response
+            .headers()
+            .get("set-cookie")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
         let body = response
             .into_body()
             .collect()
@@ -481,6 +552,7 @@ impl Client {
         Ok(Reply {
             status,
             slot,
+            set_cookie,
             body: String::from_utf8_lossy(&body).into_owned(),
         })
     }

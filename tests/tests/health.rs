@@ -336,9 +336,9 @@ async fn an_unhealthy_canary_drops_to_weight_zero() {
     let proxy = Proxy::start(dir.path(), &health_route(&blue, &green, "blue"));
     both_healthy(&proxy).await;
     tokio::task::block_in_place(|| proxy.cli_ok(&["canary", "app", "green", "50"]));
-    let mut client = Client::new(proxy.addr);
     let mut on_green = 0;
-    for _ in 0..20 {
+    for n in 0..20 {
+        let mut client = Client::from_address(proxy.addr, client_address(n));
         on_green += (client.get("x", "/").await.unwrap().slot.as_deref() == Some("green")) as u32;
     }
     assert!(on_green > 0, "the canary gets traffic");
@@ -348,7 +348,8 @@ async fn an_unhealthy_canary_drops_to_weight_zero() {
         route_status(&proxy)["canary"].is_null()
     })
     .await;
-    for _ in 0..20 {
+    for n in 0..20 {
+        let mut client = Client::from_address(proxy.addr, client_address(n));
         assert_eq!(
             client.get("x", "/").await.unwrap().slot.as_deref(),
             Some("blue")

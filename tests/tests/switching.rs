@@ -92,26 +92,38 @@ async fn a_switch_reaches_new_requests_on_kept_alive_connections() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn canary_weight_splits_new_requests() {
+async fn canary_weight_splits_clients_and_each_keeps_its_slot() {
     let blue = Backend::start("blue").await;
     let green = Backend::start("green").await;
     let dir = tempfile::tempdir().unwrap();
     let proxy = Proxy::start(dir.path(), &two_slot_route("app", "blue", &blue, &green));
     tokio::task::block_in_place(|| proxy.cli_ok(&["canary", "app", "green", "25"]));
-    let mut client = Client::new(proxy.addr);
+    // 400 clients, each from its own loopback address: the proxy places
+    // each by the hash of its address, and a cookie-less client's second
+    // request lands where its first did.
     let mut green_count = 0;
-    for _ in 0..200 {
-        if client.get("x", "/").await.unwrap().slot.as_deref() == Some("green") {
-            green_count += 1;
-        }
-    }
-    assert_eq!(green_count, 50, "25 % of 200 requests");
-    tokio::task::block_in_place(|| proxy.cli_ok(&["canary", "app", "green", "0"]));
-    for _ in 0..20 {
-        assert_eq!(
-            client.get("x", "/").await.unwrap().slot.as_deref(),
-            Some("blue")
+    for n in 0..400u32 {
+        let mut client = Client::from_address(proxy.addr, client_address(n));
+        let first = client.get("x", "/").await.unwrap();
+        let again = client.get("x", "/").await.unwrap();
+        assert_eq!(first.slot, again.slot, "client {n} moved");
+        assert!(
+            first.set_cookie.is_some(),
+            "a placed client gets its cookie"
         );
+        green_count += (first.slot.as_deref() == Some("green")) as u32;
+    }
+    // 25 % of 400 is 100; the binomial spread is about ±9.
+    assert!(
+        (60..=140).contains(&green_count),
+        "{green_count} of 400 clients on a 25 % canary"
+    );
+    tokio::task::block_in_place(|| proxy.cli_ok(&["canary", "app", "green", "0"]));
+    let mut client = Client::new(proxy.addr);
+    for _ in 0..20 {
+        let reply = client.get("x", "/").await.unwrap();
+        assert_eq!(reply.slot.as_deref(), Some("blue"));
+        assert_eq!(reply.set_cookie, None, "no canary, no cookie");
     }
 }
 

@@ -104,6 +104,7 @@ mod tests {
 
     fn state(active: &str, previous: Option<&str>) -> RouteState {
         RouteState {
+            cohort: 0,
             active: active.into(),
             previous: previous.map(Into::into),
             canary: None,

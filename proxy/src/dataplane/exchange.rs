@@ -3,7 +3,10 @@
 //! (no channels, no second task), with the client watched for hanging up
 //! while the backend thinks.
 
+use std::time::Instant;
+
 use bytes::Bytes;
+use http::header::{self, HeaderValue};
 use pingora::http::ResponseHeader;
 use pingora::protocols::http::v1::client::HttpSession as UpstreamSession;
 use pingora::protocols::http::ServerSession;
@@ -29,6 +32,15 @@ async fn next_from_upstream(upstream: &mut UpstreamSession, header_sent: bool) -
     }
 }
 
+/// What the response gets from the proxy, and what it is measured from.
+pub(super) struct Reply<'t> {
+    /// When the request was read: latency counts from here to the
+    /// response header.
+    pub started: Instant,
+    /// The sticky cookie a newly assigned client gets.
+    pub set_cookie: Option<&'t HeaderValue>,
+}
+
 pub(super) enum Exchange {
     Finished {
         reusable_upstream: bool,
@@ -49,6 +61,7 @@ pub(super) async fn exchange(
     upstream: &mut UpstreamSession,
     replayable: bool,
     load: &mut LoadGuard,
+    reply: &Reply<'_>,
 ) -> Exchange {
     let mut request_done = session.is_body_empty();
     if request_done {
@@ -88,8 +101,12 @@ pub(super) async fn exchange(
                         }
                         continue;
                     }
+                    load.answered(status, reply.started.elapsed());
                     let mut response: Box<ResponseHeader> = Box::new(head.clone());
                     hop_by_hop::strip_response(&mut response);
+                    if let Some(cookie) = reply.set_cookie {
+                        let _ = response.append_header(header::SET_COOKIE, cookie.clone());
+                    }
                     if let Err(e) = session.write_response_header(response).await {
                         tracing::debug!("client went away: {e}");
                         return Exchange::Failed(Outcome::Abandon);

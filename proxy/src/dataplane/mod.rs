@@ -14,7 +14,7 @@
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -29,6 +29,7 @@ use pingora::protocols::Stream;
 use pingora::server::ShutdownWatch;
 use pingora::upstreams::peer::HttpPeer;
 use pingora::ErrorType;
+use switchyard_control::table::{Reason, TOKEN_HEADER};
 use switchyard_control::{ControllerHandle, Route, RoutingTable, SharedTable};
 
 use crate::hop_by_hop;
@@ -36,7 +37,7 @@ use crate::hop_by_hop;
 mod exchange;
 mod in_flight;
 
-use exchange::{exchange, Exchange};
+use exchange::{exchange, Exchange, Reply};
 pub use in_flight::{InFlight, InFlightGuard};
 
 /// Idle pooled upstream connections are closed after this.
@@ -204,14 +205,23 @@ impl Forwarder {
             .get(header::HOST)
             .and_then(|h| h.to_str().ok())
             .or_else(|| request.uri.host());
-        let Some(route_index) = table.route_index_for(host, request.uri.path()) else {
+        let Some(found) = table.route_ref_for(host, request.uri.path()) else {
             return Outcome::Answer(404, NO_ROUTE_BODY);
         };
-        let route = &table.routes[route_index];
-        let slot = route.pick_slot();
+        let route = &table.routes[found.index];
+        let client_ip = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip());
+        let choice = route.choose(&request.headers, client_ip, found.preview);
+        // A client placed by its bucket gets the cookie that keeps it there.
+        let reply = Reply {
+            started: Instant::now(),
+            set_cookie: (choice.reason == Reason::Bucket).then(|| route.set_cookie(choice.slot)),
+        };
         let mut target = Target {
-            slot,
-            backend_start: route.slot(slot).next_start(),
+            slot: choice.slot,
+            backend_start: route.slot(choice.slot).next_start(),
             attempts: 0,
             attempts_on_slot: 0,
         };
@@ -227,7 +237,7 @@ impl Forwarder {
         // the exchange ends.
         let mut load_slot = target.slot;
         let mut load = route.slot(load_slot).load.request();
-        loop {
+        let outcome = loop {
             let connected = self.connect(route, table, &mut target, fresh_only).await;
             if target.slot != load_slot {
                 load_slot = target.slot;
@@ -236,7 +246,7 @@ impl Forwarder {
             let (mut upstream, reused, peer) = match connected {
                 Ok(connected) => connected,
                 Err(e) => {
-                    return if e.etype() == &ErrorType::ConnectTimedout {
+                    break if e.etype() == &ErrorType::ConnectTimedout {
                         tracing::error!(route = &*route.name, "upstream connect timed out: {e}");
                         Outcome::Answer(504, GATEWAY_TIMEOUT_BODY)
                     } else {
@@ -257,7 +267,7 @@ impl Forwarder {
                     // safely run twice is sent again: an idempotent method
                     // without a body.
                     let replayable = replayable(session);
-                    exchange(session, &mut upstream, replayable, &mut load).await
+                    exchange(session, &mut upstream, replayable, &mut load, &reply).await
                 }
             };
             match outcome {
@@ -267,7 +277,7 @@ impl Forwarder {
                             .release_http_session(upstream, &peer, Some(UPSTREAM_IDLE_TIMEOUT))
                             .await;
                     }
-                    return if session.is_body_done() && !session.was_upgraded() {
+                    break if session.is_body_done() && !session.was_upgraded() {
                         Outcome::Done
                     } else {
                         Outcome::DoneClose
@@ -280,6 +290,7 @@ impl Forwarder {
                 Exchange::Dropped(e) => {
                     let slot = route.slot(target.slot);
                     let backend = peer._address.as_inet().copied();
+                    slot.load.stats.upstream_failed();
                     tracing::warn!(route = &*route.name, slot = &*slot.name, backend = ?backend, "upstream dropped the request: {e}");
                     if let Some(backend) = backend {
                         self.controller.connect_failed(
@@ -291,14 +302,19 @@ impl Forwarder {
                     }
                     if !advance(route, &mut target) {
                         tracing::error!(route = &*route.name, "upstream failed: {e}");
-                        return Outcome::Answer(502, BAD_GATEWAY_BODY);
+                        break Outcome::Answer(502, BAD_GATEWAY_BODY);
                     }
                     fresh_only = false;
                 }
                 // `upstream_failed` logged why.
-                Exchange::Failed(outcome) => return outcome,
+                Exchange::Failed(outcome) => break outcome,
             }
+        };
+        // Our own 502 and 504 answers count against the slot that failed.
+        if let Outcome::Answer(status, _) = outcome {
+            load.answered(status, reply.started.elapsed());
         }
+        outcome
     }
 
     /// Connects to the target's next backend, moving on to the slot's other
@@ -333,6 +349,7 @@ impl Forwarder {
                 Ok((session, reused)) => return Ok((session, reused, peer)),
                 Err(e) => {
                     tracing::warn!(route = &*route.name, slot = &*slot.name, %backend, "connect failed: {e}");
+                    slot.load.stats.upstream_failed();
                     self.controller
                         .connect_failed(&route.name, &slot.name, backend, e.to_string());
                     if !advance(route, target) {
@@ -387,6 +404,8 @@ fn replayable(session: &mut ServerSession) -> bool {
 fn upstream_request(session: &ServerSession) -> Box<RequestHeader> {
     let mut request = Box::new(session.req_header().clone());
     hop_by_hop::strip_request(&mut request);
+    // The override token is a secret between the tester and the proxy.
+    request.remove_header(TOKEN_HEADER);
     if let Some(client) = session.client_addr().and_then(|a| a.as_inet()) {
         let mut ip_buf = [0u8; 64];
         let ip = format_ip(client.ip(), &mut ip_buf);

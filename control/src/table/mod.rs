@@ -2,7 +2,7 @@
 //! and the request path reads.
 //!
 //! Deciding where a request goes — [`RoutingTable::route_for`],
-//! [`Route::pick_slot`], [`Slot::pick_backend`] — takes no lock and allocates
+//! [`Route::choose`], [`Slot::backend`] — takes no lock and allocates
 //! nothing: lookups use a lower-cased copy of the host on the stack, and the
 //! only mutable parts are relaxed atomic counters for round-robin.
 
@@ -13,6 +13,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use switchyard_conf::HostPattern;
+
+mod assign;
+mod stats;
+
+pub use assign::{AssignmentSpec, Choice, Reason, Split, TOKEN_HEADER};
+pub use stats::{SlotStats, StatsSnapshot};
 
 /// Hosts longer than this cannot be valid DNS names (253 bytes); they match
 /// only any-host routes.
@@ -43,15 +49,23 @@ pub struct RoutingTable {
     pub generation: u64,
     pub routes: Vec<Route>,
     pub timeouts: Timeouts,
-    /// Exact host → route indexes, longest path prefix first. aHash rather
+    /// Exact host → routes, longest path prefix first. aHash rather
     /// than SipHash: clients only look up (keys come from the config, so
     /// there is nothing to flood), and the lookup is on every request.
-    exact: HashMap<Box<str>, Vec<usize>, ahash::RandomState>,
-    /// `(suffix with leading dot, route indexes longest prefix first)`,
+    exact: HashMap<Box<str>, Vec<RouteRef>, ahash::RandomState>,
+    /// `(suffix with leading dot, routes longest prefix first)`,
     /// longest suffix first so the most specific wildcard wins.
-    suffixes: Vec<(Box<str>, Vec<usize>)>,
+    suffixes: Vec<(Box<str>, Vec<RouteRef>)>,
     /// Routes without hosts, longest path prefix first.
-    any_host: Vec<usize>,
+    any_host: Vec<RouteRef>,
+}
+
+/// A route a host leads to, and whether the host is one of its preview
+/// hosts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RouteRef {
+    pub index: usize,
+    pub preview: bool,
 }
 
 /// A route of the table: its slots, which one is active, and the canary.
@@ -66,8 +80,9 @@ pub struct Route {
     pub previous: Option<usize>,
     pub canary: Option<Canary>,
     pub retries: u32,
-    /// Spreads canary picks; see [`Route::pick_slot`].
-    canary_counter: AtomicUsize,
+    /// Stickiness, overrides and previews; see [`Route::choose`].
+    assigner: assign::Assigner,
+    slot_names: Vec<Arc<str>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -94,11 +109,13 @@ pub struct Slot {
     pub unhealthy: bool,
 }
 
-/// Requests and upgraded connections in flight on one slot.
+/// Requests and upgraded connections in flight on one slot, and what it
+/// answered so far.
 #[derive(Debug, Default)]
 pub struct SlotLoad {
     requests: AtomicUsize,
     upgraded: AtomicUsize,
+    pub stats: SlotStats,
 }
 
 impl SlotLoad {
@@ -138,6 +155,13 @@ impl LoadGuard {
     }
 }
 
+impl LoadGuard {
+    /// The request got its answer: `status` after `latency`.
+    pub fn answered(&self, status: u16, latency: Duration) {
+        self.load.stats.answered(status, latency);
+    }
+}
+
 impl Drop for LoadGuard {
     fn drop(&mut self) {
         self.load.requests.fetch_sub(1, Ordering::AcqRel);
@@ -164,6 +188,8 @@ pub struct RouteSpec {
     pub loads: BTreeMap<String, Arc<SlotLoad>>,
     /// Slots whose every backend is known unhealthy.
     pub unhealthy: Vec<String>,
+    /// Stickiness, overrides and previews.
+    pub assignment: AssignmentSpec,
 }
 
 impl RoutingTable {
@@ -175,34 +201,44 @@ impl RoutingTable {
     /// Builds generation `generation` from route specs. Slot names that are
     /// not in a spec's `slots` are ignored (the Controller validates first).
     pub fn build(generation: u64, specs: Vec<RouteSpec>) -> RoutingTable {
-        let mut exact: HashMap<Box<str>, Vec<usize>, ahash::RandomState> = HashMap::default();
-        let mut suffixes: HashMap<Box<str>, Vec<usize>> = HashMap::new();
+        let mut exact: HashMap<Box<str>, Vec<RouteRef>, ahash::RandomState> = HashMap::default();
+        let mut suffixes: HashMap<Box<str>, Vec<RouteRef>> = HashMap::new();
         let mut any_host = Vec::new();
         let mut routes = Vec::with_capacity(specs.len());
 
         for (index, spec) in specs.into_iter().enumerate() {
             if spec.hosts.is_empty() {
-                any_host.push(index);
+                any_host.push(RouteRef {
+                    index,
+                    preview: false,
+                });
             }
-            for host in &spec.hosts {
+            let preview_hosts = spec
+                .assignment
+                .preview
+                .iter()
+                .flat_map(|p| &p.preview_hosts);
+            let hosts = spec.hosts.iter().map(|h| (h, false));
+            for (host, preview) in hosts.chain(preview_hosts.map(|h| (h, true))) {
+                let entry = RouteRef { index, preview };
                 match host {
                     HostPattern::Exact(h) => {
-                        exact.entry(h.as_str().into()).or_default().push(index)
+                        exact.entry(h.as_str().into()).or_default().push(entry)
                     }
                     HostPattern::Suffix(s) => {
-                        suffixes.entry(s.as_str().into()).or_default().push(index)
+                        suffixes.entry(s.as_str().into()).or_default().push(entry)
                     }
                 }
             }
             routes.push(Route::from_spec(generation, spec));
         }
 
-        let by_longest_prefix = |list: &mut Vec<usize>| {
-            list.sort_by_key(|&i| std::cmp::Reverse(routes[i].path_prefix.len()));
+        let by_longest_prefix = |list: &mut Vec<RouteRef>| {
+            list.sort_by_key(|r| std::cmp::Reverse(routes[r.index].path_prefix.len()));
         };
         exact.values_mut().for_each(by_longest_prefix);
         by_longest_prefix(&mut any_host);
-        let mut suffixes: Vec<(Box<str>, Vec<usize>)> = suffixes.into_iter().collect();
+        let mut suffixes: Vec<(Box<str>, Vec<RouteRef>)> = suffixes.into_iter().collect();
         suffixes
             .iter_mut()
             .for_each(|(_, list)| by_longest_prefix(list));
@@ -227,11 +263,13 @@ impl RoutingTable {
     /// the path. Exact hosts beat wildcards, wildcards beat any-host routes,
     /// and within each the longest matching path prefix wins.
     pub fn route_for(&self, host: Option<&str>, path: &str) -> Option<&Route> {
-        self.route_index_for(host, path).map(|i| &self.routes[i])
+        self.route_ref_for(host, path)
+            .map(|r| &self.routes[r.index])
     }
 
-    /// [`Self::route_for`], as an index into `routes`.
-    pub fn route_index_for(&self, host: Option<&str>, path: &str) -> Option<usize> {
+    /// [`Self::route_for`], as an index into `routes`, and whether the host
+    /// is a preview host of the route.
+    pub fn route_ref_for(&self, host: Option<&str>, path: &str) -> Option<RouteRef> {
         let mut buf = [0u8; MAX_HOST_LEN];
         if let Some(host) = host.and_then(|h| lower_host_without_port(h, &mut buf)) {
             if let Some(list) = self.exact.get(host) {
@@ -250,11 +288,11 @@ impl RoutingTable {
         self.first_prefix_match(&self.any_host, path)
     }
 
-    fn first_prefix_match(&self, candidates: &[usize], path: &str) -> Option<usize> {
+    fn first_prefix_match(&self, candidates: &[RouteRef], path: &str) -> Option<RouteRef> {
         candidates
             .iter()
             .copied()
-            .find(|&i| path_has_prefix(path, &self.routes[i].path_prefix))
+            .find(|r| path_has_prefix(path, &self.routes[r.index].path_prefix))
     }
 }
 
@@ -314,6 +352,9 @@ impl Route {
             })
         });
         let route_name: Arc<str> = spec.name.as_str().into();
+        let slot_names: Vec<Arc<str>> = spec.slots.iter().map(|(n, _)| n.as_str().into()).collect();
+        let names: Vec<&str> = slot_names.iter().map(|n| &**n).collect();
+        let assigner = assign::Assigner::new(spec.assignment.clone(), &names);
         let slots = spec
             .slots
             .into_iter()
@@ -334,25 +375,40 @@ impl Route {
             previous,
             canary,
             retries: spec.retries,
-            canary_counter: AtomicUsize::new(0),
+            assigner,
+            slot_names,
         }
     }
 
-    /// The slot for a new request: the canary for `weight` % of requests,
-    /// else the active slot. Requests are spread evenly rather than at
-    /// random, so a 10 % canary gets exactly 1 request in 10.
-    pub fn pick_slot(&self) -> usize {
-        match self.canary {
-            Some(Canary { slot, weight }) if weight > 0 => {
-                let n = self.canary_counter.fetch_add(1, Ordering::Relaxed);
-                if canary_bucket(n) < weight as usize {
-                    slot
-                } else {
-                    self.active
-                }
-            }
-            _ => self.active,
-        }
+    /// The slot for a new request: a preview host's slot, an authorised
+    /// override, the sticky cookie of the current canary, else the client's
+    /// stable bucket against the canary weight. See [`assign`].
+    pub fn choose(
+        &self,
+        headers: &http::HeaderMap,
+        client_ip: Option<std::net::IpAddr>,
+        via_preview_host: bool,
+    ) -> Choice {
+        let split = Split {
+            active: self.active,
+            canary: self
+                .canary
+                .filter(|c| c.weight > 0)
+                .map(|c| (c.slot, c.weight)),
+        };
+        self.assigner.choose(
+            split,
+            &self.slot_names,
+            headers,
+            client_ip,
+            via_preview_host,
+        )
+    }
+
+    /// The `Set-Cookie` header that keeps a client on `slot` for this
+    /// canary.
+    pub fn set_cookie(&self, slot: usize) -> &http::HeaderValue {
+        self.assigner.set_cookie(slot)
     }
 
     pub fn slot(&self, index: usize) -> &Slot {
@@ -362,13 +418,6 @@ impl Route {
     pub fn active_slot(&self) -> &Slot {
         &self.slots[self.active]
     }
-}
-
-/// Maps a request counter onto 0..100 so that any 100 consecutive requests
-/// hit every bucket once, but not in order (37 is coprime with 100): a canary
-/// at 10 % is not handed ten requests in a row.
-fn canary_bucket(n: usize) -> usize {
-    (n % 100) * 37 % 100
 }
 
 impl Slot {
@@ -424,6 +473,7 @@ mod tests {
             retries: 2,
             loads: Default::default(),
             unhealthy: Vec::new(),
+            assignment: AssignmentSpec::default(),
         }
     }
 
@@ -502,15 +552,45 @@ mod tests {
     }
 
     #[test]
-    fn canary_weight_is_exact_over_every_hundred_requests() {
-        for weight in [0u8, 1, 10, 33, 50, 99, 100] {
-            let mut s = spec("app", &[], "/");
-            s.canary = Some(("green".into(), weight));
-            let table = RoutingTable::build(1, vec![s]);
-            let route = &table.routes[0];
-            let canary = (0..1000).filter(|_| route.pick_slot() == 1).count();
-            assert_eq!(canary, weight as usize * 10, "weight {weight}");
-        }
+    fn canary_weight_splits_clients_by_address_and_keeps_each_one_put() {
+        let mut s = spec("app", &[], "/");
+        s.canary = Some(("green".into(), 20));
+        let table = RoutingTable::build(1, vec![s]);
+        let route = &table.routes[0];
+        let none = http::HeaderMap::new();
+        let ip = |n: u32| Some(std::net::IpAddr::from(std::net::Ipv4Addr::from(n)));
+        let canary = (0..10_000u32)
+            .filter(|&n| {
+                let choice = route.choose(&none, ip(n), false);
+                assert_eq!(choice, route.choose(&none, ip(n), false));
+                choice.slot == 1
+            })
+            .count();
+        assert!(
+            canary.abs_diff(2_000) <= 200,
+            "{canary} of 10,000 on a 20 % canary"
+        );
+    }
+
+    #[test]
+    fn preview_hosts_lead_to_their_route_marked_as_preview() {
+        let mut s = spec("app", &["app.example.com"], "/");
+        s.assignment.preview = Some(switchyard_conf::PreviewConfig {
+            override_header: "x-switchyard-slot".into(),
+            override_token: None,
+            override_cidrs: vec![],
+            preview_hosts: vec![HostPattern::Exact("preview.example.com".into())],
+        });
+        s.assignment.preview_slot = Some("green".into());
+        let table = RoutingTable::build(1, vec![s]);
+        let user = table.route_ref_for(Some("app.example.com"), "/").unwrap();
+        let tester = table
+            .route_ref_for(Some("Preview.example.com"), "/")
+            .unwrap();
+        assert!(!user.preview && tester.preview);
+        let none = http::HeaderMap::new();
+        assert_eq!(table.routes[0].choose(&none, None, tester.preview).slot, 1);
+        assert_eq!(table.routes[0].choose(&none, None, user.preview).slot, 0);
     }
 
     #[test]
