@@ -43,6 +43,7 @@ pub fn after_config_load(route: &RouteConfig, prior: Option<&RouteState>, now: &
             failed: None,
             pending: None,
             cohort: 0,
+            rollout: None,
             active: route.active.clone(),
             previous: None,
             canary: from_file.clone(),

@@ -9,6 +9,7 @@ pub mod health;
 pub mod history;
 pub mod metrics;
 pub mod protocol;
+pub mod rollout;
 pub mod state_file;
 pub mod table;
 

@@ -43,6 +43,17 @@ pub enum Request {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         reason: Option<String>,
     },
+    /// Start, pause, resume, promote or abort a route's rollout.
+    /// `{"cmd":"rollout","action":"start","route":"app","slot":"green"}`.
+    Rollout {
+        action: RolloutAction,
+        route: String,
+        /// The slot to roll out; `start` needs it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        slot: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    },
     /// The newest history entries, oldest first.
     History {
         #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -64,6 +75,29 @@ pub enum Request {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         timeout: Option<String>,
     },
+}
+
+/// What `rollout` does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RolloutAction {
+    Start,
+    Pause,
+    Resume,
+    Promote,
+    Abort,
+}
+
+impl RolloutAction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RolloutAction::Start => "start",
+            RolloutAction::Pause => "pause",
+            RolloutAction::Resume => "resume",
+            RolloutAction::Promote => "promote",
+            RolloutAction::Abort => "abort",
+        }
+    }
 }
 
 /// Why a command was not done; `kind` is stable for scripts.

@@ -54,6 +54,9 @@ pub struct RouteState {
     /// canary are reassigned instead of trusted. 0 before the first canary.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub cohort: u64,
+    /// The route's rollout, in progress or the last one that ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<crate::rollout::Rollout>,
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -270,6 +273,7 @@ mod tests {
     fn state(active: &str) -> RouteState {
         RouteState {
             cohort: 0,
+            rollout: None,
             failed: None,
             pending: None,
             active: active.into(),

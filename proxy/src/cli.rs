@@ -87,6 +87,20 @@ pub enum Command {
         #[command(flatten)]
         admin: AdminArgs,
     },
+    /// Run ROUTE's [route.rollout] steps for SLOT: start, pause (the hold
+    /// clock stops, analysis goes on), resume, promote (SLOT becomes active
+    /// now) or abort (canary weight 0, active unchanged).
+    Rollout {
+        #[arg(value_enum)]
+        action: RolloutVerb,
+        route: String,
+        /// The slot to roll out; `start` needs it.
+        slot: Option<String>,
+        #[arg(long)]
+        reason: Option<String>,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
     /// Show the newest changes, oldest first.
     History {
         route: Option<String>,
@@ -114,6 +128,28 @@ pub enum Command {
         #[command(flatten)]
         admin: AdminArgs,
     },
+}
+
+#[derive(clap::ValueEnum, Debug, Clone, Copy)]
+pub enum RolloutVerb {
+    Start,
+    Pause,
+    Resume,
+    Promote,
+    Abort,
+}
+
+impl From<RolloutVerb> for switchyard_control::protocol::RolloutAction {
+    fn from(verb: RolloutVerb) -> Self {
+        use switchyard_control::protocol::RolloutAction as A;
+        match verb {
+            RolloutVerb::Start => A::Start,
+            RolloutVerb::Pause => A::Pause,
+            RolloutVerb::Resume => A::Resume,
+            RolloutVerb::Promote => A::Promote,
+            RolloutVerb::Abort => A::Abort,
+        }
+    }
 }
 
 #[derive(Args, Debug, Clone)]
@@ -206,6 +242,14 @@ fn print_human(request: &Request, response: &Response) {
                 }
             );
         }
+        Request::Rollout { .. } => {
+            println!(
+                "{}: active {}; {}",
+                text(&result["route"]),
+                text(&result["active"]),
+                describe_rollout(&result["rollout"])
+            );
+        }
         Request::Reload {} => {
             println!(
                 "reloaded: generation {}, {} routes",
@@ -237,6 +281,38 @@ fn print_human(request: &Request, response: &Response) {
     if let Some(warning) = result["warning"].as_str() {
         eprintln!("warning: {warning}");
     }
+}
+
+/// `rollout of green: running, step 2/3 at 50 %, 12.3s left; verdict pass (...)`.
+fn describe_rollout(rollout: &Value) -> String {
+    if rollout.is_null() {
+        return "no rollout".into();
+    }
+    let mut line = format!(
+        "rollout of {}: {}, step {}/{} at {} %",
+        text(&rollout["slot"]),
+        text(&rollout["phase"]),
+        rollout["step_number"],
+        rollout["steps_total"],
+        rollout["weight"]
+    );
+    if let Some(left) = rollout["hold_left_ms"]
+        .as_u64()
+        .filter(|_| rollout["outcome"].is_null())
+    {
+        line.push_str(&format!(", {:.1}s left", left as f64 / 1000.0));
+    }
+    if let Some(outcome) = rollout["outcome"].as_str() {
+        line.push_str(&format!(" — {outcome}"));
+    }
+    if !rollout["verdict"].is_null() {
+        line.push_str(&format!(
+            "; verdict {} ({})",
+            text(&rollout["verdict"]["result"]),
+            text(&rollout["verdict"]["reason"])
+        ));
+    }
+    line
 }
 
 fn text(v: &Value) -> String {
@@ -297,6 +373,9 @@ fn print_status(status: &Value) {
                 text(&route["canary"]["slot"]),
                 route["canary"]["weight"]
             );
+        }
+        if !route["rollout"].is_null() {
+            println!("  {}", describe_rollout(&route["rollout"]));
         }
         for slot in route["slots"].as_array().into_iter().flatten() {
             let backends: Vec<String> = slot["backends"]

@@ -73,6 +73,22 @@ fn main() -> ExitCode {
             &admin,
             ADMIN_WAIT,
         ),
+        Command::Rollout {
+            action,
+            route,
+            slot,
+            reason,
+            admin,
+        } => cli::admin(
+            Request::Rollout {
+                action: action.into(),
+                route,
+                slot,
+                reason,
+            },
+            &admin,
+            ADMIN_WAIT,
+        ),
         Command::History {
             route,
             limit,

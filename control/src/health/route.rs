@@ -105,6 +105,7 @@ mod tests {
     fn state(active: &str, previous: Option<&str>) -> RouteState {
         RouteState {
             cohort: 0,
+            rollout: None,
             active: active.into(),
             previous: previous.map(Into::into),
             canary: None,

@@ -1,7 +1,7 @@
 //! The Controller: the one task that owns switchyard's state.
 //!
 //! Config reloads, admin commands, health checks (probes and failed
-//! connects of real requests) and (later) rollout steps are messages to it. For each change it computes the next
+//! connects of real requests) and the rollout clock are messages to it. For each change it computes the next
 //! [`RoutingTable`], publishes it with one `ArcSwap::store`, writes the state
 //! file and appends to the history. Nothing else changes state.
 
@@ -27,6 +27,8 @@ use crate::metrics;
 use crate::protocol::{ErrorKind, Request, Response};
 use crate::state_file::{DecisionSource, RouteState, StateFile};
 use crate::table::{AssignmentSpec, RouteSpec, RoutingTable, SlotLoad, Timeouts};
+
+mod rollouts;
 
 /// Messages are small and the Controller answers quickly; this bounds the
 /// memory a burst of admin connections can pin.
@@ -201,6 +203,8 @@ pub struct Controller {
     switches: BTreeMap<(String, String), u64>,
     /// Each route's canary slot as last published, to renew cohorts.
     published_canary: BTreeMap<String, Option<String>>,
+    /// Route → its rollout's clock and analysis window.
+    rollout_clocks: BTreeMap<String, rollouts::RolloutClock>,
 }
 
 impl Controller {
@@ -261,6 +265,7 @@ impl Controller {
             published_active: BTreeMap::new(),
             switches: BTreeMap::new(),
             published_canary: BTreeMap::new(),
+            rollout_clocks: BTreeMap::new(),
         };
         controller.track_backends();
         controller.publish();
@@ -276,6 +281,8 @@ impl Controller {
     ) {
         let mut drain_poll = tokio::time::interval(DRAIN_POLL);
         drain_poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut rollout_tick = tokio::time::interval(rollouts::ROLLOUT_TICK);
+        rollout_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let next_deadline = self.waiting.iter().map(|w| w.deadline).min();
             // Only polled when something waits (the branch is disabled
@@ -299,6 +306,7 @@ impl Controller {
                     self.expire_waiting();
                 }
                 _ = drain_poll.tick(), if !self.draining.is_empty() => self.poll_draining(),
+                _ = rollout_tick.tick(), if self.rollouts_in_progress() => self.tick_rollouts(),
             }
         }
     }
@@ -665,7 +673,8 @@ impl Controller {
             return;
         };
         let now = now_rfc3339();
-        let (after, reactions) = apply_health(&before, |slot| self.slot_health(&route, slot), &now);
+        let (mut after, reactions) =
+            apply_health(&before, |slot| self.slot_health(&route, slot), &now);
         let mut critical = None;
         for reaction in reactions {
             let (trigger, action, reason) = match &reaction {
@@ -677,14 +686,24 @@ impl Controller {
                         self.slot_evidence(&route, from)
                     ),
                 ),
-                Reaction::DropCanary { slot, weight } => (
-                    "failback",
-                    "canary",
-                    format!(
+                Reaction::DropCanary { slot, weight } => {
+                    let reason = format!(
                         "canary slot {slot} (weight {weight}) unhealthy: {}",
                         self.slot_evidence(&route, slot)
-                    ),
-                ),
+                    );
+                    // A rollout of that slot is over: health is one of its
+                    // verdicts.
+                    if let Some(rollout) = after.rollout.as_mut().filter(|r| r.in_progress()) {
+                        rollout.end(
+                            crate::rollout::Phase::Aborted,
+                            format!("health check failed: {reason}"),
+                        );
+                        self.rollout_clocks.remove(route_name);
+                        ("rollout", "rollout abort", reason)
+                    } else {
+                        ("failback", "canary", reason)
+                    }
+                }
                 Reaction::ApplyPending { to, .. } => (
                     "config",
                     "switch",
@@ -788,6 +807,17 @@ impl Controller {
             }
             Request::Rollback { route, reason } => {
                 self.change(&route, "rollback", uid, reason, decisions::rollback)
+            }
+            Request::Rollout {
+                action,
+                route,
+                slot,
+                reason,
+            } => {
+                if self.config.route(&route).is_none() {
+                    return self.no_such_route(&route);
+                }
+                self.rollout_command(action, &route, slot, uid, reason)
             }
             Request::Canary {
                 route,
@@ -1006,6 +1036,7 @@ impl Controller {
     /// Builds the next table from the config and the runtime decisions, and
     /// makes it the one new requests see.
     fn publish(&mut self) {
+        self.end_overridden_rollouts();
         self.generation += 1;
         if self.renew_cohorts() {
             // Cookies handed out from now on name the new cohort: it must
@@ -1225,6 +1256,7 @@ impl Controller {
             "critical": self.critical.get(&route.name),
             "decided_by": state.source,
             "changed_at": state.changed_at,
+            "rollout": self.rollout_status(&route.name, state),
             "slots": slots,
         })
     }

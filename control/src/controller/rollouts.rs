@@ -1,0 +1,527 @@
+//! The Controller's side of rollouts: the `rollout` command, the hold
+//! clock, the analysis windows, and ending a rollout that something else
+//! took the canary from. The decisions themselves are in [`crate::rollout`].
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use tokio::time::Instant;
+
+use super::Controller;
+use crate::decisions;
+use crate::health::SlotHealth;
+use crate::history::{now_rfc3339, HistoryEntry};
+use crate::protocol::{ErrorKind, Response, RolloutAction};
+use crate::rollout::{judge, Next, Phase, Plan, Rollout};
+use crate::state_file::{CanaryState, DecisionSource, RouteState};
+use crate::table::StatsSnapshot;
+
+/// How often a running rollout's clock and counters are looked at.
+pub(super) const ROLLOUT_TICK: Duration = Duration::from_millis(100);
+/// How often the time left in a step is written to the state file: a crash
+/// repeats at most this much of a hold.
+const CHECKPOINT_EVERY: Duration = Duration::from_secs(5);
+
+/// A rollout's clock and analysis window; not persisted (the state file
+/// keeps the time left in the step).
+#[derive(Debug)]
+pub(super) struct RolloutClock {
+    /// When `hold_left_ms` was last brought up to date.
+    since: Instant,
+    window_start: Instant,
+    canary_base: StatsSnapshot,
+    active_base: StatsSnapshot,
+    /// The active slot's p95 from the last window where it had enough
+    /// requests to tell.
+    baseline_p95: Option<Duration>,
+    last_checkpoint: Instant,
+}
+
+impl Controller {
+    /// Whether any route's rollout still needs the clock.
+    pub(super) fn rollouts_in_progress(&self) -> bool {
+        self.routes
+            .values()
+            .any(|s| s.rollout.as_ref().is_some_and(Rollout::in_progress))
+    }
+
+    pub(super) fn rollout_command(
+        &mut self,
+        action: RolloutAction,
+        route_name: &str,
+        slot: Option<String>,
+        uid: Option<u32>,
+        reason: Option<String>,
+    ) -> Response {
+        let Some(route) = self.config.route(route_name).cloned() else {
+            return self.no_such_route(route_name);
+        };
+        let before = self.routes[route_name].clone();
+        let mut after = before.clone();
+        let now = now_rfc3339();
+        let running = before.rollout.as_ref().filter(|r| r.in_progress());
+        let refused = |kind, message: String| Err::<(), _>((kind, message));
+        let checked = match (action, running) {
+            (RolloutAction::Start, Some(r)) => refused(
+                ErrorKind::Refused,
+                format!("a rollout of slot {} is in progress on route {route_name}; promote or abort it first", r.slot),
+            ),
+            (RolloutAction::Start, None) => {
+                self.start_rollout(&route, &mut after, slot.as_deref(), &now)
+            }
+            (_, None) => refused(
+                ErrorKind::Refused,
+                format!("route {route_name} has no rollout in progress"),
+            ),
+            (_, Some(r)) if slot.as_deref().is_some_and(|s| s != r.slot) => refused(
+                ErrorKind::Refused,
+                format!(
+                    "the rollout in progress on route {route_name} is of slot {}, not {}",
+                    r.slot,
+                    slot.as_deref().unwrap_or_default()
+                ),
+            ),
+            (RolloutAction::Pause, Some(r)) if r.phase == Phase::Paused => Ok(()),
+            (RolloutAction::Pause, Some(_)) => {
+                self.checkpoint(route_name, &mut after);
+                if let Some(r) = after.rollout.as_mut() {
+                    r.phase = Phase::Paused;
+                }
+                Ok(())
+            }
+            (RolloutAction::Resume, Some(_)) => {
+                if let Some(clock) = self.rollout_clocks.get_mut(route_name) {
+                    clock.since = Instant::now();
+                }
+                if let Some(r) = after.rollout.as_mut() {
+                    r.phase = Phase::Running;
+                }
+                Ok(())
+            }
+            (RolloutAction::Promote, Some(_)) => {
+                let why = reason
+                    .clone()
+                    .unwrap_or_else(|| "promoted by admin".to_string());
+                after = promote(&route, &before, why, &now);
+                Ok(())
+            }
+            (RolloutAction::Abort, Some(_)) => {
+                let why = reason
+                    .clone()
+                    .unwrap_or_else(|| "aborted by admin".to_string());
+                after = abort(&before, why, &now);
+                Ok(())
+            }
+        };
+        let mut entry = HistoryEntry {
+            time: now.clone(),
+            trigger: "admin".into(),
+            uid,
+            route: route_name.to_string(),
+            action: format!("rollout {}", action.as_str()),
+            from: Some(super::describe(&before)),
+            to: None,
+            reason,
+            result: String::new(),
+            generation: None,
+        };
+        if let Err((kind, message)) = checked {
+            entry.result = format!("refused: {message}");
+            self.record(&entry);
+            return Response::error(kind, message);
+        }
+        if action == RolloutAction::Start {
+            self.rollout_clocks
+                .insert(route_name.to_string(), self.fresh_clock(route_name, &after));
+        }
+        let warning = self.settle(route_name, &before, after.clone());
+        entry.to = Some(super::describe(&after));
+        entry.generation = Some(self.generation);
+        entry.result = "ok".into();
+        self.record(&entry);
+        let mut result = json!({
+            "route": route_name,
+            "active": after.active,
+            "canary": after.canary,
+            "rollout": self.rollout_status(route_name, &after),
+        });
+        if let Some(warning) = warning {
+            result["warning"] = Value::String(warning);
+        }
+        Response::ok(result)
+    }
+
+    fn start_rollout(
+        &self,
+        route: &switchyard_conf::RouteConfig,
+        state: &mut RouteState,
+        slot: Option<&str>,
+        now: &str,
+    ) -> Result<(), (ErrorKind, String)> {
+        let Some(config) = &route.rollout else {
+            return Err((
+                ErrorKind::Refused,
+                format!(
+                    "route {} has no [route.rollout]; add steps = [{{ weight = 10, hold = \"5m\" }}, ...] to its config",
+                    route.name
+                ),
+            ));
+        };
+        let Some(slot) = slot else {
+            return Err((
+                ErrorKind::BadRequest,
+                "rollout start needs the slot to roll out".into(),
+            ));
+        };
+        let known = route.slots.keys().cloned().collect::<Vec<_>>().join(", ");
+        if !route.slots.contains_key(slot) {
+            return Err((
+                ErrorKind::NotFound,
+                format!(
+                    "route {} has no slot {slot:?}; its slots are {known}",
+                    route.name
+                ),
+            ));
+        }
+        if state.active == slot {
+            return Err((
+                ErrorKind::Refused,
+                format!("slot {slot} is already active on route {}", route.name),
+            ));
+        }
+        if self.slot_health(route, slot) == SlotHealth::Unhealthy {
+            return Err((
+                ErrorKind::Unhealthy,
+                format!(
+                    "slot {slot} is unhealthy: {}",
+                    self.slot_evidence(route, slot)
+                ),
+            ));
+        }
+        let rollout = Rollout::start(Plan::from_config(config), slot, now);
+        set_weight(state, slot, rollout.weight());
+        state.rollout = Some(rollout);
+        state.source = DecisionSource::Rollout;
+        state.changed_at = now.to_string();
+        Ok(())
+    }
+
+    /// Publishes and persists a rollout's change of `route`'s state.
+    /// Returns the state file's warning, if it could not be written.
+    fn settle(&mut self, route: &str, before: &RouteState, after: RouteState) -> Option<String> {
+        if after.rollout.as_ref().is_none_or(|r| !r.in_progress()) {
+            self.rollout_clocks.remove(route);
+        }
+        let changed_routing = after.active != before.active || after.canary != before.canary;
+        self.routes.insert(route.to_string(), after);
+        if changed_routing {
+            self.publish();
+        }
+        self.persist().err()
+    }
+
+    fn fresh_clock(&self, route: &str, state: &RouteState) -> RolloutClock {
+        let now = Instant::now();
+        let (canary_base, active_base) = self.window_counters(route, state);
+        RolloutClock {
+            since: now,
+            window_start: now,
+            canary_base,
+            active_base,
+            baseline_p95: None,
+            last_checkpoint: now,
+        }
+    }
+
+    /// The canary's and the active slot's counters now.
+    fn window_counters(&self, route: &str, state: &RouteState) -> (StatsSnapshot, StatsSnapshot) {
+        let snapshot = |slot: &str| {
+            self.loads
+                .get(route)
+                .and_then(|l| l.get(slot))
+                .map(|l| l.stats.snapshot())
+                .unwrap_or_default()
+        };
+        let canary = state
+            .rollout
+            .as_ref()
+            .map(|r| snapshot(&r.slot))
+            .unwrap_or_default();
+        (canary, snapshot(&state.active))
+    }
+
+    /// Brings the time left in the current step up to date.
+    fn checkpoint(&mut self, route: &str, state: &mut RouteState) {
+        let now = Instant::now();
+        let Some(rollout) = state.rollout.as_mut() else {
+            return;
+        };
+        let Some(clock) = self.rollout_clocks.get_mut(route) else {
+            return;
+        };
+        if rollout.phase == Phase::Running {
+            let spent = now.duration_since(clock.since).as_millis() as u64;
+            rollout.hold_left_ms = rollout.hold_left_ms.saturating_sub(spent);
+        }
+        clock.since = now;
+    }
+
+    /// The time left in the step as of now.
+    fn hold_left(&self, route: &str, rollout: &Rollout) -> Duration {
+        let spent = match (rollout.phase, self.rollout_clocks.get(route)) {
+            (Phase::Running, Some(clock)) => clock.since.elapsed(),
+            _ => Duration::ZERO,
+        };
+        Duration::from_millis(rollout.hold_left_ms).saturating_sub(spent)
+    }
+
+    /// Moves every rollout in progress along: judges a window that ended,
+    /// aborts on a failing verdict, steps or promotes when a hold ran out,
+    /// and checkpoints the time left.
+    pub(super) fn tick_rollouts(&mut self) {
+        let routes: Vec<String> = self
+            .routes
+            .iter()
+            .filter(|(_, s)| s.rollout.as_ref().is_some_and(Rollout::in_progress))
+            .map(|(name, _)| name.clone())
+            .collect();
+        for route in routes {
+            self.tick_rollout(&route);
+        }
+    }
+
+    fn tick_rollout(&mut self, route_name: &str) {
+        let Some(route) = self.config.route(route_name).cloned() else {
+            return;
+        };
+        let before = self.routes[route_name].clone();
+        let Some(rollout) = before.rollout.clone() else {
+            return;
+        };
+        if !self.rollout_clocks.contains_key(route_name) {
+            // Restored from the state file: the step resumes with the time
+            // it had left.
+            let clock = self.fresh_clock(route_name, &before);
+            self.rollout_clocks.insert(route_name.to_string(), clock);
+        }
+        let now_text = now_rfc3339();
+
+        if let Some(verdict) = self.judge_window(route_name, &before, &rollout) {
+            let mut after = before.clone();
+            let failed = verdict.failed();
+            let reason = verdict.reason.clone();
+            if let Some(r) = after.rollout.as_mut() {
+                r.verdict = Some(verdict);
+            }
+            if failed {
+                let after = abort(&after, format!("analysis failed: {reason}"), &now_text);
+                self.rollout_event(route_name, &before, after, "rollout abort", reason);
+                return;
+            }
+            self.routes.insert(route_name.to_string(), after);
+        }
+
+        let before = self.routes[route_name].clone();
+        let left = self.hold_left(route_name, &rollout);
+        match rollout.next(left) {
+            Next::Hold => {
+                let due = self
+                    .rollout_clocks
+                    .get(route_name)
+                    .is_some_and(|c| c.last_checkpoint.elapsed() >= CHECKPOINT_EVERY);
+                if due {
+                    let mut after = before.clone();
+                    self.checkpoint(route_name, &mut after);
+                    if let Some(clock) = self.rollout_clocks.get_mut(route_name) {
+                        clock.last_checkpoint = Instant::now();
+                    }
+                    self.routes.insert(route_name.to_string(), after);
+                    let _ = self.persist();
+                }
+            }
+            Next::Step { index, weight } => {
+                let mut after = before.clone();
+                if let Some(r) = after.rollout.as_mut() {
+                    r.enter_step(index);
+                }
+                set_weight(&mut after, &rollout.slot, weight);
+                after.source = DecisionSource::Rollout;
+                after.changed_at = now_text;
+                let step = after
+                    .rollout
+                    .as_ref()
+                    .map(Rollout::describe_step)
+                    .unwrap_or_default();
+                let reason = format!("hold of {} done", rollout.describe_step());
+                let clock = self.fresh_clock(route_name, &after);
+                self.rollout_clocks.insert(route_name.to_string(), clock);
+                self.rollout_event(
+                    route_name,
+                    &before,
+                    after,
+                    "rollout step",
+                    format!("{reason}; now {step}"),
+                );
+            }
+            Next::Promote => {
+                let reason = format!("all {} steps done", rollout.plan.steps.len());
+                let after = promote(&route, &before, reason.clone(), &now_text);
+                self.rollout_event(route_name, &before, after, "rollout promote", reason);
+            }
+        }
+    }
+
+    /// The verdict of the window that just ended, if one did. A window
+    /// with fewer canary requests than a verdict needs is extended until
+    /// it has them.
+    fn judge_window(
+        &mut self,
+        route: &str,
+        state: &RouteState,
+        rollout: &Rollout,
+    ) -> Option<crate::rollout::Verdict> {
+        let window = rollout.plan.window();
+        let clock = self.rollout_clocks.get(route)?;
+        if clock.window_start.elapsed() < window {
+            return None;
+        }
+        let (canary_now, active_now) = self.window_counters(route, state);
+        let clock = self.rollout_clocks.get_mut(route)?;
+        let canary = canary_now.since(&clock.canary_base);
+        let active = active_now.since(&clock.active_base);
+        if active.requests >= rollout.plan.min_requests {
+            clock.baseline_p95 = active.quantile(0.95);
+        }
+        let verdict = judge(&rollout.plan, &canary, clock.baseline_p95);
+        if verdict.result != "waiting" {
+            clock.window_start = Instant::now();
+            clock.canary_base = canary_now;
+            clock.active_base = active_now;
+        }
+        Some(verdict)
+    }
+
+    /// Applies a change the rollout itself made, with its history entry.
+    fn rollout_event(
+        &mut self,
+        route: &str,
+        before: &RouteState,
+        after: RouteState,
+        action: &str,
+        reason: String,
+    ) {
+        tracing::info!(route, action, "{reason}");
+        let to = super::describe(&after);
+        self.settle(route, before, after);
+        let entry = HistoryEntry {
+            time: now_rfc3339(),
+            trigger: "rollout".into(),
+            uid: None,
+            route: route.to_string(),
+            action: action.into(),
+            from: Some(super::describe(before)),
+            to: Some(to),
+            reason: Some(reason),
+            result: "ok".into(),
+            generation: Some(self.generation),
+        };
+        self.record(&entry);
+    }
+
+    /// Ends, as aborted, every rollout whose canary something else changed
+    /// (a `switch`, a `canary` command, a config edit, a fail-back): the
+    /// rollout no longer steers the route, and `status` says why.
+    pub(super) fn end_overridden_rollouts(&mut self) {
+        let now = now_rfc3339();
+        let mut ended = Vec::new();
+        for (route, state) in self.routes.iter_mut() {
+            let Some(rollout) = state.rollout.as_mut().filter(|r| r.in_progress()) else {
+                continue;
+            };
+            let expected = expected_canary(&rollout.slot, rollout.weight());
+            if state.canary == expected && state.active != rollout.slot {
+                continue;
+            }
+            let by = serde_json::to_value(state.source)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_default();
+            let outcome =
+                format!("superseded: the route was changed outside the rollout (by {by})");
+            rollout.end(Phase::Aborted, outcome.clone());
+            ended.push((route.clone(), outcome));
+        }
+        for (route, outcome) in ended {
+            self.rollout_clocks.remove(&route);
+            tracing::warn!(route, "rollout ended: {outcome}");
+            let entry = HistoryEntry {
+                time: now.clone(),
+                trigger: "rollout".into(),
+                uid: None,
+                route,
+                action: "rollout abort".into(),
+                from: None,
+                to: None,
+                reason: Some(outcome),
+                result: "ok".into(),
+                generation: Some(self.generation),
+            };
+            self.record(&entry);
+        }
+    }
+
+    /// The rollout as `status` shows it, with the time left as of now.
+    pub(super) fn rollout_status(&self, route: &str, state: &RouteState) -> Value {
+        let Some(rollout) = &state.rollout else {
+            return Value::Null;
+        };
+        let mut value = serde_json::to_value(rollout).unwrap_or(Value::Null);
+        value["step_number"] = json!(rollout.step + 1);
+        value["steps_total"] = json!(rollout.plan.steps.len());
+        value["weight"] = json!(rollout.weight());
+        value["hold_left_ms"] = json!(self.hold_left(route, rollout).as_millis() as u64);
+        value
+    }
+}
+
+fn expected_canary(slot: &str, weight: u8) -> Option<CanaryState> {
+    (weight > 0).then(|| CanaryState {
+        slot: slot.to_string(),
+        weight,
+    })
+}
+
+fn set_weight(state: &mut RouteState, slot: &str, weight: u8) {
+    state.canary = expected_canary(slot, weight);
+}
+
+/// The rollout's slot becomes active; the old active slot becomes previous.
+fn promote(
+    route: &switchyard_conf::RouteConfig,
+    state: &RouteState,
+    reason: String,
+    now: &str,
+) -> RouteState {
+    let mut rollout = state.rollout.clone();
+    let slot = rollout.as_ref().map(|r| r.slot.clone()).unwrap_or_default();
+    let mut next = decisions::switch(route, state, &slot, DecisionSource::Rollout, now)
+        .unwrap_or_else(|_| state.clone());
+    next.canary = None;
+    if let Some(r) = rollout.as_mut() {
+        r.end(Phase::Promoted, reason);
+    }
+    next.rollout = rollout;
+    next
+}
+
+/// The canary's weight goes to 0; the active slot stays.
+fn abort(state: &RouteState, reason: String, now: &str) -> RouteState {
+    let mut next = state.clone();
+    next.canary = None;
+    next.source = DecisionSource::Rollout;
+    next.changed_at = now.to_string();
+    if let Some(r) = next.rollout.as_mut() {
+        r.end(Phase::Aborted, reason);
+    }
+    next
+}
