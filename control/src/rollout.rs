@@ -135,6 +135,24 @@ impl Rollout {
         }
     }
 
+    /// What makes a rollout read from the state file unusable, if anything.
+    pub fn problem(&self) -> Option<String> {
+        if self.step >= self.plan.steps.len() {
+            return Some(format!(
+                "is on step {} of a plan with {} steps",
+                self.step + 1,
+                self.plan.steps.len()
+            ));
+        }
+        if self.plan.steps.iter().any(|s| s.weight > 100) {
+            return Some("has a weight above 100".into());
+        }
+        if self.plan.window_ms == 0 {
+            return Some("has an analysis window of 0".into());
+        }
+        None
+    }
+
     /// Running or paused: it still steers the canary.
     pub fn in_progress(&self) -> bool {
         matches!(self.phase, Phase::Running | Phase::Paused)

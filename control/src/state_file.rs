@@ -160,7 +160,14 @@ impl StateFile {
         };
         for (name, entry) in entries {
             match serde_json::from_value::<RouteState>(entry) {
-                Ok(state) => {
+                Ok(mut state) => {
+                    if let Some(problem) = state.rollout.as_ref().and_then(|r| r.problem()) {
+                        loaded.warnings.push(format!(
+                            "state file {}: the saved rollout of route {name:?} {problem}; it is dropped",
+                            self.path.display()
+                        ));
+                        state.rollout = None;
+                    }
                     loaded.routes.insert(name, state);
                 }
                 Err(e) => loaded.warnings.push(format!(
@@ -350,6 +357,50 @@ mod tests {
         let only_app = BTreeMap::from([("app".to_string(), state("green"))]);
         file.save(&only_app).unwrap();
         assert_eq!(file.load().routes, only_app);
+    }
+
+    #[test]
+    fn a_rollout_survives_a_save_and_a_broken_one_is_dropped_with_a_warning() {
+        use crate::rollout::{Plan, Rollout, Step};
+        let dir = tempfile::tempdir().unwrap();
+        let file = StateFile::new(dir.path());
+        let plan = Plan {
+            steps: vec![
+                Step {
+                    weight: 10,
+                    hold_ms: Some(60_000),
+                },
+                Step {
+                    weight: 100,
+                    hold_ms: None,
+                },
+            ],
+            max_error_rate: 0.05,
+            max_latency_increase: 0.5,
+            min_requests: 100,
+            window_ms: 60_000,
+        };
+        let mut routes = two_routes();
+        let mut rollout = Rollout::start(plan, "green", "2026-11-22T11:30:00Z");
+        rollout.hold_left_ms = 1234;
+        routes.get_mut("app").unwrap().rollout = Some(rollout.clone());
+        file.save(&routes).unwrap();
+        assert_eq!(file.load().routes["app"].rollout, Some(rollout.clone()));
+
+        rollout.step = 7;
+        routes.get_mut("app").unwrap().rollout = Some(rollout);
+        file.save(&routes).unwrap();
+        let loaded = file.load();
+        assert_eq!(loaded.routes["app"].rollout, None);
+        assert_eq!(
+            loaded.routes["app"].active, routes["app"].active,
+            "the rest is kept"
+        );
+        assert!(
+            loaded.warnings[0].contains("step 8 of a plan with 2 steps"),
+            "{:?}",
+            loaded.warnings
+        );
     }
 
     #[test]

@@ -96,7 +96,7 @@ pub fn instructions(url: &str, config: &Path, socket: &Path) -> String {
          \x20 export SWITCHYARD_SOCKET={socket}\n\
          \x20 {exe} status\n\
          \x20 {exe} switch demo green           # curl now says green\n\
-         \x20 {exe} canary demo blue 25         # 1 request in 4 goes to blue\n\
+         \x20 {exe} canary demo blue 25         # a quarter of clients go to blue, and stay\n\
          \x20 {exe} rollback demo               # back to blue\n\
          \x20 {exe} history\n\
          Or edit {config} (active = \"green\") and save: it applies at once.\n",

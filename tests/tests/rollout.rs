@@ -260,3 +260,31 @@ async fn rollout_commands_refuse_what_cannot_be_done() {
         "{rollout}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_canary_failing_its_health_checks_aborts_the_rollout() {
+    let blue = Backend::start("blue").await;
+    let green = Backend::start("green").await;
+    let dir = tempfile::tempdir().unwrap();
+    let routes = format!(
+        "{}[route.health]\npath = \"/health\"\ninterval = \"100ms\"\ntimeout = \"100ms\"\nrise = 1\nfall = 3\n",
+        rollout_route(&blue, &green, "steps = [{ weight = 20, hold = \"1h\" }, { weight = 100 }]")
+    );
+    let proxy = Proxy::start(dir.path(), &routes);
+    eventually(Duration::from_secs(10), "green healthy", || {
+        route_status(&proxy)["slots"][1]["health"] == "healthy"
+    })
+    .await;
+    tokio::task::block_in_place(|| proxy.cli_ok(&["rollout", "start", "app", "green"]));
+    green.healthy.store(false, Ordering::Relaxed);
+    eventually(Duration::from_secs(10), "the rollout aborted", || {
+        route_status(&proxy)["rollout"]["phase"] == "aborted"
+    })
+    .await;
+    let route = route_status(&proxy);
+    let outcome = route["rollout"]["outcome"].as_str().unwrap();
+    assert!(outcome.starts_with("health check failed"), "{outcome}");
+    assert!(outcome.contains("status 500"), "{outcome}");
+    assert!(route["canary"].is_null());
+    assert_eq!(route["active"], "blue");
+}
