@@ -173,8 +173,11 @@ def start_all(procs, work, switchyard, variants):
                                      env={**os.environ, "SWITCHYARD_LOG": "warn"}).pid
     for name, (binary, env) in variants.items():
         config = f"{work}/{name.replace(':', '-')}.toml"
+        # CANARY=N in a variant's spec is not an environment variable: that
+        # variant runs with a canary of N % (green, the same nginx as blue).
+        weight = int(env.pop("CANARY", 0))
         with open(config, "w") as f:
-            f.write(switchyard_conf(work, name=name))
+            f.write(switchyard_conf(work, weight=weight, name=name))
         pids[name] = procs.start([binary, "run", "-c", config], 0,
                                  env={**os.environ, "SWITCHYARD_LOG": "warn", **env}).pid
     for name in PROXY_PORTS:
@@ -331,7 +334,8 @@ def main():
                         help="measure only the fail-back window (no proxy comparison)")
     parser.add_argument("--compare", action="append", default=[], metavar="NAME=BINARY[,VAR=VALUE...]",
                         help="also measure another switchyard build (or the same one with environment "
-                             "variables set) side by side, as 'switchyard:NAME'; repeatable")
+                             "variables set) side by side, as 'switchyard:NAME'; repeatable. "
+                             "CANARY=N runs that one with an N %% canary")
     args = parser.parse_args()
     variants = {}
     for spec in args.compare:
