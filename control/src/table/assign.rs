@@ -186,7 +186,7 @@ impl Assigner {
         };
         if let Some(value) = self.cookie_value(headers) {
             for slot in [split.active, canary] {
-                if *self.cookie_values[slot] == *value {
+                if self.cookie_values[slot].as_bytes() == value {
                     return Choice {
                         slot,
                         reason: Reason::Cookie,
@@ -235,17 +235,17 @@ impl Assigner {
         (by_token || by_network).then_some(slot)
     }
 
-    /// The sticky cookie's value, from any `Cookie` header.
-    fn cookie_value<'h>(&self, headers: &'h HeaderMap) -> Option<&'h str> {
-        headers
-            .get_all(COOKIE)
-            .iter()
-            .filter_map(|h| h.to_str().ok())
-            .flat_map(|h| h.split(';'))
-            .find_map(|pair| {
-                let (name, value) = pair.trim().split_once('=')?;
-                (name == &*self.cookie).then(|| value.trim_matches('"'))
+    /// The sticky cookie's value, from any `Cookie` header. Read as bytes:
+    /// validating the whole header as text first would cost more than
+    /// finding our one pair in it.
+    fn cookie_value<'h>(&self, headers: &'h HeaderMap) -> Option<&'h [u8]> {
+        let name = self.cookie.as_bytes();
+        headers.get_all(COOKIE).iter().find_map(|header| {
+            header.as_bytes().split(|&b| b == b';').find_map(|pair| {
+                let value = pair.trim_ascii().strip_prefix(name)?.strip_prefix(b"=")?;
+                Some(trim_quotes(value))
             })
+        })
     }
 
     /// The client's bucket in this cohort: the hash of its sticky key. A
@@ -271,6 +271,16 @@ fn canonical(ip: IpAddr) -> IpAddr {
         IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
         v4 => v4,
     }
+}
+
+/// A cookie value without the double quotes RFC 6265 allows around it.
+fn trim_quotes(value: &[u8]) -> &[u8] {
+    let start = value.iter().position(|&b| b != b'"').unwrap_or(value.len());
+    let end = value
+        .iter()
+        .rposition(|&b| b != b'"')
+        .map_or(start, |i| i + 1);
+    &value[start..end]
 }
 
 /// Compares a secret in time that does not depend on where it differs.
@@ -426,7 +436,7 @@ mod tests {
             ..Default::default()
         });
         let on_blue = headers(&[("cookie", "a=1; sy=blue.abc; b=2")]);
-        let on_green = headers(&[("cookie", "sy=green.abc")]);
+        let on_green = headers(&[("cookie", "x=1"), ("cookie", " sy=\"green.abc\" ")]);
         for weight in [1u8, 50, 100] {
             assert_eq!(choose(&a, weight, &on_blue, client(1)).slot, BLUE);
             assert_eq!(
