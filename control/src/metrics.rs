@@ -5,6 +5,12 @@
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
+pub use crate::table::{REQUESTS, REQUEST_DURATION, UPSTREAM_FAILURES};
+
+/// Counted by the Controller through the `metrics` facade, like the
+/// request path's series.
+pub const CONFIG_RELOADS: &str = "switchyard_config_reloads_total";
+
 /// What one scrape shows.
 #[derive(Debug, Default)]
 pub struct Snapshot {

@@ -1,9 +1,18 @@
-//! The read-only HTTP endpoint (`server.admin_http`): Prometheus metrics at
-//! `/metrics`, rendered by the Controller on each scrape. Off unless
-//! configured; it tells nothing that changes state.
+//! The read-only HTTP endpoint (`server.admin_http`), for Prometheus,
+//! systemd, load balancers and dashboards. Off unless configured; it
+//! changes nothing.
+//!
+//! | path | answer |
+//! |---|---|
+//! | `/metrics` | Prometheus text: the Controller's state series and the request counters |
+//! | `/health/live` | 200 while the process serves this endpoint at all |
+//! | `/health/ready` | 200 once the listeners take traffic and each active slot's backends have a first health verdict; 503 before that and while draining for a stop |
+//! | `/status` | the admin `status` JSON (`?route=NAME` for one route) |
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use http_body_util::Full;
@@ -11,18 +20,43 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
+use metrics_exporter_prometheus::PrometheusHandle;
+use switchyard_control::protocol::{ErrorKind, Request as AdminRequest};
 use switchyard_control::ControllerHandle;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 const METRICS_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+const TEXT: &str = "text/plain; charset=utf-8";
+const JSON: &str = "application/json";
+
+/// Whether the listeners take traffic: set once they serve, cleared when a
+/// stop begins, so a balancer stops sending before the drain ends.
+#[derive(Debug, Default)]
+pub struct Readiness(AtomicBool);
+
+impl Readiness {
+    pub fn set(&self, ready: bool) {
+        self.0.store(ready, Ordering::Release);
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.0.load(Ordering::Acquire)
+    }
+}
+
+/// What the endpoint reads from.
+#[derive(Clone)]
+pub struct Sources {
+    pub controller: ControllerHandle,
+    pub readiness: Arc<Readiness>,
+    /// The request-path series; `None` if the recorder could not be
+    /// installed (then `/metrics` has the Controller's series only).
+    pub recorder: Option<PrometheusHandle>,
+}
 
 /// Serves until `shutdown` turns true.
-pub async fn serve(
-    listener: TcpListener,
-    controller: ControllerHandle,
-    mut shutdown: watch::Receiver<bool>,
-) {
+pub async fn serve(listener: TcpListener, sources: Sources, mut shutdown: watch::Receiver<bool>) {
     loop {
         let stream = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -34,11 +68,11 @@ pub async fn serve(
             },
             _ = shutdown.changed() => return,
         };
-        let controller = controller.clone();
+        let sources = sources.clone();
         tokio::spawn(async move {
             let service = service_fn(move |request| {
-                let controller = controller.clone();
-                async move { Ok::<_, Infallible>(answer(request, &controller).await) }
+                let sources = sources.clone();
+                async move { Ok::<_, Infallible>(answer(request, &sources).await) }
             });
             let _ = http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), service)
@@ -47,36 +81,102 @@ pub async fn serve(
     }
 }
 
-async fn answer<B>(request: Request<B>, controller: &ControllerHandle) -> Response<Full<Bytes>> {
-    let reply = |status: StatusCode, content_type: &str, body: String| {
-        Response::builder()
-            .status(status)
-            .header(hyper::header::CONTENT_TYPE, content_type)
-            .body(Full::new(Bytes::from(body)))
-            .expect("a static response builds")
-    };
-    if request.uri().path() != "/metrics" {
-        return reply(
-            StatusCode::NOT_FOUND,
-            "text/plain",
-            "switchyard: only /metrics is served here\n".into(),
-        );
-    }
+fn reply(status: StatusCode, content_type: &str, body: String) -> Response<Full<Bytes>> {
+    Response::builder()
+        .status(status)
+        .header(hyper::header::CONTENT_TYPE, content_type)
+        .header(hyper::header::CACHE_CONTROL, "no-store")
+        .body(Full::new(Bytes::from(body)))
+        .expect("a response of known parts builds")
+}
+
+async fn answer<B>(request: Request<B>, sources: &Sources) -> Response<Full<Bytes>> {
     if request.method() != Method::GET && request.method() != Method::HEAD {
         return reply(
             StatusCode::METHOD_NOT_ALLOWED,
-            "text/plain",
-            "switchyard: read-only\n".into(),
+            TEXT,
+            "switchyard: admin_http is read-only; change things with the switchyard CLI\n".into(),
         );
     }
-    match controller.metrics().await {
-        Some(text) => reply(StatusCode::OK, METRICS_TYPE, text),
-        None => reply(
+    let shutting_down = || {
+        reply(
             StatusCode::SERVICE_UNAVAILABLE,
-            "text/plain",
+            TEXT,
             "switchyard: shutting down\n".into(),
+        )
+    };
+    match request.uri().path() {
+        "/metrics" => {
+            let Some(mut text) = sources.controller.metrics().await else {
+                return shutting_down();
+            };
+            if let Some(recorder) = &sources.recorder {
+                text.push_str(&recorder.render());
+            }
+            reply(StatusCode::OK, METRICS_TYPE, text)
+        }
+        "/health/live" => reply(StatusCode::OK, TEXT, "live\n".into()),
+        "/health/ready" => ready(sources).await,
+        "/status" => {
+            let route = request.uri().query().and_then(route_param);
+            let response = sources
+                .controller
+                .command(AdminRequest::Status { route }, None)
+                .await;
+            let status = if response.ok {
+                StatusCode::OK
+            } else if response
+                .error
+                .as_ref()
+                .is_some_and(|e| e.kind == ErrorKind::NotFound)
+            {
+                StatusCode::NOT_FOUND
+            } else {
+                StatusCode::SERVICE_UNAVAILABLE
+            };
+            let body = match (&response.result, response.ok) {
+                (Some(result), true) => result.to_string(),
+                _ => serde_json::to_string(&response).unwrap_or_default(),
+            };
+            reply(status, JSON, body + "\n")
+        }
+        _ => reply(
+            StatusCode::NOT_FOUND,
+            TEXT,
+            "switchyard: served here are /metrics, /health/live, /health/ready and /status\n"
+                .into(),
         ),
     }
+}
+
+/// 200 once the listeners take traffic and every active slot's backends
+/// have a first health verdict (as Envoy waits for its first health
+/// checks): a proxy that has not yet checked its backends cannot fail back
+/// and should not get traffic from a balancer or be reported started to
+/// systemd. The verdict may be "unhealthy": the proxy is ready even when a
+/// backend is not.
+async fn ready(sources: &Sources) -> Response<Full<Bytes>> {
+    let not_ready = |why: String| reply(StatusCode::SERVICE_UNAVAILABLE, TEXT, why);
+    if !sources.readiness.is_ready() {
+        return not_ready("not ready: starting, or draining for a stop\n".into());
+    }
+    match sources.controller.unchecked_backends().await {
+        None => not_ready("not ready: shutting down\n".into()),
+        Some(unchecked) if unchecked.is_empty() => reply(StatusCode::OK, TEXT, "ready\n".into()),
+        Some(unchecked) => not_ready(format!(
+            "not ready: no health verdict yet for {}\n",
+            unchecked.join(", ")
+        )),
+    }
+}
+
+/// `route=NAME` from a query string (route names are plain tokens, so no
+/// percent-decoding is needed).
+fn route_param(query: &str) -> Option<String> {
+    query
+        .split('&')
+        .find_map(|pair| pair.strip_prefix("route="))
+        .map(str::to_owned)
 }
 
 /// Binds `addr` (port 0 picks a free one).

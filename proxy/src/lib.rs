@@ -6,5 +6,6 @@ pub mod admin_http;
 pub mod cli;
 pub mod dataplane;
 pub mod demo;
+pub mod exporter;
 pub mod hop_by_hop;
 pub mod server;

@@ -26,7 +26,9 @@ use switchyard_control::admin_server::{self, AdminAccess, AdminLimits};
 use switchyard_control::{Controller, ControllerHandle};
 use tokio::sync::watch;
 
+use crate::admin_http::{Readiness, Sources};
 use crate::dataplane::{Forwarder, InFlight};
+use crate::exporter;
 
 /// Bytes written to a client connection are gathered up to this size before
 /// a send, so the response header and a body of up to about this size leave
@@ -70,6 +72,9 @@ pub struct RunningProxy {
     /// The addresses really bound (a port 0 replaced by the kernel's pick).
     pub listen_addrs: Vec<SocketAddr>,
     pub controller: ControllerHandle,
+    /// What `/health/ready` says.
+    readiness: Arc<Readiness>,
+    admin_http_stop: watch::Sender<bool>,
     shutdown: watch::Sender<bool>,
     in_flight: Arc<InFlight>,
     admin_socket: PathBuf,
@@ -88,6 +93,18 @@ pub async fn start(config: Config, config_path: &Path) -> Result<RunningProxy, S
 
     let server = config.server.clone();
     let admin_listener = admin_server::bind(&server.admin_socket).await?;
+    // Before the Controller: series it registers while no recorder exists
+    // would stay no-ops.
+    let recorder = match exporter::handle() {
+        Ok(handle) => {
+            tokio::spawn(exporter::upkeep(handle.clone()));
+            Some(handle)
+        }
+        Err(e) => {
+            tracing::warn!("{e}; /metrics will lack the request counters");
+            None
+        }
+    };
     let (controller, _task) = Controller::start(config, config_path.to_path_buf());
 
     let (shutdown, shutdown_rx) = watch::channel(false);
@@ -99,17 +116,28 @@ pub async fn start(config: Config, config_path: &Path) -> Result<RunningProxy, S
         shutdown_rx.clone(),
     ));
 
+    let readiness = Arc::new(Readiness::default());
+    let (admin_http_stop, _) = watch::channel(false);
     if let Some(addr) = server.admin_http {
         let listener = crate::admin_http::bind(addr)
             .await
             .map_err(|source| StartError::Listen { addr, source })?;
         let bound = listener.local_addr().unwrap_or(addr);
+        let sources = Sources {
+            controller: controller.clone(),
+            readiness: readiness.clone(),
+            recorder,
+        };
+        // Ends after the drain, not with the listeners: `/health/ready`
+        // answers 503 while the drain lasts.
         tokio::spawn(crate::admin_http::serve(
             listener,
-            controller.clone(),
-            shutdown_rx.clone(),
+            sources,
+            admin_http_stop.subscribe(),
         ));
-        tracing::info!("metrics on http://{bound}/metrics");
+        tracing::info!(
+            "admin http on http://{bound} (/metrics /health/live /health/ready /status)"
+        );
     }
 
     let on_edit = controller.clone();
@@ -141,7 +169,10 @@ pub async fn start(config: Config, config_path: &Path) -> Result<RunningProxy, S
     for addr in &listen_addrs {
         tracing::info!("listening on http://{addr}");
     }
+    readiness.set(true);
     Ok(RunningProxy {
+        readiness,
+        admin_http_stop,
         dataplane,
         listen_addrs,
         controller,
@@ -213,6 +244,7 @@ impl RunningProxy {
     /// Stops accepting, lets in-flight requests finish (up to the config's
     /// `drain_timeout`), and removes the admin socket.
     pub async fn stop(self) {
+        self.readiness.set(false);
         let _ = self.shutdown.send(true);
         let deadline = Instant::now() + self.drain_timeout;
         while self.in_flight.count() > 0 && Instant::now() < deadline {
@@ -223,6 +255,7 @@ impl RunningProxy {
             tracing::warn!(left, "drain timeout passed with requests still in flight");
         }
         self.service.abort();
+        let _ = self.admin_http_stop.send(true);
         let _ = std::fs::remove_file(&self.admin_socket);
         // Joining the worker threads blocks: keep it off the control runtime.
         let dataplane = self.dataplane;

@@ -403,6 +403,17 @@ impl Proxy {
     pub fn log_text(&self) -> String {
         self.log.lock().unwrap().join("\n")
     }
+
+    /// The address `server.admin_http` bound, from the start-up log.
+    pub fn admin_http_addr(&self) -> SocketAddr {
+        let log = self.log_text();
+        let line = log
+            .lines()
+            .find(|l| l.contains("admin http on http://"))
+            .unwrap_or_else(|| panic!("no admin http address in the log:\n{log}"));
+        let rest = line.split("admin http on http://").nth(1).unwrap();
+        rest.split_whitespace().next().unwrap().parse().unwrap()
+    }
 }
 
 impl Drop for Proxy {

@@ -63,6 +63,8 @@ enum Message {
     ConfigFileChanged,
     /// A Prometheus scrape: the text exposition of the current state.
     Metrics { reply: oneshot::Sender<String> },
+    /// A readiness check: the backends still waiting for a first verdict.
+    Unchecked { reply: oneshot::Sender<Vec<String>> },
 }
 
 /// Where a reload came from, for the history and the log.
@@ -133,6 +135,15 @@ impl ControllerHandle {
     pub async fn metrics(&self) -> Option<String> {
         let (reply, answer) = oneshot::channel();
         self.mailbox.send(Message::Metrics { reply }).await.ok()?;
+        answer.await.ok()
+    }
+
+    /// The backends of active slots that have no health verdict yet, as
+    /// `route/slot/address`: empty once the proxy knows where it can send
+    /// traffic. `None` when the Controller has stopped.
+    pub async fn unchecked_backends(&self) -> Option<Vec<String>> {
+        let (reply, answer) = oneshot::channel();
+        self.mailbox.send(Message::Unchecked { reply }).await.ok()?;
         answer.await.ok()
     }
 
@@ -299,6 +310,9 @@ impl Controller {
                     Some(Message::Metrics { reply }) => {
                         let _ = reply.send(self.metrics());
                     }
+                    Some(Message::Unchecked { reply }) => {
+                        let _ = reply.send(self.unchecked_backends());
+                    }
                     None => return,
                 },
                 Some((key, check)) = checks.recv() => self.observe(key, check),
@@ -416,6 +430,19 @@ impl Controller {
             ));
         }
         Ok(waited)
+    }
+
+    fn unchecked_backends(&self) -> Vec<String> {
+        let mut unchecked = Vec::new();
+        for route in &self.config.routes {
+            let active = &self.routes[&route.name].active;
+            for addr in route.slots.get(active).into_iter().flatten() {
+                if self.backend_state(&route.name, active, *addr) == BackendState::Unknown {
+                    unchecked.push(format!("{}/{active}/{addr}", route.name));
+                }
+            }
+        }
+        unchecked
     }
 
     fn metrics(&self) -> String {
@@ -942,6 +969,7 @@ impl Controller {
                 tracing::error!(file = %self.config_path.display(), "config rejected, still running the last good config:\n{message}");
                 entry.result = format!("failed: {} error(s)", errors.0.len());
                 self.record(&entry);
+                count_reload("error");
                 self.config_error = Some(message.clone());
                 return Response::error(
                     ErrorKind::InvalidConfig,
@@ -953,6 +981,7 @@ impl Controller {
         if config == self.config && self.config_error.is_none() {
             // Editors and `touch` fire events without changing anything:
             // publishing anyway would only churn the upstream pools.
+            count_reload("unchanged");
             return Response::ok(json!({
                 "generation": self.generation,
                 "routes": self.config.routes.len(),
@@ -1010,6 +1039,7 @@ impl Controller {
         self.config = config;
         self.config_error = None;
         self.reloads += 1;
+        count_reload("ok");
         self.track_backends();
         self.publish();
         let persisted = self.persist();
@@ -1060,7 +1090,9 @@ impl Controller {
         for route in &self.config.routes {
             let loads = self.loads.entry(route.name.clone()).or_default();
             for slot in route.slots.keys() {
-                loads.entry(slot.clone()).or_default();
+                loads
+                    .entry(slot.clone())
+                    .or_insert_with(|| Arc::new(SlotLoad::new(&route.name, slot)));
             }
         }
         let specs = self
@@ -1387,4 +1419,10 @@ fn needs_restart(running: &ServerConfig, edited: &ServerConfig) -> Vec<String> {
         changed.push("server.state_dir".to_string());
     }
     changed
+}
+
+/// `switchyard_config_reloads_total{result}`: ok (applied), error (rejected,
+/// the last good config still runs) or unchanged (nothing to apply).
+fn count_reload(result: &'static str) {
+    ::metrics::counter!(metrics::CONFIG_RELOADS, "result" => result).increment(1);
 }

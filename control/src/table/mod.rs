@@ -15,9 +15,12 @@ use std::time::Duration;
 use switchyard_conf::HostPattern;
 
 mod assign;
+mod series;
 mod stats;
 
 pub use assign::{AssignmentSpec, Choice, Reason, Split, TOKEN_HEADER};
+use series::SlotSeries;
+pub use series::{FailureKind, REQUESTS, REQUEST_DURATION, UPSTREAM_FAILURES};
 pub use stats::{SlotStats, StatsSnapshot};
 
 /// Hosts longer than this cannot be valid DNS names (253 bytes); they match
@@ -110,15 +113,36 @@ pub struct Slot {
 }
 
 /// Requests and upgraded connections in flight on one slot, and what it
-/// answered so far.
-#[derive(Debug, Default)]
+/// answered so far: for rollout analysis and for `/metrics`.
+#[derive(Debug)]
 pub struct SlotLoad {
     requests: AtomicUsize,
     upgraded: AtomicUsize,
     pub stats: SlotStats,
+    series: SlotSeries,
 }
 
 impl SlotLoad {
+    pub fn new(route: &str, slot: &str) -> SlotLoad {
+        SlotLoad {
+            requests: AtomicUsize::new(0),
+            upgraded: AtomicUsize::new(0),
+            stats: SlotStats::default(),
+            series: SlotSeries::new(route, slot),
+        }
+    }
+
+    /// An upstream exchange of this slot failed. Failed connects and
+    /// dropped requests also count in the analysis' failure rate; a
+    /// timeout or a broken answer ends in our own 502/504, which counts
+    /// there as an error already.
+    pub fn upstream_failed(&self, kind: FailureKind) {
+        if matches!(kind, FailureKind::Connect | FailureKind::Dropped) {
+            self.stats.upstream_failed();
+        }
+        self.series.upstream_failed(kind);
+    }
+
     pub fn requests(&self) -> usize {
         self.requests.load(Ordering::Acquire)
     }
@@ -159,6 +183,12 @@ impl LoadGuard {
     /// The request got its answer: `status` after `latency`.
     pub fn answered(&self, status: u16, latency: Duration) {
         self.load.stats.answered(status, latency);
+        self.load.series.answered(status, latency);
+    }
+
+    /// An upstream exchange of this request failed.
+    pub fn upstream_failed(&self, kind: FailureKind) {
+        self.load.upstream_failed(kind);
     }
 }
 
@@ -360,7 +390,11 @@ impl Route {
             .into_iter()
             .map(|(name, backends)| Slot {
                 pool_key: pool_key(&route_name, &name, generation),
-                load: spec.loads.get(&name).cloned().unwrap_or_default(),
+                load: spec
+                    .loads
+                    .get(&name)
+                    .cloned()
+                    .unwrap_or_else(|| Arc::new(SlotLoad::new(&route_name, &name))),
                 unhealthy: spec.unhealthy.contains(&name),
                 name: name.as_str().into(),
                 backends,

@@ -14,7 +14,7 @@ use pingora::{Error, ErrorType};
 
 use super::{Outcome, BAD_GATEWAY_BODY, GATEWAY_TIMEOUT_BODY};
 use crate::hop_by_hop;
-use switchyard_control::table::LoadGuard;
+use switchyard_control::table::{FailureKind, LoadGuard};
 
 /// The next thing the backend sent: its (next) response header, or body.
 enum Upstream {
@@ -66,7 +66,7 @@ pub(super) async fn exchange(
     let mut request_done = session.is_body_empty();
     if request_done {
         if let Err(e) = upstream.finish_body().await {
-            return upstream_failed(e, false, replayable);
+            return upstream_failed(e, false, replayable, load);
         }
     }
     let mut body_sent = false;
@@ -86,9 +86,10 @@ pub(super) async fn exchange(
             event = next_from_upstream(upstream, header_sent), if !response_done => match event {
                 Upstream::Header(read) => {
                     if let Err(e) = read {
-                        return upstream_failed(e, body_sent, replayable);
+                        return upstream_failed(e, body_sent, replayable, load);
                     }
                     let Some(head) = upstream.resp_header() else {
+                        load.upstream_failed(FailureKind::Protocol);
                         return Exchange::Failed(Outcome::Answer(502, BAD_GATEWAY_BODY));
                     };
                     let status = head.status.as_u16();
@@ -137,6 +138,7 @@ pub(super) async fn exchange(
                         }
                         Err(e) => {
                             tracing::warn!("upstream broke off its response: {e}");
+                            load.upstream_failed(FailureKind::Protocol);
                             return Exchange::Failed(Outcome::Abandon);
                         }
                     }
@@ -152,14 +154,14 @@ pub(super) async fn exchange(
                                 request_done = true;
                                 continue;
                             }
-                            return upstream_failed(e, true, false);
+                            return upstream_failed(e, true, false, load);
                         }
                     }
                     Ok(None) => {
                         request_done = true;
                         if let Err(e) = upstream.finish_body().await {
                             if !header_sent {
-                                return upstream_failed(e, body_sent, false);
+                                return upstream_failed(e, body_sent, false, load);
                             }
                         }
                     }
@@ -177,7 +179,7 @@ pub(super) async fn exchange(
 /// gets: another try when the backend dropped the connection, nothing of
 /// the body went out and the request can run twice; else 504 on a timeout
 /// and 502 otherwise.
-fn upstream_failed(e: Box<Error>, body_sent: bool, replayable: bool) -> Exchange {
+fn upstream_failed(e: Box<Error>, body_sent: bool, replayable: bool, load: &LoadGuard) -> Exchange {
     let dropped = matches!(
         e.etype(),
         ErrorType::ConnectionClosed | ErrorType::ReadError | ErrorType::WriteError
@@ -188,10 +190,16 @@ fn upstream_failed(e: Box<Error>, body_sent: bool, replayable: bool) -> Exchange
     match e.etype() {
         ErrorType::ReadTimedout | ErrorType::WriteTimedout | ErrorType::ConnectTimedout => {
             tracing::error!("upstream timed out: {e}");
+            load.upstream_failed(FailureKind::Timeout);
             Exchange::Failed(Outcome::Answer(504, GATEWAY_TIMEOUT_BODY))
         }
         _ => {
             tracing::error!("upstream failed: {e}");
+            load.upstream_failed(if dropped {
+                FailureKind::Dropped
+            } else {
+                FailureKind::Protocol
+            });
             Exchange::Failed(Outcome::Answer(502, BAD_GATEWAY_BODY))
         }
     }

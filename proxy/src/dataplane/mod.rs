@@ -29,7 +29,7 @@ use pingora::protocols::Stream;
 use pingora::server::ShutdownWatch;
 use pingora::upstreams::peer::HttpPeer;
 use pingora::ErrorType;
-use switchyard_control::table::{Reason, TOKEN_HEADER};
+use switchyard_control::table::{FailureKind, Reason, TOKEN_HEADER};
 use switchyard_control::{ControllerHandle, Route, RoutingTable, SharedTable};
 
 use crate::hop_by_hop;
@@ -290,7 +290,7 @@ impl Forwarder {
                 Exchange::Dropped(e) => {
                     let slot = route.slot(target.slot);
                     let backend = peer._address.as_inet().copied();
-                    slot.load.stats.upstream_failed();
+                    slot.load.upstream_failed(FailureKind::Dropped);
                     tracing::warn!(route = &*route.name, slot = &*slot.name, backend = ?backend, "upstream dropped the request: {e}");
                     if let Some(backend) = backend {
                         self.controller.connect_failed(
@@ -349,7 +349,12 @@ impl Forwarder {
                 Ok((session, reused)) => return Ok((session, reused, peer)),
                 Err(e) => {
                     tracing::warn!(route = &*route.name, slot = &*slot.name, %backend, "connect failed: {e}");
-                    slot.load.stats.upstream_failed();
+                    slot.load
+                        .upstream_failed(if e.etype() == &ErrorType::ConnectTimedout {
+                            FailureKind::Timeout
+                        } else {
+                            FailureKind::Connect
+                        });
                     self.controller
                         .connect_failed(&route.name, &slot.name, backend, e.to_string());
                     if !advance(route, target) {
