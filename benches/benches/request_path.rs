@@ -38,9 +38,21 @@ fn decide(c: &mut Criterion) {
     group.finish();
 }
 
-/// What every answered request adds: a request count, an error check and a
-/// latency bucket on its slot.
+/// What every answered request adds: the analysis counters (a request
+/// count, an error check, a latency bucket) and the exported series (a
+/// per-code counter and a duration sample) on its slot, with the
+/// Prometheus recorder the binary installs.
 fn counters(c: &mut Criterion) {
+    let recorder = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .install_recorder()
+        .expect("the only recorder in this process");
+    // As in the binary: buffered duration samples are folded into their
+    // buckets every few seconds.
+    let upkeep = recorder.clone();
+    std::thread::spawn(move || loop {
+        std::thread::sleep(std::time::Duration::from_secs(5));
+        upkeep.run_upkeep();
+    });
     let table = table_with_routes(1);
     let load = &table.routes[0].slot(0).load;
     let started = Instant::now();
