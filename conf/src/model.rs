@@ -47,6 +47,20 @@ pub struct ServerConfig {
     pub read_timeout: Duration,
     /// How long an idle downstream keep-alive connection is kept. Default 60 s.
     pub keepalive_timeout: Duration,
+    /// How log lines are written. Default logfmt. Needs a restart.
+    pub log_format: LogFormat,
+    /// One log line per request. Default off. Needs a restart.
+    pub access_log: bool,
+}
+
+/// `[server] log_format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogFormat {
+    /// `time=… level=info target=… msg="…" key=value`
+    #[default]
+    Logfmt,
+    /// One JSON object per line.
+    Json,
 }
 
 /// `[tls]`: parsed and checked for shape now; served by a later issue.

@@ -25,6 +25,8 @@ const SERVER_KEYS: &[&str] = &[
     "connect_timeout",
     "read_timeout",
     "keepalive_timeout",
+    "log_format",
+    "access_log",
 ];
 const TLS_KEYS: &[&str] = &["listen", "certificates"];
 const CERT_KEYS: &[&str] = &["cert", "key"];
@@ -310,6 +312,22 @@ fn read_server(
         keepalive_timeout: reader
             .duration(t, "keepalive_timeout", CX)
             .unwrap_or(Duration::from_secs(60)),
+        log_format: match reader.string(t, "log_format", CX) {
+            None => LogFormat::default(),
+            Some(f) if f.value == "logfmt" => LogFormat::Logfmt,
+            Some(f) if f.value == "json" => LogFormat::Json,
+            Some(f) => {
+                reader.error(
+                    &f.span,
+                    format!(
+                        "`log_format` in [server] must be \"logfmt\" or \"json\", not {:?}",
+                        f.value
+                    ),
+                );
+                LogFormat::default()
+            }
+        },
+        access_log: reader.boolean(t, "access_log", CX).unwrap_or(false),
     }
 }
 

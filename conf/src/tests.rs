@@ -618,3 +618,21 @@ fn damaged_files_give_errors_never_panics() {
         }
     }
 }
+
+#[test]
+fn log_format_and_access_log_default_to_logfmt_and_off() {
+    let defaults = parse_ok(ROUTE);
+    assert_eq!(defaults.server.log_format, LogFormat::Logfmt);
+    assert!(!defaults.server.access_log);
+    let set = parse_ok(&format!(
+        "[server]\nlog_format = \"json\"\naccess_log = true\n{ROUTE}"
+    ));
+    assert_eq!(set.server.log_format, LogFormat::Json);
+    assert!(set.server.access_log);
+    let bad = one_error(&format!("[server]\nlog_format = \"xml\"\n{ROUTE}"));
+    assert!(bad.contains("test.toml:2:"), "{bad}");
+    assert!(
+        bad.contains("`log_format` in [server] must be \"logfmt\" or \"json\", not \"xml\""),
+        "{bad}"
+    );
+}

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use switchyard::cli::{self, Cli, Command};
-use switchyard::{demo, server};
+use switchyard::{demo, logging, server};
 use switchyard_control::protocol::Request;
 
 // pingora allocates ~70 times per request (one of them 64 KiB); mimalloc cut
@@ -127,34 +127,13 @@ fn main() -> ExitCode {
     }
 }
 
-/// pingora's connector logs at ERROR each pooled connection it finds closed
-/// and discards: routine when backends close idle connections, and every
-/// failure that matters reaches us as an error we log ourselves. Silenced
-/// unless `SWITCHYARD_LOG` names that target.
-const QUIET_POOL: &str = "pingora_core::connectors=off";
-
-fn init_logging() {
-    let from_env = std::env::var("SWITCHYARD_LOG").ok();
-    let mut filter = from_env
-        .as_deref()
-        .and_then(|spec| tracing_subscriber::EnvFilter::try_new(spec).ok())
-        .unwrap_or_else(|| tracing_subscriber::EnvFilter::new("info,pingora_core=warn"));
-    if !from_env.is_some_and(|spec| spec.contains("pingora_core::connectors")) {
-        if let Ok(directive) = QUIET_POOL.parse() {
-            filter = filter.add_directive(directive);
-        }
-    }
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
-}
-
 fn run(config_path: &Path) -> ExitCode {
-    init_logging();
+    // The config says how to log; its own errors go to stderr as they are.
     let config = match switchyard_conf::load(config_path) {
-        Ok(config) => config,
+        Ok(config) => {
+            logging::init(config.server.log_format);
+            config
+        }
         Err(errors) => {
             eprintln!("{errors}");
             eprintln!(
@@ -188,7 +167,7 @@ fn run(config_path: &Path) -> ExitCode {
 }
 
 fn run_demo(port: u16) -> ExitCode {
-    init_logging();
+    logging::init(switchyard_conf::LogFormat::default());
     let dir = match tempfile::Builder::new()
         .prefix("switchyard-demo-")
         .tempdir()

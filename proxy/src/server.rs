@@ -26,6 +26,7 @@ use switchyard_control::admin_server::{self, AdminAccess, AdminLimits};
 use switchyard_control::{Controller, ControllerHandle};
 use tokio::sync::watch;
 
+use crate::access_log::AccessLog;
 use crate::admin_http::{Readiness, Sources};
 use crate::dataplane::{Forwarder, InFlight};
 use crate::exporter;
@@ -162,7 +163,12 @@ pub async fn start(config: Config, config_path: &Path) -> Result<RunningProxy, S
         .threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     let dataplane = pingora_runtime::Runtime::new_no_steal(threads, "switchyard-worker");
-    let app = Forwarder::new(controller.clone(), in_flight.clone());
+    let access_log = if server.access_log {
+        Some(AccessLog::start().map_err(StartError::Runtime)?)
+    } else {
+        None
+    };
+    let app = Forwarder::new(controller.clone(), in_flight.clone(), access_log);
     let service = pingora::services::listening::Service::new("switchyard".into(), app);
     let service = spawn_service(&dataplane, service, &keys, fds, shutdown_rx);
 

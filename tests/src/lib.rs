@@ -272,7 +272,9 @@ impl Proxy {
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 if let Some(addr) = line.split("listening on http://").nth(1) {
-                    let _ = addr_tx.send(addr.trim().parse::<SocketAddr>().unwrap());
+                    // logfmt quotes the message.
+                    let addr = addr.trim().trim_end_matches('"');
+                    let _ = addr_tx.send(addr.parse::<SocketAddr>().unwrap());
                 }
                 lines.lock().unwrap().push(line);
             }
@@ -460,6 +462,7 @@ pub struct Reply {
     pub slot: Option<String>,
     /// The `Set-Cookie` header, if any.
     pub set_cookie: Option<String>,
+    pub headers: hyper::HeaderMap,
     pub body: String,
 }
 
@@ -554,6 +557,7 @@ impl Client {
             .get("set-cookie")
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
+        let headers = response.headers().clone();
         let body = response
             .into_body()
             .collect()
@@ -564,6 +568,7 @@ impl Client {
             status,
             slot,
             set_cookie,
+            headers,
             body: String::from_utf8_lossy(&body).into_owned(),
         })
     }

@@ -209,3 +209,98 @@ async fn status_is_the_admin_status_json_and_nothing_changes_state() {
         .unwrap();
     assert_eq!(post.status, 405);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn request_ids_go_upstream_and_back_and_every_request_has_an_access_log_line() {
+    let blue = Backend::start("blue").await;
+    let dir = tempfile::tempdir().unwrap();
+    let route = format!(
+        "[[route]]\nname = \"app\"\nhosts = [\"app.test\"]\nactive = \"blue\"\n[route.slots]\nblue = [\"{}\"]\n",
+        blue.addr
+    );
+    let config = dir.path().join("switchyard.toml");
+    std::fs::write(
+        &config,
+        config_text(&route).replace("threads = 2", "threads = 2\naccess_log = true"),
+    )
+    .unwrap();
+    let proxy = Proxy::start_with_file(dir.path(), &config);
+    let mut client = Client::new(proxy.addr);
+
+    // Made up when missing: the backend and the client see the same one.
+    let made = client.get("app.test", "/echo-headers").await.unwrap();
+    let id = made.headers["x-request-id"].to_str().unwrap().to_owned();
+    assert_eq!(id.len(), 32, "{id}");
+    assert!(
+        made.body.contains(&format!("x-request-id: {id}\n")),
+        "{}",
+        made.body
+    );
+    // Kept when the client sent one.
+    let kept = client
+        .send(
+            "GET",
+            "app.test",
+            "/echo-headers",
+            &[("x-request-id", "trace-42")],
+            Bytes::new(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(kept.headers["x-request-id"], "trace-42");
+    assert!(
+        kept.body.contains("x-request-id: trace-42\n"),
+        "{}",
+        kept.body
+    );
+    // Our own answers carry it too.
+    let no_route = Client::new(proxy.addr)
+        .send(
+            "GET",
+            "other.test",
+            "/",
+            &[("x-request-id", "lost-1")],
+            Bytes::new(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            no_route.status,
+            no_route.headers["x-request-id"].to_str().unwrap()
+        ),
+        (404, "lost-1")
+    );
+
+    let line_with = |needle: &str| {
+        proxy
+            .log_text()
+            .lines()
+            .find(|l| l.contains("target=access") && l.contains(needle))
+            .map(str::to_owned)
+    };
+    eventually(Duration::from_secs(5), "the access log lines", || {
+        line_with("request_id=trace-42").is_some() && line_with("request_id=lost-1").is_some()
+    })
+    .await;
+    let line = line_with("request_id=trace-42").unwrap();
+    for field in [
+        "method=GET".to_string(),
+        "uri=/echo-headers".to_string(),
+        "route=app".to_string(),
+        "slot=blue".to_string(),
+        format!("backend={}", blue.addr),
+        "status=200".to_string(),
+        format!("bytes={}", kept.body.len()),
+        "duration_ms=".to_string(),
+        "client=127.0.0.1".to_string(),
+    ] {
+        assert!(line.contains(&field), "{field} missing in {line}");
+    }
+    let unrouted = line_with("request_id=lost-1").unwrap();
+    assert!(
+        unrouted.contains("route=- slot=- backend=- status=404"),
+        "{unrouted}"
+    );
+    assert!(line_with(&format!("request_id={id}")).is_some());
+}

@@ -342,13 +342,13 @@ async fn a_client_hanging_up_is_not_logged_as_an_error_but_a_dead_upstream_is() 
     eventually(
         Duration::from_secs(5),
         "the upstream failure in the log",
-        || proxy.log_text().contains("ERROR"),
+        || proxy.log_text().contains("level=error"),
     )
     .await;
     let errors: Vec<String> = proxy
         .log_text()
         .lines()
-        .filter(|l| l.contains("ERROR"))
+        .filter(|l| l.contains("level=error"))
         .map(str::to_owned)
         .collect();
     assert!(

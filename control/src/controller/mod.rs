@@ -1418,6 +1418,15 @@ fn needs_restart(running: &ServerConfig, edited: &ServerConfig) -> Vec<String> {
     if running.state_dir != edited.state_dir {
         changed.push("server.state_dir".to_string());
     }
+    if running.admin_http != edited.admin_http {
+        changed.push("server.admin_http".to_string());
+    }
+    if running.log_format != edited.log_format {
+        changed.push("server.log_format".to_string());
+    }
+    if running.access_log != edited.access_log {
+        changed.push("server.access_log".to_string());
+    }
     changed
 }
 

@@ -12,7 +12,7 @@ use pingora::protocols::http::v1::client::HttpSession as UpstreamSession;
 use pingora::protocols::http::ServerSession;
 use pingora::{Error, ErrorType};
 
-use super::{Outcome, BAD_GATEWAY_BODY, GATEWAY_TIMEOUT_BODY};
+use super::{request_id, Outcome, BAD_GATEWAY_BODY, GATEWAY_TIMEOUT_BODY};
 use crate::hop_by_hop;
 use switchyard_control::table::{FailureKind, LoadGuard};
 
@@ -39,6 +39,8 @@ pub(super) struct Reply<'t> {
     pub started: Instant,
     /// The sticky cookie a newly assigned client gets.
     pub set_cookie: Option<&'t HeaderValue>,
+    /// Goes back to the client unless the backend answered with its own.
+    pub request_id: &'t HeaderValue,
 }
 
 pub(super) enum Exchange {
@@ -107,6 +109,9 @@ pub(super) async fn exchange(
                     hop_by_hop::strip_response(&mut response);
                     if let Some(cookie) = reply.set_cookie {
                         let _ = response.append_header(header::SET_COOKIE, cookie.clone());
+                    }
+                    if !response.headers.contains_key(request_id::HEADER) {
+                        let _ = response.insert_header(request_id::HEADER, reply.request_id.clone());
                     }
                     if let Err(e) = session.write_response_header(response).await {
                         tracing::debug!("client went away: {e}");

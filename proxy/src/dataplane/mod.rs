@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use http::header;
+use http::header::{self, HeaderValue};
 use pingora::apps::ServerApp;
 use pingora::connectors::http::v1::Connector;
 use pingora::connectors::TransportConnector;
@@ -32,10 +32,12 @@ use pingora::ErrorType;
 use switchyard_control::table::{FailureKind, Reason, TOKEN_HEADER};
 use switchyard_control::{ControllerHandle, Route, RoutingTable, SharedTable};
 
+use crate::access_log::{self, AccessLog};
 use crate::hop_by_hop;
 
 mod exchange;
 mod in_flight;
+pub mod request_id;
 
 use exchange::{exchange, Exchange, Reply};
 pub use in_flight::{InFlight, InFlightGuard};
@@ -59,10 +61,16 @@ pub struct Forwarder {
     /// Set when the service stops listening: requests still arriving on
     /// kept-alive connections are answered with `Connection: close`.
     stopping: AtomicBool,
+    /// `None` when `[server] access_log` is off.
+    access_log: Option<AccessLog>,
 }
 
 impl Forwarder {
-    pub fn new(controller: ControllerHandle, in_flight: Arc<InFlight>) -> Forwarder {
+    pub fn new(
+        controller: ControllerHandle,
+        in_flight: Arc<InFlight>,
+        access_log: Option<AccessLog>,
+    ) -> Forwarder {
         Forwarder {
             table: controller.table(),
             controller,
@@ -70,6 +78,7 @@ impl Forwarder {
             connector: Connector::new(None),
             fresh: TransportConnector::new(None),
             stopping: AtomicBool::new(false),
+            access_log,
         }
     }
 }
@@ -159,8 +168,11 @@ impl Forwarder {
         } else {
             session.set_keepalive(Some(keepalive));
         }
+        let started = Instant::now();
+        let request_id = request_id::for_request(&session.req_header().headers);
+        let mut trail = Trail::default();
 
-        match self.forward(session, &table).await {
+        let next = match self.forward(session, &table, &request_id, &mut trail).await {
             Outcome::Done => Some(keepalive),
             Outcome::DoneClose => {
                 session.set_keepalive(None);
@@ -172,10 +184,7 @@ impl Forwarder {
                 if !session.is_body_done() {
                     session.set_keepalive(None);
                 }
-                if let Err(e) = session
-                    .respond_error_with_body(status, Bytes::from_static(body))
-                    .await
-                {
+                if let Err(e) = answer(session, status, body, &request_id).await {
                     tracing::debug!("cannot send the {status} answer: {e}");
                 }
                 Some(keepalive)
@@ -184,8 +193,50 @@ impl Forwarder {
                 session.shutdown().await;
                 None
             }
+        };
+        if let Some(log) = &self.access_log {
+            log.record(access_log::Entry {
+                client: session
+                    .client_addr()
+                    .and_then(|a| a.as_inet())
+                    .map(|a| a.ip()),
+                method: session.req_header().method.clone(),
+                uri: session.req_header().uri.clone(),
+                route: trail.route,
+                slot: trail.slot,
+                backend: trail.backend,
+                // 0: the client left before any answer.
+                status: session.response_written().map_or(0, |r| r.status.as_u16()),
+                bytes: session.body_bytes_sent(),
+                duration: started.elapsed(),
+                request_id,
+            });
         }
+        next
     }
+}
+
+/// One of our own answers (404, 502, 504), with the request's id.
+async fn answer(
+    session: &mut ServerSession,
+    status: u16,
+    body: &'static [u8],
+    request_id: &HeaderValue,
+) -> pingora::Result<()> {
+    let mut header = ServerSession::generate_error(status);
+    header.set_content_length(body.len())?;
+    header.insert_header(request_id::HEADER, request_id.clone())?;
+    session
+        .write_error_response(header, Bytes::from_static(body))
+        .await
+}
+
+/// Where a request went, for the access log.
+#[derive(Default)]
+struct Trail {
+    route: Option<Arc<str>>,
+    slot: Option<Arc<str>>,
+    backend: Option<SocketAddr>,
 }
 
 /// Where the request goes, advanced by each failed connect.
@@ -198,7 +249,13 @@ struct Target {
 }
 
 impl Forwarder {
-    async fn forward(&self, session: &mut ServerSession, table: &RoutingTable) -> Outcome {
+    async fn forward(
+        &self,
+        session: &mut ServerSession,
+        table: &RoutingTable,
+        request_id: &HeaderValue,
+        trail: &mut Trail,
+    ) -> Outcome {
         let request = session.req_header();
         let host = request
             .headers
@@ -209,6 +266,7 @@ impl Forwarder {
             return Outcome::Answer(404, NO_ROUTE_BODY);
         };
         let route = &table.routes[found.index];
+        trail.route = Some(route.name.clone());
         let client_ip = session
             .client_addr()
             .and_then(|a| a.as_inet())
@@ -218,6 +276,7 @@ impl Forwarder {
         let reply = Reply {
             started: Instant::now(),
             set_cookie: (choice.reason == Reason::Bucket).then(|| route.set_cookie(choice.slot)),
+            request_id,
         };
         let mut target = Target {
             slot: choice.slot,
@@ -244,7 +303,11 @@ impl Forwarder {
                 load = route.slot(load_slot).load.request();
             }
             let (mut upstream, reused, peer) = match connected {
-                Ok(connected) => connected,
+                Ok(connected) => {
+                    trail.slot = Some(route.slot(target.slot).name.clone());
+                    trail.backend = connected.2._address.as_inet().copied();
+                    connected
+                }
                 Err(e) => {
                     break if e.etype() == &ErrorType::ConnectTimedout {
                         tracing::error!(route = &*route.name, "upstream connect timed out: {e}");
@@ -257,7 +320,7 @@ impl Forwarder {
             };
             upstream.read_timeout = Some(table.timeouts.upstream_read);
             upstream.write_timeout = Some(table.timeouts.upstream_read);
-            let upstream_request = upstream_request(session);
+            let upstream_request = upstream_request(session, request_id);
             let outcome = match upstream.write_request_header(upstream_request).await {
                 // The backend cannot have acted on a request it did not get
                 // whole: any method may go elsewhere.
@@ -406,9 +469,10 @@ fn replayable(session: &mut ServerSession) -> bool {
 
 /// The request as the backend gets it: hop-by-hop headers removed, the
 /// client's address, scheme and host added.
-fn upstream_request(session: &ServerSession) -> Box<RequestHeader> {
+fn upstream_request(session: &ServerSession, request_id: &HeaderValue) -> Box<RequestHeader> {
     let mut request = Box::new(session.req_header().clone());
     hop_by_hop::strip_request(&mut request);
+    let _ = request.insert_header(request_id::HEADER, request_id.clone());
     // The override token is a secret between the tester and the proxy.
     request.remove_header(TOKEN_HEADER);
     if let Some(client) = session.client_addr().and_then(|a| a.as_inet()) {
