@@ -31,6 +31,7 @@ pub fn table_with_routes(n: usize) -> RoutingTable {
             loads: Default::default(),
             unhealthy: Vec::new(),
             assignment: Default::default(),
+            https: Default::default(),
         })
         .collect();
     RoutingTable::build(1, specs)

@@ -102,7 +102,10 @@ pub struct RouteConfig {
     pub active: String,
     /// Connect failures retried on another backend / the previous slot. Default 2.
     pub retries: u32,
+    /// Plain-HTTP requests get a 301 to the same URL on HTTPS. Needs `[tls]`.
     pub redirect_https: bool,
+    /// HTTPS responses carry `Strict-Transport-Security: max-age=N`.
+    pub hsts_max_age: Option<Duration>,
     /// Slot name → backends, each list non-empty.
     pub slots: BTreeMap<String, Vec<SocketAddr>>,
     pub health: Option<HealthConfig>,

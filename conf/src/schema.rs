@@ -37,6 +37,7 @@ const ROUTE_KEYS: &[&str] = &[
     "active",
     "retries",
     "redirect_https",
+    "hsts_max_age",
     "slots",
     "health",
     "canary",
@@ -108,6 +109,17 @@ pub fn read(reader: &mut Reader, doc: &ImDocument<String>, base_dir: &Path) -> R
         .into_iter()
         .filter_map(|(table, span)| read_route(reader, table, &span))
         .collect();
+    for route in routes.iter().filter(|r| r.config.redirect_https) {
+        if tls.is_none() {
+            reader.error(
+                &route.name_span,
+                format!(
+                    "route {:?} sets `redirect_https` but there is no [tls] section: clients would be sent to an HTTPS port nothing listens on",
+                    route.config.name
+                ),
+            );
+        }
+    }
     let config = Config {
         source: String::new(),
         server,
@@ -475,6 +487,7 @@ fn read_route(reader: &mut Reader, t: &dyn TableLike, span: &Span) -> Option<Rea
     let active = reader.required_string(t, "active", &cx, span);
     let retries = reader.integer(t, "retries", &cx, 0..11).unwrap_or(2) as u32;
     let redirect_https = reader.boolean(t, "redirect_https", &cx).unwrap_or(false);
+    let hsts_max_age = reader.duration(t, "hsts_max_age", &cx);
     let (slots, declared) = read_slots(reader, t, span, &cx);
 
     // Checked against every slot the file declares, valid or not, so one
@@ -570,6 +583,7 @@ fn read_route(reader: &mut Reader, t: &dyn TableLike, span: &Span) -> Option<Rea
             active: active.value,
             retries,
             redirect_https,
+            hsts_max_age,
             slots,
             health,
             canary,

@@ -636,3 +636,25 @@ fn log_format_and_access_log_default_to_logfmt_and_off() {
         "{bad}"
     );
 }
+
+#[test]
+fn redirect_https_needs_tls_and_hsts_takes_a_duration() {
+    let e = one_error(&ROUTE.replace(
+        "active = \"blue\"",
+        "active = \"blue\"\nredirect_https = true",
+    ));
+    assert!(
+        e.contains("route \"app\" sets `redirect_https` but there is no [tls] section"),
+        "{e}"
+    );
+    let with_tls = format!(
+        "[tls]\ncertificates = [{{ cert = \"a.pem\", key = \"a.key\" }}]\n{}",
+        ROUTE.replace(
+            "active = \"blue\"",
+            "active = \"blue\"\nredirect_https = true\nhsts_max_age = \"365d\""
+        )
+    );
+    let route = &parse_ok(&with_tls).routes[0];
+    assert!(route.redirect_https);
+    assert_eq!(route.hsts_max_age, Some(Duration::from_secs(365 * 86_400)));
+}

@@ -221,6 +221,7 @@ mod tests {
             active: active.into(),
             retries: 2,
             redirect_https: false,
+            hsts_max_age: None,
             slots: BTreeMap::from([
                 ("blue".to_string(), vec![addr]),
                 ("green".to_string(), vec![addr]),

@@ -58,6 +58,7 @@ fn table() -> RoutingTable {
             loads: Default::default(),
             unhealthy: Vec::new(),
             assignment: Default::default(),
+            https: Default::default(),
         })
         .collect();
     RoutingTable::build(1, specs)

@@ -93,6 +93,12 @@ pub async fn start(config: Config, config_path: &Path) -> Result<RunningProxy, S
         .collect();
 
     let server = config.server.clone();
+    // Until the TLS listeners are bound here, the configured port.
+    let config_tls_port = config
+        .tls
+        .as_ref()
+        .and_then(|tls| tls.listen.first())
+        .map(|addr| addr.port());
     let admin_listener = admin_server::bind(&server.admin_socket).await?;
     // Before the Controller: series it registers while no recorder exists
     // would stay no-ops.
@@ -168,7 +174,13 @@ pub async fn start(config: Config, config_path: &Path) -> Result<RunningProxy, S
     } else {
         None
     };
-    let app = Forwarder::new(controller.clone(), in_flight.clone(), access_log);
+    let https_port = config_tls_port;
+    let app = Forwarder::new(
+        controller.clone(),
+        in_flight.clone(),
+        access_log,
+        https_port,
+    );
     let service = pingora::services::listening::Service::new("switchyard".into(), app);
     let service = spawn_service(&dataplane, service, &keys, fds, shutdown_rx);
 

@@ -26,7 +26,7 @@ use crate::history::{now_rfc3339, History, HistoryEntry, ALL_ROUTES, DEFAULT_HIS
 use crate::metrics;
 use crate::protocol::{ErrorKind, Request, Response};
 use crate::state_file::{DecisionSource, RouteState, StateFile};
-use crate::table::{AssignmentSpec, RouteSpec, RoutingTable, SlotLoad, Timeouts};
+use crate::table::{AssignmentSpec, HttpsSpec, RouteSpec, RoutingTable, SlotLoad, Timeouts};
 
 mod rollouts;
 
@@ -1227,6 +1227,10 @@ fn route_spec(
         loads: BTreeMap::new(),
         unhealthy: Vec::new(),
         assignment: assignment_spec(route, state),
+        https: HttpsSpec {
+            redirect: route.redirect_https,
+            hsts_max_age: route.hsts_max_age,
+        },
     }
 }
 

@@ -83,6 +83,10 @@ pub struct Route {
     pub previous: Option<usize>,
     pub canary: Option<Canary>,
     pub retries: u32,
+    /// Plain-HTTP requests get a 301 to HTTPS.
+    pub redirect_https: bool,
+    /// Added to HTTPS responses that lack one.
+    pub hsts: Option<http::HeaderValue>,
     /// Stickiness, overrides and previews; see [`Route::choose`].
     assigner: assign::Assigner,
     slot_names: Vec<Arc<str>>,
@@ -220,6 +224,16 @@ pub struct RouteSpec {
     pub unhealthy: Vec<String>,
     /// Stickiness, overrides and previews.
     pub assignment: AssignmentSpec,
+    pub https: HttpsSpec,
+}
+
+/// What a route does about HTTPS.
+#[derive(Debug, Clone, Default)]
+pub struct HttpsSpec {
+    /// Plain-HTTP requests are redirected to HTTPS.
+    pub redirect: bool,
+    /// HTTPS responses say `Strict-Transport-Security: max-age=…`.
+    pub hsts_max_age: Option<Duration>,
 }
 
 impl RoutingTable {
@@ -409,6 +423,10 @@ impl Route {
             previous,
             canary,
             retries: spec.retries,
+            redirect_https: spec.https.redirect,
+            hsts: spec.https.hsts_max_age.and_then(|age| {
+                http::HeaderValue::from_str(&format!("max-age={}", age.as_secs())).ok()
+            }),
             assigner,
             slot_names,
         }
@@ -508,6 +526,7 @@ mod tests {
             loads: Default::default(),
             unhealthy: Vec::new(),
             assignment: AssignmentSpec::default(),
+            https: HttpsSpec::default(),
         }
     }
 

@@ -41,6 +41,8 @@ pub(super) struct Reply<'t> {
     pub set_cookie: Option<&'t HeaderValue>,
     /// Goes back to the client unless the backend answered with its own.
     pub request_id: &'t HeaderValue,
+    /// `Strict-Transport-Security`, for an HTTPS response that lacks one.
+    pub hsts: Option<&'t HeaderValue>,
 }
 
 pub(super) enum Exchange {
@@ -109,6 +111,11 @@ pub(super) async fn exchange(
                     hop_by_hop::strip_response(&mut response);
                     if let Some(cookie) = reply.set_cookie {
                         let _ = response.append_header(header::SET_COOKIE, cookie.clone());
+                    }
+                    if let Some(hsts) = reply.hsts {
+                        if !response.headers.contains_key(header::STRICT_TRANSPORT_SECURITY) {
+                            let _ = response.insert_header(header::STRICT_TRANSPORT_SECURITY, hsts.clone());
+                        }
                     }
                     if !response.headers.contains_key(request_id::HEADER) {
                         let _ = response.insert_header(request_id::HEADER, reply.request_id.clone());

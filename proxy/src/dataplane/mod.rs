@@ -63,6 +63,9 @@ pub struct Forwarder {
     stopping: AtomicBool,
     /// `None` when `[server] access_log` is off.
     access_log: Option<AccessLog>,
+    /// Where `redirect_https` sends clients: the first `[tls]` listener's
+    /// port.
+    https_port: Option<u16>,
 }
 
 impl Forwarder {
@@ -70,6 +73,7 @@ impl Forwarder {
         controller: ControllerHandle,
         in_flight: Arc<InFlight>,
         access_log: Option<AccessLog>,
+        https_port: Option<u16>,
     ) -> Forwarder {
         Forwarder {
             table: controller.table(),
@@ -79,6 +83,7 @@ impl Forwarder {
             fresh: TransportConnector::new(None),
             stopping: AtomicBool::new(false),
             access_log,
+            https_port,
         }
     }
 }
@@ -93,6 +98,8 @@ pub(crate) enum Outcome {
     DoneClose,
     /// Nothing was sent to the client yet: answer with this status.
     Answer(u16, &'static [u8]),
+    /// A plain-HTTP request to a route that wants HTTPS: 301 to here.
+    Redirect(HeaderValue),
     /// The client is gone, or the response broke half-way: close.
     Abandon,
 }
@@ -107,13 +114,14 @@ impl ServerApp for Forwarder {
         stream: Stream,
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
+        let tls = stream.get_ssl_digest().is_some();
         let mut session = ServerSession::new_http1(stream);
         // A new connection gets as long for its first request as a kept-alive
         // one gets for its next: an idle connection is never held forever.
         let first_wait = self.table.load().timeouts.client_keepalive.as_secs().max(1);
         session.set_keepalive(Some(first_wait));
         loop {
-            let keepalive = self.serve_one(&mut session, shutdown).await?;
+            let keepalive = self.serve_one(&mut session, tls, shutdown).await?;
             let (stream, pipelined) = match session.finish().await {
                 Ok(Some(reusable)) => reusable.into_parts(),
                 Ok(None) => return None,
@@ -146,6 +154,7 @@ impl Forwarder {
     async fn serve_one(
         &self,
         session: &mut ServerSession,
+        tls: bool,
         shutdown: &ShutdownWatch,
     ) -> Option<u64> {
         match session.read_request().await {
@@ -172,7 +181,11 @@ impl Forwarder {
         let request_id = request_id::for_request(&session.req_header().headers);
         let mut trail = Trail::default();
 
-        let next = match self.forward(session, &table, &request_id, &mut trail).await {
+        let incoming = Incoming {
+            id: &request_id,
+            tls,
+        };
+        let next = match self.forward(session, &table, incoming, &mut trail).await {
             Outcome::Done => Some(keepalive),
             Outcome::DoneClose => {
                 session.set_keepalive(None);
@@ -192,6 +205,12 @@ impl Forwarder {
             Outcome::Abandon => {
                 session.shutdown().await;
                 None
+            }
+            Outcome::Redirect(location) => {
+                if let Err(e) = redirect(session, location, &request_id).await {
+                    tracing::debug!("cannot send the redirect: {e}");
+                }
+                Some(keepalive)
             }
         };
         if let Some(log) = &self.access_log {
@@ -231,6 +250,27 @@ async fn answer(
         .await
 }
 
+/// A 301 to HTTPS, with the request's id.
+async fn redirect(
+    session: &mut ServerSession,
+    location: HeaderValue,
+    request_id: &HeaderValue,
+) -> pingora::Result<()> {
+    let mut header = ServerSession::generate_error(301);
+    header.set_content_length(0)?;
+    header.insert_header(header::LOCATION, location)?;
+    header.insert_header(request_id::HEADER, request_id.clone())?;
+    session.write_error_response(header, Bytes::new()).await
+}
+
+/// What the proxy knows of a request besides its header.
+#[derive(Clone, Copy)]
+struct Incoming<'r> {
+    id: &'r HeaderValue,
+    /// It came over TLS.
+    tls: bool,
+}
+
 /// Where a request went, for the access log.
 #[derive(Default)]
 struct Trail {
@@ -253,9 +293,10 @@ impl Forwarder {
         &self,
         session: &mut ServerSession,
         table: &RoutingTable,
-        request_id: &HeaderValue,
+        incoming: Incoming<'_>,
         trail: &mut Trail,
     ) -> Outcome {
+        let request_id = incoming.id;
         let request = session.req_header();
         let host = request
             .headers
@@ -267,6 +308,19 @@ impl Forwarder {
         };
         let route = &table.routes[found.index];
         trail.route = Some(route.name.clone());
+        if route.redirect_https && !incoming.tls {
+            let header = session.req_header();
+            let host = header
+                .headers
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .or_else(|| header.uri.host())
+                .unwrap_or_default();
+            let target = header.uri.path_and_query().map_or("/", |p| p.as_str());
+            if let Some(location) = https_location(host, self.https_port, target) {
+                return Outcome::Redirect(location);
+            }
+        }
         let client_ip = session
             .client_addr()
             .and_then(|a| a.as_inet())
@@ -277,6 +331,11 @@ impl Forwarder {
             started: Instant::now(),
             set_cookie: (choice.reason == Reason::Bucket).then(|| route.set_cookie(choice.slot)),
             request_id,
+            hsts: if incoming.tls {
+                route.hsts.as_ref()
+            } else {
+                None
+            },
         };
         let mut target = Target {
             slot: choice.slot,
@@ -491,6 +550,25 @@ fn upstream_request(session: &ServerSession, request_id: &HeaderValue) -> Box<Re
     request
 }
 
+/// `https://HOST[:PORT]TARGET` for a Host header (its port dropped) and
+/// the HTTPS listener's port (left out when it is 443). `None` when the
+/// Host cannot make a valid URL.
+fn https_location(host: &str, https_port: Option<u16>, target: &str) -> Option<HeaderValue> {
+    let name = match host.strip_prefix('[') {
+        // An IPv6 literal keeps its brackets.
+        Some(rest) => &host[..rest.find(']')? + 2],
+        None => host.split(':').next().unwrap_or_default(),
+    };
+    if name.is_empty() {
+        return None;
+    }
+    let location = match https_port {
+        None | Some(443) => format!("https://{name}{target}"),
+        Some(port) => format!("https://{name}:{port}{target}"),
+    };
+    HeaderValue::from_str(&location).ok()
+}
+
 /// Writes the IP's text form into `buf` without a heap string.
 fn format_ip(ip: std::net::IpAddr, buf: &mut [u8; 64]) -> &[u8] {
     use std::io::Write;
@@ -503,6 +581,27 @@ fn format_ip(ip: std::net::IpAddr, buf: &mut [u8; 64]) -> &[u8] {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn https_location_drops_the_host_port_and_adds_the_tls_one() {
+        let at = |host, port, target| {
+            https_location(host, port, target).map(|v| v.to_str().unwrap().to_owned())
+        };
+        assert_eq!(
+            at("app.test:8080", Some(443), "/a?b=1").as_deref(),
+            Some("https://app.test/a?b=1")
+        );
+        assert_eq!(
+            at("app.test", Some(8443), "/").as_deref(),
+            Some("https://app.test:8443/")
+        );
+        assert_eq!(
+            at("[::1]:80", Some(8443), "/x").as_deref(),
+            Some("https://[::1]:8443/x")
+        );
+        assert_eq!(at("", Some(443), "/"), None);
+        assert_eq!(at("[::1", Some(443), "/"), None);
+    }
 
     #[test]
     fn ip_text_fits_the_stack_buffer() {
