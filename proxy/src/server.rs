@@ -188,6 +188,7 @@ pub async fn start(config: Config, config_path: &Path) -> Result<RunningProxy, S
         tracing::info!("listening on http://{addr}");
     }
     readiness.set(true);
+    tokio::spawn(tell_systemd_when_ready(controller.clone()));
     Ok(RunningProxy {
         readiness,
         admin_http_stop,
@@ -263,6 +264,9 @@ impl RunningProxy {
     /// `drain_timeout`), and removes the admin socket.
     pub async fn stop(self) {
         self.readiness.set(false);
+        if std::env::var_os("NOTIFY_SOCKET").is_some() {
+            let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
+        }
         let _ = self.shutdown.send(true);
         let deadline = Instant::now() + self.drain_timeout;
         while self.in_flight.count() > 0 && Instant::now() < deadline {
@@ -281,6 +285,28 @@ impl RunningProxy {
             dataplane.shutdown_timeout(Duration::from_millis(200))
         })
         .await;
+    }
+}
+
+/// Under systemd (`Type=notify`), says READY=1 when `/health/ready` would
+/// say 200: the listeners serve and every active slot's backends have a
+/// first health verdict. `systemctl start` returns then, so a deploy
+/// script that starts switchyard can rely on it knowing its backends.
+async fn tell_systemd_when_ready(controller: ControllerHandle) {
+    if std::env::var_os("NOTIFY_SOCKET").is_none() {
+        return;
+    }
+    loop {
+        match controller.unchecked_backends().await {
+            None => return,
+            Some(unchecked) if unchecked.is_empty() => break,
+            Some(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+    use sd_notify::NotifyState;
+    if let Err(e) = sd_notify::notify(false, &[NotifyState::Ready, NotifyState::Status("serving")])
+    {
+        tracing::warn!("cannot tell systemd that switchyard is ready: {e}");
     }
 }
 

@@ -257,10 +257,17 @@ impl Proxy {
 
     /// Starts the proxy on an existing config file.
     pub fn start_with_file(dir: &Path, config: &Path) -> Proxy {
+        Proxy::start_with_env(dir, config, &[])
+    }
+
+    /// Starts the proxy on an existing config file with these environment
+    /// variables set.
+    pub fn start_with_env(dir: &Path, config: &Path, env: &[(&str, &str)]) -> Proxy {
         let mut child = Command::new(switchyard_bin())
             .args(["run", "-c"])
             .arg(config)
             .env("SWITCHYARD_LOG", "info")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()

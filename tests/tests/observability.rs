@@ -328,3 +328,57 @@ async fn request_ids_go_upstream_and_back_and_every_request_has_an_access_log_li
     );
     assert!(line_with(&format!("request_id={id}")).is_some());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn systemd_hears_ready_after_the_first_verdicts_and_stopping_on_sigterm() {
+    let blue = Backend::start("blue").await;
+    let dir = tempfile::tempdir().unwrap();
+    let notify_path = dir.path().join("notify.sock");
+    let notify = std::os::unix::net::UnixDatagram::bind(&notify_path).unwrap();
+    notify
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let route = format!(
+        "[[route]]\nname = \"app\"\nactive = \"blue\"\n[route.slots]\nblue = [\"{}\"]\n[route.health]\npath = \"/health\"\ninterval = \"300ms\"\nrise = 10\n",
+        blue.addr
+    );
+    let config = dir.path().join("switchyard.toml");
+    std::fs::write(&config, with_admin_http(&route)).unwrap();
+    let proxy = Proxy::start_with_env(
+        dir.path(),
+        &config,
+        &[("NOTIFY_SOCKET", notify_path.to_str().unwrap())],
+    );
+    let admin = proxy.admin_http_addr();
+    let receive = || {
+        let mut buf = [0u8; 256];
+        notify
+            .recv(&mut buf)
+            .ok()
+            .map(|n| String::from_utf8_lossy(&buf[..n]).into_owned())
+    };
+
+    // Listening, but blue has no verdict yet: not ready for systemd either.
+    assert_eq!(get(admin, "/health/ready").await.status, 503);
+    assert_eq!(tokio::task::block_in_place(receive), None);
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let ready = loop {
+        if let Some(message) = tokio::task::block_in_place(receive) {
+            break message;
+        }
+        assert!(std::time::Instant::now() < deadline, "no READY=1");
+    };
+    assert_eq!(ready, "READY=1\nSTATUS=serving\n");
+    assert_eq!(get(admin, "/health/ready").await.status, 200);
+
+    // SAFETY: a signal to our own child.
+    unsafe { libc::kill(proxy.pid(), libc::SIGTERM) };
+    let stopping = loop {
+        if let Some(message) = tokio::task::block_in_place(receive) {
+            break message;
+        }
+        assert!(std::time::Instant::now() < deadline, "no STOPPING=1");
+    };
+    assert_eq!(stopping, "STOPPING=1\n");
+    assert!(tokio::task::block_in_place(|| proxy.terminate()).success());
+}
