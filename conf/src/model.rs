@@ -47,6 +47,9 @@ pub struct ServerConfig {
     pub read_timeout: Duration,
     /// How long an idle downstream keep-alive connection is kept. Default 60 s.
     pub keepalive_timeout: Duration,
+    /// How long an upgraded connection (a WebSocket) may go without a byte
+    /// either way. Default 1 h.
+    pub upgrade_idle_timeout: Duration,
     /// How log lines are written. Default logfmt. Needs a restart.
     pub log_format: LogFormat,
     /// One log line per request. Default off. Needs a restart.

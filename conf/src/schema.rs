@@ -25,6 +25,7 @@ const SERVER_KEYS: &[&str] = &[
     "connect_timeout",
     "read_timeout",
     "keepalive_timeout",
+    "upgrade_idle_timeout",
     "log_format",
     "access_log",
 ];
@@ -324,6 +325,9 @@ fn read_server(
         keepalive_timeout: reader
             .duration(t, "keepalive_timeout", CX)
             .unwrap_or(Duration::from_secs(60)),
+        upgrade_idle_timeout: reader
+            .duration(t, "upgrade_idle_timeout", CX)
+            .unwrap_or(Duration::from_secs(3600)),
         log_format: match reader.string(t, "log_format", CX) {
             None => LogFormat::default(),
             Some(f) if f.value == "logfmt" => LogFormat::Logfmt,

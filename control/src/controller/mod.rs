@@ -1088,11 +1088,21 @@ impl Controller {
             }
         }
         for route in &self.config.routes {
+            let state = &self.routes[&route.name];
             let loads = self.loads.entry(route.name.clone()).or_default();
             for slot in route.slots.keys() {
-                loads
+                let load = loads
                     .entry(slot.clone())
                     .or_insert_with(|| Arc::new(SlotLoad::new(&route.name, slot)));
+                // Upgraded connections left on a slot that no longer gets
+                // new traffic are closed `drain_timeout` after this.
+                load.set_serving(
+                    *slot == state.active
+                        || state
+                            .canary
+                            .as_ref()
+                            .is_some_and(|c| c.slot == *slot && c.weight > 0),
+                );
             }
         }
         let specs = self
@@ -1118,6 +1128,8 @@ impl Controller {
             upstream_connect: server.connect_timeout,
             upstream_read: server.read_timeout,
             client_keepalive: server.keepalive_timeout,
+            upgrade_idle: server.upgrade_idle_timeout,
+            drain: server.drain_timeout,
         };
         let table = RoutingTable::build(self.generation, specs).with_timeouts(timeouts);
         self.table.store(Arc::new(table));

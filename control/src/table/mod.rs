@@ -8,9 +8,10 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
+use std::time::Instant;
 
 use switchyard_conf::HostPattern;
 
@@ -34,6 +35,12 @@ pub struct Timeouts {
     pub upstream_connect: Duration,
     pub upstream_read: Duration,
     pub client_keepalive: Duration,
+    /// An upgraded connection (a WebSocket) with no byte either way for
+    /// this long is closed.
+    pub upgrade_idle: Duration,
+    /// How long upgraded connections may stay on a slot that no longer
+    /// gets new traffic.
+    pub drain: Duration,
 }
 
 impl Default for Timeouts {
@@ -42,6 +49,8 @@ impl Default for Timeouts {
             upstream_connect: Duration::from_secs(3),
             upstream_read: Duration::from_secs(60),
             client_keepalive: Duration::from_secs(60),
+            upgrade_idle: Duration::from_secs(3600),
+            drain: Duration::from_secs(30),
         }
     }
 }
@@ -116,12 +125,21 @@ pub struct Slot {
     pub unhealthy: bool,
 }
 
+/// The process's clock origin for [`SlotLoad`]'s timestamps.
+fn epoch() -> Instant {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
+
 /// Requests and upgraded connections in flight on one slot, and what it
 /// answered so far: for rollout analysis and for `/metrics`.
 #[derive(Debug)]
 pub struct SlotLoad {
     requests: AtomicUsize,
     upgraded: AtomicUsize,
+    /// Milliseconds since [`epoch`] when the slot stopped getting new
+    /// traffic (plus one, so 0 can mean "serving").
+    retired_at: AtomicU64,
     pub stats: SlotStats,
     series: SlotSeries,
 }
@@ -131,8 +149,35 @@ impl SlotLoad {
         SlotLoad {
             requests: AtomicUsize::new(0),
             upgraded: AtomicUsize::new(0),
+            retired_at: AtomicU64::new(0),
             stats: SlotStats::default(),
             series: SlotSeries::new(route, slot),
+        }
+    }
+
+    /// Whether the slot gets new traffic (it is active, or a canary with a
+    /// weight). Set by the Controller on every publish.
+    pub fn set_serving(&self, serving: bool) {
+        if serving {
+            self.retired_at.store(0, Ordering::Release);
+        } else {
+            let now = epoch().elapsed().as_millis() as u64 + 1;
+            let _ = self
+                .retired_at
+                .compare_exchange(0, now, Ordering::AcqRel, Ordering::Acquire);
+        }
+    }
+
+    /// How long ago the slot stopped getting new traffic; `None` while it
+    /// gets some.
+    pub fn retired_for(&self) -> Option<Duration> {
+        match self.retired_at.load(Ordering::Acquire) {
+            0 => None,
+            at => Some(
+                epoch()
+                    .elapsed()
+                    .saturating_sub(Duration::from_millis(at - 1)),
+            ),
         }
     }
 
@@ -184,6 +229,11 @@ impl LoadGuard {
 }
 
 impl LoadGuard {
+    /// The slot this request counts on; see [`SlotLoad::retired_for`].
+    pub fn slot(&self) -> &SlotLoad {
+        &self.load
+    }
+
     /// The request got its answer: `status` after `latency`.
     pub fn answered(&self, status: u16, latency: Duration) {
         self.load.stats.answered(status, latency);

@@ -3,7 +3,7 @@
 //! (no channels, no second task), with the client watched for hanging up
 //! while the backend thinks.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
@@ -14,7 +14,7 @@ use pingora::{Error, ErrorType};
 
 use super::{request_id, Outcome, BAD_GATEWAY_BODY, GATEWAY_TIMEOUT_BODY};
 use crate::hop_by_hop;
-use switchyard_control::table::{FailureKind, LoadGuard};
+use switchyard_control::table::{FailureKind, LoadGuard, Timeouts};
 
 /// The next thing the backend sent: its (next) response header, or body.
 enum Upstream {
@@ -66,6 +66,7 @@ pub(super) async fn exchange(
     replayable: bool,
     load: &mut LoadGuard,
     reply: &Reply<'_>,
+    timeouts: &Timeouts,
 ) -> Exchange {
     let mut request_done = session.is_body_empty();
     if request_done {
@@ -76,6 +77,10 @@ pub(super) async fn exchange(
     let mut body_sent = false;
     let mut header_sent = false;
     let mut response_done = false;
+    // Set once the connection is upgraded: checks its idle time and its
+    // slot, every second.
+    let mut upgrade_watch: Option<tokio::time::Interval> = None;
+    let mut last_byte = Instant::now();
     loop {
         if response_done {
             // When the backend answered before the request body ended (an
@@ -126,15 +131,21 @@ pub(super) async fn exchange(
                     }
                     header_sent = true;
                     if upstream.was_upgraded() {
-                        // Both directions now carry raw bytes until one side closes.
+                        // Both directions now carry raw bytes until one side
+                        // closes, or the upgrade's idle timeout or its slot's
+                        // drain ends it (pingora's read timeout does not
+                        // apply to upgraded bodies: a tested fact).
                         upstream.maybe_upgrade_body_writer();
                         request_done = false;
                         load.upgraded();
+                        upgrade_watch = Some(tokio::time::interval(UPGRADE_CHECK_EVERY));
+                        last_byte = Instant::now();
                     }
                 }
                 Upstream::Body(chunk) => {
                     match chunk {
                         Ok(Some(bytes)) => {
+                            last_byte = Instant::now();
                             if let Err(e) = session.write_response_body(bytes, false).await {
                                 tracing::debug!("client went away: {e}");
                                 return Exchange::Failed(Outcome::Abandon);
@@ -160,6 +171,7 @@ pub(super) async fn exchange(
                 match chunk {
                     Ok(Some(bytes)) => {
                         body_sent = true;
+                        last_byte = Instant::now();
                         if let Err(e) = upstream.write_body(&bytes).await {
                             if header_sent {
                                 tracing::debug!("upstream stopped reading the body: {e}");
@@ -183,7 +195,30 @@ pub(super) async fn exchange(
                     }
                 }
             }
+            _ = tick(&mut upgrade_watch) => {
+                if last_byte.elapsed() >= timeouts.upgrade_idle {
+                    tracing::debug!("closing an upgraded connection idle for {:?}", timeouts.upgrade_idle);
+                    return Exchange::Finished { reusable_upstream: false };
+                }
+                if load.slot().retired_for().is_some_and(|d| d >= timeouts.drain) {
+                    tracing::info!("closing an upgraded connection: its slot has had no new traffic for drain_timeout ({:?})", timeouts.drain);
+                    return Exchange::Finished { reusable_upstream: false };
+                }
+            }
         }
+    }
+}
+
+/// How often an upgraded connection's idle time and slot are checked.
+const UPGRADE_CHECK_EVERY: Duration = Duration::from_secs(1);
+
+/// The next tick of `watch`, or never when there is none.
+async fn tick(watch: &mut Option<tokio::time::Interval>) {
+    match watch {
+        Some(interval) => {
+            interval.tick().await;
+        }
+        None => std::future::pending().await,
     }
 }
 

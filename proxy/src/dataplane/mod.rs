@@ -389,7 +389,15 @@ impl Forwarder {
                     // safely run twice is sent again: an idempotent method
                     // without a body.
                     let replayable = replayable(session);
-                    exchange(session, &mut upstream, replayable, &mut load, &reply).await
+                    exchange(
+                        session,
+                        &mut upstream,
+                        replayable,
+                        &mut load,
+                        &reply,
+                        &table.timeouts,
+                    )
+                    .await
                 }
             };
             match outcome {
