@@ -27,6 +27,7 @@ use switchyard_control::{Controller, ControllerHandle};
 use tokio::sync::watch;
 
 use crate::access_log::AccessLog;
+use crate::activation;
 use crate::admin_http::{Readiness, Sources};
 use crate::dataplane::{Forwarder, InFlight};
 use crate::exporter;
@@ -78,6 +79,8 @@ pub struct RunningProxy {
     admin_http_stop: watch::Sender<bool>,
     shutdown: watch::Sender<bool>,
     in_flight: Arc<InFlight>,
+    /// Open client connections.
+    connections: Arc<InFlight>,
     admin_socket: PathBuf,
     drain_timeout: Duration,
     service: tokio::task::JoinHandle<()>,
@@ -86,7 +89,14 @@ pub struct RunningProxy {
 
 /// Starts everything on the current tokio runtime.
 pub async fn start(config: Config, config_path: &Path) -> Result<RunningProxy, StartError> {
-    let listeners = bind_listeners(&config.server.listen)?;
+    let mut inherited = activation::inherited_listeners();
+    let listeners = bind_listeners(&config.server.listen, &mut inherited)?;
+    for unused in &inherited {
+        tracing::warn!(
+            "a socket handed in by systemd ({:?}) matches no configured listen address; it is not served",
+            unused.local_addr().ok()
+        );
+    }
     let listen_addrs: Vec<SocketAddr> = listeners
         .iter()
         .map(|(_, l)| l.local_addr().expect("a bound socket has an address"))
@@ -158,6 +168,7 @@ pub async fn start(config: Config, config_path: &Path) -> Result<RunningProxy, S
         })?;
 
     let in_flight = Arc::new(InFlight::default());
+    let connections = Arc::new(InFlight::default());
     let mut fds = Fds::new();
     let mut keys = Vec::new();
     for (key, listener) in listeners {
@@ -178,6 +189,7 @@ pub async fn start(config: Config, config_path: &Path) -> Result<RunningProxy, S
     let app = Forwarder::new(
         controller.clone(),
         in_flight.clone(),
+        connections.clone(),
         access_log,
         https_port,
     );
@@ -197,6 +209,7 @@ pub async fn start(config: Config, config_path: &Path) -> Result<RunningProxy, S
         controller,
         shutdown,
         in_flight,
+        connections,
         admin_socket: server.admin_socket,
         drain_timeout: server.drain_timeout,
         service,
@@ -228,7 +241,12 @@ fn spawn_service(
 
 /// Binds each address once. The fd-table key is the address as configured,
 /// which is how pingora's listener finds the socket we hand it.
-fn bind_listeners(addrs: &[SocketAddr]) -> Result<Vec<(String, TcpListener)>, StartError> {
+/// A socket handed in by systemd for an address is used instead of
+/// binding it.
+fn bind_listeners(
+    addrs: &[SocketAddr],
+    inherited: &mut Vec<TcpListener>,
+) -> Result<Vec<(String, TcpListener)>, StartError> {
     let mut seen = Vec::new();
     let mut bound = Vec::new();
     for addr in addrs {
@@ -236,10 +254,13 @@ fn bind_listeners(addrs: &[SocketAddr]) -> Result<Vec<(String, TcpListener)>, St
             continue;
         }
         seen.push(*addr);
-        let listener = bind_tcp(*addr).map_err(|source| StartError::Listen {
-            addr: *addr,
-            source,
-        })?;
+        let listener = match activation::take(inherited, *addr) {
+            Some(listener) => listener,
+            None => bind_tcp(*addr).map_err(|source| StartError::Listen {
+                addr: *addr,
+                source,
+            })?,
+        };
         bound.push((addr.to_string(), listener));
     }
     Ok(bound)
@@ -268,14 +289,7 @@ impl RunningProxy {
             let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
         }
         let _ = self.shutdown.send(true);
-        let deadline = Instant::now() + self.drain_timeout;
-        while self.in_flight.count() > 0 && Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        let left = self.in_flight.count();
-        if left > 0 {
-            tracing::warn!(left, "drain timeout passed with requests still in flight");
-        }
+        self.drain().await;
         self.service.abort();
         let _ = self.admin_http_stop.send(true);
         let _ = std::fs::remove_file(&self.admin_socket);
@@ -309,6 +323,45 @@ async fn tell_systemd_when_ready(controller: ControllerHandle) {
         tracing::warn!("cannot tell systemd that switchyard is ready: {e}");
     }
 }
+
+impl RunningProxy {
+    /// Waits, up to `drain_timeout`, until every client connection has
+    /// closed. From the stop on, every response says `Connection: close`,
+    /// so busy connections end after their current request and their
+    /// clients reconnect — to the listening socket, where a restarted
+    /// switchyard (socket activation) or another instance picks them up.
+    /// Connections that stay idle for [`IDLE_GRACE`] with no request in
+    /// flight are closed then: a client whose next request meets the close
+    /// retries it on a new connection, as HTTP/1.1 clients do.
+    async fn drain(&self) {
+        let deadline = Instant::now() + self.drain_timeout;
+        let mut quiet_since: Option<Instant> = None;
+        loop {
+            if self.connections.count() == 0 {
+                return;
+            }
+            if self.in_flight.count() == 0 {
+                if quiet_since.get_or_insert_with(Instant::now).elapsed() >= IDLE_GRACE {
+                    return;
+                }
+            } else {
+                quiet_since = None;
+            }
+            if Instant::now() >= deadline {
+                tracing::warn!(
+                    requests = self.in_flight.count(),
+                    connections = self.connections.count(),
+                    "drain timeout passed with requests still in flight"
+                );
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+/// How long idle kept-alive connections get after a stop begins.
+const IDLE_GRACE: Duration = Duration::from_secs(1);
 
 /// Waits for SIGTERM or SIGINT.
 pub async fn stop_signal() {

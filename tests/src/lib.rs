@@ -263,11 +263,46 @@ impl Proxy {
     /// Starts the proxy on an existing config file with these environment
     /// variables set.
     pub fn start_with_env(dir: &Path, config: &Path, env: &[(&str, &str)]) -> Proxy {
-        let mut child = Command::new(switchyard_bin())
+        let mut command = Command::new(switchyard_bin());
+        command
             .args(["run", "-c"])
             .arg(config)
+            .envs(env.iter().copied());
+        Proxy::spawn(dir, config, command)
+    }
+
+    /// Starts the proxy the way systemd's socket activation does: with
+    /// `listener` as file descriptor 3, `LISTEN_FDS=1` and `LISTEN_PID` set
+    /// to the proxy's own pid.
+    pub fn start_activated(dir: &Path, config: &Path, listener: &std::net::TcpListener) -> Proxy {
+        use std::os::fd::AsRawFd;
+        use std::os::unix::process::CommandExt;
+        let fd = listener.as_raw_fd();
+        let mut command = Command::new("sh");
+        // `exec` keeps the shell's pid, so `$$` is the proxy's.
+        command
+            .arg("-c")
+            .arg("LISTEN_PID=$$ LISTEN_FDS=1 exec \"$0\" run -c \"$1\"")
+            .arg(switchyard_bin())
+            .arg(config);
+        // SAFETY: only async-signal-safe calls between fork and exec.
+        unsafe {
+            command.pre_exec(move || {
+                if fd == 3 {
+                    let flags = libc::fcntl(3, libc::F_GETFD);
+                    libc::fcntl(3, libc::F_SETFD, flags & !libc::FD_CLOEXEC);
+                } else if libc::dup2(fd, 3) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        Proxy::spawn(dir, config, command)
+    }
+
+    fn spawn(dir: &Path, config: &Path, mut command: Command) -> Proxy {
+        let mut child = command
             .env("SWITCHYARD_LOG", "info")
-            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -532,11 +567,18 @@ impl Client {
         headers: &[(&str, &str)],
         body: Bytes,
     ) -> Result<Reply, String> {
+        // Like a browser or hyper's pooled client: a kept-alive connection
+        // the server closed before this request went out (a `Connection:
+        // close` answer, a server stopping) is replaced, once.
+        if self.connect().await?.ready().await.is_err() {
+            self.sender = None;
+            self.connect()
+                .await?
+                .ready()
+                .await
+                .map_err(|e| format!("not ready: {e}"))?;
+        }
         let sender = self.connect().await?;
-        sender
-            .ready()
-            .await
-            .map_err(|e| format!("not ready: {e}"))?;
         let mut request = Request::builder()
             .method(method)
             .uri(path)

@@ -61,6 +61,8 @@ pub struct Forwarder {
     /// Set when the service stops listening: requests still arriving on
     /// kept-alive connections are answered with `Connection: close`.
     stopping: AtomicBool,
+    /// Open client connections, for a graceful stop.
+    connections: Arc<InFlight>,
     /// `None` when `[server] access_log` is off.
     access_log: Option<AccessLog>,
     /// Where `redirect_https` sends clients: the first `[tls]` listener's
@@ -72,6 +74,7 @@ impl Forwarder {
     pub fn new(
         controller: ControllerHandle,
         in_flight: Arc<InFlight>,
+        connections: Arc<InFlight>,
         access_log: Option<AccessLog>,
         https_port: Option<u16>,
     ) -> Forwarder {
@@ -79,6 +82,7 @@ impl Forwarder {
             table: controller.table(),
             controller,
             in_flight,
+            connections,
             connector: Connector::new(None),
             fresh: TransportConnector::new(None),
             stopping: AtomicBool::new(false),
@@ -114,6 +118,7 @@ impl ServerApp for Forwarder {
         stream: Stream,
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
+        let _connection = InFlightGuard::new(&self.connections);
         let tls = stream.get_ssl_digest().is_some();
         let mut session = ServerSession::new_http1(stream);
         // A new connection gets as long for its first request as a kept-alive
