@@ -12,3 +12,4 @@ pub mod exporter;
 pub mod hop_by_hop;
 pub mod logging;
 pub mod server;
+pub mod tls;
