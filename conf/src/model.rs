@@ -54,6 +54,9 @@ pub struct ServerConfig {
     pub log_format: LogFormat,
     /// One log line per request. Default off. Needs a restart.
     pub access_log: bool,
+    /// Plain-text listeners also take HTTP/2 with prior knowledge (h2c).
+    /// Default off. Needs a restart.
+    pub h2c: bool,
 }
 
 /// `[server] log_format`.
@@ -66,7 +69,7 @@ pub enum LogFormat {
     Json,
 }
 
-/// `[tls]`: parsed and checked for shape now; served by a later issue.
+/// `[tls]`: HTTPS listeners and their certificates, chosen by SNI.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TlsConfig {
     /// Default `["0.0.0.0:443"]`. Cannot change without a restart.

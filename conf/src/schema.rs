@@ -28,6 +28,7 @@ const SERVER_KEYS: &[&str] = &[
     "upgrade_idle_timeout",
     "log_format",
     "access_log",
+    "h2c",
 ];
 const TLS_KEYS: &[&str] = &["listen", "certificates"];
 const CERT_KEYS: &[&str] = &["cert", "key"];
@@ -344,6 +345,7 @@ fn read_server(
             }
         },
         access_log: reader.boolean(t, "access_log", CX).unwrap_or(false),
+        h2c: reader.boolean(t, "h2c", CX).unwrap_or(false),
     }
 }
 

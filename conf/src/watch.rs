@@ -3,7 +3,7 @@
 //! deploy tools swap symlinks (Kubernetes' `..data`); a watch on the file
 //! itself would stay on the replaced inode and see nothing more.
 
-use std::ffi::OsString;
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -26,38 +26,69 @@ impl ConfigWatcher {
         debounce: Duration,
         on_change: impl Fn() + Send + 'static,
     ) -> Result<ConfigWatcher, notify::Error> {
-        let dir: PathBuf = match path.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-            _ => PathBuf::from("."),
-        };
-        let file_name: Option<OsString> = path.file_name().map(|n| n.to_os_string());
-        let follow_any = path
-            .symlink_metadata()
-            .map(|m| m.file_type().is_symlink())
-            .unwrap_or(false);
+        Self::start_many(
+            std::slice::from_ref(&path.to_path_buf()),
+            debounce,
+            on_change,
+        )
+    }
+
+    /// As [`ConfigWatcher::start`], for several files (the certificates and
+    /// keys of `[tls]`): one callback for any of them. An event matches by
+    /// file name in any watched directory; a stray match only costs a
+    /// reload that finds nothing changed.
+    pub fn start_many(
+        paths: &[PathBuf],
+        debounce: Duration,
+        on_change: impl Fn() + Send + 'static,
+    ) -> Result<ConfigWatcher, notify::Error> {
+        let mut dirs = BTreeSet::new();
+        let mut names = BTreeSet::new();
+        let mut follow_any = false;
+        for path in paths {
+            dirs.insert(match path.parent() {
+                Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+                _ => PathBuf::from("."),
+            });
+            names.extend(path.file_name().map(|n| n.to_os_string()));
+            follow_any |= path
+                .symlink_metadata()
+                .map(|m| m.file_type().is_symlink())
+                .unwrap_or(false);
+        }
         let mut debouncer =
             new_debouncer(
                 debounce,
                 None,
                 move |result: DebounceEventResult| match result {
                     Ok(events) => {
-                        let touches_file = follow_any
-                            || events
-                                .iter()
+                        // Reading a file is an event too (inotify's
+                        // IN_CLOSE_NOWRITE): a reload that reads the files
+                        // must not set off the next one.
+                        let mut changes = events
+                            .iter()
+                            .filter(|e| !matches!(e.kind, notify::EventKind::Access(_)));
+                        let touches_file = if follow_any {
+                            changes.next().is_some()
+                        } else {
+                            changes
                                 .flat_map(|e| e.paths.iter())
-                                .any(|p| p.file_name() == file_name.as_deref());
+                                .any(|p| p.file_name().is_some_and(|n| names.contains(n)))
+                        };
                         if touches_file {
                             on_change();
                         }
                     }
                     Err(errors) => {
                         for e in errors {
-                            tracing::warn!("config watch: {e}");
+                            tracing::warn!("file watch: {e}");
                         }
                     }
                 },
             )?;
-        debouncer.watch(&dir, notify::RecursiveMode::NonRecursive)?;
+        for dir in &dirs {
+            debouncer.watch(dir, notify::RecursiveMode::NonRecursive)?;
+        }
         Ok(ConfigWatcher {
             _debouncer: debouncer,
         })

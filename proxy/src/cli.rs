@@ -412,10 +412,18 @@ fn print_history(result: &Value) {
     }
 }
 
-/// `switchyard check`.
+/// `switchyard check`: the config, and the certificate files it names.
 pub fn check(path: &Path) -> ExitCode {
     match switchyard_conf::load(path) {
         Ok(config) => {
+            // The certificate files too: a start would refuse them.
+            if let Some(tls) = &config.tls {
+                if let Err(e) = crate::tls::CertStore::load(&tls.certificates) {
+                    eprintln!("[tls]: {e}");
+                    eprintln!("{}: 1 error(s)", path.display());
+                    return ExitCode::from(1);
+                }
+            }
             println!("{}: {}", path.display(), switchyard_conf::summary(&config));
             ExitCode::SUCCESS
         }

@@ -29,7 +29,7 @@ use tokio::sync::watch;
 use crate::access_log::AccessLog;
 use crate::activation;
 use crate::admin_http::{Readiness, Sources};
-use crate::dataplane::{Forwarder, InFlight};
+use crate::dataplane::{Forwarder, Front, InFlight};
 use crate::exporter;
 
 /// Bytes written to a client connection are gathered up to this size before
@@ -42,8 +42,12 @@ const CLIENT_WRITE_BUFFER: usize = 64 * 1024;
 /// HTTP layer: pingora's HTTP/1 session reads headers and bodies into
 /// buffers of its own, and the default 64 KiB L4 read buffer was zeroed on
 /// every new connection (4 % of the CPU with a new connection per request)
-/// for nothing. TLS listeners will want one: rustls reads record by record.
+/// for nothing. TLS listeners get one: rustls reads record by record.
 const CLIENT_READ_BUFFER: usize = 0;
+
+/// The read buffer under a TLS client connection: one full TLS record
+/// (16 KiB plus its header and tag) per read.
+const TLS_CLIENT_READ_BUFFER: usize = 17 * 1024;
 
 /// How long the watcher waits for an editor to finish writing before it
 /// reloads; small enough that an edit applies well within 250 ms.
@@ -62,6 +66,8 @@ pub enum StartError {
     Watch { path: PathBuf, message: String },
     #[error("cannot start the runtime: {0}")]
     Runtime(std::io::Error),
+    #[error("[tls]: {0}")]
+    Certificate(#[from] crate::tls::CertError),
 }
 
 /// A started switchyard; [`RunningProxy::stop`] ends it.
@@ -73,6 +79,8 @@ pub struct RunningProxy {
     dataplane: pingora_runtime::Runtime,
     /// The addresses really bound (a port 0 replaced by the kernel's pick).
     pub listen_addrs: Vec<SocketAddr>,
+    /// The same for `[tls] listen`.
+    pub tls_listen_addrs: Vec<SocketAddr>,
     pub controller: ControllerHandle,
     /// What `/health/ready` says.
     readiness: Arc<Readiness>,
@@ -89,26 +97,34 @@ pub struct RunningProxy {
 
 /// Starts everything on the current tokio runtime.
 pub async fn start(config: Config, config_path: &Path) -> Result<RunningProxy, StartError> {
+    // Checked before anything binds: a bad file is a clear error and exit
+    // code, never pingora's panic.
+    let certificates = match &config.tls {
+        Some(tls) => Some(crate::tls::load_at_start(&tls.certificates)?),
+        None => None,
+    };
     let mut inherited = activation::inherited_listeners();
     let listeners = bind_listeners(&config.server.listen, &mut inherited)?;
+    let tls_listeners = match &config.tls {
+        Some(tls) => bind_listeners(&tls.listen, &mut inherited)?,
+        None => Vec::new(),
+    };
     for unused in &inherited {
         tracing::warn!(
             "a socket handed in by systemd ({:?}) matches no configured listen address; it is not served",
             unused.local_addr().ok()
         );
     }
-    let listen_addrs: Vec<SocketAddr> = listeners
-        .iter()
-        .map(|(_, l)| l.local_addr().expect("a bound socket has an address"))
-        .collect();
+    let bound = |listeners: &[(String, TcpListener)]| -> Vec<SocketAddr> {
+        listeners
+            .iter()
+            .map(|(_, l)| l.local_addr().expect("a bound socket has an address"))
+            .collect()
+    };
+    let listen_addrs = bound(&listeners);
+    let tls_listen_addrs = bound(&tls_listeners);
 
     let server = config.server.clone();
-    // Until the TLS listeners are bound here, the configured port.
-    let config_tls_port = config
-        .tls
-        .as_ref()
-        .and_then(|tls| tls.listen.first())
-        .map(|addr| addr.port());
     let admin_listener = admin_server::bind(&server.admin_socket).await?;
     // Before the Controller: series it registers while no recorder exists
     // would stay no-ops.
@@ -123,6 +139,12 @@ pub async fn start(config: Config, config_path: &Path) -> Result<RunningProxy, S
         }
     };
     let (controller, _task) = Controller::start(config, config_path.to_path_buf());
+    if let Some(resolver) = &certificates {
+        tokio::spawn(crate::tls::keep_current(
+            resolver.clone(),
+            controller.clone(),
+        ));
+    }
 
     let (shutdown, shutdown_rx) = watch::channel(false);
     tokio::spawn(admin_server::serve(
@@ -172,7 +194,17 @@ pub async fn start(config: Config, config_path: &Path) -> Result<RunningProxy, S
     let mut fds = Fds::new();
     let mut keys = Vec::new();
     for (key, listener) in listeners {
-        keys.push(key.clone());
+        keys.push(Endpoint {
+            key: key.clone(),
+            tls: None,
+        });
+        fds.add(key, listener.into_raw_fd());
+    }
+    for (key, listener) in tls_listeners {
+        keys.push(Endpoint {
+            key: key.clone(),
+            tls: certificates.clone(),
+        });
         fds.add(key, listener.into_raw_fd());
     }
     let fds = Arc::new(parking_lot::Mutex::new(fds));
@@ -185,7 +217,8 @@ pub async fn start(config: Config, config_path: &Path) -> Result<RunningProxy, S
     } else {
         None
     };
-    let https_port = config_tls_port;
+    // Where `redirect_https` sends clients: the first TLS listener as bound.
+    let https_port = tls_listen_addrs.first().map(|addr| addr.port());
     let app = Forwarder::new(
         controller.clone(),
         in_flight.clone(),
@@ -193,11 +226,15 @@ pub async fn start(config: Config, config_path: &Path) -> Result<RunningProxy, S
         access_log,
         https_port,
     );
+    let app = Front::new(app, server.h2c);
     let service = pingora::services::listening::Service::new("switchyard".into(), app);
-    let service = spawn_service(&dataplane, service, &keys, fds, shutdown_rx);
+    let service = spawn_service(&dataplane, service, keys, fds, shutdown_rx);
 
     for addr in &listen_addrs {
         tracing::info!("listening on http://{addr}");
+    }
+    for addr in &tls_listen_addrs {
+        tracing::info!("listening on https://{addr}");
     }
     readiness.set(true);
     tokio::spawn(tell_systemd_when_ready(controller.clone()));
@@ -206,6 +243,7 @@ pub async fn start(config: Config, config_path: &Path) -> Result<RunningProxy, S
         admin_http_stop,
         dataplane,
         listen_addrs,
+        tls_listen_addrs,
         controller,
         shutdown,
         in_flight,
@@ -217,29 +255,44 @@ pub async fn start(config: Config, config_path: &Path) -> Result<RunningProxy, S
     })
 }
 
+/// One listening socket handed to pingora: its fd-table key, and the
+/// certificates when it serves TLS.
+struct Endpoint {
+    key: String,
+    tls: Option<Arc<crate::tls::SniResolver>>,
+}
+
 /// Runs pingora's listening service, on the sockets in `fds`, on the data
 /// plane's workers.
 fn spawn_service(
     dataplane: &pingora_runtime::Runtime,
-    mut service: pingora::services::listening::Service<Forwarder>,
-    keys: &[String],
+    mut service: pingora::services::listening::Service<Front>,
+    endpoints: Vec<Endpoint>,
     fds: Arc<parking_lot::Mutex<Fds>>,
     shutdown: watch::Receiver<bool>,
 ) -> tokio::task::JoinHandle<()> {
-    for key in keys {
-        service.add_listener(
-            ListenerConfig::tcp(key.as_str()).l4_buffer(L4BufferSettings::new(
-                CLIENT_READ_BUFFER,
-                CLIENT_WRITE_BUFFER,
-            )),
-        );
+    for endpoint in endpoints {
+        let listener = ListenerConfig::tcp(endpoint.key.as_str());
+        let listener =
+            match endpoint.tls {
+                None => listener.l4_buffer(L4BufferSettings::new(
+                    CLIENT_READ_BUFFER,
+                    CLIENT_WRITE_BUFFER,
+                )),
+                // rustls reads record by record: a read buffer below it saves
+                // a syscall per record.
+                Some(resolver) => listener.tls(crate::tls::tls_settings(resolver)).l4_buffer(
+                    L4BufferSettings::new(TLS_CLIENT_READ_BUFFER, CLIENT_WRITE_BUFFER),
+                ),
+            };
+        service.add_listener(listener);
     }
     dataplane.get_handle().spawn(async move {
         PingoraService::start_service(&mut service, Some(fds), shutdown, 1).await;
     })
 }
 
-/// Binds each address once. The fd-table key is the address as configured,
+/// Binds each address once. The fd-table key is the address as bound,
 /// which is how pingora's listener finds the socket we hand it.
 /// A socket handed in by systemd for an address is used instead of
 /// binding it.
@@ -261,7 +314,16 @@ fn bind_listeners(
                 source,
             })?,
         };
-        bound.push((addr.to_string(), listener));
+        // Keyed by the address really bound: two port-0 listeners (plain
+        // and TLS) configured alike must not share a key.
+        let key = listener
+            .local_addr()
+            .map_err(|source| StartError::Listen {
+                addr: *addr,
+                source,
+            })?
+            .to_string();
+        bound.push((key, listener));
     }
     Ok(bound)
 }

@@ -25,6 +25,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::{TcpListener, TcpStream};
 
 pub mod raw;
+pub mod tls;
 
 /// The `switchyard` binary cargo built next to this test.
 pub fn switchyard_bin() -> PathBuf {
@@ -446,6 +447,20 @@ impl Proxy {
 
     pub fn log_text(&self) -> String {
         self.log.lock().unwrap().join("\n")
+    }
+
+    /// The first `[tls] listen` address as bound, from the start-up log
+    /// (written just after the plain listeners').
+    pub fn tls_addr(&self) -> SocketAddr {
+        let mut found = None;
+        wait_until(Duration::from_secs(5), "the https listener", || {
+            found = self.log_text().lines().find_map(|l| {
+                let rest = l.split("listening on https://").nth(1)?;
+                rest.trim().trim_end_matches('"').parse().ok()
+            });
+            found.is_some()
+        });
+        found.unwrap()
     }
 
     /// The address `server.admin_http` bound, from the start-up log.

@@ -11,10 +11,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use serde_json::{json, Value};
-use switchyard_conf::{Config, HostPattern, RouteConfig, ServerConfig};
-use tokio::sync::{mpsc, oneshot};
+use switchyard_conf::{Config, HostPattern, RouteConfig, ServerConfig, TlsConfig};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::sleep_until;
 
 use crate::decisions::{self, Refusal};
@@ -86,6 +86,10 @@ pub struct ControllerHandle {
     /// must never wait behind, or crowd out, admin commands.
     checks: mpsc::UnboundedSender<CheckMessage>,
     table: SharedTable,
+    /// `[tls]` of the config in force, for whoever serves the certificates.
+    tls_config: watch::Receiver<Option<TlsConfig>>,
+    /// What the certificate loader last reported, shown in `status`.
+    tls_status: Arc<ArcSwapOption<Value>>,
 }
 
 impl ControllerHandle {
@@ -150,6 +154,17 @@ impl ControllerHandle {
     /// The table the data plane reads.
     pub fn table(&self) -> SharedTable {
         self.table.clone()
+    }
+
+    /// `[tls]` of the config in force; changes when a reload edits it.
+    pub fn tls_config(&self) -> watch::Receiver<Option<TlsConfig>> {
+        self.tls_config.clone()
+    }
+
+    /// Sets what `status` shows under `tls` (the certificates served and
+    /// the last load's outcome).
+    pub fn set_tls_status(&self, status: Value) {
+        self.tls_status.store(Some(Arc::new(status)));
     }
 }
 
@@ -216,6 +231,9 @@ pub struct Controller {
     published_canary: BTreeMap<String, Option<String>>,
     /// Route → its rollout's clock and analysis window.
     rollout_clocks: BTreeMap<String, rollouts::RolloutClock>,
+    /// `[tls]` of the config in force, published on each reload.
+    tls_config: watch::Sender<Option<TlsConfig>>,
+    tls_status: Arc<ArcSwapOption<Value>>,
 }
 
 impl Controller {
@@ -236,6 +254,8 @@ impl Controller {
             mailbox: tx,
             checks: checks_tx,
             table: controller.table.clone(),
+            tls_config: controller.tls_config.subscribe(),
+            tls_status: controller.tls_status.clone(),
         };
         let task = tokio::spawn(controller.run(rx, checks_rx));
         (handle, task)
@@ -254,7 +274,10 @@ impl Controller {
                 (r.name.clone(), state)
             })
             .collect();
+        let (tls_config, _) = watch::channel(config.tls.clone());
         let mut controller = Controller {
+            tls_config,
+            tls_status: Arc::new(ArcSwapOption::empty()),
             config_path,
             running_server: config.server.clone(),
             config,
@@ -990,6 +1013,9 @@ impl Controller {
             }));
         }
         self.needs_restart = needs_restart(&self.running_server, &config.server);
+        if listen_of(self.tls_config.borrow().as_ref()) != listen_of(config.tls.as_ref()) {
+            self.needs_restart.push("tls.listen".to_string());
+        }
         for setting in &self.needs_restart {
             tracing::warn!(setting, "config edit needs a restart to take effect");
         }
@@ -1036,6 +1062,24 @@ impl Controller {
             routes.insert(route.name.clone(), next);
         }
         self.routes = routes;
+        self.tls_config.send_if_modified(|running| {
+            let Some(edited) = &config.tls else {
+                // Without `[tls]` now: the listeners stay until a restart,
+                // serving the certificates they have.
+                return false;
+            };
+            match running {
+                // Started without `[tls]`: nothing listens for it until a
+                // restart (`needs_restart` says so).
+                None => false,
+                Some(running) if running.certificates == edited.certificates => false,
+                // Only the certificates: `listen` stays what is bound.
+                Some(running) => {
+                    running.certificates = edited.certificates.clone();
+                    true
+                }
+            }
+        });
         self.config = config;
         self.config_error = None;
         self.reloads += 1;
@@ -1198,6 +1242,7 @@ impl Controller {
                 "reloads": self.reloads,
             },
             "state_warnings": self.state_warnings,
+            "tls": self.tls_status.load_full().as_deref(),
             "routes": routes,
         }))
     }
@@ -1443,7 +1488,15 @@ fn needs_restart(running: &ServerConfig, edited: &ServerConfig) -> Vec<String> {
     if running.access_log != edited.access_log {
         changed.push("server.access_log".to_string());
     }
+    if running.h2c != edited.h2c {
+        changed.push("server.h2c".to_string());
+    }
     changed
+}
+
+/// The TLS listen addresses of a `[tls]`, none without one.
+fn listen_of(tls: Option<&TlsConfig>) -> &[SocketAddr] {
+    tls.map_or(&[], |tls| tls.listen.as_slice())
 }
 
 /// `switchyard_config_reloads_total{result}`: ok (applied), error (rejected,

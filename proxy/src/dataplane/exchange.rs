@@ -168,7 +168,7 @@ pub(super) async fn exchange(
                 }
             },
             chunk = session.read_body_or_idle(request_done) => {
-                match chunk {
+                let ended = match chunk {
                     Ok(Some(bytes)) => {
                         body_sent = true;
                         last_byte = Instant::now();
@@ -180,18 +180,23 @@ pub(super) async fn exchange(
                             }
                             return upstream_failed(e, true, false, load);
                         }
+                        // The chunk that ends the body: pingora's HTTP/2
+                        // stream never says `None` after it (its next read
+                        // waits for the stream to close), so look now.
+                        !upstream.was_upgraded() && session.is_body_done()
                     }
-                    Ok(None) => {
-                        request_done = true;
-                        if let Err(e) = upstream.finish_body().await {
-                            if !header_sent {
-                                return upstream_failed(e, body_sent, false, load);
-                            }
-                        }
-                    }
+                    Ok(None) => true,
                     Err(e) => {
                         tracing::debug!("client went away: {e}");
                         return Exchange::Failed(Outcome::Abandon);
+                    }
+                };
+                if ended {
+                    request_done = true;
+                    if let Err(e) = upstream.finish_body().await {
+                        if !header_sent {
+                            return upstream_failed(e, body_sent, false, load);
+                        }
                     }
                 }
             }

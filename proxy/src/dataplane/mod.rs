@@ -16,10 +16,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use async_trait::async_trait;
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
-use pingora::apps::ServerApp;
 use pingora::connectors::http::v1::Connector;
 use pingora::connectors::TransportConnector;
 use pingora::http::RequestHeader;
@@ -36,10 +34,12 @@ use crate::access_log::{self, AccessLog};
 use crate::hop_by_hop;
 
 mod exchange;
+mod front;
 mod in_flight;
 pub mod request_id;
 
 use exchange::{exchange, Exchange, Reply};
+pub use front::Front;
 pub use in_flight::{InFlight, InFlightGuard};
 
 /// Idle pooled upstream connections are closed after this.
@@ -108,23 +108,20 @@ pub(crate) enum Outcome {
     Abandon,
 }
 
-#[async_trait]
-impl ServerApp for Forwarder {
-    /// Serves one client connection: its requests one after another, for as
-    /// long as it stays reusable. One task and one boxed future per
-    /// connection, not per request.
-    async fn process_new(
-        self: &Arc<Self>,
+impl Forwarder {
+    /// Serves one HTTP/1.1 client connection: its requests one after
+    /// another, for as long as it stays reusable. One task and one boxed
+    /// future per connection, not per request.
+    pub(crate) async fn serve_http1(
+        &self,
         stream: Stream,
+        tls: bool,
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
-        let _connection = InFlightGuard::new(&self.connections);
-        let tls = stream.get_ssl_digest().is_some();
         let mut session = ServerSession::new_http1(stream);
         // A new connection gets as long for its first request as a kept-alive
         // one gets for its next: an idle connection is never held forever.
-        let first_wait = self.table.load().timeouts.client_keepalive.as_secs().max(1);
-        session.set_keepalive(Some(first_wait));
+        session.set_keepalive(Some(self.first_request_wait()));
         loop {
             let keepalive = self.serve_one(&mut session, tls, shutdown).await?;
             let (stream, pipelined) = match session.finish().await {
@@ -144,14 +141,16 @@ impl ServerApp for Forwarder {
         }
     }
 
-    /// Idle kept-alive connections are not woken here: `RunningProxy::stop`
-    /// drains in-flight requests and then drops the runtime, which closes
-    /// them. Not selecting on a stop signal saves a `Notify` registration
-    /// per request.
-    async fn cleanup(&self) {
-        self.stopping.store(true, Ordering::Relaxed);
+    /// Seconds a new connection may take to send its first request: the
+    /// keep-alive timeout.
+    fn first_request_wait(&self) -> u64 {
+        self.table.load().timeouts.client_keepalive.as_secs().max(1)
     }
 }
+
+// Idle kept-alive connections are not woken on a stop: `RunningProxy::stop`
+// drains in-flight requests and then drops the runtime, which closes them.
+// Not selecting on a stop signal saves a `Notify` registration per request.
 
 impl Forwarder {
     /// Reads and serves one request. `None` when the connection must close;
@@ -355,6 +354,14 @@ impl Forwarder {
         // request in flight is retried like a failed connect (next backend,
         // then the previous slot) when the request can safely run twice.
         let mut fresh_only = false;
+        // An HTTP/2 request body need not declare its length; HTTP/1.1 to
+        // the backend then needs chunked framing.
+        let unframed_body = session.req_header().version == http::Version::HTTP_2
+            && !session.is_body_empty()
+            && !session
+                .req_header()
+                .headers
+                .contains_key(header::CONTENT_LENGTH);
         // Counted on its slot from the moment it is chosen (so `drain` never
         // sees an idle slot with a request about to connect to it) until
         // the exchange ends.
@@ -384,7 +391,7 @@ impl Forwarder {
             };
             upstream.read_timeout = Some(table.timeouts.upstream_read);
             upstream.write_timeout = Some(table.timeouts.upstream_read);
-            let upstream_request = upstream_request(session, request_id);
+            let upstream_request = upstream_request(session, incoming, unframed_body);
             let outcome = match upstream.write_request_header(upstream_request).await {
                 // The backend cannot have acted on a request it did not get
                 // whole: any method may go elsewhere.
@@ -541,10 +548,20 @@ fn replayable(session: &mut ServerSession) -> bool {
 
 /// The request as the backend gets it: hop-by-hop headers removed, the
 /// client's address, scheme and host added.
-fn upstream_request(session: &ServerSession, request_id: &HeaderValue) -> Box<RequestHeader> {
+fn upstream_request(
+    session: &ServerSession,
+    incoming: Incoming<'_>,
+    unframed_body: bool,
+) -> Box<RequestHeader> {
     let mut request = Box::new(session.req_header().clone());
+    if request.version == http::Version::HTTP_2 {
+        from_h2(&mut request);
+    }
     hop_by_hop::strip_request(&mut request);
-    let _ = request.insert_header(request_id::HEADER, request_id.clone());
+    if unframed_body {
+        let _ = request.insert_header(header::TRANSFER_ENCODING, "chunked");
+    }
+    let _ = request.insert_header(request_id::HEADER, incoming.id.clone());
     // The override token is a secret between the tester and the proxy.
     request.remove_header(TOKEN_HEADER);
     if let Some(client) = session.client_addr().and_then(|a| a.as_inet()) {
@@ -556,11 +573,32 @@ fn upstream_request(session: &ServerSession, request_id: &HeaderValue) -> Box<Re
         };
         let _ = request.insert_header("x-forwarded-for", forwarded_for);
     }
-    let _ = request.insert_header("x-forwarded-proto", "http");
-    if let Some(host) = session.req_header().headers.get(header::HOST).cloned() {
+    let proto = if incoming.tls { "https" } else { "http" };
+    let _ = request.insert_header("x-forwarded-proto", proto);
+    if let Some(host) = request.headers.get(header::HOST).cloned() {
         let _ = request.insert_header("x-forwarded-host", host);
     }
     request
+}
+
+/// Turns an HTTP/2 request into the HTTP/1.1 one a backend gets: the
+/// `:authority` becomes the Host header (RFC 9113 §8.3.1: it wins over a
+/// Host the client also sent) and the target becomes origin-form.
+fn from_h2(request: &mut RequestHeader) {
+    request.set_version(http::Version::HTTP_11);
+    if let Some(authority) = request.uri.authority().cloned() {
+        if let Ok(host) = HeaderValue::from_str(authority.as_str()) {
+            let _ = request.insert_header(header::HOST, host);
+        }
+    }
+    let target = request
+        .uri
+        .path_and_query()
+        .map_or("/", |p| p.as_str())
+        .to_owned();
+    if let Ok(uri) = target.parse() {
+        request.set_uri(uri);
+    }
 }
 
 /// `https://HOST[:PORT]TARGET` for a Host header (its port dropped) and

@@ -7,11 +7,13 @@
 //!   then wildcard, then the first certificate of the config.
 //! - [`SniResolver`] is the rustls resolver holding the current store;
 //!   [`SniResolver::replace`] swaps in a reloaded one for new handshakes.
+//! - [`keep_current`] reloads the store when a file or the config changes.
 //! - [`tls_settings`] hands pingora only that resolver. pingora's own
 //!   `TlsSettings::build` panics on an unreadable certificate file, so the
 //!   files never reach it.
 
 mod certs;
+mod reload;
 mod resolver;
 mod store;
 #[cfg(test)]
@@ -22,6 +24,7 @@ use std::sync::Arc;
 use pingora::listeners::tls::TlsSettings;
 
 pub use certs::CertError;
+pub use reload::{keep_current, load_at_start};
 pub use resolver::SniResolver;
 pub use store::{CertStore, CertSummary};
 

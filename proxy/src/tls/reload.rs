@@ -1,0 +1,124 @@
+//! Keeping the served certificates current without a restart: the files of
+//! `[tls] certificates` are watched (their directories, as for the config
+//! file, so renames and symlink swaps by certbot or Kubernetes are seen),
+//! and a config reload that edits the list is followed. Each change loads
+//! every pair again; only a store that loaded whole replaces the served one.
+//! A bad file is logged, counted and shown in `status`, and the previous
+//! certificates go on serving. Open connections keep the certificate they
+//! were handshaken with; new handshakes get the new one.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::json;
+use switchyard_conf::watch::ConfigWatcher;
+use switchyard_conf::CertificateConfig;
+use switchyard_control::history::now_rfc3339;
+use switchyard_control::ControllerHandle;
+use tokio::sync::Notify;
+
+use super::{CertError, CertStore, SniResolver};
+
+/// How long the files must be quiet before a reload: a renewal writes the
+/// certificate and then the key, and loading between the two would only
+/// log a mismatch.
+const DEBOUNCE: Duration = Duration::from_millis(100);
+
+/// `switchyard_certificate_reloads_total{result=ok|error}`.
+const RELOADS: &str = "switchyard_certificate_reloads_total";
+
+/// Loads `certificates` for the start: an error stops the start, since
+/// there is no earlier certificate to fall back on.
+pub fn load_at_start(certificates: &[CertificateConfig]) -> Result<Arc<SniResolver>, CertError> {
+    Ok(Arc::new(SniResolver::new(CertStore::load(certificates)?)))
+}
+
+/// Reloads into `resolver` whenever a certificate or key file changes or a
+/// config reload edits `[tls] certificates`; runs until the Controller
+/// stops.
+pub async fn keep_current(resolver: Arc<SniResolver>, controller: ControllerHandle) {
+    let mut config = controller.tls_config();
+    let changed_on_disk = Arc::new(Notify::new());
+    report(&controller, &resolver, None);
+    let mut reload_now = false;
+    loop {
+        let certificates = match config.borrow_and_update().as_ref() {
+            Some(tls) => tls.certificates.clone(),
+            None => return,
+        };
+        let notify = changed_on_disk.clone();
+        let _watcher = match ConfigWatcher::start_many(&paths(&certificates), DEBOUNCE, move || {
+            notify.notify_one()
+        }) {
+            Ok(watcher) => Some(watcher),
+            Err(e) => {
+                tracing::error!(
+                    "cannot watch the certificate files ({e}); edits are picked up only by a config reload"
+                );
+                None
+            }
+        };
+        // A list edited by a config reload is loaded at once; the one of
+        // the start was loaded by `load_at_start`.
+        if reload_now {
+            reload(&resolver, &certificates, &controller);
+        }
+        reload_now = true;
+        loop {
+            tokio::select! {
+                _ = changed_on_disk.notified() => reload(&resolver, &certificates, &controller),
+                edited = config.changed() => {
+                    if edited.is_err() {
+                        return;
+                    }
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// Every file to watch: each certificate and each key.
+fn paths(certificates: &[CertificateConfig]) -> Vec<PathBuf> {
+    certificates
+        .iter()
+        .flat_map(|c| [c.cert.clone(), c.key.clone()])
+        .collect()
+}
+
+/// Loads every pair; serves the result only when all of them loaded.
+fn reload(
+    resolver: &SniResolver,
+    certificates: &[CertificateConfig],
+    controller: &ControllerHandle,
+) {
+    match CertStore::load(certificates) {
+        Ok(store) => {
+            resolver.replace(store);
+            metrics::counter!(RELOADS, "result" => "ok").increment(1);
+            tracing::info!(
+                certificates = certificates.len(),
+                "certificates reloaded; new handshakes get them"
+            );
+            report(controller, resolver, None);
+        }
+        Err(e) => {
+            metrics::counter!(RELOADS, "result" => "error").increment(1);
+            tracing::error!("certificate reload rejected, still serving the previous ones: {e}");
+            report(controller, resolver, Some(e.to_string()));
+        }
+    }
+}
+
+/// What `status` shows under `tls`.
+fn report(controller: &ControllerHandle, resolver: &SniResolver, error: Option<String>) {
+    controller.set_tls_status(json!({
+        "certificates": resolver.summary(),
+        "last_load": {
+            "at": now_rfc3339(),
+            "result": if error.is_some() { "error" } else { "ok" },
+            "error": error,
+        },
+    }));
+}

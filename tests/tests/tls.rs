@@ -1,0 +1,405 @@
+//! HTTPS through the real binary: certificates chosen by SNI, TLS 1.2 and
+//! 1.3, ALPN, HTTP/2 (and h2c), certificates rotated on disk under load,
+//! bad certificate files at start and on reload, `redirect_https` and HSTS.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use rustls::ClientConfig;
+use switchyard_tests::tls::{connect, TestCa};
+use switchyard_tests::{switchyard_bin, Backend, Client, Proxy};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+const BOTH_VERSIONS: &[&rustls::SupportedProtocolVersion] =
+    &[&rustls::version::TLS13, &rustls::version::TLS12];
+
+/// `[server]` and `[tls]` (one listener on port 0, the given pairs) and a
+/// route for `hosts` on `blue`, with `route_extra` lines.
+fn config(dir: &Path, pairs: &[(&str, &str)], blue: &Backend, route_extra: &str) -> String {
+    let certificates: Vec<String> = pairs
+        .iter()
+        .map(|(cert, key)| {
+            format!(
+                "{{ cert = \"{}\", key = \"{}\" }}",
+                dir.join(cert).display(),
+                dir.join(key).display()
+            )
+        })
+        .collect();
+    format!(
+        "[server]\nlisten = [\"127.0.0.1:0\"]\nadmin_socket = \"admin.sock\"\nstate_dir = \"state\"\ndrain_timeout = \"5s\"\nthreads = 2\n\n\
+         [tls]\nlisten = [\"127.0.0.1:0\"]\ncertificates = [{}]\n\n\
+         [[route]]\nname = \"app\"\nhosts = [\"a.test\", \"x.b.test\", \"other.test\"]\nactive = \"blue\"\n{route_extra}\n\
+         [route.slots]\nblue = [\"{}\"]\n",
+        certificates.join(", "),
+        blue.addr
+    )
+}
+
+/// Sends one HTTP/1.1 request on `stream` and reads the whole answer.
+async fn http1_get<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut S,
+    host: &str,
+    path: &str,
+) -> String {
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    // A TLS peer may close without close_notify after `Connection: close`.
+    let _ = stream.read_to_end(&mut answer).await;
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+/// One HTTPS request on a new connection: the answer, or why it failed.
+async fn https_get(
+    config: Arc<ClientConfig>,
+    addr: SocketAddr,
+    host: &str,
+    path: &str,
+) -> Result<String, String> {
+    let mut stream = connect(config, addr, host)
+        .await
+        .map_err(|e| format!("handshake: {e}"))?;
+    let answer = http1_get(&mut stream, host, path).await;
+    if answer.starts_with("HTTP/1.1 200") {
+        Ok(answer)
+    } else {
+        Err(format!("answer: {answer:?}"))
+    }
+}
+
+#[tokio::test]
+async fn sni_chooses_the_certificate_by_name_with_the_first_as_default() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new();
+    let a = ca.issue(&["a.test"]);
+    let b = ca.issue(&["*.b.test"]);
+    a.write(dir.path(), "a");
+    b.write(dir.path(), "b");
+    let blue = Backend::start("blue").await;
+    let path = dir.path().join("switchyard.toml");
+    std::fs::write(
+        &path,
+        config(
+            dir.path(),
+            &[("a.pem", "a.key"), ("b.pem", "b.key")],
+            &blue,
+            "",
+        ),
+    )
+    .unwrap();
+    let proxy = Proxy::start_with_file(dir.path(), &path);
+    let tls = proxy.tls_addr();
+
+    for versions in [
+        &[&rustls::version::TLS13][..],
+        &[&rustls::version::TLS12][..],
+    ] {
+        let (client, seen) = ca.client(&[b"http/1.1"], versions);
+        // Each name gets its own certificate, verified against the CA.
+        let answer = https_get(client.clone(), tls, "a.test", "/echo-headers")
+            .await
+            .unwrap();
+        assert_eq!(seen.lock().unwrap().as_deref(), Some(&a.der[..]));
+        assert!(
+            answer.contains("x-forwarded-proto: https"),
+            "the backend is told the client used HTTPS: {answer}"
+        );
+        https_get(client.clone(), tls, "x.b.test", "/")
+            .await
+            .unwrap();
+        assert_eq!(seen.lock().unwrap().as_deref(), Some(&b.der[..]));
+        // A name without a certificate gets the default (the first): the
+        // client sees a.test's certificate and refuses it for this name.
+        let refused = https_get(client.clone(), tls, "other.test", "/").await;
+        assert!(refused.is_err(), "{refused:?}");
+        assert_eq!(seen.lock().unwrap().as_deref(), Some(&a.der[..]));
+    }
+
+    // ALPN: h2 first when the client offers it, else http/1.1.
+    let (client, _) = ca.client(&[b"h2", b"http/1.1"], BOTH_VERSIONS);
+    let stream = connect(client, tls, "a.test").await.unwrap();
+    assert_eq!(stream.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    let (client, _) = ca.client(&[b"http/1.1"], BOTH_VERSIONS);
+    let stream = connect(client, tls, "a.test").await.unwrap();
+    assert_eq!(stream.get_ref().1.alpn_protocol(), Some(&b"http/1.1"[..]));
+
+    // `status` lists what is served.
+    let status = proxy.status();
+    let served = status["tls"]["certificates"].as_array().unwrap();
+    assert_eq!(served.len(), 2, "{status:#}");
+    assert_eq!(served[1]["names"][0], "*.b.test");
+    assert_eq!(served[0]["default"], true);
+    assert_eq!(status["tls"]["last_load"]["result"], "ok");
+}
+
+/// Sends `count` HTTP/2 requests concurrently on one connection.
+async fn h2_requests<S>(io: S, authority: &str, count: usize) -> Vec<(u16, String)>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (client, connection) = h2::client::handshake(io).await.unwrap();
+    tokio::spawn(connection);
+    let mut streams = Vec::new();
+    for i in 0..count {
+        let mut client = client.clone().ready().await.unwrap();
+        let request = http::Request::get(format!("https://{authority}/stream/{i}"))
+            .body(())
+            .unwrap();
+        let (response, _) = client.send_request(request, true).unwrap();
+        streams.push(response);
+    }
+    let mut answers = Vec::new();
+    for response in streams {
+        let response = response.await.unwrap();
+        let status = response.status().as_u16();
+        let mut body = response.into_body();
+        let mut text = Vec::new();
+        while let Some(chunk) = body.data().await {
+            let chunk = chunk.unwrap();
+            let _ = body.flow_control().release_capacity(chunk.len());
+            text.extend_from_slice(&chunk);
+        }
+        answers.push((status, String::from_utf8(text).unwrap()));
+    }
+    answers
+}
+
+#[tokio::test]
+async fn http2_over_tls_and_h2c_reach_http1_backends() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new();
+    ca.issue(&["a.test"]).write(dir.path(), "a");
+    let blue = Backend::start("blue").await;
+    let path = dir.path().join("switchyard.toml");
+    let text = config(dir.path(), &[("a.pem", "a.key")], &blue, "").replace(
+        "threads = 2\n",
+        "threads = 2\nh2c = true\nread_timeout = \"3s\"\n",
+    );
+    std::fs::write(&path, text).unwrap();
+    let proxy = Proxy::start_with_file(dir.path(), &path);
+
+    let (client, _) = ca.client(&[b"h2"], BOTH_VERSIONS);
+    let stream = connect(client.clone(), proxy.tls_addr(), "a.test")
+        .await
+        .unwrap();
+    let answers = h2_requests(stream, "a.test", 20).await;
+    for (i, (status, body)) in answers.iter().enumerate() {
+        assert_eq!(*status, 200);
+        assert_eq!(body, &format!("blue /stream/{i}"));
+    }
+
+    // A request body without a length goes upstream chunked and arrives whole.
+    let stream = connect(client, proxy.tls_addr(), "a.test").await.unwrap();
+    let (h2, connection) = h2::client::handshake(stream).await.unwrap();
+    tokio::spawn(connection);
+    let mut h2 = h2.ready().await.unwrap();
+    let request = http::Request::post("https://a.test/echo-body")
+        .body(())
+        .unwrap();
+    let (response, mut body) = h2.send_request(request, false).unwrap();
+    body.send_data(Bytes::from_static(b"hello "), false)
+        .unwrap();
+    body.send_data(Bytes::from_static(b"over h2"), true)
+        .unwrap();
+    let response = response.await.unwrap();
+    assert_eq!(response.status(), 200);
+    let mut received = Vec::new();
+    let mut body = response.into_body();
+    while let Some(chunk) = body.data().await {
+        received.extend_from_slice(&chunk.unwrap());
+    }
+    assert_eq!(received, b"hello over h2");
+
+    // h2c on the plain listener, and HTTP/1.1 still works there.
+    let plain = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    let answers = h2_requests(plain, "a.test", 3).await;
+    assert!(
+        answers.iter().all(|(status, _)| *status == 200),
+        "{answers:?}"
+    );
+    let reply = Client::new(proxy.addr).get("a.test", "/x").await.unwrap();
+    assert_eq!(reply.body, "blue /x");
+}
+
+#[tokio::test]
+async fn a_certificate_rotated_on_disk_under_load_fails_no_handshake() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new();
+    let first = ca.issue(&["a.test"]);
+    first.write(dir.path(), "a");
+    let blue = Backend::start("blue").await;
+    let path = dir.path().join("switchyard.toml");
+    std::fs::write(&path, config(dir.path(), &[("a.pem", "a.key")], &blue, "")).unwrap();
+    let proxy = Proxy::start_with_file(dir.path(), &path);
+    let tls = proxy.tls_addr();
+
+    // Two clients each making a new TLS connection per request.
+    let stop = Arc::new(AtomicBool::new(false));
+    let ok = Arc::new(AtomicU64::new(0));
+    let mut clients = Vec::new();
+    for _ in 0..2 {
+        let (client, _) = ca.client(&[b"http/1.1"], BOTH_VERSIONS);
+        let (stop, ok) = (stop.clone(), ok.clone());
+        clients.push(tokio::spawn(async move {
+            let mut failures = Vec::new();
+            for _ in 0..5_000 {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                match https_get(client.clone(), tls, "a.test", "/").await {
+                    Ok(_) => {
+                        ok.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(e) => failures.push(e),
+                }
+            }
+            failures
+        }));
+    }
+
+    let (probe, seen) = ca.client(&[b"http/1.1"], BOTH_VERSIONS);
+    let mut last = first;
+    for round in 0..3 {
+        let next = ca.issue(&["a.test"]);
+        // As a renewal writes them: the certificate, then (a moment later)
+        // its key. In between the pair does not match, and must not be served.
+        std::fs::write(dir.path().join("a.pem"), &next.cert_pem).unwrap();
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        std::fs::write(dir.path().join("a.key"), &next.key_pem).unwrap();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            https_get(probe.clone(), tls, "a.test", "/").await.unwrap();
+            if seen.lock().unwrap().as_deref() == Some(&next.der[..]) {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "rotation {round} not served within 5 s; log:\n{}",
+                proxy.log_text()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_ne!(next.der, last.der);
+        last = next;
+    }
+
+    // A bad key is rejected: the last good pair goes on serving.
+    std::fs::write(dir.path().join("a.key"), "not a key\n").unwrap();
+    let mut status = proxy.status();
+    for _ in 0..250 {
+        if status["tls"]["last_load"]["result"] == "error" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        status = proxy.status();
+    }
+    assert_eq!(status["tls"]["last_load"]["result"], "error", "{status:#}");
+    let error = status["tls"]["last_load"]["error"].as_str().unwrap();
+    assert!(error.contains("a.key"), "{error}");
+    https_get(probe.clone(), tls, "a.test", "/").await.unwrap();
+    assert_eq!(seen.lock().unwrap().as_deref(), Some(&last.der[..]));
+
+    stop.store(true, Ordering::Relaxed);
+    let mut failures = Vec::new();
+    for client in clients {
+        failures.extend(client.await.unwrap());
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {} requests failed: {:?}",
+        failures.len(),
+        failures.len() as u64 + ok.load(Ordering::Relaxed),
+        &failures[..failures.len().min(5)]
+    );
+    assert!(ok.load(Ordering::Relaxed) > 20, "the load ran");
+    assert!(proxy.log_text().contains("certificate reload rejected"));
+}
+
+#[tokio::test]
+async fn a_bad_certificate_at_start_is_a_clear_error_and_exit_code() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new();
+    let a = ca.issue(&["a.test"]);
+    let other = ca.issue(&["a.test"]);
+    a.write(dir.path(), "a");
+    // The key of another certificate.
+    std::fs::write(dir.path().join("a.key"), &other.key_pem).unwrap();
+    let blue = Backend::start("blue").await;
+    let path = dir.path().join("switchyard.toml");
+    std::fs::write(&path, config(dir.path(), &[("a.pem", "a.key")], &blue, "")).unwrap();
+
+    for args in [&["check", "-c"][..], &["run", "-c"][..]] {
+        let output = std::process::Command::new(switchyard_bin())
+            .args(args)
+            .arg(&path)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains("does not belong to the certificate") && stderr.contains("a.key"),
+            "{args:?}: {stderr}"
+        );
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
+
+    // A missing file is named too.
+    std::fs::remove_file(dir.path().join("a.pem")).unwrap();
+    let output = std::process::Command::new(switchyard_bin())
+        .args(["run", "-c"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("cannot read") && stderr.contains("a.pem"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test]
+async fn redirect_https_sends_plain_requests_to_the_tls_port_and_https_gets_hsts() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new();
+    ca.issue(&["a.test"]).write(dir.path(), "a");
+    let blue = Backend::start("blue").await;
+    let path = dir.path().join("switchyard.toml");
+    std::fs::write(
+        &path,
+        config(
+            dir.path(),
+            &[("a.pem", "a.key")],
+            &blue,
+            "redirect_https = true\nhsts_max_age = \"365d\"\n",
+        ),
+    )
+    .unwrap();
+    let proxy = Proxy::start_with_file(dir.path(), &path);
+    let tls = proxy.tls_addr();
+
+    let mut plain = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    let answer = http1_get(&mut plain, "a.test:8080", "/shop?item=1").await;
+    assert!(answer.starts_with("HTTP/1.1 301"), "{answer}");
+    let location = format!("location: https://a.test:{}/shop?item=1\r\n", tls.port());
+    assert!(
+        answer.to_ascii_lowercase().contains(&location),
+        "{answer} lacks {location}"
+    );
+    assert_eq!(blue.requests.load(Ordering::Relaxed), 0);
+
+    let (client, _) = ca.client(&[b"http/1.1"], BOTH_VERSIONS);
+    let answer = https_get(client, tls, "a.test", "/shop").await.unwrap();
+    assert!(
+        answer
+            .to_ascii_lowercase()
+            .contains("strict-transport-security: max-age=31536000"),
+        "{answer}"
+    );
+    assert!(answer.ends_with("blue /shop"), "{answer}");
+}
