@@ -30,6 +30,7 @@ pub fn table_with_routes(n: usize) -> RoutingTable {
             retries: 2,
             loads: Default::default(),
             unhealthy: Vec::new(),
+            h2c: Vec::new(),
             assignment: Default::default(),
             https: Default::default(),
         })

@@ -5,7 +5,7 @@
 //! route names exists. The control plane builds routing tables from it without
 //! re-checking anything.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -114,6 +114,9 @@ pub struct RouteConfig {
     pub hsts_max_age: Option<Duration>,
     /// Slot name → backends, each list non-empty.
     pub slots: BTreeMap<String, Vec<SocketAddr>>,
+    /// Slots whose backends are spoken to in HTTP/2 without TLS (h2c, prior
+    /// knowledge): `protocol = "h2c"`. The others get HTTP/1.1.
+    pub h2c_slots: BTreeSet<String>,
     pub health: Option<HealthConfig>,
     pub canary: Option<CanaryConfig>,
     pub preview: Option<PreviewConfig>,

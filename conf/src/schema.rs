@@ -2,7 +2,7 @@
 //! defaults, read into the model by [`Reader`]. Checks that span several
 //! routes live in `checks`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -31,6 +31,7 @@ const SERVER_KEYS: &[&str] = &[
     "h2c",
 ];
 const TLS_KEYS: &[&str] = &["listen", "certificates"];
+const SLOT_KEYS: &[&str] = &["backends", "protocol"];
 const CERT_KEYS: &[&str] = &["cert", "key"];
 const ROUTE_KEYS: &[&str] = &[
     "name",
@@ -494,7 +495,7 @@ fn read_route(reader: &mut Reader, t: &dyn TableLike, span: &Span) -> Option<Rea
     let retries = reader.integer(t, "retries", &cx, 0..11).unwrap_or(2) as u32;
     let redirect_https = reader.boolean(t, "redirect_https", &cx).unwrap_or(false);
     let hsts_max_age = reader.duration(t, "hsts_max_age", &cx);
-    let (slots, declared) = read_slots(reader, t, span, &cx);
+    let (slots, declared, h2c_slots) = read_slots(reader, t, span, &cx);
 
     // Checked against every slot the file declares, valid or not, so one
     // bad backend address does not also report the slot as unknown.
@@ -591,6 +592,7 @@ fn read_route(reader: &mut Reader, t: &dyn TableLike, span: &Span) -> Option<Rea
             redirect_https,
             hsts_max_age,
             slots,
+            h2c_slots,
             health,
             canary,
             preview,
@@ -599,14 +601,20 @@ fn read_route(reader: &mut Reader, t: &dyn TableLike, span: &Span) -> Option<Rea
     })
 }
 
-/// The valid slots, and the names of all slots the file declares.
+/// The valid slots, the names of all slots the file declares, and the
+/// slots whose backends speak h2c.
 fn read_slots(
     reader: &mut Reader,
     t: &dyn TableLike,
     span: &Span,
     cx: &str,
-) -> (BTreeMap<String, Vec<SocketAddr>>, Vec<String>) {
+) -> (
+    BTreeMap<String, Vec<SocketAddr>>,
+    Vec<String>,
+    BTreeSet<String>,
+) {
     let mut slots = BTreeMap::new();
+    let mut h2c = BTreeSet::new();
     let Some((st, sspan)) = sub_table(reader, t, "slots", cx) else {
         if t.get("slots").is_none() {
             reader.error(
@@ -614,7 +622,7 @@ fn read_slots(
                 format!("{cx} needs [route.slots], e.g. blue = [\"127.0.0.1:3000\"]"),
             );
         }
-        return (slots, Vec::new());
+        return (slots, Vec::new(), h2c);
     };
     let names: Vec<String> = st.iter().map(|(k, _)| k.to_string()).collect();
     let declared = names.clone();
@@ -639,16 +647,47 @@ fn read_slots(
             continue;
         }
         let what = format!("slot {name:?} of {cx}");
-        let Some(backends) = reader.addr_list(st, &name, &what) else {
+        // `blue = ["IP:port", ...]`, or with settings:
+        // `green = { backends = [...], protocol = "h2c" }`.
+        let (table, key): (&dyn TableLike, &str) = match st.get(&name).and_then(Item::as_table_like)
+        {
+            Some(settings) => {
+                reader.check_keys(settings, SLOT_KEYS, &what);
+                if let Some(protocol) = reader.string(settings, "protocol", &what) {
+                    match protocol.value.as_str() {
+                            "http1" => {}
+                            "h2c" => {
+                                h2c.insert(name.clone());
+                            }
+                            other => reader.error(
+                                &protocol.span,
+                                format!(
+                                    "`protocol` of {what} must be \"http1\" (the default) or \"h2c\" (HTTP/2 without TLS, with prior knowledge), not {other:?}"
+                                ),
+                            ),
+                        }
+                }
+                if settings.get("backends").is_none() {
+                    reader.error(
+                        &Reader::span_of(st, &name, &key_span),
+                        format!("{what} needs `backends = [\"IP:port\", ...]`"),
+                    );
+                    continue;
+                }
+                (settings, "backends")
+            }
+            None => (st, name.as_str()),
+        };
+        let Some(backends) = reader.addr_list(table, key, &what) else {
             continue;
         };
-        let list_len = st
-            .get(&name)
+        let list_len = table
+            .get(key)
             .and_then(Item::as_array)
             .map_or(0, |a| a.len());
         if list_len == 0 {
             reader.error(
-                &Reader::span_of(st, &name, &key_span),
+                &Reader::span_of(table, key, &key_span),
                 format!("{what} has no backends; list at least one IP:port"),
             );
             continue;
@@ -657,7 +696,7 @@ fn read_slots(
             slots.insert(name, backends);
         }
     }
-    (slots, declared)
+    (slots, declared, h2c)
 }
 
 fn read_health(

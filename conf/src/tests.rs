@@ -658,3 +658,36 @@ fn redirect_https_needs_tls_and_hsts_takes_a_duration() {
     assert!(route.redirect_https);
     assert_eq!(route.hsts_max_age, Some(Duration::from_secs(365 * 86_400)));
 }
+
+#[test]
+fn a_slot_may_be_a_table_with_backends_and_protocol() {
+    let config = parse_ok(
+        "[server]\nh2c = true\n[[route]]\nname = \"app\"\nactive = \"blue\"\n[route.slots]\nblue = [\"127.0.0.1:3000\"]\ngreen = { backends = [\"127.0.0.1:3001\"], protocol = \"h2c\" }\n[route.slots.v3]\nbackends = [\"127.0.0.1:3002\"]\nprotocol = \"http1\"\n",
+    );
+    assert!(config.server.h2c);
+    let route = &config.routes[0];
+    assert_eq!(
+        route.slots["green"],
+        vec!["127.0.0.1:3001".parse().unwrap()]
+    );
+    assert_eq!(route.slots["v3"], vec!["127.0.0.1:3002".parse().unwrap()]);
+    assert_eq!(
+        route.h2c_slots.iter().collect::<Vec<_>>(),
+        vec!["green"],
+        "only the h2c slot"
+    );
+    assert!(!parse_ok(&format!("[server]\n{ROUTE}")).server.h2c);
+
+    let missing = one_error(
+        "[[route]]\nname = \"app\"\nactive = \"blue\"\n[route.slots]\nblue = { protocol = \"h2c\" }\n",
+    );
+    assert!(missing.contains("needs `backends"), "{missing}");
+    let unknown = one_error(
+        "[[route]]\nname = \"app\"\nactive = \"blue\"\n[route.slots]\nblue = { backends = [\"127.0.0.1:1\"], weight = 3 }\n",
+    );
+    assert!(unknown.contains("weight"), "{unknown}");
+    let empty = one_error(
+        "[[route]]\nname = \"app\"\nactive = \"blue\"\n[route.slots]\nblue = { backends = [] }\n",
+    );
+    assert!(empty.contains("has no backends"), "{empty}");
+}

@@ -227,6 +227,7 @@ mod tests {
                 ("green".to_string(), vec![addr]),
                 ("v3".to_string(), vec![addr]),
             ]),
+            h2c_slots: Default::default(),
             health: None,
             canary: canary.map(|(slot, weight)| CanaryConfig {
                 slot: slot.into(),

@@ -57,6 +57,7 @@ fn table() -> RoutingTable {
             retries: 2,
             loads: Default::default(),
             unhealthy: Vec::new(),
+            h2c: Vec::new(),
             assignment: Default::default(),
             https: Default::default(),
         })

@@ -403,3 +403,77 @@ async fn redirect_https_sends_plain_requests_to_the_tls_port_and_https_gets_hsts
     );
     assert!(answer.ends_with("blue /shop"), "{answer}");
 }
+
+#[tokio::test]
+async fn a_config_edit_of_the_certificate_list_applies_and_a_listen_edit_needs_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new();
+    let a = ca.issue(&["a.test"]);
+    let renewed = ca.issue(&["a.test"]);
+    a.write(dir.path(), "a");
+    renewed.write(dir.path(), "renewed");
+    let blue = Backend::start("blue").await;
+    let path = dir.path().join("switchyard.toml");
+    std::fs::write(&path, config(dir.path(), &[("a.pem", "a.key")], &blue, "")).unwrap();
+    let proxy = Proxy::start_with_file(dir.path(), &path);
+    let tls = proxy.tls_addr();
+    let (client, seen) = ca.client(&[b"http/1.1"], BOTH_VERSIONS);
+
+    // A list naming a file that is not there: the reload is refused for
+    // TLS and the running pair goes on.
+    std::fs::write(
+        &path,
+        config(dir.path(), &[("missing.pem", "a.key")], &blue, ""),
+    )
+    .unwrap();
+    proxy.cli_ok(&["reload"]);
+    let mut status = proxy.status();
+    for _ in 0..250 {
+        if status["tls"]["last_load"]["result"] == "error" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        status = proxy.status();
+    }
+    let error = status["tls"]["last_load"]["error"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(error.contains("missing.pem"), "{status:#}");
+    https_get(client.clone(), tls, "a.test", "/").await.unwrap();
+    assert_eq!(seen.lock().unwrap().as_deref(), Some(&a.der[..]));
+
+    // Another pair in the list: served without a restart.
+    std::fs::write(
+        &path,
+        config(dir.path(), &[("renewed.pem", "renewed.key")], &blue, ""),
+    )
+    .unwrap();
+    proxy.cli_ok(&["reload"]);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        https_get(client.clone(), tls, "a.test", "/").await.unwrap();
+        if seen.lock().unwrap().as_deref() == Some(&renewed.der[..]) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "renewed pair not served"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // `[tls] listen` cannot move while running: said, not half-applied.
+    let moved = config(dir.path(), &[("renewed.pem", "renewed.key")], &blue, "").replace(
+        "[tls]\nlisten = [\"127.0.0.1:0\"]",
+        "[tls]\nlisten = [\"127.0.0.2:0\"]",
+    );
+    std::fs::write(&path, moved).unwrap();
+    proxy.cli_ok(&["reload"]);
+    let status = proxy.status();
+    assert_eq!(
+        status["config"]["needs_restart"],
+        serde_json::json!(["tls.listen"]),
+        "{status:#}"
+    );
+    https_get(client, tls, "a.test", "/").await.unwrap();
+}

@@ -1283,6 +1283,7 @@ fn route_spec(
         retries: route.retries,
         loads: BTreeMap::new(),
         unhealthy: Vec::new(),
+        h2c: route.h2c_slots.iter().cloned().collect(),
         assignment: assignment_spec(route, state),
         https: HttpsSpec {
             redirect: route.redirect_https,

@@ -50,9 +50,9 @@ impl Monitor {
     pub fn sync(&mut self, config: &Config) {
         let mut wanted: HashMap<BackendKey, ProbeSpec> = HashMap::new();
         for route in &config.routes {
-            let spec = ProbeSpec::for_route(route);
             let route_name: Arc<str> = Arc::from(route.name.as_str());
             for (slot, backends) in &route.slots {
+                let spec = ProbeSpec::for_slot(route, slot);
                 let slot_name: Arc<str> = Arc::from(slot.as_str());
                 for addr in backends {
                     let key = BackendKey {

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::Empty;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use switchyard_conf::{HealthConfig, RouteConfig};
 use tokio::net::TcpStream;
 
@@ -38,6 +38,9 @@ pub enum ProbeKind {
         host: Option<String>,
         /// Inclusive.
         expect: (u16, u16),
+        /// The backend speaks HTTP/2 without TLS (its slot's `protocol =
+        /// "h2c"`): the probe does too.
+        h2c: bool,
     },
     Tcp,
 }
@@ -58,6 +61,7 @@ impl ProbeSpec {
                     path: path.clone(),
                     host: host.clone(),
                     expect: *expect_status,
+                    h2c: false,
                 },
                 interval: *interval,
                 timeout: *timeout,
@@ -73,6 +77,16 @@ impl ProbeSpec {
                 thresholds: TCP_THRESHOLDS,
             },
         }
+    }
+
+    /// The spec for the backends of `slot` of `route`: HTTP probes speak
+    /// the slot's protocol.
+    pub fn for_slot(route: &RouteConfig, slot: &str) -> ProbeSpec {
+        let mut spec = ProbeSpec::for_route(route);
+        if let ProbeKind::Http { h2c, .. } = &mut spec.kind {
+            *h2c = route.h2c_slots.contains(slot);
+        }
+        spec
     }
 
     /// The wait before the next probe: the interval ± 10 %, so the probes
@@ -106,25 +120,22 @@ async fn attempt(kind: &ProbeKind, backend: SocketAddr) -> Result<Option<u16>, F
     let stream = TcpStream::connect(backend)
         .await
         .map_err(|e| Failure::Connect(e.to_string()))?;
-    let (path, host, expect) = match kind {
+    let (path, host, expect, h2c) = match kind {
         ProbeKind::Tcp => return Ok(None),
-        ProbeKind::Http { path, host, expect } => (path, host, expect),
+        ProbeKind::Http {
+            path,
+            host,
+            expect,
+            h2c,
+        } => (path, host, expect, *h2c),
     };
     let _ = stream.set_nodelay(true);
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .map_err(|e| Failure::Protocol(e.to_string()))?;
-    // The connection task ends with the connection, when this probe returns.
-    let driver = tokio::spawn(connection);
     let host = host.clone().unwrap_or_else(|| backend.to_string());
-    let request = hyper::Request::get(path.as_str())
-        .header(hyper::header::HOST, host)
-        .header(hyper::header::USER_AGENT, "switchyard-health")
-        .header(hyper::header::CONNECTION, "close")
-        .body(Empty::<Bytes>::new())
-        .map_err(|e| Failure::Protocol(e.to_string()))?;
-    let result = sender.send_request(request).await;
-    driver.abort();
+    let result = if h2c {
+        send_h2c(stream, &host, path).await?
+    } else {
+        send_http1(stream, &host, path).await?
+    };
     let response = result.map_err(|e| {
         if e.is_incomplete_message() || e.is_canceled() {
             Failure::Connect(e.to_string())
@@ -140,6 +151,49 @@ async fn attempt(kind: &ProbeKind, backend: SocketAddr) -> Result<Option<u16>, F
     }
 }
 
+/// One GET on an HTTP/1.1 connection that closes after it.
+async fn send_http1(
+    stream: TcpStream,
+    host: &str,
+    path: &str,
+) -> Result<hyper::Result<hyper::Response<hyper::body::Incoming>>, Failure> {
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| Failure::Protocol(e.to_string()))?;
+    // The connection task ends with the connection, when this probe returns.
+    let driver = tokio::spawn(connection);
+    let request = hyper::Request::get(path)
+        .header(hyper::header::HOST, host)
+        .header(hyper::header::USER_AGENT, "switchyard-health")
+        .header(hyper::header::CONNECTION, "close")
+        .body(Empty::<Bytes>::new())
+        .map_err(|e| Failure::Protocol(e.to_string()))?;
+    let result = sender.send_request(request).await;
+    driver.abort();
+    Ok(result)
+}
+
+/// One GET on an HTTP/2 connection with prior knowledge (h2c). The Host
+/// becomes `:authority`.
+async fn send_h2c(
+    stream: TcpStream,
+    host: &str,
+    path: &str,
+) -> Result<hyper::Result<hyper::Response<hyper::body::Incoming>>, Failure> {
+    let (mut sender, connection) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .map_err(|e| Failure::Protocol(e.to_string()))?;
+    let driver = tokio::spawn(connection);
+    let request = hyper::Request::get(format!("http://{host}{path}"))
+        .header(hyper::header::USER_AGENT, "switchyard-health")
+        .body(Empty::<Bytes>::new())
+        .map_err(|e| Failure::Protocol(e.to_string()))?;
+    let result = sender.send_request(request).await;
+    driver.abort();
+    Ok(result)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -152,6 +206,7 @@ mod tests {
                 path: path.into(),
                 host: Some("app.test".into()),
                 expect: (200, 399),
+                h2c: false,
             },
             interval: Duration::from_millis(interval_ms),
             timeout: Duration::from_millis(timeout_ms),

@@ -123,6 +123,8 @@ pub struct Slot {
     /// Every backend of the slot is known unhealthy: a retry does not fall
     /// back to it.
     pub unhealthy: bool,
+    /// Its backends speak HTTP/2 without TLS (`protocol = "h2c"`).
+    pub h2c: bool,
 }
 
 /// The process's clock origin for [`SlotLoad`]'s timestamps.
@@ -272,6 +274,8 @@ pub struct RouteSpec {
     pub loads: BTreeMap<String, Arc<SlotLoad>>,
     /// Slots whose every backend is known unhealthy.
     pub unhealthy: Vec<String>,
+    /// Slots whose backends speak h2c.
+    pub h2c: Vec<String>,
     /// Stickiness, overrides and previews.
     pub assignment: AssignmentSpec,
     pub https: HttpsSpec,
@@ -460,6 +464,7 @@ impl Route {
                     .cloned()
                     .unwrap_or_else(|| Arc::new(SlotLoad::new(&route_name, &name))),
                 unhealthy: spec.unhealthy.contains(&name),
+                h2c: spec.h2c.contains(&name),
                 name: name.as_str().into(),
                 backends,
                 next_backend: AtomicUsize::new(0),
@@ -575,6 +580,7 @@ mod tests {
             retries: 2,
             loads: Default::default(),
             unhealthy: Vec::new(),
+            h2c: Vec::new(),
             assignment: AssignmentSpec::default(),
             https: HttpsSpec::default(),
         }

@@ -45,6 +45,28 @@ pub(super) struct Reply<'t> {
     pub hsts: Option<&'t HeaderValue>,
 }
 
+impl Reply<'_> {
+    /// What the proxy does to every response it passes on: hop-by-hop
+    /// headers out; the sticky cookie, HSTS and the request id in.
+    pub(super) fn decorate(&self, response: &mut ResponseHeader) {
+        hop_by_hop::strip_response(response);
+        if let Some(cookie) = self.set_cookie {
+            let _ = response.append_header(header::SET_COOKIE, cookie.clone());
+        }
+        if let Some(hsts) = self.hsts {
+            if !response
+                .headers
+                .contains_key(header::STRICT_TRANSPORT_SECURITY)
+            {
+                let _ = response.insert_header(header::STRICT_TRANSPORT_SECURITY, hsts.clone());
+            }
+        }
+        if !response.headers.contains_key(request_id::HEADER) {
+            let _ = response.insert_header(request_id::HEADER, self.request_id.clone());
+        }
+    }
+}
+
 pub(super) enum Exchange {
     Finished {
         reusable_upstream: bool,
@@ -113,18 +135,7 @@ pub(super) async fn exchange(
                     }
                     load.answered(status, reply.started.elapsed());
                     let mut response: Box<ResponseHeader> = Box::new(head.clone());
-                    hop_by_hop::strip_response(&mut response);
-                    if let Some(cookie) = reply.set_cookie {
-                        let _ = response.append_header(header::SET_COOKIE, cookie.clone());
-                    }
-                    if let Some(hsts) = reply.hsts {
-                        if !response.headers.contains_key(header::STRICT_TRANSPORT_SECURITY) {
-                            let _ = response.insert_header(header::STRICT_TRANSPORT_SECURITY, hsts.clone());
-                        }
-                    }
-                    if !response.headers.contains_key(request_id::HEADER) {
-                        let _ = response.insert_header(request_id::HEADER, reply.request_id.clone());
-                    }
+                    reply.decorate(&mut response);
                     if let Err(e) = session.write_response_header(response).await {
                         tracing::debug!("client went away: {e}");
                         return Exchange::Failed(Outcome::Abandon);
@@ -231,7 +242,12 @@ async fn tick(watch: &mut Option<tokio::time::Interval>) {
 /// gets: another try when the backend dropped the connection, nothing of
 /// the body went out and the request can run twice; else 504 on a timeout
 /// and 502 otherwise.
-fn upstream_failed(e: Box<Error>, body_sent: bool, replayable: bool, load: &LoadGuard) -> Exchange {
+pub(super) fn upstream_failed(
+    e: Box<Error>,
+    body_sent: bool,
+    replayable: bool,
+    load: &LoadGuard,
+) -> Exchange {
     let dropped = matches!(
         e.etype(),
         ErrorType::ConnectionClosed | ErrorType::ReadError | ErrorType::WriteError

@@ -19,9 +19,12 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use pingora::connectors::http::v1::Connector;
+use pingora::connectors::http::v2::Connector as H2Connector;
 use pingora::connectors::TransportConnector;
 use pingora::http::RequestHeader;
+use pingora::protocols::http::client::HttpSession;
 use pingora::protocols::http::v1::client::HttpSession as UpstreamSession;
+use pingora::protocols::http::v2::client::Http2Session;
 use pingora::protocols::http::ServerSession;
 use pingora::protocols::Stream;
 use pingora::server::ShutdownWatch;
@@ -35,12 +38,17 @@ use crate::hop_by_hop;
 
 mod exchange;
 mod front;
+mod h2_upstream;
 mod in_flight;
 pub mod request_id;
 
 use exchange::{exchange, Exchange, Reply};
 pub use front::Front;
 pub use in_flight::{InFlight, InFlightGuard};
+
+/// Concurrent requests on one HTTP/2 connection to an h2c backend before
+/// another connection is opened.
+const H2_STREAMS_PER_CONNECTION: usize = 100;
 
 /// Idle pooled upstream connections are closed after this.
 const UPSTREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -56,6 +64,8 @@ pub struct Forwarder {
     controller: ControllerHandle,
     in_flight: Arc<InFlight>,
     connector: Connector,
+    /// HTTP/2 connections to h2c slots, shared by their streams.
+    h2: H2Connector,
     /// Opens connections outside the pool, for a retry after a stale one.
     fresh: TransportConnector,
     /// Set when the service stops listening: requests still arriving on
@@ -84,6 +94,7 @@ impl Forwarder {
             in_flight,
             connections,
             connector: Connector::new(None),
+            h2: H2Connector::new(None),
             fresh: TransportConnector::new(None),
             stopping: AtomicBool::new(false),
             access_log,
@@ -368,6 +379,57 @@ impl Forwarder {
         let mut load_slot = target.slot;
         let mut load = route.slot(load_slot).load.request();
         let outcome = loop {
+            if route.slot(target.slot).h2c {
+                if target.slot != load_slot {
+                    load_slot = target.slot;
+                    load = route.slot(load_slot).load.request();
+                }
+                if session.is_upgrade_req() {
+                    tracing::warn!(
+                        route = &*route.name,
+                        "an upgrade (WebSocket) cannot go to an h2c slot"
+                    );
+                    break Outcome::Answer(502, BAD_GATEWAY_BODY);
+                }
+                let (mut upstream, peer) = match self.connect_h2(route, table, &mut target).await {
+                    Ok(Some(connected)) => connected,
+                    // Failed; the target moved on to another backend or slot.
+                    Ok(None) => continue,
+                    Err(e) => break connect_error_answer(route, &e),
+                };
+                trail.slot = Some(route.slot(target.slot).name.clone());
+                trail.backend = peer._address.as_inet().copied();
+                let request = upstream_request(session, incoming, false);
+                let replayable = replayable(session);
+                let outcome = h2_upstream::exchange(
+                    session,
+                    &mut upstream,
+                    request,
+                    replayable,
+                    &mut load,
+                    &reply,
+                    &table.timeouts,
+                )
+                .await;
+                match outcome {
+                    Exchange::Finished { .. } => {
+                        self.h2
+                            .release_http_session(upstream, &peer, Some(UPSTREAM_IDLE_TIMEOUT));
+                        break if session.is_body_done() {
+                            Outcome::Done
+                        } else {
+                            Outcome::DoneClose
+                        };
+                    }
+                    Exchange::Dropped(e) => {
+                        if !self.dropped(route, &mut target, &peer, &e) {
+                            break Outcome::Answer(502, BAD_GATEWAY_BODY);
+                        }
+                    }
+                    Exchange::Failed(outcome) => break outcome,
+                }
+                continue;
+            }
             let connected = self.connect(route, table, &mut target, fresh_only).await;
             if target.slot != load_slot {
                 load_slot = target.slot;
@@ -379,15 +441,7 @@ impl Forwarder {
                     trail.backend = connected.2._address.as_inet().copied();
                     connected
                 }
-                Err(e) => {
-                    break if e.etype() == &ErrorType::ConnectTimedout {
-                        tracing::error!(route = &*route.name, "upstream connect timed out: {e}");
-                        Outcome::Answer(504, GATEWAY_TIMEOUT_BODY)
-                    } else {
-                        tracing::error!(route = &*route.name, "upstream unreachable: {e}");
-                        Outcome::Answer(502, BAD_GATEWAY_BODY)
-                    };
-                }
+                Err(e) => break connect_error_answer(route, &e),
             };
             upstream.read_timeout = Some(table.timeouts.upstream_read);
             upstream.write_timeout = Some(table.timeouts.upstream_read);
@@ -430,20 +484,7 @@ impl Forwarder {
                     fresh_only = true;
                 }
                 Exchange::Dropped(e) => {
-                    let slot = route.slot(target.slot);
-                    let backend = peer._address.as_inet().copied();
-                    slot.load.upstream_failed(FailureKind::Dropped);
-                    tracing::warn!(route = &*route.name, slot = &*slot.name, backend = ?backend, "upstream dropped the request: {e}");
-                    if let Some(backend) = backend {
-                        self.controller.connect_failed(
-                            &route.name,
-                            &slot.name,
-                            backend,
-                            format!("dropped the connection before answering: {e}"),
-                        );
-                    }
-                    if !advance(route, &mut target) {
-                        tracing::error!(route = &*route.name, "upstream failed: {e}");
+                    if !self.dropped(route, &mut target, &peer, &e) {
                         break Outcome::Answer(502, BAD_GATEWAY_BODY);
                     }
                     fresh_only = false;
@@ -457,6 +498,93 @@ impl Forwarder {
             load.answered(status, reply.started.elapsed());
         }
         outcome
+    }
+
+    /// A backend dropped a request before answering: counted, told to the
+    /// health checks, and `target` moved on. `false` when no retry is left.
+    fn dropped(
+        &self,
+        route: &Route,
+        target: &mut Target,
+        peer: &HttpPeer,
+        e: &pingora::Error,
+    ) -> bool {
+        let slot = route.slot(target.slot);
+        let backend = peer._address.as_inet().copied();
+        slot.load.upstream_failed(FailureKind::Dropped);
+        tracing::warn!(route = &*route.name, slot = &*slot.name, backend = ?backend, "upstream dropped the request: {e}");
+        if let Some(backend) = backend {
+            self.controller.connect_failed(
+                &route.name,
+                &slot.name,
+                backend,
+                format!("dropped the connection before answering: {e}"),
+            );
+        }
+        if advance(route, target) {
+            return true;
+        }
+        tracing::error!(route = &*route.name, "upstream failed: {e}");
+        false
+    }
+
+    /// One HTTP/2 stream to the target's next backend (h2c, prior
+    /// knowledge): on a connection already open to it when one has a free
+    /// stream, else on a new one. `Ok(None)` when the connect failed and
+    /// `target` moved on to another backend or slot; `Err` when no retry
+    /// is left.
+    async fn connect_h2(
+        &self,
+        route: &Route,
+        table: &RoutingTable,
+        target: &mut Target,
+    ) -> pingora::Result<Option<(Http2Session, HttpPeer)>> {
+        let slot = route.slot(target.slot);
+        let backend: SocketAddr = slot.backend(target.backend_start, target.attempts_on_slot);
+        target.attempts += 1;
+        target.attempts_on_slot += 1;
+        let mut peer = HttpPeer::new(backend, false, String::new());
+        peer.group_key = slot.pool_key;
+        peer.options.connection_timeout = Some(table.timeouts.upstream_connect);
+        peer.options.idle_timeout = Some(UPSTREAM_IDLE_TIMEOUT);
+        peer.options.set_http_version(2, 2);
+        peer.options.max_h2_streams = H2_STREAMS_PER_CONNECTION;
+        let connected = match self.h2.reused_http_session(&peer).await {
+            Ok(Some(stream)) => Ok(stream),
+            _ => match self.h2.new_http_session::<HttpPeer, ()>(&peer).await {
+                Ok(HttpSession::H2(stream)) => Ok(stream),
+                Ok(_) => Err(pingora::Error::explain(
+                    ErrorType::InternalError,
+                    "an h2c backend was spoken to in HTTP/1.1",
+                )),
+                Err(e) => Err(e),
+            },
+        };
+        match connected {
+            Ok(stream) => Ok(Some((stream, peer))),
+            Err(e) => {
+                self.connect_failed(route, target.slot, backend, &e);
+                if advance(route, target) {
+                    Ok(None)
+                } else {
+                    Err(e)
+                }
+            }
+        }
+    }
+
+    /// Counts a failed connect and tells the health checks.
+    fn connect_failed(&self, route: &Route, slot: usize, backend: SocketAddr, e: &pingora::Error) {
+        let slot = route.slot(slot);
+        tracing::warn!(route = &*route.name, slot = &*slot.name, %backend, "connect failed: {e}");
+        slot.load
+            .upstream_failed(if e.etype() == &ErrorType::ConnectTimedout {
+                FailureKind::Timeout
+            } else {
+                FailureKind::Connect
+            });
+        self.controller
+            .connect_failed(&route.name, &slot.name, backend, e.to_string());
     }
 
     /// Connects to the target's next backend, moving on to the slot's other
@@ -490,21 +618,24 @@ impl Forwarder {
             match connected {
                 Ok((session, reused)) => return Ok((session, reused, peer)),
                 Err(e) => {
-                    tracing::warn!(route = &*route.name, slot = &*slot.name, %backend, "connect failed: {e}");
-                    slot.load
-                        .upstream_failed(if e.etype() == &ErrorType::ConnectTimedout {
-                            FailureKind::Timeout
-                        } else {
-                            FailureKind::Connect
-                        });
-                    self.controller
-                        .connect_failed(&route.name, &slot.name, backend, e.to_string());
+                    self.connect_failed(route, target.slot, backend, &e);
                     if !advance(route, target) {
                         return Err(e);
                     }
                 }
             }
         }
+    }
+}
+
+/// Our answer when no backend could be connected to.
+fn connect_error_answer(route: &Route, e: &pingora::Error) -> Outcome {
+    if e.etype() == &ErrorType::ConnectTimedout {
+        tracing::error!(route = &*route.name, "upstream connect timed out: {e}");
+        Outcome::Answer(504, GATEWAY_TIMEOUT_BODY)
+    } else {
+        tracing::error!(route = &*route.name, "upstream unreachable: {e}");
+        Outcome::Answer(502, BAD_GATEWAY_BODY)
     }
 }
 
@@ -652,6 +783,26 @@ mod tests {
         );
         assert_eq!(at("", Some(443), "/"), None);
         assert_eq!(at("[::1", Some(443), "/"), None);
+    }
+
+    #[test]
+    fn an_http2_request_goes_upstream_as_http1_with_its_authority_as_host() {
+        // As pingora's HTTP/2 server builds it: the target in absolute form.
+        let mut request = RequestHeader::build("GET", b"/", None).unwrap();
+        request.set_uri("https://app.test:8443/a/b?c=1".parse().unwrap());
+        request.set_version(http::Version::HTTP_2);
+        from_h2(&mut request);
+        assert_eq!(request.version, http::Version::HTTP_11);
+        assert_eq!(request.uri.to_string(), "/a/b?c=1");
+        assert_eq!(request.headers.get(header::HOST).unwrap(), "app.test:8443");
+
+        // `:authority` wins over a Host header the client also sent.
+        let mut request = RequestHeader::build("GET", b"/", None).unwrap();
+        request.set_uri("https://app.test/".parse().unwrap());
+        request.insert_header(header::HOST, "other.test").unwrap();
+        from_h2(&mut request);
+        assert_eq!(request.headers.get(header::HOST).unwrap(), "app.test");
+        assert_eq!(request.uri.to_string(), "/");
     }
 
     #[test]

@@ -1,0 +1,124 @@
+//! One request's exchange with a backend that speaks HTTP/2 without TLS
+//! (`protocol = "h2c"` on its slot): one stream of a shared connection.
+//!
+//! Simpler than the HTTP/1.1 pump in `exchange.rs`, on purpose: the
+//! request body goes up whole before the response is read. That serves
+//! every request/response API (gRPC unary calls included); a backend that
+//! answers while still reading an upload (bidirectional streaming) waits
+//! for the upload to finish. Upgrades do not exist in HTTP/2 and are
+//! refused before they get here.
+
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::protocols::http::v2::client::Http2Session;
+use pingora::protocols::http::ServerSession;
+use switchyard_control::table::{FailureKind, LoadGuard, Timeouts};
+
+use super::exchange::{upstream_failed, Exchange, Reply};
+use super::Outcome;
+
+pub(super) async fn exchange(
+    session: &mut ServerSession,
+    upstream: &mut Http2Session,
+    mut request: Box<RequestHeader>,
+    replayable: bool,
+    load: &mut LoadGuard,
+    reply: &Reply<'_>,
+    timeouts: &Timeouts,
+) -> Exchange {
+    upstream.read_timeout = Some(timeouts.upstream_read);
+    upstream.write_timeout = Some(timeouts.upstream_read);
+    // HTTP/2 frames its own bodies; a chunked HTTP/1.1 upload loses the
+    // header (RFC 9113 §8.2.2 forbids it).
+    request.remove_header(&header::TRANSFER_ENCODING);
+    let body_empty = session.is_body_empty();
+    if let Err(e) = upstream.write_request_header(request, body_empty) {
+        // Nothing reached the backend: any method may go elsewhere.
+        return Exchange::Dropped(e);
+    }
+    let mut body_sent = false;
+    if !body_empty {
+        loop {
+            let chunk = match session.read_request_body().await {
+                Ok(chunk) => chunk,
+                Err(e) => {
+                    tracing::debug!("client went away: {e}");
+                    return Exchange::Failed(Outcome::Abandon);
+                }
+            };
+            let written = match chunk {
+                Some(bytes) => {
+                    body_sent = true;
+                    // pingora's HTTP/2 server never says `None` after the
+                    // chunk that ends the body: look now.
+                    let end = session.is_body_done();
+                    upstream.write_request_body(bytes, end).await.map(|()| end)
+                }
+                None => upstream.finish_request_body().map(|()| true),
+            };
+            match written {
+                Ok(true) => break,
+                Ok(false) => {}
+                Err(e) => return upstream_failed(e, true, false, load),
+            }
+        }
+    }
+    if let Err(e) = upstream.read_response_header().await {
+        return upstream_failed(e, body_sent, replayable, load);
+    }
+    let Some(head) = upstream.response_header() else {
+        load.upstream_failed(FailureKind::Protocol);
+        return Exchange::Failed(Outcome::Answer(502, super::BAD_GATEWAY_BODY));
+    };
+    let status = head.status.as_u16();
+    load.answered(status, reply.started.elapsed());
+    let mut response: Box<ResponseHeader> = Box::new(head.clone());
+    for_client(&mut response, session, reply);
+    if let Err(e) = session.write_response_header(response).await {
+        tracing::debug!("client went away: {e}");
+        return Exchange::Failed(Outcome::Abandon);
+    }
+    loop {
+        match upstream.read_response_body().await {
+            Ok(Some(bytes)) => {
+                if let Err(e) = session.write_response_body(bytes, false).await {
+                    tracing::debug!("client went away: {e}");
+                    return Exchange::Failed(Outcome::Abandon);
+                }
+            }
+            Ok(None) => break,
+            Err(e) => {
+                tracing::warn!("upstream broke off its response: {e}");
+                load.upstream_failed(FailureKind::Protocol);
+                return Exchange::Failed(Outcome::Abandon);
+            }
+        }
+    }
+    if let Err(e) = session.write_response_body(Bytes::new(), true).await {
+        tracing::debug!("client went away: {e}");
+        return Exchange::Failed(Outcome::Abandon);
+    }
+    Exchange::Finished {
+        reusable_upstream: true,
+    }
+}
+
+/// The backend's HTTP/2 response as the client gets it: what the proxy
+/// adds to every response, and for an HTTP/1.1 client its version and
+/// framing (chunked when the backend gave no length, so the connection
+/// stays reusable).
+fn for_client(response: &mut ResponseHeader, session: &ServerSession, reply: &Reply<'_>) {
+    reply.decorate(response);
+    if session.req_header().version != http::Version::HTTP_2 {
+        response.set_version(http::Version::HTTP_11);
+        let bodiless = matches!(response.status.as_u16(), 204 | 304)
+            || session.req_header().method == http::Method::HEAD;
+        if !bodiless && !response.headers.contains_key(header::CONTENT_LENGTH) {
+            let _ = response.insert_header(
+                header::TRANSFER_ENCODING,
+                HeaderValue::from_static("chunked"),
+            );
+        }
+    }
+}
