@@ -539,14 +539,7 @@ impl Forwarder {
         table: &RoutingTable,
         target: &mut Target,
     ) -> pingora::Result<Option<(Http2Session, HttpPeer)>> {
-        let slot = route.slot(target.slot);
-        let backend: SocketAddr = slot.backend(target.backend_start, target.attempts_on_slot);
-        target.attempts += 1;
-        target.attempts_on_slot += 1;
-        let mut peer = HttpPeer::new(backend, false, String::new());
-        peer.group_key = slot.pool_key;
-        peer.options.connection_timeout = Some(table.timeouts.upstream_connect);
-        peer.options.idle_timeout = Some(UPSTREAM_IDLE_TIMEOUT);
+        let (backend, mut peer) = target.next_peer(route, table);
         peer.options.set_http_version(2, 2);
         peer.options.max_h2_streams = H2_STREAMS_PER_CONNECTION;
         let connected = match self.h2.reused_http_session(&peer).await {
@@ -599,14 +592,7 @@ impl Forwarder {
         fresh_only: bool,
     ) -> pingora::Result<(UpstreamSession, bool, HttpPeer)> {
         loop {
-            let slot = route.slot(target.slot);
-            let backend: SocketAddr = slot.backend(target.backend_start, target.attempts_on_slot);
-            target.attempts += 1;
-            target.attempts_on_slot += 1;
-            let mut peer = HttpPeer::new(backend, false, String::new());
-            peer.group_key = slot.pool_key;
-            peer.options.connection_timeout = Some(table.timeouts.upstream_connect);
-            peer.options.idle_timeout = Some(UPSTREAM_IDLE_TIMEOUT);
+            let (backend, peer) = target.next_peer(route, table);
             let connected = if fresh_only {
                 self.fresh
                     .new_stream(&peer)
@@ -625,6 +611,22 @@ impl Forwarder {
                 }
             }
         }
+    }
+}
+
+impl Target {
+    /// The next backend to try and its pingora peer (pooled per slot and
+    /// generation), counting the attempt.
+    fn next_peer(&mut self, route: &Route, table: &RoutingTable) -> (SocketAddr, HttpPeer) {
+        let slot = route.slot(self.slot);
+        let backend = slot.backend(self.backend_start, self.attempts_on_slot);
+        self.attempts += 1;
+        self.attempts_on_slot += 1;
+        let mut peer = HttpPeer::new(backend, false, String::new());
+        peer.group_key = slot.pool_key;
+        peer.options.connection_timeout = Some(table.timeouts.upstream_connect);
+        peer.options.idle_timeout = Some(UPSTREAM_IDLE_TIMEOUT);
+        (backend, peer)
     }
 }
 
