@@ -34,6 +34,9 @@ pub enum Request {
         route: String,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         reason: Option<String>,
+        /// Roll back even to a previous slot known unhealthy.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        force: bool,
     },
     /// Send `weight` % of new traffic to `slot`; 0 ends the canary.
     Canary {

@@ -73,6 +73,9 @@ pub enum Command {
         route: String,
         #[arg(long)]
         reason: Option<String>,
+        /// Roll back even to a previous slot known unhealthy.
+        #[arg(long)]
+        force: bool,
         #[command(flatten)]
         admin: AdminArgs,
     },
@@ -377,15 +380,97 @@ fn print_status(status: &Value) {
         if !route["rollout"].is_null() {
             println!("  {}", describe_rollout(&route["rollout"]));
         }
-        for slot in route["slots"].as_array().into_iter().flatten() {
-            let backends: Vec<String> = slot["backends"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .map(text)
-                .collect();
-            println!("  slot {:<12} {}", text(&slot["name"]), backends.join(" "));
+        if let Some(critical) = route["critical"].as_str() {
+            println!("  CRITICAL: {critical}");
         }
+        if let Some(pending) = route["pending"].as_str() {
+            println!("  pending switch to {pending} (applied once it is healthy)");
+        }
+        if let Some(failed) = route["failed"].as_str() {
+            println!("  {failed} failed and was left; only a switch brings traffic back to it");
+        }
+        for slot in route["slots"].as_array().into_iter().flatten() {
+            println!("  {}", describe_slot(slot));
+            for backend in slot["backends"].as_array().into_iter().flatten() {
+                println!("    {}", describe_backend(backend));
+            }
+        }
+    }
+    if let Value::Object(_) = &status["tls"] {
+        println!();
+        print_tls(&status["tls"]);
+    }
+}
+
+/// `slot green  healthy  3 in flight, 1 upgraded`.
+fn describe_slot(slot: &Value) -> String {
+    let mut line = format!(
+        "slot {:<12} {:<9}",
+        text(&slot["name"]),
+        text(&slot["health"])
+    );
+    line.push_str(&format!(" {} in flight", slot["in_flight"]));
+    if slot["upgraded"].as_u64().is_some_and(|n| n > 0) {
+        line.push_str(&format!(", {} upgraded", slot["upgraded"]));
+    }
+    line
+}
+
+/// `127.0.0.1:3001  healthy since 2026-…  last check ok 200 in 1.2 ms at 2026-…`.
+fn describe_backend(backend: &Value) -> String {
+    let mut line = format!(
+        "{:<21} {}",
+        text(&backend["address"]),
+        text(&backend["state"])
+    );
+    if let Some(since) = backend["since"].as_str() {
+        line.push_str(&format!(" since {since}"));
+    }
+    let check = &backend["last_check"];
+    if check.is_object() {
+        let verdict = if check["ok"] == true { "ok" } else { "FAILED" };
+        let detail = match (check["status"].as_u64(), check["error"].as_str()) {
+            (Some(status), _) => status.to_string(),
+            (None, Some(error)) => error.to_string(),
+            (None, None) => "tcp connect".to_string(),
+        };
+        let latency = check["latency_ms"].as_f64().unwrap_or_default();
+        line.push_str(&format!(
+            "  last check {verdict} {detail} in {latency:.1} ms at {}",
+            text(&check["at"])
+        ));
+    }
+    line
+}
+
+/// The certificates served and the last (re)load.
+fn print_tls(tls: &Value) {
+    for cert in tls["certificates"].as_array().into_iter().flatten() {
+        let names: Vec<String> = cert["names"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(text)
+            .collect();
+        println!(
+            "tls {}{}  names {}  valid until {}",
+            text(&cert["cert"]),
+            if cert["default"] == true {
+                " (default)"
+            } else {
+                ""
+            },
+            names.join(","),
+            text(&cert["not_after"])
+        );
+    }
+    let last = &tls["last_load"];
+    if last["result"] == "error" {
+        println!(
+            "tls CERTIFICATE RELOAD REJECTED at {} (still serving the above): {}",
+            text(&last["at"]),
+            text(&last["error"])
+        );
     }
 }
 

@@ -55,8 +55,17 @@ fn main() -> ExitCode {
         Command::Rollback {
             route,
             reason,
+            force,
             admin,
-        } => cli::admin(Request::Rollback { route, reason }, &admin, ADMIN_WAIT),
+        } => cli::admin(
+            Request::Rollback {
+                route,
+                reason,
+                force,
+            },
+            &admin,
+            ADMIN_WAIT,
+        ),
         Command::Canary {
             route,
             slot,

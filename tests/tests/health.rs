@@ -443,3 +443,31 @@ async fn with_both_slots_unhealthy_traffic_stays_and_the_route_is_critical() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn rollback_refuses_an_unhealthy_previous_slot_unless_forced() {
+    let (blue, _green, _dir, proxy) = green_active_blue_previous().await;
+    // The old version was stopped after the deploy.
+    blue.healthy.store(false, Ordering::Relaxed);
+    eventually(Duration::from_secs(10), "blue unhealthy", || {
+        slot_health(&route_status(&proxy), "blue") == "unhealthy"
+    })
+    .await;
+
+    let refused = tokio::task::block_in_place(|| proxy.cli(&["rollback", "app"]));
+    assert_eq!(refused.status.code(), Some(1));
+    let why = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        why.contains("previous slot \"blue\"")
+            && why.contains("unhealthy")
+            && why.contains("status 500")
+            && why.contains("--force"),
+        "{why}"
+    );
+    assert_eq!(route_status(&proxy)["active"], "green", "nothing changed");
+    let history = tokio::task::block_in_place(|| proxy.cli_ok(&["history", "app"]));
+    assert!(history.contains("refused"), "{history}");
+
+    tokio::task::block_in_place(|| proxy.cli_ok(&["rollback", "app", "--force"]));
+    assert_eq!(route_status(&proxy)["active"], "blue");
+}

@@ -453,6 +453,15 @@ async fn a_config_edit_of_the_certificate_list_applies_and_a_listen_edit_needs_a
         .as_str()
         .unwrap_or_default();
     assert!(error.contains("missing.pem"), "{status:#}");
+    let human = proxy.cli_ok(&["status"]);
+    assert!(
+        human.contains("CERTIFICATE RELOAD REJECTED") && human.contains("missing.pem"),
+        "{human}"
+    );
+    assert!(
+        human.contains(&format!("    {}", blue.addr)) && !human.contains("\"address\""),
+        "one line per backend, not JSON: {human}"
+    );
     https_get(client.clone(), tls, "a.test", "/").await.unwrap();
     assert_eq!(seen.lock().unwrap().as_deref(), Some(&a.der[..]));
 

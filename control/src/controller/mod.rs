@@ -799,6 +799,43 @@ impl Controller {
     }
 
     /// `127.0.0.1:3001 connect: refused; 127.0.0.1:3002 status 500`.
+    /// A rollback would put traffic on a previous slot whose every backend
+    /// is known unhealthy (its version was stopped after the deploy, say):
+    /// refused, like a `switch` to it, unless forced. A slot not checked
+    /// yet is not refused: nothing says it is down.
+    fn rollback_to_unhealthy(
+        &mut self,
+        route: &str,
+        uid: Option<u32>,
+        reason: &Option<String>,
+    ) -> Option<Response> {
+        let cfg = self.config.route(route)?;
+        let state = self.routes.get(route)?;
+        let previous = state.previous.as_deref()?;
+        if self.slot_health(cfg, previous) != SlotHealth::Unhealthy {
+            return None;
+        }
+        let message = format!(
+            "the previous slot {previous:?} of route {route:?} is unhealthy ({}); nothing changed (--force rolls back anyway)",
+            self.slot_evidence(cfg, previous)
+        );
+        let entry = HistoryEntry {
+            time: now_rfc3339(),
+            trigger: "admin".into(),
+            uid,
+            route: route.to_string(),
+            action: "rollback".into(),
+            from: Some(describe(state)),
+            to: None,
+            reason: reason.clone(),
+            result: format!("refused: {message}"),
+            generation: None,
+        };
+        self.record(&entry);
+        tracing::warn!(route, "{message}");
+        Some(Response::error(ErrorKind::Unhealthy, message))
+    }
+
     fn slot_evidence(&self, route: &RouteConfig, slot: &str) -> String {
         let backends = route.slots.get(slot).map(Vec::as_slice).unwrap_or(&[]);
         backends
@@ -855,7 +892,16 @@ impl Controller {
                     decisions::switch(cfg, state, &slot, DecisionSource::Admin, now)
                 })
             }
-            Request::Rollback { route, reason } => {
+            Request::Rollback {
+                route,
+                reason,
+                force,
+            } => {
+                if !force {
+                    if let Some(refusal) = self.rollback_to_unhealthy(&route, uid, &reason) {
+                        return refusal;
+                    }
+                }
                 self.change(&route, "rollback", uid, reason, decisions::rollback)
             }
             Request::Rollout {
