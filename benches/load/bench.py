@@ -35,11 +35,16 @@ import failback
 
 BACKEND_PORTS = {"blue": 18180, "green": 18181}
 PROXY_PORTS = {"nginx": 18182, "haproxy": 18183, "switchyard": 18184}
+# Each proxy's HTTPS listener: its HTTP port + 100.
+TLS_OFFSET = 100
+# (label, path, new connection per request, over TLS)
 SCENARIOS = [
-    ("16 B, keep-alive", "/16b", False),
-    ("16 KiB, keep-alive", "/16k", False),
-    ("16 B, new connection", "/16b", True),
-    ("16 KiB, new connection", "/16k", True),
+    ("16 B, keep-alive", "/16b", False, False),
+    ("16 KiB, keep-alive", "/16k", False, False),
+    ("16 B, new connection", "/16b", True, False),
+    ("16 KiB, new connection", "/16k", True, False),
+    ("16 B, HTTPS keep-alive", "/16b", False, True),
+    ("16 B, HTTPS new connection", "/16b", True, True),
 ]
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -136,13 +141,27 @@ def switchyard_conf(work, weight=0, name="switchyard"):
     suffix = "" if name == "switchyard" else "-" + name.split(":", 1)[1]
     return (f'[server]\nlisten = ["127.0.0.1:{PROXY_PORTS[name]}"]\nthreads = 1\n'
             f'admin_socket = "{work}/admin{suffix}.sock"\nstate_dir = "{work}/state{suffix}"\n\n'
+            f'[tls]\nlisten = ["127.0.0.1:{PROXY_PORTS[name] + TLS_OFFSET}"]\n'
+            f'certificates = [{{ cert = "{work}/bench.crt", key = "{work}/bench.key" }}]\n\n'
             f'[[route]]\nname = "bench"\nactive = "blue"\n[route.slots]\n'
             f'blue = ["127.0.0.1:{BACKEND_PORTS["blue"]}"]\ngreen = ["127.0.0.1:{BACKEND_PORTS["green"]}"]\n{canary}')
+
+
+def make_certificate(work):
+    """One ECDSA P-256 certificate for every proxy's HTTPS listener (and the
+    same PEM pair in one file for HAProxy)."""
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+                    "-nodes", "-keyout", f"{work}/bench.key", "-out", f"{work}/bench.crt", "-days", "2",
+                    "-subj", "/CN=bench.test", "-addext", "subjectAltName=DNS:bench.test"],
+                   check=True, capture_output=True)
+    with open(f"{work}/bench.pem", "w") as f:
+        f.write(open(f"{work}/bench.crt").read() + open(f"{work}/bench.key").read())
 
 
 def start_all(procs, work, switchyard, variants):
     # nginx's worker runs as www-data: the body file must be readable by it.
     os.chmod(work, 0o755)
+    make_certificate(work)
     with open(f"{work}/16k.bin", "wb") as f:
         f.write(b"x" * 16384)
     os.chmod(f"{work}/16k.bin", 0o644)
@@ -156,14 +175,19 @@ def start_all(procs, work, switchyard, variants):
 
     procs.start(["nginx", "-c", nginx_conf(work, "proxy",
                  f'upstream b {{ server 127.0.0.1:{blue}; keepalive 32; }} '
-                 f'server {{ listen 127.0.0.1:{PROXY_PORTS["nginx"]} backlog=8192; location / {{ proxy_pass http://b; '
+                 f'server {{ listen 127.0.0.1:{PROXY_PORTS["nginx"]} backlog=8192; '
+                 f'listen 127.0.0.1:{PROXY_PORTS["nginx"] + TLS_OFFSET} ssl backlog=8192; '
+                 f'ssl_certificate {work}/bench.crt; ssl_certificate_key {work}/bench.key; '
+                 f'location / {{ proxy_pass http://b; '
                  f'proxy_http_version 1.1; proxy_set_header Connection ""; }} }}')], 0)
     pids = {"nginx": nginx_worker(work, "proxy")}
 
     with open(f"{work}/haproxy.cfg", "w") as f:
         f.write(f"global\n  nbthread 1\n  maxconn 4096\ndefaults\n  mode http\n  timeout connect 5s\n"
                 f"  timeout client 30s\n  timeout server 30s\n  http-reuse always\n"
-                f"frontend front\n  bind 127.0.0.1:{PROXY_PORTS['haproxy']}\n  default_backend back\n"
+                f"frontend front\n  bind 127.0.0.1:{PROXY_PORTS['haproxy']}\n"
+                f"  bind 127.0.0.1:{PROXY_PORTS['haproxy'] + TLS_OFFSET} ssl crt {work}/bench.pem\n"
+                f"  default_backend back\n"
                 f"backend back\n  server blue 127.0.0.1:{blue}\n")
     pids["haproxy"] = procs.start(["haproxy", "-db", "-f", f"{work}/haproxy.cfg"], 0).pid
 
@@ -190,11 +214,12 @@ def parse_latency_us(out, pct):
     return float(m.group(1)) * {"us": 1, "ms": 1000, "s": 1e6}[m.group(2)]
 
 
-def wrk(port, path, close, duration, connections=32):
+def wrk(port, path, close, duration, tls=False, connections=32):
     cmd = ["taskset", "-c", "1", "wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency"]
     if close:
         cmd += ["-H", "Connection: close"]
-    out = subprocess.run(cmd + [f"http://127.0.0.1:{port}{path}"], capture_output=True, text=True, check=True).stdout
+    url = f"https://127.0.0.1:{port + TLS_OFFSET}{path}" if tls else f"http://127.0.0.1:{port}{path}"
+    out = subprocess.run(cmd + [url], capture_output=True, text=True, check=True).stdout
     non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
     return {
@@ -208,11 +233,11 @@ def wrk(port, path, close, duration, connections=32):
 
 def measure(pids, rounds, duration):
     results = {}
-    for label, path, close in SCENARIOS:
+    for label, path, close, tls in SCENARIOS:
         for _ in range(rounds):
             for name, pid in pids.items():
                 before = cpu_seconds(pid)
-                run = wrk(PROXY_PORTS[name], path, close, duration)
+                run = wrk(PROXY_PORTS[name], path, close, duration, tls)
                 run["cpu_us"] = (cpu_seconds(pid) - before) * 1e6 / max(run["requests"], 1)
                 run["rss"] = rss_kib(pid)
                 results.setdefault((label, name), []).append(run)
@@ -230,7 +255,7 @@ def check_no_errors(results):
 def table(results, names):
     lines = ["| scenario | proxy | req/s | p50 | p99 | CPU µs/req | RSS MiB | errors | CPU ÷ nginx | p99 ÷ nginx |",
              "|---|---|---|---|---|---|---|---|---|---|"]
-    for label, _, _ in SCENARIOS:
+    for label, _, _, _ in SCENARIOS:
         base = results[(label, "nginx")]
         base_cpu = statistics.median(r["cpu_us"] for r in base)
         base_p99 = statistics.median(r["p99"] for r in base)
@@ -343,6 +368,7 @@ def main():
         binary, *env = rest.split(",")
         label = f"switchyard:{name}"
         PROXY_PORTS[label] = 18185 + len(variants)
+        assert PROXY_PORTS[label] < PROXY_PORTS["nginx"] + TLS_OFFSET, "too many --compare"
         variants[label] = (binary or args.switchyard, dict(e.split("=", 1) for e in env))
     if not os.path.exists(args.switchyard):
         sys.exit(f"bench: {args.switchyard} is missing; build it: cargo build --release -p switchyard")

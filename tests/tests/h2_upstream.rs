@@ -114,6 +114,11 @@ async fn an_h2c_slot_is_reached_by_http1_and_http2_clients_on_shared_connections
         assert_eq!(reply.body, format!("h2 /n/{i} a.test"));
         assert!(reply.headers.contains_key("x-request-id"));
     }
+    assert_eq!(
+        connections.load(Ordering::Relaxed),
+        1,
+        "ten requests one after another share one HTTP/2 connection"
+    );
     let reply = client.get("a.test", "/stream").await.unwrap();
     assert_eq!(reply.body, "no length");
     assert_eq!(
@@ -167,10 +172,13 @@ async fn an_h2c_slot_is_reached_by_http1_and_http2_clients_on_shared_connections
         );
     }
 
+    // The ten streams arrive together: while one takes the pooled
+    // connection, pingora's v2 connector lets the others open their own
+    // (seen: up to 7 here). The sequential requests above shared one.
     let used = connections.load(Ordering::Relaxed);
     assert!(
-        (1..=2).contains(&used),
-        "24 requests used {used} backend connections; HTTP/2 streams share them"
+        used <= 11,
+        "24 requests used {used} backend connections: at most one for the sequential ones and one per concurrent stream"
     );
     assert_eq!(blue.requests.load(Ordering::Relaxed), 0);
 }
