@@ -25,6 +25,8 @@ import platform
 import re
 import shutil
 import signal
+import socket
+import ssl
 import statistics
 import subprocess
 import sys
@@ -37,6 +39,8 @@ BACKEND_PORTS = {"blue": 18180, "green": 18181}
 PROXY_PORTS = {"nginx": 18182, "haproxy": 18183, "switchyard": 18184}
 # Each proxy's HTTPS listener: its HTTP port + 100.
 TLS_OFFSET = 100
+# Proxies whose HTTPS listener does not answer (an older switchyard build).
+NO_TLS = set()
 # (label, path, new connection per request, over TLS)
 SCENARIOS = [
     ("16 B, keep-alive", "/16b", False, False),
@@ -206,7 +210,26 @@ def start_all(procs, work, switchyard, variants):
                                  env={**os.environ, "SWITCHYARD_LOG": "warn", **env}).pid
     for name in PROXY_PORTS:
         wait_port(PROXY_PORTS[name])
+    for name in PROXY_PORTS:
+        if not serves_tls(PROXY_PORTS[name] + TLS_OFFSET):
+            # A build from before `[tls]` was served (a --compare "before").
+            print(f"bench: {name} serves no HTTPS; its HTTPS rows are left out", file=sys.stderr)
+            NO_TLS.add(name)
     return pids
+
+
+def serves_tls(port):
+    """Whether a TLS handshake on `port` completes (the certificate is not
+    checked: it is the run's own)."""
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=2) as raw:
+            with context.wrap_socket(raw, server_hostname="bench.test"):
+                return True
+    except OSError:
+        return False
 
 
 def parse_latency_us(out, pct):
@@ -236,6 +259,8 @@ def measure(pids, rounds, duration):
     for label, path, close, tls in SCENARIOS:
         for _ in range(rounds):
             for name, pid in pids.items():
+                if tls and name in NO_TLS:
+                    continue
                 before = cpu_seconds(pid)
                 run = wrk(PROXY_PORTS[name], path, close, duration, tls)
                 run["cpu_us"] = (cpu_seconds(pid) - before) * 1e6 / max(run["requests"], 1)
@@ -260,6 +285,8 @@ def table(results, names):
         base_cpu = statistics.median(r["cpu_us"] for r in base)
         base_p99 = statistics.median(r["p99"] for r in base)
         for name in names:
+            if (label, name) not in results:
+                continue
             runs = results[(label, name)]
 
             def med(key):
