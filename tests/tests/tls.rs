@@ -489,3 +489,51 @@ async fn a_config_edit_of_the_certificate_list_applies_and_a_listen_edit_needs_a
     );
     https_get(client, tls, "a.test", "/").await.unwrap();
 }
+
+#[tokio::test]
+async fn failed_handshakes_are_counted_not_logged_as_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new();
+    ca.issue(&["a.test"]).write(dir.path(), "a");
+    let blue = Backend::start("blue").await;
+    let path = dir.path().join("switchyard.toml");
+    let text = config(dir.path(), &[("a.pem", "a.key")], &blue, "").replace(
+        "threads = 2\n",
+        "threads = 2\nadmin_http = \"127.0.0.1:0\"\n",
+    );
+    std::fs::write(&path, text).unwrap();
+    let proxy = Proxy::start_with_file(dir.path(), &path);
+    let tls = proxy.tls_addr();
+
+    // A client that trusts another CA, and plain HTTP on the TLS port: what
+    // a public port 443 sees all day.
+    let (stranger, _) = TestCa::new().client(&[b"http/1.1"], BOTH_VERSIONS);
+    assert!(connect(stranger, tls, "a.test").await.is_err());
+    let mut plain = tokio::net::TcpStream::connect(tls).await.unwrap();
+    let _ = http1_get(&mut plain, "a.test", "/").await;
+    // The proxy serves on.
+    let (client, _) = ca.client(&[b"http/1.1"], BOTH_VERSIONS);
+    https_get(client, tls, "a.test", "/").await.unwrap();
+
+    let admin = proxy.admin_http_addr();
+    let mut failures = 0.0;
+    for _ in 0..250 {
+        let scrape = Client::new(admin)
+            .get("admin", "/metrics")
+            .await
+            .unwrap()
+            .body;
+        failures = scrape
+            .lines()
+            .find_map(|l| l.strip_prefix("switchyard_tls_handshake_failures_total "))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .unwrap_or(0.0);
+        if failures >= 2.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(failures, 2.0, "both failed handshakes counted");
+    let log = proxy.log_text();
+    assert!(!log.contains("Downstream handshake"), "{log}");
+}
