@@ -30,7 +30,7 @@ use pingora::protocols::Stream;
 use pingora::server::ShutdownWatch;
 use pingora::upstreams::peer::HttpPeer;
 use pingora::ErrorType;
-use switchyard_control::table::{FailureKind, Reason, TOKEN_HEADER};
+use switchyard_control::table::{FailureKind, LoadGuard, Reason, TOKEN_HEADER};
 use switchyard_control::{ControllerHandle, Route, RoutingTable, SharedTable};
 
 use crate::access_log::{self, AccessLog};
@@ -376,14 +376,10 @@ impl Forwarder {
         // Counted on its slot from the moment it is chosen (so `drain` never
         // sees an idle slot with a request about to connect to it) until
         // the exchange ends.
-        let mut load_slot = target.slot;
-        let mut load = route.slot(load_slot).load.request();
+        let mut counted = Counted::on(route, target.slot);
         let outcome = loop {
             if route.slot(target.slot).h2c {
-                if target.slot != load_slot {
-                    load_slot = target.slot;
-                    load = route.slot(load_slot).load.request();
-                }
+                counted.follow(route, target.slot);
                 if session.is_upgrade_req() {
                     tracing::warn!(
                         route = &*route.name,
@@ -406,7 +402,7 @@ impl Forwarder {
                     &mut upstream,
                     request,
                     replayable,
-                    &mut load,
+                    &mut counted.load,
                     &reply,
                     &table.timeouts,
                 )
@@ -431,10 +427,7 @@ impl Forwarder {
                 continue;
             }
             let connected = self.connect(route, table, &mut target, fresh_only).await;
-            if target.slot != load_slot {
-                load_slot = target.slot;
-                load = route.slot(load_slot).load.request();
-            }
+            counted.follow(route, target.slot);
             let (mut upstream, reused, peer) = match connected {
                 Ok(connected) => {
                     trail.slot = Some(route.slot(target.slot).name.clone());
@@ -459,7 +452,7 @@ impl Forwarder {
                         session,
                         &mut upstream,
                         replayable,
-                        &mut load,
+                        &mut counted.load,
                         &reply,
                         &table.timeouts,
                     )
@@ -495,7 +488,7 @@ impl Forwarder {
         };
         // Our own 502 and 504 answers count against the slot that failed.
         if let Outcome::Answer(status, _) = outcome {
-            load.answered(status, reply.started.elapsed());
+            counted.load.answered(status, reply.started.elapsed());
         }
         outcome
     }
@@ -614,6 +607,28 @@ impl Forwarder {
     }
 }
 
+/// A request's in-flight count, kept on the slot its target is on.
+struct Counted {
+    slot: usize,
+    load: LoadGuard,
+}
+
+impl Counted {
+    fn on(route: &Route, slot: usize) -> Counted {
+        Counted {
+            slot,
+            load: route.slot(slot).load.request(),
+        }
+    }
+
+    /// Moves the count when a retry moved the target to another slot.
+    fn follow(&mut self, route: &Route, slot: usize) {
+        if slot != self.slot {
+            *self = Counted::on(route, slot);
+        }
+    }
+}
+
 impl Target {
     /// The next backend to try and its pingora peer (pooled per slot and
     /// generation), counting the attempt.
@@ -724,14 +739,13 @@ fn from_h2(request: &mut RequestHeader) {
             let _ = request.insert_header(header::HOST, host);
         }
     }
+    // The path and query are shared bytes: no copy, no parse.
     let target = request
         .uri
         .path_and_query()
-        .map_or("/", |p| p.as_str())
-        .to_owned();
-    if let Ok(uri) = target.parse() {
-        request.set_uri(uri);
-    }
+        .cloned()
+        .map_or_else(|| http::Uri::from_static("/"), http::Uri::from);
+    request.set_uri(target);
 }
 
 /// `https://HOST[:PORT]TARGET` for a Host header (its port dropped) and
