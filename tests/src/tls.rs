@@ -1,16 +1,22 @@
-//! TLS for the end-to-end tests: a throwaway CA issuing rcgen certificates
-//! as the PEM files an operator configures, and a rustls client that
-//! verifies against that CA and remembers which certificate it was shown.
+//! TLS for the tests, end-to-end and the proxy's own unit tests alike: a
+//! throwaway CA issuing rcgen certificates as the PEM files an operator
+//! configures, and a rustls client that verifies against that CA and
+//! remembers which certificate it was shown.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
+use rcgen::{
+    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair, KeyUsagePurpose,
+    SignatureAlgorithm,
+};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::WebPkiServerVerifier;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, SignatureScheme, SupportedProtocolVersion};
+use switchyard_conf::CertificateConfig;
+use time::OffsetDateTime;
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
@@ -23,11 +29,15 @@ pub struct TestCa {
     issuer: CertifiedIssuer<'static, KeyPair>,
 }
 
-/// A leaf certificate and its key.
+/// A leaf certificate and its key, issued by a [`TestCa`].
 pub struct Issued {
+    /// The leaf alone.
     pub cert_pem: String,
+    /// PKCS#8.
     pub key_pem: String,
-    pub der: Vec<u8>,
+    /// The issuing CA's certificate.
+    pub ca_pem: String,
+    der: CertificateDer<'static>,
 }
 
 impl Default for TestCa {
@@ -42,23 +52,49 @@ impl TestCa {
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         params
             .distinguished_name
-            .push(DnType::CommonName, "switchyard e2e test CA");
+            .push(DnType::CommonName, "switchyard test CA");
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
         let issuer = CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap();
         TestCa { issuer }
     }
 
+    /// A client trust store holding only this CA.
+    pub fn roots(&self) -> rustls::RootCertStore {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(self.issuer.der().clone()).unwrap();
+        roots
+    }
+
     /// An ECDSA P-256 leaf for the DNS `names`.
     pub fn issue(&self, names: &[&str]) -> Issued {
-        let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
-        let key = KeyPair::generate().unwrap();
-        let cert = CertificateParams::new(names)
-            .unwrap()
-            .signed_by(&key, &self.issuer)
-            .unwrap();
+        self.issue_params(leaf_params(names), KeyPair::generate().unwrap())
+    }
+
+    /// A leaf valid only from `not_before` to `not_after`.
+    pub fn issue_valid(
+        &self,
+        names: &[&str],
+        not_before: OffsetDateTime,
+        not_after: OffsetDateTime,
+    ) -> Issued {
+        let mut params = leaf_params(names);
+        params.not_before = not_before;
+        params.not_after = not_after;
+        self.issue_params(params, KeyPair::generate().unwrap())
+    }
+
+    /// A leaf with a key of the algorithm `alg`.
+    pub fn issue_with_key(&self, names: &[&str], alg: &'static SignatureAlgorithm) -> Issued {
+        self.issue_params(leaf_params(names), KeyPair::generate_for(alg).unwrap())
+    }
+
+    fn issue_params(&self, params: CertificateParams, key: KeyPair) -> Issued {
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
         Issued {
-            cert_pem: format!("{}{}", cert.pem(), self.issuer.pem()),
+            cert_pem: cert.pem(),
             key_pem: key.serialize_pem(),
-            der: cert.der().to_vec(),
+            ca_pem: self.issuer.pem(),
+            der: cert.der().clone(),
         }
     }
 
@@ -69,17 +105,8 @@ impl TestCa {
         alpn: &[&[u8]],
         versions: &[&'static SupportedProtocolVersion],
     ) -> (Arc<ClientConfig>, ShownCert) {
-        let mut roots = rustls::RootCertStore::empty();
-        roots.add(self.issuer.der().clone()).unwrap();
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let webpki = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-            .build()
-            .unwrap();
-        let seen = Arc::new(Mutex::new(None));
-        let verifier = Arc::new(Remembering {
-            webpki,
-            seen: seen.clone(),
-        });
+        let (verifier, seen) = remembering_verifier(self.roots());
         let mut config = ClientConfig::builder_with_provider(provider)
             .with_protocol_versions(versions)
             .unwrap()
@@ -94,21 +121,53 @@ impl TestCa {
     }
 }
 
+fn leaf_params(names: &[&str]) -> CertificateParams {
+    let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+    CertificateParams::new(names).unwrap()
+}
+
 impl Issued {
-    /// Writes `<stem>.pem` (leaf then CA, as a fullchain) and `<stem>.key`
-    /// into `dir`; returns their paths.
-    pub fn write(&self, dir: &Path, stem: &str) -> (PathBuf, PathBuf) {
-        let cert = dir.join(format!("{stem}.pem"));
-        let key = dir.join(format!("{stem}.key"));
-        std::fs::write(&cert, &self.cert_pem).unwrap();
-        std::fs::write(&key, &self.key_pem).unwrap();
-        (cert, key)
+    /// The leaf certificate, DER.
+    pub fn der(&self) -> &[u8] {
+        self.der.as_ref()
+    }
+
+    /// The leaf then the CA, as in a `fullchain.pem`.
+    pub fn fullchain_pem(&self) -> String {
+        format!("{}{}", self.cert_pem, self.ca_pem)
+    }
+
+    /// Writes `<stem>.pem` (the full chain) and `<stem>.key` into `dir`.
+    pub fn write(&self, dir: &Path, stem: &str) -> CertificateConfig {
+        let config = CertificateConfig {
+            cert: dir.join(format!("{stem}.pem")),
+            key: dir.join(format!("{stem}.key")),
+        };
+        std::fs::write(&config.cert, self.fullchain_pem()).unwrap();
+        std::fs::write(&config.key, &self.key_pem).unwrap();
+        config
     }
 }
 
-/// Verifies as a browser would, after noting the leaf it was shown.
+/// A verifier that checks as a browser would (against `roots`, for the SNI
+/// name) after noting the leaf it was shown, so a test can tell which
+/// certificate was chosen even when it does not fit the name.
+pub fn remembering_verifier(roots: rustls::RootCertStore) -> (Arc<Remembering>, ShownCert) {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let webpki = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider)
+        .build()
+        .unwrap();
+    let seen = ShownCert::default();
+    let verifier = Arc::new(Remembering {
+        webpki,
+        seen: seen.clone(),
+    });
+    (verifier, seen)
+}
+
+/// See [`remembering_verifier`].
 #[derive(Debug)]
-struct Remembering {
+pub struct Remembering {
     webpki: Arc<WebPkiServerVerifier>,
     seen: ShownCert,
 }

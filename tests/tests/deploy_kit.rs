@@ -16,6 +16,18 @@ use std::time::{Duration, Instant};
 
 use switchyard_tests::{switchyard_bin, wait_until, Proxy};
 
+/// The stages a deploy or rollback that goes all the way reports, in order.
+const EVERY_STAGE: [&str; 8] = [
+    "preflight",
+    "start",
+    "health",
+    "smoke",
+    "switch",
+    "drain",
+    "stop",
+    "done",
+];
+
 /// The route's `override_token`, and the scripts' `OVERRIDE_TOKEN`.
 const TOKEN: &str = "smoke-secret";
 
@@ -362,20 +374,7 @@ fn deploy_moves_traffic_to_the_new_version_and_stops_the_old_one() {
 
     let run = kit.run("deploy.sh", &["v2"], &[("REASON", "ci job 17")]);
     assert_eq!(run.code, Some(0), "{run}");
-    assert_eq!(
-        stages(&run, "deploy"),
-        [
-            "preflight",
-            "start",
-            "health",
-            "smoke",
-            "switch",
-            "drain",
-            "stop",
-            "done"
-        ],
-        "{run}"
-    );
+    assert_eq!(stages(&run, "deploy"), EVERY_STAGE, "{run}");
 
     for _ in 0..5 {
         assert!(kit.front_body("/").contains("green v2"));
@@ -442,20 +441,7 @@ fn rollback_after_a_deploy_puts_blue_back() {
     // blue was started before the kit: no version recorded for it.
     let run = kit.run("rollback.sh", &["v1"], &[]);
     assert_eq!(run.code, Some(0), "{run}");
-    assert_eq!(
-        stages(&run, "rollback"),
-        [
-            "preflight",
-            "start",
-            "health",
-            "smoke",
-            "switch",
-            "drain",
-            "stop",
-            "done"
-        ],
-        "{run}"
-    );
+    assert_eq!(stages(&run, "rollback"), EVERY_STAGE, "{run}");
 
     assert!(kit.front_body("/").contains("blue v1"));
     assert_eq!(kit.active(), "blue");

@@ -3,41 +3,77 @@
 //! bad certificate files at start and on reload, `redirect_https` and HSTS.
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use rustls::ClientConfig;
-use switchyard_tests::tls::{connect, ShownCert, TestCa};
+use switchyard_tests::tls::{connect, Issued, ShownCert, TestCa};
 use switchyard_tests::{switchyard_bin, Backend, Client, Proxy};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 const BOTH_VERSIONS: &[&rustls::SupportedProtocolVersion] =
     &[&rustls::version::TLS13, &rustls::version::TLS12];
 
-/// `[server]` and `[tls]` (one listener on port 0, the given pairs) and a
-/// route for `hosts` on `blue`, with `route_extra` lines.
-fn config(dir: &Path, pairs: &[(&str, &str)], blue: &Backend, route_extra: &str) -> String {
-    let certificates: Vec<String> = pairs
-        .iter()
-        .map(|(cert, key)| {
-            format!(
-                "{{ cert = \"{}\", key = \"{}\" }}",
-                dir.join(cert).display(),
-                dir.join(key).display()
-            )
-        })
-        .collect();
-    format!(
-        "[server]\nlisten = [\"127.0.0.1:0\"]\nadmin_socket = \"admin.sock\"\nstate_dir = \"state\"\ndrain_timeout = \"5s\"\nthreads = 2\n\n\
-         [tls]\nlisten = [\"127.0.0.1:0\"]\ncertificates = [{}]\n\n\
-         [[route]]\nname = \"app\"\nhosts = [\"a.test\", \"x.b.test\", \"other.test\"]\nactive = \"blue\"\n{route_extra}\n\
-         [route.slots]\nblue = [\"{}\"]\n",
-        certificates.join(", "),
-        blue.addr
-    )
+/// One test's directory, CA and backend: certificates are issued into
+/// the directory and the config is written there.
+struct Site {
+    dir: tempfile::TempDir,
+    ca: TestCa,
+    blue: Backend,
+    path: PathBuf,
+}
+
+impl Site {
+    async fn new() -> Site {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("switchyard.toml");
+        Site {
+            dir,
+            ca: TestCa::new(),
+            blue: Backend::start("blue").await,
+            path,
+        }
+    }
+
+    /// A certificate for `names`, written as `<stem>.pem` and `<stem>.key`.
+    fn issue(&self, stem: &str, names: &[&str]) -> Issued {
+        let issued = self.ca.issue(names);
+        issued.write(self.dir.path(), stem);
+        issued
+    }
+
+    /// Writes `[server]` (with `server` lines) and `[tls]` (one listener on
+    /// port 0, the `(cert, key)` files) and a route for a.test, x.b.test and
+    /// other.test on `blue` (with `route` lines).
+    fn configure(&self, pairs: &[(&str, &str)], server: &str, route: &str) {
+        let dir = self.dir.path();
+        let certificates: Vec<String> = pairs
+            .iter()
+            .map(|(cert, key)| {
+                format!(
+                    "{{ cert = \"{}\", key = \"{}\" }}",
+                    dir.join(cert).display(),
+                    dir.join(key).display()
+                )
+            })
+            .collect();
+        let text = format!(
+            "[server]\nlisten = [\"127.0.0.1:0\"]\nadmin_socket = \"admin.sock\"\nstate_dir = \"state\"\ndrain_timeout = \"5s\"\nthreads = 2\n{server}\n\
+             [tls]\nlisten = [\"127.0.0.1:0\"]\ncertificates = [{}]\n\n\
+             [[route]]\nname = \"app\"\nhosts = [\"a.test\", \"x.b.test\", \"other.test\"]\nactive = \"blue\"\n{route}\n\
+             [route.slots]\nblue = [\"{}\"]\n",
+            certificates.join(", "),
+            self.blue.addr
+        );
+        std::fs::write(&self.path, text).unwrap();
+    }
+
+    fn start(&self) -> Proxy {
+        Proxy::start_with_file(self.dir.path(), &self.path)
+    }
 }
 
 /// Sends one HTTP/1.1 request on `stream` and reads the whole answer.
@@ -110,25 +146,12 @@ async fn https_get(
 
 #[tokio::test]
 async fn sni_chooses_the_certificate_by_name_with_the_first_as_default() {
-    let dir = tempfile::tempdir().unwrap();
-    let ca = TestCa::new();
-    let a = ca.issue(&["a.test"]);
-    let b = ca.issue(&["*.b.test"]);
-    a.write(dir.path(), "a");
-    b.write(dir.path(), "b");
-    let blue = Backend::start("blue").await;
-    let path = dir.path().join("switchyard.toml");
-    std::fs::write(
-        &path,
-        config(
-            dir.path(),
-            &[("a.pem", "a.key"), ("b.pem", "b.key")],
-            &blue,
-            "",
-        ),
-    )
-    .unwrap();
-    let proxy = Proxy::start_with_file(dir.path(), &path);
+    let site = Site::new().await;
+    let a = site.issue("a", &["a.test"]);
+    let b = site.issue("b", &["*.b.test"]);
+    site.configure(&[("a.pem", "a.key"), ("b.pem", "b.key")], "", "");
+    let proxy = site.start();
+    let ca = &site.ca;
     let tls = proxy.tls_addr();
 
     for versions in [
@@ -140,7 +163,7 @@ async fn sni_chooses_the_certificate_by_name_with_the_first_as_default() {
         let answer = https_get(client.clone(), tls, "a.test", "/echo-headers")
             .await
             .unwrap();
-        assert_eq!(seen.lock().unwrap().as_deref(), Some(&a.der[..]));
+        assert_eq!(seen.lock().unwrap().as_deref(), Some(a.der()));
         assert!(
             answer.contains("x-forwarded-proto: https"),
             "the backend is told the client used HTTPS: {answer}"
@@ -148,12 +171,12 @@ async fn sni_chooses_the_certificate_by_name_with_the_first_as_default() {
         https_get(client.clone(), tls, "x.b.test", "/")
             .await
             .unwrap();
-        assert_eq!(seen.lock().unwrap().as_deref(), Some(&b.der[..]));
+        assert_eq!(seen.lock().unwrap().as_deref(), Some(b.der()));
         // A name without a certificate gets the default (the first): the
         // client sees a.test's certificate and refuses it for this name.
         let refused = https_get(client.clone(), tls, "other.test", "/").await;
         assert!(refused.is_err(), "{refused:?}");
-        assert_eq!(seen.lock().unwrap().as_deref(), Some(&a.der[..]));
+        assert_eq!(seen.lock().unwrap().as_deref(), Some(a.der()));
     }
 
     // ALPN: h2 first when the client offers it, else http/1.1.
@@ -207,17 +230,15 @@ where
 
 #[tokio::test]
 async fn http2_over_tls_and_h2c_reach_http1_backends() {
-    let dir = tempfile::tempdir().unwrap();
-    let ca = TestCa::new();
-    ca.issue(&["a.test"]).write(dir.path(), "a");
-    let blue = Backend::start("blue").await;
-    let path = dir.path().join("switchyard.toml");
-    let text = config(dir.path(), &[("a.pem", "a.key")], &blue, "").replace(
-        "threads = 2\n",
-        "threads = 2\nh2c = true\nread_timeout = \"3s\"\n",
+    let site = Site::new().await;
+    site.issue("a", &["a.test"]);
+    site.configure(
+        &[("a.pem", "a.key")],
+        "h2c = true\nread_timeout = \"3s\"\n",
+        "",
     );
-    std::fs::write(&path, text).unwrap();
-    let proxy = Proxy::start_with_file(dir.path(), &path);
+    let proxy = site.start();
+    let ca = &site.ca;
 
     let (client, _) = ca.client(&[b"h2"], BOTH_VERSIONS);
     let stream = connect(client.clone(), proxy.tls_addr(), "a.test")
@@ -264,14 +285,11 @@ async fn http2_over_tls_and_h2c_reach_http1_backends() {
 
 #[tokio::test]
 async fn a_certificate_rotated_on_disk_under_load_fails_no_handshake() {
-    let dir = tempfile::tempdir().unwrap();
-    let ca = TestCa::new();
-    let first = ca.issue(&["a.test"]);
-    first.write(dir.path(), "a");
-    let blue = Backend::start("blue").await;
-    let path = dir.path().join("switchyard.toml");
-    std::fs::write(&path, config(dir.path(), &[("a.pem", "a.key")], &blue, "")).unwrap();
-    let proxy = Proxy::start_with_file(dir.path(), &path);
+    let site = Site::new().await;
+    let first = site.issue("a", &["a.test"]);
+    site.configure(&[("a.pem", "a.key")], "", "");
+    let proxy = site.start();
+    let (ca, dir) = (&site.ca, &site.dir);
     let tls = proxy.tls_addr();
 
     // Two clients each making a new TLS connection per request.
@@ -304,11 +322,11 @@ async fn a_certificate_rotated_on_disk_under_load_fails_no_handshake() {
         let next = ca.issue(&["a.test"]);
         // As a renewal writes them: the certificate, then (a moment later)
         // its key. In between the pair does not match, and must not be served.
-        std::fs::write(dir.path().join("a.pem"), &next.cert_pem).unwrap();
+        std::fs::write(dir.path().join("a.pem"), next.fullchain_pem()).unwrap();
         tokio::time::sleep(Duration::from_millis(30)).await;
         std::fs::write(dir.path().join("a.key"), &next.key_pem).unwrap();
-        served_soon(&probe, &seen, tls, &next.der, &format!("rotation {round}")).await;
-        assert_ne!(next.der, last.der);
+        served_soon(&probe, &seen, tls, next.der(), &format!("rotation {round}")).await;
+        assert_ne!(next.der(), last.der());
         last = next;
     }
 
@@ -319,7 +337,7 @@ async fn a_certificate_rotated_on_disk_under_load_fails_no_handshake() {
     let error = status["tls"]["last_load"]["error"].as_str().unwrap();
     assert!(error.contains("a.key"), "{error}");
     https_get(probe.clone(), tls, "a.test", "/").await.unwrap();
-    assert_eq!(seen.lock().unwrap().as_deref(), Some(&last.der[..]));
+    assert_eq!(seen.lock().unwrap().as_deref(), Some(last.der()));
 
     stop.store(true, Ordering::Relaxed);
     let mut failures = Vec::new();
@@ -343,21 +361,18 @@ async fn a_certificate_rotated_on_disk_under_load_fails_no_handshake() {
 
 #[tokio::test]
 async fn a_bad_certificate_at_start_is_a_clear_error_and_exit_code() {
-    let dir = tempfile::tempdir().unwrap();
-    let ca = TestCa::new();
-    let a = ca.issue(&["a.test"]);
-    let other = ca.issue(&["a.test"]);
-    a.write(dir.path(), "a");
+    let site = Site::new().await;
+    site.issue("a", &["a.test"]);
+    let other = site.ca.issue(&["a.test"]);
+    let (dir, path) = (&site.dir, &site.path);
     // The key of another certificate.
     std::fs::write(dir.path().join("a.key"), &other.key_pem).unwrap();
-    let blue = Backend::start("blue").await;
-    let path = dir.path().join("switchyard.toml");
-    std::fs::write(&path, config(dir.path(), &[("a.pem", "a.key")], &blue, "")).unwrap();
+    site.configure(&[("a.pem", "a.key")], "", "");
 
     for args in [&["check", "-c"][..], &["run", "-c"][..]] {
         let output = std::process::Command::new(switchyard_bin())
             .args(args)
-            .arg(&path)
+            .arg(path)
             .output()
             .unwrap();
         let stderr = String::from_utf8_lossy(&output.stderr);
@@ -373,7 +388,7 @@ async fn a_bad_certificate_at_start_is_a_clear_error_and_exit_code() {
     std::fs::remove_file(dir.path().join("a.pem")).unwrap();
     let output = std::process::Command::new(switchyard_bin())
         .args(["run", "-c"])
-        .arg(&path)
+        .arg(path)
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);
@@ -386,22 +401,15 @@ async fn a_bad_certificate_at_start_is_a_clear_error_and_exit_code() {
 
 #[tokio::test]
 async fn redirect_https_sends_plain_requests_to_the_tls_port_and_https_gets_hsts() {
-    let dir = tempfile::tempdir().unwrap();
-    let ca = TestCa::new();
-    ca.issue(&["a.test"]).write(dir.path(), "a");
-    let blue = Backend::start("blue").await;
-    let path = dir.path().join("switchyard.toml");
-    std::fs::write(
-        &path,
-        config(
-            dir.path(),
-            &[("a.pem", "a.key")],
-            &blue,
-            "redirect_https = true\nhsts_max_age = \"365d\"\n",
-        ),
-    )
-    .unwrap();
-    let proxy = Proxy::start_with_file(dir.path(), &path);
+    let site = Site::new().await;
+    site.issue("a", &["a.test"]);
+    site.configure(
+        &[("a.pem", "a.key")],
+        "",
+        "redirect_https = true\nhsts_max_age = \"365d\"\n",
+    );
+    let proxy = site.start();
+    let (ca, blue) = (&site.ca, &site.blue);
     let tls = proxy.tls_addr();
 
     let mut plain = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
@@ -427,26 +435,18 @@ async fn redirect_https_sends_plain_requests_to_the_tls_port_and_https_gets_hsts
 
 #[tokio::test]
 async fn a_config_edit_of_the_certificate_list_applies_and_a_listen_edit_needs_a_restart() {
-    let dir = tempfile::tempdir().unwrap();
-    let ca = TestCa::new();
-    let a = ca.issue(&["a.test"]);
-    let renewed = ca.issue(&["a.test"]);
-    a.write(dir.path(), "a");
-    renewed.write(dir.path(), "renewed");
-    let blue = Backend::start("blue").await;
-    let path = dir.path().join("switchyard.toml");
-    std::fs::write(&path, config(dir.path(), &[("a.pem", "a.key")], &blue, "")).unwrap();
-    let proxy = Proxy::start_with_file(dir.path(), &path);
+    let site = Site::new().await;
+    let a = site.issue("a", &["a.test"]);
+    let renewed = site.issue("renewed", &["a.test"]);
+    site.configure(&[("a.pem", "a.key")], "", "");
+    let proxy = site.start();
+    let (ca, blue) = (&site.ca, &site.blue);
     let tls = proxy.tls_addr();
     let (client, seen) = ca.client(&[b"http/1.1"], BOTH_VERSIONS);
 
     // A list naming a file that is not there: the reload is refused for
     // TLS and the running pair goes on.
-    std::fs::write(
-        &path,
-        config(dir.path(), &[("missing.pem", "a.key")], &blue, ""),
-    )
-    .unwrap();
+    site.configure(&[("missing.pem", "a.key")], "", "");
     proxy.cli_ok(&["reload"]);
     let status = tls_load_failed(&proxy).await;
     let error = status["tls"]["last_load"]["error"]
@@ -463,23 +463,19 @@ async fn a_config_edit_of_the_certificate_list_applies_and_a_listen_edit_needs_a
         "one line per backend, not JSON: {human}"
     );
     https_get(client.clone(), tls, "a.test", "/").await.unwrap();
-    assert_eq!(seen.lock().unwrap().as_deref(), Some(&a.der[..]));
+    assert_eq!(seen.lock().unwrap().as_deref(), Some(a.der()));
 
     // Another pair in the list: served without a restart.
-    std::fs::write(
-        &path,
-        config(dir.path(), &[("renewed.pem", "renewed.key")], &blue, ""),
-    )
-    .unwrap();
+    site.configure(&[("renewed.pem", "renewed.key")], "", "");
     proxy.cli_ok(&["reload"]);
-    served_soon(&client, &seen, tls, &renewed.der, "the renewed pair").await;
+    served_soon(&client, &seen, tls, renewed.der(), "the renewed pair").await;
 
     // `[tls] listen` cannot move while running: said, not half-applied.
-    let moved = config(dir.path(), &[("renewed.pem", "renewed.key")], &blue, "").replace(
+    let moved = std::fs::read_to_string(&site.path).unwrap().replace(
         "[tls]\nlisten = [\"127.0.0.1:0\"]",
         "[tls]\nlisten = [\"127.0.0.2:0\"]",
     );
-    std::fs::write(&path, moved).unwrap();
+    std::fs::write(&site.path, moved).unwrap();
     proxy.cli_ok(&["reload"]);
     let status = proxy.status();
     assert_eq!(
@@ -492,17 +488,11 @@ async fn a_config_edit_of_the_certificate_list_applies_and_a_listen_edit_needs_a
 
 #[tokio::test]
 async fn failed_handshakes_are_counted_not_logged_as_errors() {
-    let dir = tempfile::tempdir().unwrap();
-    let ca = TestCa::new();
-    ca.issue(&["a.test"]).write(dir.path(), "a");
-    let blue = Backend::start("blue").await;
-    let path = dir.path().join("switchyard.toml");
-    let text = config(dir.path(), &[("a.pem", "a.key")], &blue, "").replace(
-        "threads = 2\n",
-        "threads = 2\nadmin_http = \"127.0.0.1:0\"\n",
-    );
-    std::fs::write(&path, text).unwrap();
-    let proxy = Proxy::start_with_file(dir.path(), &path);
+    let site = Site::new().await;
+    site.issue("a", &["a.test"]);
+    site.configure(&[("a.pem", "a.key")], "admin_http = \"127.0.0.1:0\"\n", "");
+    let proxy = site.start();
+    let ca = &site.ca;
     let tls = proxy.tls_addr();
 
     // A client that trusts another CA, and plain HTTP on the TLS port: what

@@ -290,7 +290,7 @@ pub(crate) fn rfc3339(unix: i64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tls::test_pki::TestCa;
+    use switchyard_tests::tls::TestCa;
 
     struct Files {
         dir: tempfile::TempDir,

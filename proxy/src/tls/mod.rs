@@ -16,8 +16,6 @@ mod certs;
 mod reload;
 mod resolver;
 mod store;
-#[cfg(test)]
-mod test_pki;
 
 use std::sync::Arc;
 

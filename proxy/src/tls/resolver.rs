@@ -54,75 +54,22 @@ mod tests {
 
     use std::io::{Read, Write};
     use std::path::Path;
-    use std::sync::{Arc, Mutex};
+    use std::sync::Arc;
 
-    use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-    use rustls::client::WebPkiServerVerifier;
     use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+    use rustls::pki_types::{CertificateDer, ServerName};
     use rustls::{
-        ClientConfig, ClientConnection, DigitallySignedStruct, ProtocolVersion, ServerConfig,
-        ServerConnection, SignatureScheme, SupportedProtocolVersion,
+        ClientConfig, ClientConnection, ProtocolVersion, ServerConfig, ServerConnection,
+        SupportedProtocolVersion,
     };
+    use switchyard_conf::CertificateConfig;
+    use switchyard_tests::tls::{remembering_verifier, TestCa};
 
     use super::*;
-    use crate::tls::test_pki::TestCa;
     use crate::tls::tls_settings;
-    use switchyard_conf::CertificateConfig;
 
     fn server_config(resolver: Arc<SniResolver>) -> Arc<ServerConfig> {
         tls_settings(resolver).build().acceptor.config().clone()
-    }
-
-    /// Verifies as a browser would (against the test CA, for the SNI name)
-    /// and remembers the leaf the server presented, so a test can tell which
-    /// certificate was chosen even when it does not fit the name.
-    #[derive(Debug)]
-    struct SeenLeaf {
-        inner: Arc<WebPkiServerVerifier>,
-        leaf: Mutex<Option<Vec<u8>>>,
-    }
-
-    impl ServerCertVerifier for SeenLeaf {
-        fn verify_server_cert(
-            &self,
-            end_entity: &CertificateDer<'_>,
-            intermediates: &[CertificateDer<'_>],
-            server_name: &ServerName<'_>,
-            ocsp_response: &[u8],
-            now: UnixTime,
-        ) -> Result<ServerCertVerified, rustls::Error> {
-            *self.leaf.lock().unwrap() = Some(end_entity.to_vec());
-            self.inner.verify_server_cert(
-                end_entity,
-                intermediates,
-                server_name,
-                ocsp_response,
-                now,
-            )
-        }
-
-        fn verify_tls12_signature(
-            &self,
-            message: &[u8],
-            cert: &CertificateDer<'_>,
-            dss: &DigitallySignedStruct,
-        ) -> Result<HandshakeSignatureValid, rustls::Error> {
-            self.inner.verify_tls12_signature(message, cert, dss)
-        }
-
-        fn verify_tls13_signature(
-            &self,
-            message: &[u8],
-            cert: &CertificateDer<'_>,
-            dss: &DigitallySignedStruct,
-        ) -> Result<HandshakeSignatureValid, rustls::Error> {
-            self.inner.verify_tls13_signature(message, cert, dss)
-        }
-
-        fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-            self.inner.supported_verify_schemes()
-        }
     }
 
     struct Handshake {
@@ -141,27 +88,19 @@ mod tests {
         version: &'static SupportedProtocolVersion,
     ) -> Handshake {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let verifier = Arc::new(SeenLeaf {
-            inner: WebPkiServerVerifier::builder_with_provider(
-                Arc::new(roots.clone()),
-                provider.clone(),
-            )
-            .build()
-            .unwrap(),
-            leaf: Mutex::new(None),
-        });
+        let (verifier, seen) = remembering_verifier(roots.clone());
         let mut config = ClientConfig::builder_with_provider(provider)
             .with_protocol_versions(&[version])
             .unwrap()
             .dangerous()
-            .with_custom_certificate_verifier(verifier.clone())
+            .with_custom_certificate_verifier(verifier)
             .with_no_client_auth();
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         let name = ServerName::try_from(sni.to_string()).unwrap();
         let mut client = ClientConnection::new(Arc::new(config), name).unwrap();
         let mut server = ServerConnection::new(server.clone()).unwrap();
         let result = pump(&mut client, &mut server);
-        let leaf = verifier.leaf.lock().unwrap().take().unwrap_or_default();
+        let leaf = seen.lock().unwrap().take().unwrap_or_default();
         Handshake {
             result,
             leaf,

@@ -137,7 +137,7 @@ impl fmt::Debug for CertStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tls::test_pki::TestCa;
+    use switchyard_tests::tls::TestCa;
 
     /// Which of `issued` certificates `choose` returned, by leaf DER.
     fn chosen(store: &CertStore, name: Option<&str>, issued: &[(&str, &[u8])]) -> String {
