@@ -4,6 +4,12 @@
 //! X-Internal` must not leak its header to the client. They are removed in
 //! both directions; an upgrade keeps `Upgrade` and `Connection: upgrade`,
 //! which is what carries it across the proxy.
+//!
+//! Two limits keep a client or a backend from using `Connection` against
+//! the proxy: it cannot name a framing header (`Host`, `Content-Length`,
+//! `Transfer-Encoding`) into removal, since the message's meaning depends on
+//! them; and only an allowed protocol is upgraded to (WebSocket), so an
+//! `Upgrade: h2c` never reaches a backend.
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use pingora::http::{RequestHeader, ResponseHeader};
@@ -18,6 +24,43 @@ const FIXED: [HeaderName; 5] = [
 ];
 
 const UPGRADE_TOKEN: &str = "upgrade";
+
+/// Headers that frame the message or say where it goes: `Connection` may
+/// not remove them (RFC 9110 §7.6.1 lets a sender name only hop-by-hop
+/// fields there).
+const NEVER_HOP: [HeaderName; 3] = [
+    header::HOST,
+    header::CONTENT_LENGTH,
+    header::TRANSFER_ENCODING,
+];
+
+/// Whether a request asks for an upgrade the proxy carries: `Upgrade`
+/// named in `Connection`, for WebSocket. An upgrade to anything else
+/// (`h2c` among them) is not one: its headers are removed and the request
+/// goes on as a plain one.
+pub fn requests_upgrade(map: &HeaderMap) -> bool {
+    map.contains_key(header::UPGRADE)
+        && connection_lists(map, UPGRADE_TOKEN)
+        && upgrade_allowed(map)
+}
+
+/// Whether an `Upgrade` header asks only for protocols the proxy passes
+/// on: WebSocket.
+fn upgrade_allowed(map: &HeaderMap) -> bool {
+    let mut protocols = map
+        .get_all(header::UPGRADE)
+        .iter()
+        .flat_map(|value| value.as_bytes().split(|&b| b == b','))
+        .map(|token| token.trim_ascii())
+        .filter(|token| !token.is_empty())
+        .peekable();
+    protocols.peek().is_some()
+        && protocols.all(|token| {
+            // `websocket`, or a versioned `websocket/13`.
+            let name = token.split(|&b| b == b'/').next().unwrap_or_default();
+            name.eq_ignore_ascii_case(b"websocket")
+        })
+}
 
 /// A header block that can lose headers: pingora keeps a second map of the
 /// original name case, so removal must go through its own methods.
@@ -75,7 +118,7 @@ fn strip(headers: &mut impl Headers) {
     {
         return;
     }
-    let upgrading = map.contains_key(header::UPGRADE) && connection_lists(map, UPGRADE_TOKEN);
+    let upgrading = requests_upgrade(map);
     if has_connection {
         let named: Vec<HeaderName> = map
             .get_all(header::CONNECTION)
@@ -84,6 +127,7 @@ fn strip(headers: &mut impl Headers) {
             .flat_map(|list| list.split(','))
             .filter_map(|token| HeaderName::from_bytes(token.trim().as_bytes()).ok())
             .filter(|name| !(upgrading && *name == header::UPGRADE))
+            .filter(|name| !NEVER_HOP.contains(name))
             .collect();
         for name in &named {
             headers.remove(name);
@@ -166,6 +210,49 @@ mod tests {
         switching.append_header("Upgrade", "websocket").unwrap();
         strip_response(&mut switching);
         assert_eq!(switching.headers.len(), 2);
+    }
+
+    #[test]
+    fn connection_cannot_name_the_framing_headers_away() {
+        let mut r = request(&[
+            (
+                "Connection",
+                "host, content-length, transfer-encoding, x-hop",
+            ),
+            ("Host", "app.test"),
+            ("Content-Length", "4"),
+            ("Transfer-Encoding", "chunked"),
+            ("X-Hop", "1"),
+        ]);
+        strip_request(&mut r);
+        let mut names: Vec<&str> = r.headers.keys().map(|n| n.as_str()).collect();
+        names.sort_unstable();
+        assert_eq!(names, ["content-length", "host", "transfer-encoding"]);
+    }
+
+    #[test]
+    fn only_a_websocket_upgrade_passes() {
+        for (upgrade, passes) in [
+            ("websocket", true),
+            ("WebSocket", true),
+            ("websocket/13", true),
+            ("h2c", false),
+            ("websocket, h2c", false),
+            ("tls/1.2", false),
+            ("", false),
+        ] {
+            let mut r = request(&[
+                ("Connection", "Upgrade, HTTP2-Settings"),
+                ("Upgrade", upgrade),
+            ]);
+            assert_eq!(requests_upgrade(&r.headers), passes, "{upgrade:?}");
+            strip_request(&mut r);
+            assert_eq!(r.headers.contains_key("upgrade"), passes, "{upgrade:?}");
+            assert!(!r.headers.contains_key("http2-settings"));
+        }
+        // `Upgrade` without `Connection: upgrade` is no upgrade at all.
+        let r = request(&[("Upgrade", "websocket")]);
+        assert!(!requests_upgrade(&r.headers));
     }
 
     #[test]

@@ -12,7 +12,7 @@ use pingora::protocols::http::v1::client::HttpSession as UpstreamSession;
 use pingora::protocols::http::ServerSession;
 use pingora::{Error, ErrorType};
 
-use super::{request_id, Outcome, BAD_GATEWAY_BODY, GATEWAY_TIMEOUT_BODY};
+use super::{request_id, Outcome, BAD_GATEWAY_BODY, BAD_REQUEST_BODY, GATEWAY_TIMEOUT_BODY};
 use crate::hop_by_hop;
 use switchyard_control::table::{FailureKind, LoadGuard, Timeouts};
 
@@ -124,6 +124,15 @@ pub(super) async fn exchange(
                         return Exchange::Failed(Outcome::Answer(502, BAD_GATEWAY_BODY));
                     };
                     let status = head.status.as_u16();
+                    if status == 101 && !upstream.was_upgraded() {
+                        // A switch of protocols the client did not ask for
+                        // (or asked for one we do not carry): passing it
+                        // on would turn the client connection into a
+                        // tunnel the client does not expect.
+                        tracing::warn!("the backend answered 101 to a request that asked for no upgrade");
+                        load.upstream_failed(FailureKind::Protocol);
+                        return Exchange::Failed(Outcome::Answer(502, BAD_GATEWAY_BODY));
+                    }
                     if (100..200).contains(&status) && status != 101 {
                         // Informational answers go to the client as they are;
                         // the final one follows.
@@ -155,6 +164,11 @@ pub(super) async fn exchange(
                 }
                 Upstream::Body(chunk) => {
                     match chunk {
+                        // pingora's reader says "nothing yet" with an empty
+                        // chunk (a read that ended inside a chunk-size line,
+                        // say). Written on, it would be the last-chunk
+                        // marker and end the client's response early.
+                        Ok(Some(bytes)) if bytes.is_empty() => {}
                         Ok(Some(bytes)) => {
                             last_byte = Instant::now();
                             if let Err(e) = session.write_response_body(bytes, false).await {
@@ -180,6 +194,12 @@ pub(super) async fn exchange(
             },
             chunk = session.read_body_or_idle(request_done) => {
                 let ended = match chunk {
+                    // Nothing yet (see the response side): an empty write
+                    // upstream would end the body there, and the rest of
+                    // it would reach the backend as a request of its own.
+                    Ok(Some(bytes)) if bytes.is_empty() => {
+                        !upstream.was_upgraded() && session.is_body_done()
+                    }
                     Ok(Some(bytes)) => {
                         body_sent = true;
                         last_byte = Instant::now();
@@ -197,10 +217,10 @@ pub(super) async fn exchange(
                         !upstream.was_upgraded() && session.is_body_done()
                     }
                     Ok(None) => true,
-                    Err(e) => {
-                        tracing::debug!("client went away: {e}");
-                        return Exchange::Failed(Outcome::Abandon);
-                    }
+                    // The upstream connection is dropped with the failed
+                    // exchange: it never carries bytes after a body we
+                    // could not frame.
+                    Err(e) => return client_body_failed(&e, header_sent),
                 };
                 if ended {
                     request_done = true;
@@ -235,6 +255,31 @@ async fn tick(watch: &mut Option<tokio::time::Interval>) {
             interval.tick().await;
         }
         None => std::future::pending().await,
+    }
+}
+
+/// What a client whose request body broke off gets. A body the proxy
+/// cannot frame (a bad chunk size, an over-long chunk extension, a missing
+/// CRLF) is answered `400` and the connection closed, when no response
+/// began; a client that went away, or one whose response already began,
+/// is closed. The caller drops the upstream connection either way.
+pub(super) fn client_body_failed(e: &Error, response_started: bool) -> Exchange {
+    if !response_started && unframeable_body(e) {
+        tracing::debug!("request body cannot be framed: {e}");
+        return Exchange::Failed(Outcome::Reject(400, BAD_REQUEST_BODY));
+    }
+    tracing::debug!("client went away: {e}");
+    Exchange::Failed(Outcome::Abandon)
+}
+
+/// Whether a body read failed on the bytes themselves rather than on the
+/// connection. pingora names its chunked-framing errors only as custom
+/// error types.
+fn unframeable_body(e: &Error) -> bool {
+    match e.etype() {
+        ErrorType::Custom(name) => matches!(*name, "InvalidChunk" | "InvalidTrailerEnd"),
+        ErrorType::InvalidHTTPHeader => true,
+        _ => false,
     }
 }
 

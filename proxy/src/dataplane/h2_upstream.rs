@@ -15,7 +15,7 @@ use pingora::protocols::http::v2::client::Http2Session;
 use pingora::protocols::http::ServerSession;
 use switchyard_control::table::{FailureKind, LoadGuard, Timeouts};
 
-use super::exchange::{upstream_failed, Exchange, Reply};
+use super::exchange::{client_body_failed, upstream_failed, Exchange, Reply};
 use super::Outcome;
 
 pub(super) async fn exchange(
@@ -42,12 +42,11 @@ pub(super) async fn exchange(
         loop {
             let chunk = match session.read_request_body().await {
                 Ok(chunk) => chunk,
-                Err(e) => {
-                    tracing::debug!("client went away: {e}");
-                    return Exchange::Failed(Outcome::Abandon);
-                }
+                Err(e) => return client_body_failed(&e, false),
             };
             let written = match chunk {
+                // "Nothing yet" from pingora's HTTP/1 reader: no frame.
+                Some(bytes) if bytes.is_empty() && !session.is_body_done() => Ok(false),
                 Some(bytes) => {
                     body_sent = true;
                     // pingora's HTTP/2 server never says `None` after the
@@ -81,6 +80,9 @@ pub(super) async fn exchange(
     }
     loop {
         match upstream.read_response_body().await {
+            // An empty DATA frame: written to an HTTP/1.1 client it would
+            // be the last chunk.
+            Ok(Some(bytes)) if bytes.is_empty() => {}
             Ok(Some(bytes)) => {
                 if let Err(e) = session.write_response_body(bytes, false).await {
                     tracing::debug!("client went away: {e}");

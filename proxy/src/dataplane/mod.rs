@@ -36,6 +36,7 @@ use switchyard_control::{ControllerHandle, Route, RoutingTable, SharedTable};
 use crate::access_log::{self, AccessLog};
 use crate::hop_by_hop;
 
+mod authority;
 mod exchange;
 mod front;
 mod h2_upstream;
@@ -54,6 +55,7 @@ const H2_STREAMS_PER_CONNECTION: usize = 100;
 const UPSTREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 const NO_ROUTE_BODY: &[u8] = b"switchyard: no route for this host and path\n";
+pub(crate) const BAD_REQUEST_BODY: &[u8] = b"switchyard: the request cannot be framed\n";
 pub(crate) const BAD_GATEWAY_BODY: &[u8] = b"switchyard: the upstream failed to answer\n";
 pub(crate) const GATEWAY_TIMEOUT_BODY: &[u8] = b"switchyard: the upstream timed out\n";
 
@@ -113,6 +115,10 @@ pub(crate) enum Outcome {
     DoneClose,
     /// Nothing was sent to the client yet: answer with this status.
     Answer(u16, &'static [u8]),
+    /// Answer with this status and close: the request could not be read
+    /// as one message, so nothing after it on the connection can be
+    /// trusted to start a request.
+    Reject(u16, &'static [u8]),
     /// A plain-HTTP request to a route that wants HTTPS: 301 to here.
     Redirect(HeaderValue),
     /// The client is gone, or the response broke half-way: close.
@@ -130,6 +136,9 @@ impl Forwarder {
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
         let mut session = ServerSession::new_http1(stream);
+        // Pipelined requests are answered in order, one after another
+        // (RFC 9112 §9.3.2), as nginx and HAProxy do.
+        session.set_pipelining_enabled(true);
         // A new connection gets as long for its first request as a kept-alive
         // one gets for its next: an idle connection is never held forever.
         session.set_keepalive(Some(self.first_request_wait()));
@@ -144,6 +153,7 @@ impl Forwarder {
                 }
             };
             session = ServerSession::new_http1(stream);
+            session.set_pipelining_enabled(true);
             // The wait for the next request is the keep-alive timeout.
             session.set_keepalive(Some(keepalive));
             if let Some(prefix) = pipelined {
@@ -216,6 +226,13 @@ impl Forwarder {
                     tracing::debug!("cannot send the {status} answer: {e}");
                 }
                 Some(keepalive)
+            }
+            Outcome::Reject(status, body) => {
+                session.set_keepalive(None);
+                if let Err(e) = answer(session, status, body, &request_id).await {
+                    tracing::debug!("cannot send the {status} answer: {e}");
+                }
+                None
             }
             Outcome::Abandon => {
                 session.shutdown().await;
@@ -313,26 +330,21 @@ impl Forwarder {
     ) -> Outcome {
         let request_id = incoming.id;
         let request = session.req_header();
-        let host = request
-            .headers
-            .get(header::HOST)
-            .and_then(|h| h.to_str().ok())
-            .or_else(|| request.uri.host());
+        let host =
+            match authority::request_authority(request.version, &request.uri, &request.headers) {
+                Ok(host) => host,
+                Err(bad) => return Outcome::Reject(400, bad.body()),
+            };
         let Some(found) = table.route_ref_for(host, request.uri.path()) else {
             return Outcome::Answer(404, NO_ROUTE_BODY);
         };
         let route = &table.routes[found.index];
         trail.route = Some(route.name.clone());
         if route.redirect_https && !incoming.tls {
-            let header = session.req_header();
-            let host = header
-                .headers
-                .get(header::HOST)
-                .and_then(|h| h.to_str().ok())
-                .or_else(|| header.uri.host())
-                .unwrap_or_default();
-            let target = header.uri.path_and_query().map_or("/", |p| p.as_str());
-            if let Some(location) = https_location(host, self.https_port, target) {
+            let target = request.uri.path_and_query().map_or("/", |p| p.as_str());
+            if let Some(location) =
+                https_location(host.unwrap_or_default(), self.https_port, target)
+            {
                 return Outcome::Redirect(location);
             }
         }
@@ -380,7 +392,7 @@ impl Forwarder {
         let outcome = loop {
             if route.slot(target.slot).h2c {
                 counted.follow(route, target.slot);
-                if session.is_upgrade_req() {
+                if hop_by_hop::requests_upgrade(&session.req_header().headers) {
                     tracing::warn!(
                         route = &*route.name,
                         "an upgrade (WebSocket) cannot go to an h2c slot"
@@ -703,7 +715,15 @@ fn upstream_request(
 ) -> Box<RequestHeader> {
     let mut request = Box::new(session.req_header().clone());
     if request.version == http::Version::HTTP_2 {
-        from_h2(&mut request);
+        request.set_version(http::Version::HTTP_11);
+    }
+    if request.uri.authority().is_some() {
+        to_origin_form(&mut request);
+    } else if !matches!(request.raw_path().first(), Some(b'/' | b'*')) {
+        // An HTTP/1 absolute-form target: pingora checked that its
+        // authority is the Host header's, and kept the path in the Uri.
+        let target = request.uri.clone();
+        request.set_uri(target);
     }
     hop_by_hop::strip_request(&mut request);
     if unframed_body {
@@ -729,11 +749,12 @@ fn upstream_request(
     request
 }
 
-/// Turns an HTTP/2 request into the HTTP/1.1 one a backend gets: the
-/// `:authority` becomes the Host header (RFC 9113 §8.3.1: it wins over a
-/// Host the client also sent) and the target becomes origin-form.
-fn from_h2(request: &mut RequestHeader) {
-    request.set_version(http::Version::HTTP_11);
+/// A target with an authority (an HTTP/2 request's `:authority`, an
+/// HTTP/1 absolute-form target) as a backend gets it: the authority becomes
+/// the Host header (RFC 9113 §8.3.1, RFC 9112 §3.2.3: it wins over a Host
+/// the client also sent, and it is what the request was routed by) and the
+/// target becomes origin-form.
+fn to_origin_form(request: &mut RequestHeader) {
     if let Some(authority) = request.uri.authority().cloned() {
         if let Ok(host) = HeaderValue::from_str(authority.as_str()) {
             let _ = request.insert_header(header::HOST, host);
@@ -802,13 +823,11 @@ mod tests {
     }
 
     #[test]
-    fn an_http2_request_goes_upstream_as_http1_with_its_authority_as_host() {
+    fn a_target_with_an_authority_goes_upstream_in_origin_form_with_it_as_host() {
         // As pingora's HTTP/2 server builds it: the target in absolute form.
         let mut request = RequestHeader::build("GET", b"/", None).unwrap();
         request.set_uri("https://app.test:8443/a/b?c=1".parse().unwrap());
-        request.set_version(http::Version::HTTP_2);
-        from_h2(&mut request);
-        assert_eq!(request.version, http::Version::HTTP_11);
+        to_origin_form(&mut request);
         assert_eq!(request.uri.to_string(), "/a/b?c=1");
         assert_eq!(request.headers.get(header::HOST).unwrap(), "app.test:8443");
 
@@ -816,7 +835,7 @@ mod tests {
         let mut request = RequestHeader::build("GET", b"/", None).unwrap();
         request.set_uri("https://app.test/".parse().unwrap());
         request.insert_header(header::HOST, "other.test").unwrap();
-        from_h2(&mut request);
+        to_origin_form(&mut request);
         assert_eq!(request.headers.get(header::HOST).unwrap(), "app.test");
         assert_eq!(request.uri.to_string(), "/");
     }
