@@ -80,6 +80,30 @@ pub enum Request {
     },
 }
 
+/// Every `cmd` the server accepts: the one list the "unknown command" error
+/// shows. Its tests check it against serde's own list of [`Request`]'s
+/// variants and against [`Request::name`], so a new command cannot be left
+/// out.
+pub const COMMANDS: &[&str] = &[
+    "status", "switch", "rollback", "canary", "rollout", "history", "reload", "drain",
+];
+
+impl Request {
+    /// The request's `cmd`, as on the wire.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Request::Status { .. } => "status",
+            Request::Switch { .. } => "switch",
+            Request::Rollback { .. } => "rollback",
+            Request::Canary { .. } => "canary",
+            Request::Rollout { .. } => "rollout",
+            Request::History { .. } => "history",
+            Request::Reload {} => "reload",
+            Request::Drain { .. } => "drain",
+        }
+    }
+}
+
 /// What `rollout` does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -186,19 +210,14 @@ pub fn parse_request(line: &[u8]) -> Result<Request, Response> {
     serde_json::from_value(value).map_err(|e| {
         let message = match cmd {
             None => r#"request needs a "cmd" field, e.g. {"cmd":"status"}"#.to_string(),
-            Some(cmd) if !KNOWN_COMMANDS.contains(&cmd.as_str()) => format!(
-                "unknown command {cmd:?}; known: {}",
-                KNOWN_COMMANDS.join(", ")
-            ),
+            Some(cmd) if !COMMANDS.contains(&cmd.as_str()) => {
+                format!("unknown command {cmd:?}; known: {}", COMMANDS.join(", "))
+            }
             Some(cmd) => format!("bad {cmd:?} request: {e}"),
         };
         Response::error(ErrorKind::BadRequest, message)
     })
 }
-
-pub const KNOWN_COMMANDS: &[&str] = &[
-    "status", "switch", "rollback", "canary", "history", "reload",
-];
 
 #[cfg(test)]
 mod tests {
@@ -246,6 +265,59 @@ mod tests {
         assert!(error_of(r#"{"cmd":"reload","extra":1}"#)
             .message
             .contains("extra"));
+    }
+
+    #[test]
+    fn the_unknown_command_error_lists_every_command() {
+        let message = error_of(r#"{"cmd":"explode"}"#).message;
+        let (_, known) = message.split_once("known: ").expect(&message);
+        let listed: Vec<&str> = known.split(", ").collect();
+        assert_eq!(listed, COMMANDS, "{message}");
+        for cmd in ["rollout", "drain"] {
+            assert!(listed.contains(&cmd), "{message}");
+        }
+    }
+
+    /// serde knows the variants of `Request` from its definition: its own
+    /// "unknown variant" error lists them, and it must list exactly
+    /// `COMMANDS`.
+    #[test]
+    fn commands_are_exactly_the_request_variants() {
+        let error = serde_json::from_value::<Request>(serde_json::json!({"cmd": "explode"}))
+            .unwrap_err()
+            .to_string();
+        let (_, expected) = error.split_once("expected one of ").expect(&error);
+        let variants: Vec<&str> = expected
+            .split(", ")
+            .map(|v| v.trim().trim_matches('`'))
+            .collect();
+        assert_eq!(variants, COMMANDS, "serde says: {error}");
+    }
+
+    #[test]
+    fn every_request_names_a_listed_command() {
+        let samples = [
+            r#"{"cmd":"status"}"#,
+            r#"{"cmd":"switch","route":"a","slot":"b"}"#,
+            r#"{"cmd":"rollback","route":"a"}"#,
+            r#"{"cmd":"canary","route":"a","slot":"b","weight":5}"#,
+            r#"{"cmd":"rollout","action":"start","route":"a","slot":"b"}"#,
+            r#"{"cmd":"history"}"#,
+            r#"{"cmd":"reload"}"#,
+            r#"{"cmd":"drain","route":"a","slot":"b"}"#,
+        ];
+        let mut names: Vec<&str> = samples
+            .iter()
+            .map(|line| parse_request(line.as_bytes()).unwrap().name())
+            .collect();
+        assert_eq!(names, COMMANDS, "one sample per command, in order");
+        names.dedup();
+        assert_eq!(names.len(), COMMANDS.len());
+        for sample in samples {
+            let request = parse_request(sample.as_bytes()).unwrap();
+            let value = serde_json::to_value(&request).unwrap();
+            assert_eq!(value["cmd"], request.name(), "name() is the wire name");
+        }
     }
 
     #[test]

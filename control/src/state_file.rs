@@ -6,6 +6,7 @@
 //! a crash leaves either the old file or the new one. Reads never fail: a
 //! damaged file must not keep the proxy from starting, so what cannot be used
 //! is set aside and reported, and every route that can be restored is.
+//! Temporary files a crash left behind mid-write are removed at start.
 
 use std::collections::BTreeMap;
 use std::fs::{self, DirBuilder, File, Permissions};
@@ -21,6 +22,32 @@ use serde_json::Value;
 pub const STATE_FILE_VERSION: u32 = 1;
 
 const FILE_NAME: &str = "state.json";
+
+/// A save writes `.state.json.XXXXXX.tmp` (random letters and digits) and
+/// renames it over the file; a crash before the rename leaves it behind.
+/// [`StateFile::load`] removes exactly such names, nothing else.
+const TEMP_PREFIX: &str = ".state.json.";
+const TEMP_SUFFIX: &str = ".tmp";
+const TEMP_RAND_CHARS: usize = 6;
+
+/// Makes the temporary files `save` writes.
+fn temp_file_builder() -> tempfile::Builder<'static, 'static> {
+    let mut builder = tempfile::Builder::new();
+    builder
+        .prefix(TEMP_PREFIX)
+        .suffix(TEMP_SUFFIX)
+        .rand_bytes(TEMP_RAND_CHARS);
+    builder
+}
+
+/// Whether `name` is one of our temporary files (see [`TEMP_PREFIX`]).
+fn is_our_temporary(name: &str) -> bool {
+    name.strip_prefix(TEMP_PREFIX)
+        .and_then(|rest| rest.strip_suffix(TEMP_SUFFIX))
+        .is_some_and(|random| {
+            random.len() == TEMP_RAND_CHARS && random.bytes().all(|b| b.is_ascii_alphanumeric())
+        })
+}
 
 /// The runtime state of one route.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
@@ -138,8 +165,11 @@ impl StateFile {
     /// file is a first start; a file that cannot be used at all is renamed to
     /// `state.json.corrupt-<unix-seconds>` (kept for a person to look at,
     /// and out of the way of the next save) and the routes start from the
-    /// config. Every problem is a warning, also logged.
+    /// config. Every problem is a warning, also logged. Called once, at
+    /// start: it also removes the temporary files of saves a crash
+    /// interrupted.
     pub fn load(&self) -> LoadedState {
+        self.remove_temporaries();
         let mut loaded = LoadedState::default();
         let bytes = match fs::read(&self.path) {
             Ok(bytes) => bytes,
@@ -197,10 +227,7 @@ impl StateFile {
 
         // In the same directory so the rename cannot cross filesystems; if
         // anything below fails, dropping `tmp` removes it.
-        let mut tmp = tempfile::Builder::new()
-            .prefix(".state.json.")
-            .suffix(".tmp")
-            .tempfile_in(&self.dir)?;
+        let mut tmp = temp_file_builder().tempfile_in(&self.dir)?;
         tmp.as_file()
             .set_permissions(Permissions::from_mode(0o600))?;
         tmp.write_all(&json)?;
@@ -211,6 +238,46 @@ impl StateFile {
         // The rename itself lives in the directory; without this a crash
         // could bring back the old file.
         File::open(&self.dir)?.sync_all()
+    }
+
+    /// Removes the regular files in the state dir (not below it) named like
+    /// a save's temporary file: left by a crash between their creation and
+    /// the rename, they are never read and would pile up. Only this process
+    /// saves to its state dir, and it has not saved yet. Failures are
+    /// logged; they do not stop a start.
+    fn remove_temporaries(&self) {
+        let entries = match fs::read_dir(&self.dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return,
+            Err(e) => {
+                tracing::warn!(
+                    "cannot list the state dir {} to remove leftover temporary files: {e}",
+                    self.dir.display()
+                );
+                return;
+            }
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            if !name.to_str().is_some_and(is_our_temporary) {
+                continue;
+            }
+            // The entry's own type: a symlink or a directory is not ours.
+            if !entry.file_type().is_ok_and(|t| t.is_file()) {
+                continue;
+            }
+            let path = entry.path();
+            match fs::remove_file(&path) {
+                Ok(()) => tracing::info!(
+                    "removed {}, a temporary file an interrupted save left behind",
+                    path.display()
+                ),
+                Err(e) => tracing::warn!(
+                    "cannot remove {}, a temporary file an interrupted save left behind: {e}",
+                    path.display()
+                ),
+            }
+        }
     }
 
     /// Renames the unusable file aside and says so.
@@ -523,6 +590,80 @@ mod tests {
         let file_mode = fs::metadata(file.path()).unwrap().permissions().mode();
         assert_eq!(file_mode & 0o777, 0o600);
         assert_eq!(file.load().routes, two_routes());
+    }
+
+    #[test]
+    fn temporaries_of_an_interrupted_save_are_removed_at_start_and_nothing_else() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = StateFile::new(dir.path());
+        file.save(&two_routes()).unwrap();
+        // What a crash between creating the temp file and the rename leaves,
+        // made the way `save` makes it.
+        let (_, crashed) = temp_file_builder()
+            .tempfile_in(dir.path())
+            .unwrap()
+            .keep()
+            .unwrap();
+        fs::write(dir.path().join(".state.json.AbC123.tmp"), "{\"half").unwrap();
+        let not_ours = [
+            "history.jsonl",
+            "state.json.corrupt-1700000000",
+            ".state.json.abc.tmp",
+            ".state.json.abc-12.tmp",
+            ".state.json.abc123.tmp.bak",
+            ".state.json..tmp",
+            "state.json.abc123.tmp",
+            ".history.jsonl.abc123.tmp",
+            "notes.tmp",
+        ];
+        for name in not_ours {
+            fs::write(dir.path().join(name), "keep me").unwrap();
+        }
+        // Named like ours, but a directory, a symlink, and a file below.
+        fs::create_dir(dir.path().join(".state.json.dir123.tmp")).unwrap();
+        fs::write(
+            dir.path()
+                .join(".state.json.dir123.tmp/.state.json.sub123.tmp"),
+            "keep me",
+        )
+        .unwrap();
+        let elsewhere = tempfile::tempdir().unwrap();
+        let target = elsewhere.path().join("target");
+        fs::write(&target, "keep me").unwrap();
+        std::os::unix::fs::symlink(&target, dir.path().join(".state.json.lnk123.tmp")).unwrap();
+
+        let loaded = file.load();
+        assert_eq!(loaded.routes, two_routes(), "the state itself is restored");
+        assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
+        assert!(!crashed.exists(), "{} is removed", crashed.display());
+        let mut expected: Vec<String> = not_ours.iter().map(|n| n.to_string()).collect();
+        expected.extend(
+            [
+                "state.json",
+                ".state.json.dir123.tmp",
+                ".state.json.lnk123.tmp",
+            ]
+            .map(String::from),
+        );
+        expected.sort();
+        assert_eq!(dir_entries(dir.path()), expected);
+        assert_eq!(
+            dir_entries(&dir.path().join(".state.json.dir123.tmp")),
+            [".state.json.sub123.tmp"]
+        );
+        assert_eq!(fs::read_to_string(&target).unwrap(), "keep me");
+    }
+
+    #[test]
+    fn the_temporary_name_pattern_is_what_a_save_creates() {
+        assert!(is_our_temporary(".state.json.a1B2c3.tmp"));
+        assert!(!is_our_temporary(".state.json.a1B2c3.tmp~"));
+        assert!(!is_our_temporary(".state.json.a1B2c.tmp"));
+        assert!(!is_our_temporary("state.json"));
+        let dir = tempfile::tempdir().unwrap();
+        let tmp = temp_file_builder().tempfile_in(dir.path()).unwrap();
+        let name = tmp.path().file_name().unwrap().to_str().unwrap();
+        assert!(is_our_temporary(name), "{name}");
     }
 
     #[test]

@@ -4,7 +4,15 @@
 //!
 //! Exit codes: 0 done, 1 refused or failed (with the reason), 2 usage or
 //! connection error.
+//!
+//! Output goes through a locked stdout with `writeln!`, never `println!`
+//! (which panics when stdout is gone): when the reader closes the pipe
+//! (`switchyard status | head -1`), printing stops quietly and the exit code
+//! is the command's own. SIGPIPE stays ignored (the Rust default) in every
+//! subcommand, so the admin client's own socket writes are never killed by
+//! it either.
 
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -204,35 +212,61 @@ pub fn admin(request: Request, args: &AdminArgs, wait: Duration) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if args.json {
-        print!("{}", response.to_line());
-    } else {
-        print_human(&request, &response);
-    }
-    if response.ok {
+    let code = if response.ok {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
+    };
+    let mut out = io::stdout().lock();
+    let printed = if args.json {
+        out.write_all(response.to_line().as_bytes())
+    } else {
+        print_human(&mut out, &request, &response)
+    };
+    finish_output(printed.and_then(|()| out.flush()), code)
+}
+
+/// The exit code once the output is written (or not): a reader that closed
+/// the pipe early has seen what it wanted, so the command's own `code`
+/// stands; any other write error (a full disk) is a failure, said on stderr.
+fn finish_output(printed: io::Result<()>, code: ExitCode) -> ExitCode {
+    match printed {
+        Ok(()) => code,
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => code,
+        Err(e) => {
+            eprintln!("switchyard: cannot write to stdout: {e}");
+            ExitCode::from(1)
+        }
     }
 }
 
-fn print_human(request: &Request, response: &Response) {
+fn print_human(out: &mut impl Write, request: &Request, response: &Response) -> io::Result<()> {
     if let Some(error) = &response.error {
         let kind = serde_json::to_value(error.kind).unwrap_or(Value::Null);
         eprintln!("switchyard: refused ({}): {}", text(&kind), error.message);
-        return;
+        return Ok(());
     }
     let result = response.result.clone().unwrap_or(Value::Null);
+    let printed = print_result(out, request, &result);
+    // Said on stderr even when stdout is gone.
+    if let Some(warning) = result["warning"].as_str() {
+        eprintln!("warning: {warning}");
+    }
+    printed
+}
+
+fn print_result(out: &mut impl Write, request: &Request, result: &Value) -> io::Result<()> {
     match request {
-        Request::Status { .. } => print_status(&result),
-        Request::History { .. } => print_history(&result),
+        Request::Status { .. } => print_status(out, result)?,
+        Request::History { .. } => print_history(out, result)?,
         Request::Drain { wait, .. } => {
             let state = if *wait && result["in_flight"] == 0 && result["upgraded"] == 0 {
                 "drained: "
             } else {
                 ""
             };
-            println!(
+            writeln!(
+                out,
                 "{}/{}: {state}{} requests and {} upgraded connections in flight{}",
                 text(&result["route"]),
                 text(&result["slot"]),
@@ -243,24 +277,26 @@ fn print_human(request: &Request, response: &Response) {
                 } else {
                     ""
                 }
-            );
+            )?;
         }
         Request::Rollout { .. } => {
-            println!(
+            writeln!(
+                out,
                 "{}: active {}; {}",
                 text(&result["route"]),
                 text(&result["active"]),
                 describe_rollout(&result["rollout"])
-            );
+            )?;
         }
         Request::Reload {} => {
-            println!(
+            writeln!(
+                out,
                 "reloaded: generation {}, {} routes",
                 result["generation"], result["routes"]
-            );
+            )?;
             if let Some(list) = result["needs_restart"].as_array().filter(|l| !l.is_empty()) {
                 let names: Vec<&str> = list.iter().filter_map(Value::as_str).collect();
-                println!("needs restart to apply: {}", names.join(", "));
+                writeln!(out, "needs restart to apply: {}", names.join(", "))?;
             }
         }
         _ => {
@@ -273,17 +309,16 @@ fn print_human(request: &Request, response: &Response) {
             } else {
                 "unchanged:"
             };
-            println!(
+            writeln!(
+                out,
                 "{}: {verb} active {}{canary} (generation {})",
                 text(&result["route"]),
                 text(&result["active"]),
                 result["generation"]
-            );
+            )?;
         }
     }
-    if let Some(warning) = result["warning"].as_str() {
-        eprintln!("warning: {warning}");
-    }
+    Ok(())
 }
 
 /// `rollout of green: running, step 2/3 at 50 %, 12.3s left; verdict pass (...)`.
@@ -324,24 +359,28 @@ fn text(v: &Value) -> String {
         .unwrap_or_else(|| v.to_string())
 }
 
-fn print_status(status: &Value) {
-    println!(
+fn print_status(out: &mut impl Write, status: &Value) -> io::Result<()> {
+    writeln!(
+        out,
         "generation {}  config {}",
         status["generation"],
         text(&status["config"]["file"])
-    );
+    )?;
     if let Some(error) = status["config"]["error"].as_str() {
-        println!("CONFIG REJECTED (running the last good config):\n{error}");
+        writeln!(
+            out,
+            "CONFIG REJECTED (running the last good config):\n{error}"
+        )?;
     }
     if let Some(list) = status["config"]["needs_restart"]
         .as_array()
         .filter(|l| !l.is_empty())
     {
         let names: Vec<String> = list.iter().map(text).collect();
-        println!("needs restart to apply: {}", names.join(", "));
+        writeln!(out, "needs restart to apply: {}", names.join(", "))?;
     }
     for warning in status["state_warnings"].as_array().into_iter().flatten() {
-        println!("state file: {}", text(warning));
+        writeln!(out, "state file: {}", text(warning))?;
     }
     for route in status["routes"].as_array().into_iter().flatten() {
         let hosts: Vec<String> = route["hosts"]
@@ -355,51 +394,61 @@ fn print_status(status: &Value) {
         } else {
             hosts.join(",")
         };
-        println!();
-        println!(
+        writeln!(out)?;
+        writeln!(
+            out,
             "route {}  hosts {hosts}  path {}",
             text(&route["name"]),
             text(&route["path_prefix"])
-        );
-        println!(
+        )?;
+        writeln!(
+            out,
             "  active {}  (decided by {} at {})",
             text(&route["active"]),
             text(&route["decided_by"]),
             text(&route["changed_at"])
-        );
+        )?;
         if let Some(previous) = route["previous"].as_str() {
-            println!("  previous {previous}");
+            writeln!(out, "  previous {previous}")?;
         }
         if let Value::Object(_) = &route["canary"] {
-            println!(
+            writeln!(
+                out,
                 "  canary {} at {}%",
                 text(&route["canary"]["slot"]),
                 route["canary"]["weight"]
-            );
+            )?;
         }
         if !route["rollout"].is_null() {
-            println!("  {}", describe_rollout(&route["rollout"]));
+            writeln!(out, "  {}", describe_rollout(&route["rollout"]))?;
         }
         if let Some(critical) = route["critical"].as_str() {
-            println!("  CRITICAL: {critical}");
+            writeln!(out, "  CRITICAL: {critical}")?;
         }
         if let Some(pending) = route["pending"].as_str() {
-            println!("  pending switch to {pending} (applied once it is healthy)");
+            writeln!(
+                out,
+                "  pending switch to {pending} (applied once it is healthy)"
+            )?;
         }
         if let Some(failed) = route["failed"].as_str() {
-            println!("  {failed} failed and was left; only a switch brings traffic back to it");
+            writeln!(
+                out,
+                "  {failed} failed and was left; only a switch brings traffic back to it"
+            )?;
         }
         for slot in route["slots"].as_array().into_iter().flatten() {
-            println!("  {}", describe_slot(slot));
+            writeln!(out, "  {}", describe_slot(slot))?;
             for backend in slot["backends"].as_array().into_iter().flatten() {
-                println!("    {}", describe_backend(backend));
+                writeln!(out, "    {}", describe_backend(backend))?;
             }
         }
     }
     if let Value::Object(_) = &status["tls"] {
-        println!();
-        print_tls(&status["tls"]);
+        writeln!(out)?;
+        print_tls(out, &status["tls"])?;
     }
+    Ok(())
 }
 
 /// `slot green  healthy  3 in flight, 1 upgraded`.
@@ -444,7 +493,7 @@ fn describe_backend(backend: &Value) -> String {
 }
 
 /// The certificates served and the last (re)load.
-fn print_tls(tls: &Value) {
+fn print_tls(out: &mut impl Write, tls: &Value) -> io::Result<()> {
     for cert in tls["certificates"].as_array().into_iter().flatten() {
         let names: Vec<String> = cert["names"]
             .as_array()
@@ -452,7 +501,8 @@ fn print_tls(tls: &Value) {
             .flatten()
             .map(text)
             .collect();
-        println!(
+        writeln!(
+            out,
             "tls {}{}  names {}  valid until {}",
             text(&cert["cert"]),
             if cert["default"] == true {
@@ -462,19 +512,21 @@ fn print_tls(tls: &Value) {
             },
             names.join(","),
             text(&cert["not_after"])
-        );
+        )?;
     }
     let last = &tls["last_load"];
     if last["result"] == "error" {
-        println!(
+        writeln!(
+            out,
             "tls CERTIFICATE RELOAD REJECTED at {} (still serving the above): {}",
             text(&last["at"]),
             text(&last["error"])
-        );
+        )?;
     }
+    Ok(())
 }
 
-fn print_history(result: &Value) {
+fn print_history(out: &mut impl Write, result: &Value) -> io::Result<()> {
     for entry in result["entries"].as_array().into_iter().flatten() {
         let mut line = format!(
             "{} {:<8} {:<10} {:<8}",
@@ -493,8 +545,9 @@ fn print_history(result: &Value) {
         if let Some(uid) = entry["uid"].as_u64() {
             line.push_str(&format!("  uid {uid}"));
         }
-        println!("{line}");
+        writeln!(out, "{line}")?;
     }
+    Ok(())
 }
 
 /// `switchyard check`: the config, and the certificate files it names.
@@ -509,8 +562,14 @@ pub fn check(path: &Path) -> ExitCode {
                     return ExitCode::from(1);
                 }
             }
-            println!("{}: {}", path.display(), switchyard_conf::summary(&config));
-            ExitCode::SUCCESS
+            let mut out = io::stdout().lock();
+            let printed = writeln!(
+                out,
+                "{}: {}",
+                path.display(),
+                switchyard_conf::summary(&config)
+            );
+            finish_output(printed.and_then(|()| out.flush()), ExitCode::SUCCESS)
         }
         Err(errors) => {
             eprintln!("{errors}");

@@ -1,9 +1,12 @@
 //! The admin socket and the CLI's exit codes, against the real binary.
 
 use std::io::{BufRead, BufReader, Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
 
 use switchyard_tests::*;
 
@@ -154,4 +157,126 @@ async fn cli_exit_codes_say_done_refused_or_unreachable() {
         .unwrap();
     assert_eq!(nobody.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&nobody.stderr).contains("is switchyard running"));
+}
+
+/// Runs `command`, killing it if it has not exited within `limit`; the
+/// output, and how long it took.
+fn output_within(
+    mut command: std::process::Command,
+    limit: Duration,
+) -> (std::process::Output, Duration) {
+    let started = Instant::now();
+    let mut child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run the switchyard CLI");
+    while child.try_wait().unwrap().is_none() {
+        if started.elapsed() > limit {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "the CLI did not answer within {limit:?}; stderr: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    (child.wait_with_output().unwrap(), started.elapsed())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_admin_connections_do_not_lock_the_cli_out() {
+    let blue = Backend::start("blue").await;
+    let green = Backend::start("green").await;
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = Proxy::start(dir.path(), &two_slot_route("app", "blue", &blue, &green));
+
+    // Far more connections than the server serves at once (64), opened
+    // and left silent.
+    let idle: Vec<UnixStream> = (0..200)
+        .map(|_| UnixStream::connect(&proxy.socket).unwrap())
+        .collect();
+    let mut command = std::process::Command::new(switchyard_bin());
+    command.args(["status", "--socket"]).arg(&proxy.socket);
+    let (out, took) = output_within(command, Duration::from_secs(2));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "status answered after {took:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("route app"));
+    drop(idle);
+}
+
+/// A pipe whose ends are closed on exec (so no other child inherits them),
+/// holding at most `capacity` bytes: (read end, write end).
+fn small_pipe(capacity: i32) -> (std::fs::File, OwnedFd) {
+    let mut fds = [0; 2];
+    // SAFETY: pipe2 writes two new descriptors into `fds`, which we own.
+    assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
+    let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    // SAFETY: F_SETPIPE_SZ only resizes the pipe's buffer.
+    let set = unsafe { libc::fcntl(write.as_raw_fd(), libc::F_SETPIPE_SZ, capacity) };
+    assert!(set >= capacity, "cannot resize the pipe");
+    (std::fs::File::from(read), write)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_exits_quietly_when_its_reader_is_gone() {
+    let blue = Backend::start("blue").await;
+    let green = Backend::start("green").await;
+    let dir = tempfile::tempdir().unwrap();
+    // Many routes: `status` prints far more than the pipe holds, so it is
+    // still writing when the reader goes away.
+    let routes: String = (0..60)
+        .map(|n| {
+            two_slot_route(&format!("app{n}"), "blue", &blue, &green).replacen(
+                "active =",
+                &format!("hosts = [\"app{n}.example\"]\nactive ="),
+                1,
+            )
+        })
+        .collect();
+    let proxy = Proxy::start(dir.path(), &routes);
+
+    for args in [&["status"][..], &["status", "--json"]] {
+        // `switchyard status | head -1`.
+        let (mut reader, writer) = small_pipe(4096);
+        let mut child = std::process::Command::new(switchyard_bin())
+            .args(args)
+            .arg("--socket")
+            .arg(&proxy.socket)
+            .stdout(Stdio::from(writer))
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run the switchyard CLI");
+        // The first line, or the first 200 bytes of the one long JSON line.
+        let mut first_line = Vec::new();
+        let mut byte = [0u8; 1];
+        while first_line.len() < 200 && reader.read(&mut byte).unwrap() == 1 && byte[0] != b'\n' {
+            first_line.push(byte[0]);
+        }
+        drop(reader);
+        let first_line = String::from_utf8_lossy(&first_line).into_owned();
+        assert!(
+            first_line.starts_with("generation") || first_line.starts_with("{\"ok\":true"),
+            "{args:?}: {first_line}"
+        );
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while child.try_wait().unwrap().is_none() {
+            assert!(Instant::now() < deadline, "{args:?} never exited");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+        assert_ne!(out.status.code(), Some(101), "{args:?} panicked: {stderr}");
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{args:?}: the command was done; only its output was cut: {stderr}"
+        );
+    }
 }
