@@ -1,11 +1,12 @@
 //! switchyard's configuration: the TOML schema, parsing with `file:line:col`
-//! errors, whole-file validation that reports every problem at once, and the
-//! watcher that notices edits.
+//! errors, whole-file validation that reports every problem at once, what an
+//! edit removes, and the watcher that notices edits.
 
 mod checks;
 mod model;
 mod reader;
 mod schema;
+pub mod shrink;
 mod suggest;
 pub mod watch;
 

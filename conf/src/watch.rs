@@ -2,35 +2,40 @@
 //! editors save by writing a new file and renaming it over the old one, and
 //! deploy tools swap symlinks (Kubernetes' `..data`); a watch on the file
 //! itself would stay on the replaced inode and see nothing more.
+//!
+//! A change is reported once the file has been *quiet* for the settle time,
+//! not a fixed time after the first event: a writer that truncates the file
+//! and then writes it in pieces is reported after its last write, so the
+//! reader sees the file whole unless the writer itself stalled that long
+//! (what the Controller's longer wait for edits that remove something is
+//! for).
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::time::{Duration, Instant};
 
-use notify::RecommendedWatcher;
-use notify_debouncer_full::{new_debouncer, DebounceEventResult, Debouncer, RecommendedCache};
+use notify::{RecommendedWatcher, Watcher};
 
 /// Calls back after edits of one config file settle. Dropping it stops the
 /// watch.
 pub struct ConfigWatcher {
-    _debouncer: Debouncer<RecommendedWatcher, RecommendedCache>,
+    _watcher: RecommendedWatcher,
 }
 
 impl ConfigWatcher {
     /// Watches `path`'s directory and calls `on_change` once events touching
-    /// the file have been quiet for `debounce`. A symlinked file calls back
-    /// on any event in the directory, since its target may be swapped under
-    /// another name.
+    /// the file have stopped for `settle`: every new event restarts the
+    /// wait, so a file written in pieces (truncated, then written a line at
+    /// a time) is looked at only when its writer has been quiet that long.
+    /// A symlinked file calls back on any event in the directory, since its
+    /// target may be swapped under another name.
     pub fn start(
         path: &Path,
-        debounce: Duration,
+        settle: Duration,
         on_change: impl Fn() + Send + 'static,
     ) -> Result<ConfigWatcher, notify::Error> {
-        Self::start_many(
-            std::slice::from_ref(&path.to_path_buf()),
-            debounce,
-            on_change,
-        )
+        Self::start_many(std::slice::from_ref(&path.to_path_buf()), settle, on_change)
     }
 
     /// As [`ConfigWatcher::start`], for several files (the certificates and
@@ -39,7 +44,7 @@ impl ConfigWatcher {
     /// reload that finds nothing changed.
     pub fn start_many(
         paths: &[PathBuf],
-        debounce: Duration,
+        settle: Duration,
         on_change: impl Fn() + Send + 'static,
     ) -> Result<ConfigWatcher, notify::Error> {
         let mut dirs = BTreeSet::new();
@@ -56,42 +61,58 @@ impl ConfigWatcher {
                 .map(|m| m.file_type().is_symlink())
                 .unwrap_or(false);
         }
-        let mut debouncer =
-            new_debouncer(
-                debounce,
-                None,
-                move |result: DebounceEventResult| match result {
-                    Ok(events) => {
-                        // Reading a file is an event too (inotify's
-                        // IN_CLOSE_NOWRITE): a reload that reads the files
-                        // must not set off the next one.
-                        let mut changes = events
-                            .iter()
-                            .filter(|e| !matches!(e.kind, notify::EventKind::Access(_)));
-                        let touches_file = if follow_any {
-                            changes.next().is_some()
-                        } else {
-                            changes
-                                .flat_map(|e| e.paths.iter())
-                                .any(|p| p.file_name().is_some_and(|n| names.contains(n)))
-                        };
-                        if touches_file {
+        let touches_file = move |event: &notify::Event| {
+            // Reading a file is an event too (inotify's IN_CLOSE_NOWRITE,
+            // and IN_CLOSE_WRITE follows the writes it closes): a reload
+            // that reads the files must not set off the next one.
+            if matches!(event.kind, notify::EventKind::Access(_)) {
+                return false;
+            }
+            // The kernel's queue overflowed: anything may have changed.
+            if event.need_rescan() || follow_any {
+                return true;
+            }
+            event
+                .paths
+                .iter()
+                .any(|p| p.file_name().is_some_and(|n| names.contains(n)))
+        };
+        let (events, received) = mpsc::channel();
+        let mut watcher = notify::recommended_watcher(events)?;
+        for dir in &dirs {
+            watcher.watch(dir, notify::RecursiveMode::NonRecursive)?;
+        }
+        // The watcher's thread sends every raw event; this one waits for
+        // them to stop. It ends when the watcher is dropped (the sender
+        // with it).
+        std::thread::Builder::new()
+            .name("config-watch".into())
+            .spawn(move || {
+                let mut due: Option<Instant> = None;
+                loop {
+                    let next = match due {
+                        None => received.recv().map_err(|_| RecvTimeoutError::Disconnected),
+                        Some(at) => {
+                            received.recv_timeout(at.saturating_duration_since(Instant::now()))
+                        }
+                    };
+                    match next {
+                        Ok(Ok(event)) => {
+                            if touches_file(&event) {
+                                due = Some(Instant::now() + settle);
+                            }
+                        }
+                        Ok(Err(e)) => tracing::warn!("file watch: {e}"),
+                        Err(RecvTimeoutError::Timeout) => {
+                            due = None;
                             on_change();
                         }
+                        Err(RecvTimeoutError::Disconnected) => return,
                     }
-                    Err(errors) => {
-                        for e in errors {
-                            tracing::warn!("file watch: {e}");
-                        }
-                    }
-                },
-            )?;
-        for dir in &dirs {
-            debouncer.watch(dir, notify::RecursiveMode::NonRecursive)?;
-        }
-        Ok(ConfigWatcher {
-            _debouncer: debouncer,
-        })
+                }
+            })
+            .map_err(notify::Error::io)?;
+        Ok(ConfigWatcher { _watcher: watcher })
     }
 }
 
@@ -129,6 +150,42 @@ mod tests {
         std::fs::write(&tmp, "c").unwrap();
         std::fs::rename(&tmp, &file).unwrap();
         wait_for(&changes, before + 1);
+    }
+
+    #[test]
+    fn a_file_written_in_pieces_is_reported_once_its_writer_is_quiet() {
+        use std::io::Write;
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("switchyard.toml");
+        std::fs::write(&file, "a = 1\n").unwrap();
+        let settle = Duration::from_millis(250);
+        let calls = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = calls.clone();
+        let _watcher = ConfigWatcher::start(&file, settle, move || {
+            seen.lock().unwrap().push(Instant::now());
+        })
+        .unwrap();
+
+        // Truncated, then a line every 100 ms for 800 ms: never quiet for
+        // the settle time until the last line.
+        let mut writer = std::fs::File::create(&file).unwrap();
+        for i in 0..8 {
+            std::thread::sleep(Duration::from_millis(100));
+            writeln!(writer, "line{i} = {i}").unwrap();
+        }
+        let last_write = Instant::now();
+        drop(writer);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while calls.lock().unwrap().is_empty() {
+            assert!(Instant::now() < deadline, "no change noticed within 5 s");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let first = calls.lock().unwrap()[0];
+        assert!(
+            first >= last_write + settle - Duration::from_millis(50),
+            "called back {:?} before the last write settled",
+            (last_write + settle).saturating_duration_since(first)
+        );
     }
 
     #[test]

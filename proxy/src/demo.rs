@@ -99,7 +99,7 @@ pub fn instructions(url: &str, config: &Path, socket: &Path) -> String {
          \x20 {exe} canary demo blue 25         # a quarter of clients go to blue, and stay\n\
          \x20 {exe} rollback demo               # back to blue\n\
          \x20 {exe} history\n\
-         Or edit {config} (active = \"green\") and save: it applies at once.\n",
+         Or edit {config} (active = \"green\") and save: it applies 250 ms later.\n",
         socket = socket.display(),
         config = config.display(),
     )

@@ -49,9 +49,14 @@ const CLIENT_READ_BUFFER: usize = 0;
 /// (16 KiB plus its header and tag) per read.
 const TLS_CLIENT_READ_BUFFER: usize = 17 * 1024;
 
-/// How long the watcher waits for an editor to finish writing before it
-/// reloads; small enough that an edit applies well within 250 ms.
-const RELOAD_DEBOUNCE: Duration = Duration::from_millis(20);
+/// How long the config file must be quiet (no write, no rename) before it
+/// is read and, when valid, applied: a writer that truncates the file and
+/// writes it again, or writes it in pieces, is read only once it paused this
+/// long. 250 ms outlasts the gaps between one save's writes, even on a busy
+/// machine, and still feels immediate. An edit that removes something (a
+/// route, a slot, a section) waits longer: `SHRINK_SETTLE` in the
+/// Controller.
+const RELOAD_DEBOUNCE: Duration = Duration::from_millis(250);
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {

@@ -380,7 +380,20 @@ impl Proxy {
         what: &str,
         condition: impl Fn(&serde_json::Value) -> bool,
     ) -> serde_json::Value {
-        let deadline = Instant::now() + Duration::from_secs(5);
+        self.wait_for_status_within(Duration::from_secs(5), what, condition)
+            .await
+    }
+
+    /// As [`Proxy::wait_for_status`], with another deadline: for what takes
+    /// seconds by design (a config edit that removes a route is applied
+    /// only after the file stayed that way for 3 s).
+    pub async fn wait_for_status_within(
+        &self,
+        limit: Duration,
+        what: &str,
+        condition: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        let deadline = Instant::now() + limit;
         loop {
             let status = tokio::task::block_in_place(|| self.status());
             if condition(&status) {
@@ -388,7 +401,7 @@ impl Proxy {
             }
             assert!(
                 Instant::now() < deadline,
-                "timed out after 5 s waiting for {what}: {status:#}"
+                "timed out after {limit:?} waiting for {what}: {status:#}"
             );
             tokio::time::sleep(Duration::from_millis(10)).await;
         }

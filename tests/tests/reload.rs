@@ -1,9 +1,23 @@
 //! Config edits hot-reloaded under load: valid ones apply in one publish,
-//! invalid ones change nothing but the reported error.
+//! invalid ones change nothing but the reported error, and a file caught
+//! mid-write (truncated, cut after any line) never takes traffic down or
+//! loses a runtime decision.
 
-use std::time::Duration;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use switchyard_tests::*;
+
+/// The Controller's `SHRINK_SETTLE`: how long an edit that removes
+/// something must stay in the file before it applies.
+const SHRINK_SETTLE: Duration = Duration::from_secs(3);
+/// Longer than the watcher's 250 ms settle time: a writer that stops this
+/// long mid-write has its half-written file read.
+const MID_WRITE_PAUSE: Duration = Duration::from_millis(300);
 
 fn routes_with_weight(blue: &Backend, green: &Backend, weight: u8, extra_route: bool) -> String {
     let mut text = two_slot_route("app", "blue", blue, green);
@@ -28,6 +42,560 @@ async fn wait_for_reload(proxy: &Proxy, above: u64) -> u64 {
     status["config"]["reloads"].as_u64().unwrap()
 }
 
+/// Opens the config file in place with O_TRUNC and writes `head`: what
+/// `cat > file`, editors that do not rename, and copies over the file do.
+fn open_in_place(path: &Path, head: &str) -> std::fs::File {
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .truncate(true)
+        .open(path)
+        .unwrap();
+    file.write_all(head.as_bytes()).unwrap();
+    file
+}
+
+/// Keep-alive clients, one per (host, slot), each sending a request every
+/// 2 ms until stopped (at most 30 000): every answer must be a 200 from
+/// that slot.
+struct Watchdog {
+    stop: Arc<AtomicBool>,
+    ok: Arc<AtomicU64>,
+    bad: Arc<Mutex<Vec<String>>>,
+    bad_count: Arc<AtomicU64>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Watchdog {
+    fn start(addr: SocketAddr, expected: &[(&str, &str)]) -> Watchdog {
+        let stop = Arc::new(AtomicBool::new(false));
+        let ok = Arc::new(AtomicU64::new(0));
+        let bad = Arc::new(Mutex::new(Vec::new()));
+        let bad_count = Arc::new(AtomicU64::new(0));
+        let started = Instant::now();
+        let tasks = expected
+            .iter()
+            .map(|(host, slot)| {
+                let (host, slot) = (host.to_string(), slot.to_string());
+                let (stop, ok, bad, bad_count) =
+                    (stop.clone(), ok.clone(), bad.clone(), bad_count.clone());
+                tokio::spawn(async move {
+                    let mut client = Client::new(addr);
+                    for _ in 0..30_000 {
+                        if stop.load(Ordering::Relaxed) {
+                            break;
+                        }
+                        match client.get(&host, "/watch").await {
+                            Ok(r) if r.status == 200 && r.slot.as_deref() == Some(&*slot) => {
+                                ok.fetch_add(1, Ordering::Relaxed);
+                            }
+                            other => {
+                                bad_count.fetch_add(1, Ordering::Relaxed);
+                                let mut list = bad.lock().unwrap();
+                                if list.len() < 20 {
+                                    let what = match other {
+                                        Ok(r) => {
+                                            format!("{} from {:?}: {}", r.status, r.slot, r.body)
+                                        }
+                                        Err(e) => e,
+                                    };
+                                    list.push(format!(
+                                        "{host} at {:?} (wanted {slot}): {what}",
+                                        started.elapsed()
+                                    ));
+                                }
+                            }
+                        }
+                        tokio::time::sleep(Duration::from_millis(2)).await;
+                    }
+                })
+            })
+            .collect();
+        Watchdog {
+            stop,
+            ok,
+            bad,
+            bad_count,
+            tasks,
+        }
+    }
+
+    fn ok(&self) -> u64 {
+        self.ok.load(Ordering::Relaxed)
+    }
+
+    /// Fails the test on any wrong answer so far.
+    fn check(&self, when: &str) {
+        let bad = self.bad_count.load(Ordering::Relaxed);
+        assert_eq!(
+            bad,
+            0,
+            "{when}: {bad} requests failed or went elsewhere: {:#?}",
+            self.bad.lock().unwrap()
+        );
+    }
+
+    /// Stops the clients; returns the number of good answers.
+    async fn finish(mut self, when: &str) -> u64 {
+        self.stop.store(true, Ordering::Relaxed);
+        for task in std::mem::take(&mut self.tasks) {
+            let _ = task.await;
+        }
+        self.check(when);
+        self.ok.load(Ordering::Relaxed)
+    }
+}
+
+/// `switchyard_config_reloads_total{result=...}` summed over `results`.
+async fn reads(admin: SocketAddr, results: &[&str]) -> u64 {
+    let text = Client::new(admin)
+        .get("admin", "/metrics")
+        .await
+        .unwrap()
+        .body;
+    results
+        .iter()
+        .map(|result| {
+            let series = format!("switchyard_config_reloads_total{{result=\"{result}\"}} ");
+            text.lines()
+                .find_map(|l| l.strip_prefix(&series)?.trim().parse::<f64>().ok())
+                .unwrap_or(0.0) as u64
+        })
+        .sum()
+}
+
+/// Two routes with blue and green slots and health checks, and a canary
+/// on `api`: what a production file looks like, in the README's order.
+/// Every line prefix of it that parses is one a whole edit would not be:
+/// it has a route, a slot, a section or the canary's weight less.
+fn realistic_config(blue: &Backend, green: &Backend) -> String {
+    format!(
+        r#"# switchyard in front of app and its api
+[server]
+listen = ["127.0.0.1:0"]
+admin_socket = "admin.sock"
+state_dir = "state"
+drain_timeout = "5s"
+threads = 2
+admin_http = "127.0.0.1:0"
+
+[[route]]
+name = "app"
+hosts = ["app.test"]
+active = "blue"
+retries = 2
+
+[route.slots]
+blue = ["{blue}"]
+green = ["{green}"]
+
+[route.health]
+path = "/health"
+interval = "100ms"
+timeout = "500ms"
+rise = 1
+fall = 3
+
+[[route]]
+name = "api"
+hosts = ["api.test", "*.api.test"]
+path_prefix = "/"
+active = "blue"
+
+[route.slots]
+blue = ["{blue}"]
+green = ["{green}"]
+
+[route.health]
+path = "/health"
+interval = "100ms"
+timeout = "500ms"
+
+# a tenth of the clients try green
+[route.canary]
+slot = "green"
+weight = 10
+"#,
+        blue = blue.addr,
+        green = green.addr
+    )
+}
+
+/// The realistic config running, with runtime decisions the file does not
+/// hold: `app` switched to green, `api`'s canary raised to 100 %.
+struct Decided {
+    _blue: Backend,
+    _green: Backend,
+    _dir: tempfile::TempDir,
+    proxy: Proxy,
+    admin: SocketAddr,
+    path: PathBuf,
+    text: String,
+}
+
+impl Decided {
+    async fn start() -> Decided {
+        let blue = Backend::start("blue").await;
+        let green = Backend::start("green").await;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("switchyard.toml");
+        let text = realistic_config(&blue, &green);
+        std::fs::write(&path, &text).unwrap();
+        let proxy = Proxy::start_with_file(dir.path(), &path);
+        let admin = proxy.admin_http_addr();
+        tokio::task::block_in_place(|| {
+            proxy.cli_ok(&["switch", "app", "green", "--reason", "runtime decision"]);
+            proxy.cli_ok(&["canary", "api", "green", "100"]);
+        });
+        let decided = Decided {
+            _blue: blue,
+            _green: green,
+            _dir: dir,
+            proxy,
+            admin,
+            path,
+            text,
+        };
+        decided.assert_decisions_kept("at start");
+        decided
+    }
+
+    /// Status and state.json still hold both routes with the admin's
+    /// decisions, and nothing is held or rejected.
+    fn assert_decisions_kept(&self, when: &str) {
+        let status = tokio::task::block_in_place(|| self.proxy.status());
+        let routes = &status["routes"];
+        assert_eq!(
+            routes.as_array().map(Vec::len),
+            Some(2),
+            "{when}: {status:#}"
+        );
+        assert_eq!(routes[0]["name"], "app", "{when}");
+        assert_eq!(routes[0]["active"], "green", "{when}: {status:#}");
+        assert_eq!(routes[0]["decided_by"], "admin", "{when}: {status:#}");
+        assert_eq!(routes[1]["name"], "api", "{when}");
+        assert_eq!(routes[1]["active"], "blue", "{when}: {status:#}");
+        assert_eq!(
+            routes[1]["canary"],
+            serde_json::json!({"slot": "green", "weight": 100}),
+            "{when}: {status:#}"
+        );
+        assert!(status["config"]["error"].is_null(), "{when}: {status:#}");
+        assert!(
+            status["config"]["pending_edit"].is_null(),
+            "{when}: {status:#}"
+        );
+        let state_path = self.proxy.dir.join("state").join("state.json");
+        let state: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&state_path).unwrap()).unwrap();
+        assert_eq!(
+            state["routes"]["app"]["active"], "green",
+            "{when}: {state:#}"
+        );
+        assert_eq!(
+            state["routes"]["api"]["canary"]["weight"], 100,
+            "{when}: {state:#}"
+        );
+    }
+
+    /// Waits until the proxy has read the whole file again after a write
+    /// that started when `before` reads had been counted: a read that
+    /// applied it or found it unchanged (a half-written file is held or
+    /// rejected, which counts otherwise), with nothing held any more.
+    async fn wait_for_the_whole_file(&self, before: u64, what: &str) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let read = reads(self.admin, &["ok", "unchanged"]).await;
+            if read > before {
+                let status = tokio::task::block_in_place(|| self.proxy.status());
+                if status["config"]["pending_edit"].is_null() && status["config"]["error"].is_null()
+                {
+                    return;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{what}: the whole file was not read back within 10 s; log:\n{}",
+                self.proxy.log_text()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    async fn whole_reads(&self) -> u64 {
+        reads(self.admin, &["ok", "unchanged"]).await
+    }
+
+    /// Rewrites the file in place, stalling after `head`: 300 ms, and
+    /// until the proxy has looked at the half-written file (so that every
+    /// cut is really seen, however busy the machine); then writes `tail`
+    /// and waits until the whole file has been read back.
+    async fn write_with_a_stall(&self, head: &str, tail: &str, when: &str) {
+        let any = ["ok", "unchanged", "held", "error"];
+        let before = reads(self.admin, &any).await;
+        let mut file = open_in_place(&self.path, head);
+        tokio::time::sleep(MID_WRITE_PAUSE).await;
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while reads(self.admin, &any).await == before {
+            assert!(
+                Instant::now() < deadline,
+                "{when}: the half-written file was not read within 5 s"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let whole = self.whole_reads().await;
+        file.write_all(tail.as_bytes()).unwrap();
+        drop(file);
+        self.wait_for_the_whole_file(whole, when).await;
+    }
+
+    fn watchdog(&self) -> Watchdog {
+        Watchdog::start(
+            self.proxy.addr,
+            &[("app.test", "green"), ("api.test", "green")],
+        )
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_file_truncated_and_written_again_after_a_pause_fails_no_request_and_keeps_decisions() {
+    let site = Decided::start().await;
+    let watchdog = site.watchdog();
+    eventually(Duration::from_secs(10), "the watchdog to start", || {
+        watchdog.ok() > 20
+    })
+    .await;
+
+    // Truncated (an empty file parses: no routes), 300 ms of nothing, then
+    // the same good file.
+    site.write_with_a_stall("", &site.text, "truncate, pause, write")
+        .await;
+    site.assert_decisions_kept("after the file came back");
+    let during = watchdog.ok();
+    eventually(Duration::from_secs(10), "requests after the edit", || {
+        watchdog.ok() > during + 20
+    })
+    .await;
+    let ok = watchdog.finish("truncate, pause, write").await;
+    assert!(ok > 100, "only {ok} requests");
+    // The empty file was held, not applied, and said so.
+    let log = site.proxy.log_text();
+    assert!(
+        log.contains("config edit removes every route (app, api); applying it if the file stays this way for 3s"),
+        "{log}"
+    );
+    assert!(
+        log.contains("withdrawn: the file is back to the running config"),
+        "{log}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_file_cut_after_any_line_for_a_moment_moves_no_traffic_and_keeps_decisions() {
+    let site = Decided::start().await;
+    let watchdog = site.watchdog();
+    eventually(Duration::from_secs(10), "the watchdog to start", || {
+        watchdog.ok() > 20
+    })
+    .await;
+
+    // The file rewritten in place, stalling for 300 ms after each line
+    // boundary in turn (the empty file included), then finished.
+    let text = site.text.clone();
+    let mut cuts = vec![0];
+    cuts.extend(text.match_indices('\n').map(|(i, _)| i + 1));
+    cuts.retain(|&cut| cut < text.len());
+    let started = Instant::now();
+    let held_before = reads(site.admin, &["held"]).await;
+    for &cut in &cuts {
+        let line = text[..cut].lines().count() + 1;
+        let when = format!("cut before line {line}");
+        site.write_with_a_stall(&text[..cut], &text[cut..], &when)
+            .await;
+        site.assert_decisions_kept(&when);
+        watchdog.check(&when);
+    }
+    let held = reads(site.admin, &["held"]).await - held_before;
+    let ok = watchdog.finish("after every cut").await;
+    eprintln!(
+        "{} cuts ({held} held, the others rejected) in {:?}, {ok} requests, all on the admin's slots",
+        cuts.len(),
+        started.elapsed()
+    );
+    assert!(cuts.len() > 30, "{} cuts", cuts.len());
+    assert!(held > 10, "only {held} cuts held");
+    // The cuts that used to move traffic: after `blue = [...]` of app
+    // (green gone), and after the canary's `slot` line (weight 0).
+    let log = site.proxy.log_text();
+    assert!(
+        log.contains(
+            "config edit removes slot green of route app, [route.health] of route app, route api;"
+        ),
+        "{log}"
+    );
+    assert!(
+        log.contains("config edit removes the canary of route api (slot green at weight 10 becomes weight 0)"),
+        "{log}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_file_rewritten_in_one_write_fails_no_request_and_keeps_decisions() {
+    let site = Decided::start().await;
+    let watchdog = site.watchdog();
+    eventually(Duration::from_secs(10), "the watchdog to start", || {
+        watchdog.ok() > 20
+    })
+    .await;
+    for round in 0..3 {
+        let before = site.whole_reads().await;
+        drop(open_in_place(&site.path, &site.text));
+        let when = format!("O_TRUNC and one write, round {round}");
+        site.wait_for_the_whole_file(before, &when).await;
+        site.assert_decisions_kept(&when);
+    }
+    let ok = watchdog.finish("O_TRUNC and one write").await;
+    assert!(ok > 20, "only {ok} requests");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_route_removed_on_purpose_goes_after_the_long_settle_and_a_later_edit_cancels_the_wait() {
+    let blue = Backend::start("blue").await;
+    let green = Backend::start("green").await;
+    let dir = tempfile::tempdir().unwrap();
+    let app = two_slot_route("app", "blue", &blue, &green).replace(
+        "name = \"app\"\n",
+        "name = \"app\"\nhosts = [\"app.test\"]\n",
+    );
+    let api = two_slot_route("api", "blue", &blue, &green).replace(
+        "name = \"api\"\n",
+        "name = \"api\"\nhosts = [\"api.test\"]\n",
+    );
+    let proxy = Proxy::start(dir.path(), &format!("{app}\n{api}"));
+    tokio::task::block_in_place(|| proxy.cli_ok(&["switch", "api", "green"]));
+    let mut client = Client::new(proxy.addr);
+
+    // Removed, then put back with another change before 3 s: the removal
+    // never applies, the later edit does at once, api keeps its switch.
+    proxy.edit_config(&app);
+    let status = proxy
+        .wait_for_status("the removal held", |s| {
+            s["config"]["pending_edit"].is_object()
+        })
+        .await;
+    assert_eq!(
+        status["config"]["pending_edit"]["removes"],
+        serde_json::json!(["route api"]),
+        "{status:#}"
+    );
+    assert_eq!(status["routes"].as_array().unwrap().len(), 2);
+    let api_reply = client.get("api.test", "/").await.unwrap();
+    assert_eq!(
+        (api_reply.status, api_reply.slot.as_deref()),
+        (200, Some("green"))
+    );
+    let app = app.replace("[route.slots]", "retries = 3\n[route.slots]");
+    let reloads = tokio::task::block_in_place(|| proxy.reloads());
+    proxy.edit_config(&format!("{app}\n{api}"));
+    let status = proxy
+        .wait_for_status("the later edit applied", |s| {
+            s["config"]["reloads"].as_u64() > Some(reloads)
+        })
+        .await;
+    assert!(status["config"]["pending_edit"].is_null(), "{status:#}");
+    assert_eq!(status["routes"].as_array().unwrap().len(), 2);
+    assert_eq!(status["routes"][1]["active"], "green");
+    assert_eq!(status["routes"][1]["decided_by"], "admin");
+
+    // Removed for good: held for 3 s, then applied.
+    let written = Instant::now();
+    proxy.edit_config(&app);
+    proxy
+        .wait_for_status("the removal held", |s| {
+            s["config"]["pending_edit"].is_object()
+        })
+        .await;
+    let status = proxy
+        .wait_for_status_within(Duration::from_secs(10), "the removal applied", |s| {
+            s["routes"].as_array().map(Vec::len) == Some(1)
+        })
+        .await;
+    let waited = written.elapsed();
+    assert!(
+        waited >= SHRINK_SETTLE,
+        "applied after {waited:?}, before the file stayed for {SHRINK_SETTLE:?}"
+    );
+    assert!(status["config"]["pending_edit"].is_null(), "{status:#}");
+    assert_eq!(status["routes"][0]["name"], "app");
+    assert_eq!(client.get("api.test", "/").await.unwrap().status, 404);
+    let log = proxy.log_text();
+    assert!(
+        log.contains(
+            "config edit removes route api; applying it if the file stays this way for 3s"
+        ),
+        "{log}"
+    );
+    assert!(log.contains("withdrawn: a later edit replaced it"), "{log}");
+    let history = tokio::task::block_in_place(|| proxy.cli_ok(&["history", "--json"]));
+    assert!(
+        history.contains("removes route api; the file stayed this way for 3s"),
+        "{history}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_ordinary_edit_applies_after_the_short_settle() {
+    let blue = Backend::start("blue").await;
+    let green = Backend::start("green").await;
+    let other = Backend::start("green").await;
+    let dir = tempfile::tempdir().unwrap();
+    let routes = two_slot_route("app", "blue", &blue, &green);
+    let proxy = Proxy::start(dir.path(), &routes);
+    let mut client = Client::new(proxy.addr);
+    // A config switch to a slot not known healthy yet would be held.
+    proxy
+        .wait_for_status("green healthy", |s| {
+            s["routes"][0]["slots"][1]["health"] == "healthy"
+        })
+        .await;
+
+    // `active` edited (renamed over the file), then green's backend
+    // (written in place): each applies well before the long settle, and
+    // nothing is ever held.
+    let edits = [
+        routes.replace("active = \"blue\"", "active = \"green\""),
+        routes
+            .replace("active = \"blue\"", "active = \"green\"")
+            .replace(&green.addr.to_string(), &other.addr.to_string()),
+    ];
+    for (i, edit) in edits.iter().enumerate() {
+        let reloads = tokio::task::block_in_place(|| proxy.reloads());
+        let written = Instant::now();
+        if i == 0 {
+            proxy.edit_config(edit);
+        } else {
+            drop(open_in_place(&proxy.config, &config_text(edit)));
+        }
+        proxy
+            .wait_for_status("the edit applied", |s| {
+                assert!(s["config"]["pending_edit"].is_null(), "held: {s:#}");
+                s["config"]["reloads"].as_u64() > Some(reloads)
+            })
+            .await;
+        let waited = written.elapsed();
+        assert!(
+            waited < SHRINK_SETTLE,
+            "edit {i} applied after {waited:?}, not after the short settle"
+        );
+        assert_eq!(
+            tokio::task::block_in_place(|| proxy.status())["routes"][0]["active"],
+            "green"
+        );
+    }
+    let reply = client.get("x", "/").await.unwrap();
+    assert_eq!(reply.slot.as_deref(), Some("green"));
+    assert_eq!(other.requests.load(Ordering::Relaxed), 1, "the new backend");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn reloads_under_load_lose_no_request() {
     let blue = Backend::start("blue").await;
@@ -39,6 +607,11 @@ async fn reloads_under_load_lose_no_request() {
 
     for i in 0..20u8 {
         proxy.edit_config(&routes_with_weight(&blue, &green, i * 5, i % 2 == 0));
+        if i % 2 == 1 {
+            // Removing the extra route would wait 3 s for the file to stay
+            // that way; `reload` applies it at once.
+            tokio::task::block_in_place(|| proxy.cli_ok(&["reload"]));
+        }
         reloads = wait_for_reload(&proxy, reloads).await;
         let status = tokio::task::block_in_place(|| proxy.status());
         assert_eq!(status["routes"][0]["canary"]["weight"], i * 5);

@@ -29,6 +29,7 @@ use crate::state_file::{DecisionSource, RouteState, StateFile};
 use crate::table::{AssignmentSpec, HttpsSpec, RouteSpec, RoutingTable, SlotLoad, Timeouts};
 
 mod rollouts;
+mod settle;
 
 /// Messages are small and the Controller answers quickly; this bounds the
 /// memory a burst of admin connections can pin.
@@ -59,7 +60,9 @@ enum Message {
         uid: Option<u32>,
         reply: oneshot::Sender<Response>,
     },
-    /// The config file changed on disk (from the watcher): reload it.
+    /// The config file changed on disk and has been quiet since for the
+    /// watcher's settle time: reload it (an edit that removes something
+    /// waits longer, see [`settle`]).
     ConfigFileChanged,
     /// A Prometheus scrape: the text exposition of the current state.
     Metrics { reply: oneshot::Sender<String> },
@@ -198,6 +201,9 @@ pub struct Controller {
     running_server: ServerConfig,
     /// The last reload's errors, while the file stays invalid.
     config_error: Option<String>,
+    /// A valid edit of the file that removes something, waiting to be
+    /// applied until the file has stayed that way for `SHRINK_SETTLE`.
+    pending_edit: Option<settle::PendingEdit>,
     /// Settings edited in the file that only a restart applies.
     needs_restart: Vec<String>,
     /// Config reloads applied since start (health changes also publish new
@@ -282,6 +288,7 @@ impl Controller {
             running_server: config.server.clone(),
             config,
             config_error: None,
+            pending_edit: None,
             needs_restart: Vec::new(),
             reloads: 0,
             routes,
@@ -322,6 +329,8 @@ impl Controller {
             // Only polled when something waits (the branch is disabled
             // otherwise), so the placeholder instant never fires.
             let wake_at = next_deadline.unwrap_or_else(tokio::time::Instant::now);
+            let settle_deadline = self.pending_edit.as_ref().map(|p| p.deadline);
+            let settle_at = settle_deadline.unwrap_or_else(tokio::time::Instant::now);
             tokio::select! {
                 message = mailbox.recv() => match message {
                     Some(Message::Command { request, uid, reply }) => {
@@ -341,6 +350,9 @@ impl Controller {
                 Some((key, check)) = checks.recv() => self.observe(key, check),
                 _ = sleep_until(wake_at), if next_deadline.is_some() => {
                     self.expire_waiting();
+                }
+                _ = sleep_until(settle_at), if settle_deadline.is_some() => {
+                    self.settle_pending_edit();
                 }
                 _ = drain_poll.tick(), if !self.draining.is_empty() => self.poll_draining(),
                 _ = rollout_tick.tick(), if self.rollouts_in_progress() => self.tick_rollouts(),
@@ -1012,15 +1024,17 @@ impl Controller {
     }
 
     /// Re-reads the config file. An invalid file changes nothing but the
-    /// reported error; a valid one is applied in one publish.
+    /// reported error; a valid one is applied in one publish — after the
+    /// longer settle time when it came from the watcher and removes
+    /// something (see [`settle`]). `switchyard reload` applies the file as
+    /// it is at once.
     fn reload(&mut self, trigger: ReloadTrigger, uid: Option<u32>) -> Response {
-        let now = now_rfc3339();
         let trigger_name = match trigger {
             ReloadTrigger::File => "config",
             ReloadTrigger::Admin => "admin",
         };
         let mut entry = HistoryEntry {
-            time: now.clone(),
+            time: now_rfc3339(),
             trigger: trigger_name.into(),
             uid,
             route: ALL_ROUTES.into(),
@@ -1034,6 +1048,7 @@ impl Controller {
         let config = match switchyard_conf::load(&self.config_path) {
             Ok(config) => config,
             Err(errors) => {
+                self.withdraw_pending_edit("the file no longer parses");
                 let message = errors.to_string();
                 tracing::error!(file = %self.config_path.display(), "config rejected, still running the last good config:\n{message}");
                 entry.result = format!("failed: {} error(s)", errors.0.len());
@@ -1049,7 +1064,10 @@ impl Controller {
 
         if config == self.config && self.config_error.is_none() {
             // Editors and `touch` fire events without changing anything:
-            // publishing anyway would only churn the upstream pools.
+            // publishing anyway would only churn the upstream pools. An
+            // editor that truncated the file and wrote it again lands here
+            // too, after its truncated state was held.
+            self.withdraw_pending_edit("the file is back to the running config");
             count_reload("unchanged");
             return Response::ok(json!({
                 "generation": self.generation,
@@ -1058,6 +1076,31 @@ impl Controller {
                 "changed": false,
             }));
         }
+        if let ReloadTrigger::File = trigger {
+            let removals = switchyard_conf::shrink::removals(&self.config, &config);
+            if !removals.is_empty() {
+                return self.hold_edit(config, removals);
+            }
+        }
+        match trigger {
+            ReloadTrigger::File => self.withdraw_pending_edit("a later edit replaced it"),
+            ReloadTrigger::Admin => {
+                self.withdraw_pending_edit("`switchyard reload` applied the file")
+            }
+        }
+        self.apply_config(config, entry, uid)
+    }
+
+    /// Applies a valid config: every route's decision (runtime decisions
+    /// kept unless the file changed that value), health tracking, one
+    /// publish, the state file and `entry` in the history.
+    fn apply_config(
+        &mut self,
+        config: Config,
+        mut entry: HistoryEntry,
+        uid: Option<u32>,
+    ) -> Response {
+        let now = entry.time.clone();
         self.needs_restart = needs_restart(&self.running_server, &config.server);
         if listen_of(self.tls_config.borrow().as_ref()) != listen_of(config.tls.as_ref()) {
             self.needs_restart.push("tls.listen".to_string());
@@ -1286,6 +1329,7 @@ impl Controller {
                 "error": self.config_error,
                 "needs_restart": self.needs_restart,
                 "reloads": self.reloads,
+                "pending_edit": self.pending_edit_status(),
             },
             "state_warnings": self.state_warnings,
             "tls": self.tls_status.load_full().as_deref(),
@@ -1547,7 +1591,8 @@ fn listen_of(tls: Option<&TlsConfig>) -> &[SocketAddr] {
 }
 
 /// `switchyard_config_reloads_total{result}`: ok (applied), error (rejected,
-/// the last good config still runs) or unchanged (nothing to apply).
+/// the last good config still runs), unchanged (nothing to apply) or held
+/// (an edit that removes something, waiting for the file to stay that way).
 fn count_reload(result: &'static str) {
     ::metrics::counter!(metrics::CONFIG_RELOADS, "result" => result).increment(1);
 }
