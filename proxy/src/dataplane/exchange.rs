@@ -153,9 +153,14 @@ pub(super) async fn exchange(
                     if upstream.was_upgraded() {
                         // Both directions now carry raw bytes until one side
                         // closes, or the upgrade's idle timeout or its slot's
-                        // drain ends it (pingora's read timeout does not
-                        // apply to upgraded bodies: a tested fact).
+                        // drain ends it.
                         upstream.maybe_upgrade_body_writer();
+                        // Quiet is the upgrade's own business, timed by
+                        // `upgrade_idle` below: the per-read timeouts of
+                        // either side would race with it (each loop turn
+                        // restarts them, so whichever fired first won).
+                        upstream.read_timeout = None;
+                        session.set_read_timeout(None);
                         request_done = false;
                         load.upgraded();
                         upgrade_watch = Some(tokio::time::interval(UPGRADE_CHECK_EVERY));
