@@ -50,6 +50,16 @@ pub struct ServerConfig {
     /// How long an upgraded connection (a WebSocket) may go without a byte
     /// either way. Default 1 h.
     pub upgrade_idle_timeout: Duration,
+    /// The whole request head must arrive within this, from its first
+    /// byte. Default 10 s.
+    pub header_timeout: Duration,
+    /// A client that takes none of its response for this long is closed.
+    /// Default 60 s.
+    pub send_timeout: Duration,
+    /// Client connections served at once; past it new ones are closed at
+    /// accept. `None`: sized to the open-file limit at start. Needs a
+    /// restart.
+    pub max_connections: Option<usize>,
     /// How log lines are written. Default logfmt. Needs a restart.
     pub log_format: LogFormat,
     /// One log line per request. Default off. Needs a restart.

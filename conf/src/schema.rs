@@ -26,6 +26,9 @@ const SERVER_KEYS: &[&str] = &[
     "read_timeout",
     "keepalive_timeout",
     "upgrade_idle_timeout",
+    "header_timeout",
+    "send_timeout",
+    "max_connections",
     "log_format",
     "access_log",
     "h2c",
@@ -330,6 +333,15 @@ fn read_server(
         upgrade_idle_timeout: reader
             .duration(t, "upgrade_idle_timeout", CX)
             .unwrap_or(Duration::from_secs(3600)),
+        header_timeout: reader
+            .duration(t, "header_timeout", CX)
+            .unwrap_or(Duration::from_secs(10)),
+        send_timeout: reader
+            .duration(t, "send_timeout", CX)
+            .unwrap_or(Duration::from_secs(60)),
+        max_connections: reader
+            .integer(t, "max_connections", CX, 1..10_000_001)
+            .map(|n| n as usize),
         log_format: match reader.string(t, "log_format", CX) {
             None => LogFormat::default(),
             Some(f) if f.value == "logfmt" => LogFormat::Logfmt,

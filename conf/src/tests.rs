@@ -78,6 +78,9 @@ fn defaults_fill_what_the_file_leaves_out() {
     );
     assert_eq!(config.server.state_dir, Path::new("/var/lib/switchyard"));
     assert_eq!(config.server.connect_timeout, Duration::from_secs(3));
+    assert_eq!(config.server.header_timeout, Duration::from_secs(10));
+    assert_eq!(config.server.send_timeout, Duration::from_secs(60));
+    assert_eq!(config.server.max_connections, None);
     let route = &config.routes[0];
     assert_eq!((route.path_prefix.as_str(), route.retries), ("/", 2));
     assert!(route.hosts.is_empty() && route.canary.is_none());
@@ -340,6 +343,17 @@ fn missing_required_keys() {
 fn server_value_ranges() {
     assert!(one_error(&format!("[server]\nadmin_uids = [-1]\n{ROUTE}")).contains("numeric uids"));
     assert!(one_error(&format!("[server]\nthreads = 0\n{ROUTE}")).contains("from 1 to 1024"));
+    assert!(one_error(&format!("[server]\nmax_connections = 0\n{ROUTE}")).contains("from 1"));
+    assert!(
+        one_error(&format!("[server]\nheader_timeout = \"0s\"\n{ROUTE}"))
+            .contains("longer than zero")
+    );
+    let limits = parse_ok(&format!(
+        "[server]\nmax_connections = 500\nheader_timeout = \"2s\"\nsend_timeout = \"30s\"\n{ROUTE}"
+    ));
+    assert_eq!(limits.server.max_connections, Some(500));
+    assert_eq!(limits.server.header_timeout, Duration::from_secs(2));
+    assert_eq!(limits.server.send_timeout, Duration::from_secs(30));
     assert!(one_error(&format!("[server]\nlisten = []\n{ROUTE}")).contains("at least one address"));
     assert!(
         one_error(&format!("[server]\ndrain_timeout = \"0s\"\n{ROUTE}"))

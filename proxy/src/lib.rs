@@ -10,6 +10,7 @@ pub mod dataplane;
 pub mod demo;
 pub mod exporter;
 pub mod hop_by_hop;
+pub mod limits;
 pub mod logging;
 pub mod server;
 pub mod tls;

@@ -231,7 +231,12 @@ pub async fn start(config: Config, config_path: &Path) -> Result<RunningProxy, S
         access_log,
         https_port,
     );
-    let app = Front::new(app, server.h2c);
+    let open_files = crate::limits::raise_open_file_limit();
+    let max_connections = server
+        .max_connections
+        .unwrap_or_else(|| crate::limits::default_max_connections(open_files));
+    tracing::info!(max_connections, open_files, "client connection limit");
+    let app = Front::new(app, server.h2c, max_connections);
     let service = pingora::services::listening::Service::new("switchyard".into(), app);
     let service = spawn_service(&dataplane, service, keys, fds, shutdown_rx);
 

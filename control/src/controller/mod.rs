@@ -1261,6 +1261,8 @@ impl Controller {
             upstream_connect: server.connect_timeout,
             upstream_read: server.read_timeout,
             client_keepalive: server.keepalive_timeout,
+            client_header: server.header_timeout,
+            client_send: server.send_timeout,
             upgrade_idle: server.upgrade_idle_timeout,
             drain: server.drain_timeout,
         };
@@ -1569,6 +1571,9 @@ fn needs_restart(running: &ServerConfig, edited: &ServerConfig) -> Vec<String> {
     }
     if running.state_dir != edited.state_dir {
         changed.push("server.state_dir".to_string());
+    }
+    if running.max_connections != edited.max_connections {
+        changed.push("server.max_connections".to_string());
     }
     if running.admin_http != edited.admin_http {
         changed.push("server.admin_http".to_string());

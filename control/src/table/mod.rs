@@ -35,6 +35,10 @@ pub struct Timeouts {
     pub upstream_connect: Duration,
     pub upstream_read: Duration,
     pub client_keepalive: Duration,
+    /// A request head must arrive whole within this from its first byte.
+    pub client_header: Duration,
+    /// A client that reads none of its response for this long is closed.
+    pub client_send: Duration,
     /// An upgraded connection (a WebSocket) with no byte either way for
     /// this long is closed.
     pub upgrade_idle: Duration,
@@ -49,6 +53,8 @@ impl Default for Timeouts {
             upstream_connect: Duration::from_secs(3),
             upstream_read: Duration::from_secs(60),
             client_keepalive: Duration::from_secs(60),
+            client_header: Duration::from_secs(10),
+            client_send: Duration::from_secs(60),
             upgrade_idle: Duration::from_secs(3600),
             drain: Duration::from_secs(30),
         }

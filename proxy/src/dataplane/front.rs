@@ -28,10 +28,13 @@ pub struct Front {
     /// `[server] h2c`: plain-text listeners also take HTTP/2 with prior
     /// knowledge.
     h2c: bool,
+    /// `[server] max_connections`: past it, a new connection is closed as
+    /// soon as it is accepted, and those already open are served on.
+    max_connections: usize,
 }
 
 impl Front {
-    pub fn new(forwarder: Forwarder, h2c: bool) -> Front {
+    pub fn new(forwarder: Forwarder, h2c: bool, max_connections: usize) -> Front {
         let forwarder = Arc::new(forwarder);
         let mut options = HttpServerOptions::default();
         // The connections handed to `H2Streams` are HTTP/2 already; this
@@ -44,6 +47,7 @@ impl Front {
             }),
             forwarder,
             h2c,
+            max_connections,
         }
     }
 
@@ -72,6 +76,16 @@ impl ServerApp for Front {
         mut stream: Stream,
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
+        if self.forwarder.connections.count() >= self.max_connections {
+            // Refused at accept: closing costs less than serving, and the
+            // connections already open keep their share of the process.
+            metrics::counter!("switchyard_connections_refused_total").increment(1);
+            tracing::debug!(
+                max_connections = self.max_connections,
+                "connection refused: max_connections reached"
+            );
+            return None;
+        }
         let _connection = InFlightGuard::new(&self.forwarder.connections);
         let tls = stream.get_ssl_digest().is_some();
         let h2 = if tls {
@@ -112,7 +126,10 @@ impl HttpServerApp for H2Streams {
         let tls = session
             .digest()
             .is_some_and(|digest| digest.ssl_digest.is_some());
-        self.forwarder.serve_one(&mut session, tls, shutdown).await;
+        let head_deadline = self.forwarder.header_timeout();
+        self.forwarder
+            .serve_one(&mut session, tls, shutdown, head_deadline)
+            .await;
         // Ends the stream (END_STREAM or RST) if the exchange did not.
         if let Err(e) = session.finish().await {
             tracing::debug!("HTTP/2 stream ended badly: {e}");

@@ -129,22 +129,46 @@ impl Forwarder {
     /// Serves one HTTP/1.1 client connection: its requests one after
     /// another, for as long as it stays reusable. One task and one boxed
     /// future per connection, not per request.
+    ///
+    /// Between requests the connection holds no session and no buffer: it
+    /// waits for the first byte of the next request with a one-byte peek,
+    /// so an idle kept-alive client costs its socket and this task. That
+    /// first byte also starts the request head's deadline
+    /// (`header_timeout`), which the keep-alive wait does not count.
     pub(crate) async fn serve_http1(
         &self,
-        stream: Stream,
+        mut stream: Stream,
         tls: bool,
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
-        let mut session = ServerSession::new_http1(stream);
-        // Pipelined requests are answered in order, one after another
-        // (RFC 9112 §9.3.2), as nginx and HAProxy do.
-        session.set_pipelining_enabled(true);
         // A new connection gets as long for its first request as a kept-alive
         // one gets for its next: an idle connection is never held forever.
-        session.set_keepalive(Some(self.first_request_wait()));
+        let mut wait = self.first_request_wait();
+        let mut pipelined = None;
         loop {
-            let keepalive = self.serve_one(&mut session, tls, shutdown).await?;
-            let (stream, pipelined) = match session.finish().await {
+            let head_deadline = if pipelined.is_some() {
+                self.header_timeout()
+            } else {
+                match next_request(&mut stream, Duration::from_secs(wait)).await {
+                    NextRequest::Arrived => self.header_timeout(),
+                    // TLS: pingora's own keep-alive wait comes first, then
+                    // the head.
+                    NextRequest::Unknown => Duration::from_secs(wait) + self.header_timeout(),
+                    NextRequest::None => return None,
+                }
+            };
+            let mut session = ServerSession::new_http1(stream);
+            // Pipelined requests are answered in order, one after another
+            // (RFC 9112 §9.3.2), as nginx and HAProxy do.
+            session.set_pipelining_enabled(true);
+            session.set_keepalive(Some(wait));
+            if let Some(prefix) = pipelined.take() {
+                session.set_pipelined_prefix(prefix);
+            }
+            wait = self
+                .serve_one(&mut session, tls, shutdown, head_deadline)
+                .await?;
+            (stream, pipelined) = match session.finish().await {
                 Ok(Some(reusable)) => reusable.into_parts(),
                 Ok(None) => return None,
                 Err(e) => {
@@ -152,13 +176,6 @@ impl Forwarder {
                     return None;
                 }
             };
-            session = ServerSession::new_http1(stream);
-            session.set_pipelining_enabled(true);
-            // The wait for the next request is the keep-alive timeout.
-            session.set_keepalive(Some(keepalive));
-            if let Some(prefix) = pipelined {
-                session.set_pipelined_prefix(prefix);
-            }
         }
     }
 
@@ -166,6 +183,30 @@ impl Forwarder {
     /// keep-alive timeout.
     fn first_request_wait(&self) -> u64 {
         self.table.load().timeouts.client_keepalive.as_secs().max(1)
+    }
+
+    /// How long a request head may take from its first byte.
+    fn header_timeout(&self) -> Duration {
+        self.table.load().timeouts.client_header
+    }
+}
+
+/// What waiting for the next request on a kept-alive connection found.
+enum NextRequest {
+    /// Its first byte is here.
+    Arrived,
+    /// The stream cannot be peeked (TLS): read the request to find out.
+    Unknown,
+    /// The client closed, or sent nothing for the whole wait.
+    None,
+}
+
+async fn next_request(stream: &mut Stream, wait: Duration) -> NextRequest {
+    let mut first_byte = [0u8; 1];
+    match tokio::time::timeout(wait, stream.try_peek(&mut first_byte)).await {
+        Ok(Ok(true)) => NextRequest::Arrived,
+        Ok(Ok(false)) => NextRequest::Unknown,
+        Ok(Err(_)) | Err(_) => NextRequest::None,
     }
 }
 
@@ -181,8 +222,18 @@ impl Forwarder {
         session: &mut ServerSession,
         tls: bool,
         shutdown: &ShutdownWatch,
+        head_deadline: Duration,
     ) -> Option<u64> {
-        match session.read_request().await {
+        let read = match tokio::time::timeout(head_deadline, session.read_request()).await {
+            Ok(read) => read,
+            Err(_) => {
+                tracing::debug!("request head not whole within {head_deadline:?}: closing");
+                let _ = session.respond_error(408).await;
+                session.shutdown().await;
+                return None;
+            }
+        };
+        match read {
             Ok(true) => {}
             Ok(false) => return None,
             Err(e) => {
@@ -197,6 +248,8 @@ impl Forwarder {
         let _in_flight = InFlightGuard::new(&self.in_flight);
         let table = self.table.load_full();
         let keepalive = table.timeouts.client_keepalive.as_secs().max(1);
+        // A client that takes none of its response for this long is gone.
+        session.set_write_timeout(Some(table.timeouts.client_send));
         if *shutdown.borrow() || self.stopping.load(Ordering::Relaxed) {
             session.set_keepalive(None);
         } else {
