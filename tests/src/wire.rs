@@ -6,10 +6,13 @@
 //! separately from the proxy's code and keeps to RFC 9112's grammar.
 
 use std::io;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+
+use crate::raw::ScriptedBackend;
 
 /// One whole message.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -326,6 +329,92 @@ impl Rng {
         }
         sizes
     }
+}
+
+/// Long enough that the proxy reads the first part before the second
+/// arrives, on loopback.
+pub const SPLIT_PAUSE: Duration = Duration::from_millis(3);
+
+/// What a recording backend saw: every whole request, in arrival order,
+/// with the number of its connection and its place on it.
+#[derive(Default)]
+pub struct Seen {
+    pub requests: Vec<(usize, Message)>,
+    pub connections: usize,
+    /// Connections whose bytes could not be read as requests.
+    pub bad_framing: Vec<String>,
+}
+
+/// A backend that reads requests with the strict reader and answers each
+/// with its decoded body (and the trailers it got, as a header).
+pub async fn recording_backend() -> (ScriptedBackend, Arc<Mutex<Seen>>) {
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let log = seen.clone();
+    let backend = ScriptedBackend::start(move |stream: TcpStream| {
+        let log = log.clone();
+        async move {
+            let connection = {
+                let mut seen = log.lock().unwrap();
+                seen.connections += 1;
+                seen.connections
+            };
+            let mut conn = Conn::new(stream);
+            loop {
+                let request = match conn.read_message(false).await {
+                    Ok(request) => request,
+                    Err(e) => {
+                        if e.kind() == std::io::ErrorKind::InvalidData {
+                            log.lock().unwrap().bad_framing.push(e.to_string());
+                        }
+                        return;
+                    }
+                };
+                let trailers: Vec<String> = request
+                    .trailers
+                    .iter()
+                    .map(|(n, v)| format!("{n}={v}"))
+                    .collect();
+                let mut response = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nX-Trailers: {}\r\n\r\n",
+                    request.body.len(),
+                    trailers.join(",")
+                )
+                .into_bytes();
+                response.extend_from_slice(&request.body);
+                log.lock().unwrap().requests.push((connection, request));
+                if conn.stream.write_all(&response).await.is_err() {
+                    return;
+                }
+            }
+        }
+    })
+    .await;
+    (backend, seen)
+}
+
+/// Chunked bodies with what a reader can trip on: extensions (quoted, with
+/// `;` and `=` inside), upper- and lower-case hex, leading zeros, chunks of
+/// one byte, a body that looks like a request, trailers.
+pub fn tricky_chunked_bodies() -> Vec<(Vec<u8>, Vec<u8>)> {
+    let smuggle = b"GET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n".to_vec();
+    vec![
+        (b"hello0123456789".to_vec(), b"5\r\nhello\r\nA\r\n0123456789\r\n0\r\n\r\n".to_vec()),
+        (
+            b"hello world!".to_vec(),
+            b"5;name=value\r\nhello\r\n1;a=\"q;x=y\"\r\n \r\n006\r\nworld!\r\n0;last=1\r\nX-Check: abc\r\nX-Other: 1\r\n\r\n"
+                .to_vec(),
+        ),
+        (smuggle.clone(), encode_chunked(&smuggle, &[3, 1, 1, 20], "", "")),
+        (b"\r\n0\r\n".to_vec(), b"2\r\n\r\n\r\n3\r\n0\r\n\r\n0\r\n\r\n".to_vec()),
+        (b"abcdefghijklmnop".to_vec(), b"F\r\nabcdefghijklmno\r\n1\r\np\r\n0\r\nT: v\r\n\r\n".to_vec()),
+    ]
+}
+
+/// FNV-1a: enough to tell two byte strings apart in a test.
+pub fn digest(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, &b| {
+        (hash ^ b as u64).wrapping_mul(0x0100_0000_01b3)
+    })
 }
 
 #[cfg(test)]
