@@ -33,6 +33,7 @@ pub fn table_with_routes(n: usize) -> RoutingTable {
             h2c: Vec::new(),
             assignment: Default::default(),
             https: Default::default(),
+            upgrades: vec!["websocket".into()],
         })
         .collect();
     RoutingTable::build(1, specs)

@@ -122,6 +122,10 @@ pub struct RouteConfig {
     pub redirect_https: bool,
     /// HTTPS responses carry `Strict-Transport-Security: max-age=N`.
     pub hsts_max_age: Option<Duration>,
+    /// Protocols a client may upgrade to through this route, lower-case
+    /// (`Upgrade` tokens, a `/version` allowed). Default `["websocket"]`;
+    /// never `h2c`.
+    pub upgrades: Vec<String>,
     /// Slot name → backends, each list non-empty.
     pub slots: BTreeMap<String, Vec<SocketAddr>>,
     /// Slots whose backends are spoken to in HTTP/2 without TLS (h2c, prior

@@ -43,6 +43,7 @@ const ROUTE_KEYS: &[&str] = &[
     "active",
     "retries",
     "redirect_https",
+    "upgrades",
     "hsts_max_age",
     "slots",
     "health",
@@ -507,6 +508,7 @@ fn read_route(reader: &mut Reader, t: &dyn TableLike, span: &Span) -> Option<Rea
     let retries = reader.integer(t, "retries", &cx, 0..11).unwrap_or(2) as u32;
     let redirect_https = reader.boolean(t, "redirect_https", &cx).unwrap_or(false);
     let hsts_max_age = reader.duration(t, "hsts_max_age", &cx);
+    let upgrades = read_upgrades(reader, t, &cx);
     let (slots, declared, h2c_slots) = read_slots(reader, t, span, &cx);
 
     // Checked against every slot the file declares, valid or not, so one
@@ -603,6 +605,7 @@ fn read_route(reader: &mut Reader, t: &dyn TableLike, span: &Span) -> Option<Rea
             retries,
             redirect_https,
             hsts_max_age,
+            upgrades,
             slots,
             h2c_slots,
             health,
@@ -926,4 +929,36 @@ fn read_rollout(
         min_requests,
         window,
     })
+}
+
+/// `upgrades` of a route: the protocols a client may switch to through it
+/// (`Upgrade` tokens, compared without case). Default `["websocket"]`; `[]`
+/// turns upgrades off. `h2c` is refused: an HTTP/1.1 connection upgraded
+/// to HTTP/2 cannot be carried to a backend as bytes.
+fn read_upgrades(reader: &mut Reader, t: &dyn TableLike, cx: &str) -> Vec<String> {
+    let Some(list) = reader.string_list(t, "upgrades", cx) else {
+        return vec!["websocket".to_string()];
+    };
+    let mut upgrades = Vec::new();
+    for protocol in list {
+        let name = protocol.value.to_ascii_lowercase();
+        if name == "h2c" {
+            reader.error(
+                &protocol.span,
+                format!("`upgrades` of {cx} cannot name \"h2c\": an upgrade to HTTP/2 is not carried through a proxy; `[server] h2c = true` serves HTTP/2 clients, and `protocol = \"h2c\"` on a slot speaks it to backends"),
+            );
+        } else if name.is_empty()
+            || !name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~/".contains(&b))
+        {
+            reader.error(
+                &protocol.span,
+                format!("`upgrades` of {cx} lists {:?}, which is not a protocol name like \"websocket\"", protocol.value),
+            );
+        } else {
+            upgrades.push(name);
+        }
+    }
+    upgrades
 }

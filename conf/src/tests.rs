@@ -705,3 +705,25 @@ fn a_slot_may_be_a_table_with_backends_and_protocol() {
     );
     assert!(empty.contains("has no backends"), "{empty}");
 }
+
+#[test]
+fn upgrades_default_to_websocket_and_never_take_h2c() {
+    assert_eq!(parse_ok(ROUTE).routes[0].upgrades, ["websocket"]);
+    let with = |list: &str| {
+        ROUTE.replacen(
+            "[route.slots]",
+            &format!("upgrades = {list}\n[route.slots]"),
+            1,
+        )
+    };
+    assert_eq!(
+        parse_ok(&with("[]")).routes[0].upgrades,
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        parse_ok(&with("[\"WebSocket\", \"my-proto\"]")).routes[0].upgrades,
+        ["websocket", "my-proto"]
+    );
+    assert!(one_error(&with("[\"h2c\"]")).contains("cannot name \"h2c\""));
+    assert!(one_error(&with("[\"a b\"]")).contains("not a protocol name"));
+}

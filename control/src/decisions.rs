@@ -222,6 +222,7 @@ mod tests {
             retries: 2,
             redirect_https: false,
             hsts_max_age: None,
+            upgrades: vec!["websocket".into()],
             slots: BTreeMap::from([
                 ("blue".to_string(), vec![addr]),
                 ("green".to_string(), vec![addr]),

@@ -60,6 +60,7 @@ fn table() -> RoutingTable {
             h2c: Vec::new(),
             assignment: Default::default(),
             https: Default::default(),
+            upgrades: vec!["websocket".into()],
         })
         .collect();
     RoutingTable::build(1, specs)

@@ -8,8 +8,9 @@
 //! Two limits keep a client or a backend from using `Connection` against
 //! the proxy: it cannot name a framing header (`Host`, `Content-Length`,
 //! `Transfer-Encoding`) into removal, since the message's meaning depends on
-//! them; and only an allowed protocol is upgraded to (WebSocket), so an
-//! `Upgrade: h2c` never reaches a backend.
+//! them; and only a protocol the route allows is upgraded to (its
+//! `upgrades`, WebSocket by default, never h2c), so an `Upgrade: h2c`
+//! never reaches a backend.
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use pingora::http::{RequestHeader, ResponseHeader};
@@ -34,19 +35,19 @@ const NEVER_HOP: [HeaderName; 3] = [
     header::TRANSFER_ENCODING,
 ];
 
-/// Whether a request asks for an upgrade the proxy carries: `Upgrade`
-/// named in `Connection`, for WebSocket. An upgrade to anything else
-/// (`h2c` among them) is not one: its headers are removed and the request
-/// goes on as a plain one.
-pub fn requests_upgrade(map: &HeaderMap) -> bool {
+/// Whether a request asks for an upgrade the route carries: `Upgrade`
+/// named in `Connection`, for protocols all in `allowed` (lower-case
+/// names; a `/version` is ignored). An upgrade to anything else (`h2c`
+/// among them) is not one: its headers are removed and the request goes on
+/// as a plain one.
+pub fn requests_upgrade(map: &HeaderMap, allowed: &[Box<str>]) -> bool {
     map.contains_key(header::UPGRADE)
         && connection_lists(map, UPGRADE_TOKEN)
-        && upgrade_allowed(map)
+        && upgrade_allowed(map, allowed)
 }
 
-/// Whether an `Upgrade` header asks only for protocols the proxy passes
-/// on: WebSocket.
-fn upgrade_allowed(map: &HeaderMap) -> bool {
+/// Whether an `Upgrade` header asks only for protocols in `allowed`.
+fn upgrade_allowed(map: &HeaderMap, allowed: &[Box<str>]) -> bool {
     let mut protocols = map
         .get_all(header::UPGRADE)
         .iter()
@@ -56,9 +57,10 @@ fn upgrade_allowed(map: &HeaderMap) -> bool {
         .peekable();
     protocols.peek().is_some()
         && protocols.all(|token| {
-            // `websocket`, or a versioned `websocket/13`.
             let name = token.split(|&b| b == b'/').next().unwrap_or_default();
-            name.eq_ignore_ascii_case(b"websocket")
+            allowed
+                .iter()
+                .any(|protocol| protocol.as_bytes().eq_ignore_ascii_case(name))
         })
 }
 
@@ -94,20 +96,21 @@ impl Headers for ResponseHeader {
     }
 }
 
-/// Strips the request's hop-by-hop headers before it goes upstream.
-pub fn strip_request(request: &mut RequestHeader) {
-    strip(request);
+/// Strips the request's hop-by-hop headers before it goes upstream; an
+/// upgrade stays when it is to a protocol in `upgrades`.
+pub fn strip_request(request: &mut RequestHeader, upgrades: &[Box<str>]) {
+    strip(request, upgrades);
 }
 
 /// Strips the response's hop-by-hop headers before it goes to the client.
 /// A 101 is passed as the backend wrote it: it is the upgrade itself.
 pub fn strip_response(response: &mut ResponseHeader) {
     if response.status.as_u16() != 101 {
-        strip(response);
+        strip(response, &[]);
     }
 }
 
-fn strip(headers: &mut impl Headers) {
+fn strip(headers: &mut impl Headers, upgrades: &[Box<str>]) {
     let map = headers.map();
     // The common case (no Connection, no fixed header) costs a few lookups
     // and no allocation.
@@ -118,7 +121,7 @@ fn strip(headers: &mut impl Headers) {
     {
         return;
     }
-    let upgrading = requests_upgrade(map);
+    let upgrading = requests_upgrade(map, upgrades);
     if has_connection {
         let named: Vec<HeaderName> = map
             .get_all(header::CONNECTION)
@@ -155,6 +158,10 @@ fn connection_lists(map: &HeaderMap, token: &str) -> bool {
 mod tests {
     use super::*;
 
+    fn websocket() -> Vec<Box<str>> {
+        vec!["websocket".into()]
+    }
+
     fn request(headers: &[(&str, &str)]) -> RequestHeader {
         let mut request = RequestHeader::build("GET", b"/", None).unwrap();
         for (name, value) in headers {
@@ -176,7 +183,7 @@ mod tests {
             ("Upgrade", "h2c"),
             ("X-Kept", "yes"),
         ]);
-        strip_request(&mut r);
+        strip_request(&mut r, &websocket());
         let names: Vec<&str> = r.headers.keys().map(|n| n.as_str()).collect();
         assert_eq!(names, ["x-kept"]);
     }
@@ -189,7 +196,7 @@ mod tests {
             ("X-Hop", "1"),
             ("Sec-WebSocket-Key", "abc"),
         ]);
-        strip_request(&mut r);
+        strip_request(&mut r, &websocket());
         assert_eq!(r.headers["upgrade"], "websocket");
         assert_eq!(r.headers["connection"], "upgrade");
         assert_eq!(r.headers["sec-websocket-key"], "abc");
@@ -224,7 +231,7 @@ mod tests {
             ("Transfer-Encoding", "chunked"),
             ("X-Hop", "1"),
         ]);
-        strip_request(&mut r);
+        strip_request(&mut r, &websocket());
         let mut names: Vec<&str> = r.headers.keys().map(|n| n.as_str()).collect();
         names.sort_unstable();
         assert_eq!(names, ["content-length", "host", "transfer-encoding"]);
@@ -245,20 +252,30 @@ mod tests {
                 ("Connection", "Upgrade, HTTP2-Settings"),
                 ("Upgrade", upgrade),
             ]);
-            assert_eq!(requests_upgrade(&r.headers), passes, "{upgrade:?}");
-            strip_request(&mut r);
+            assert_eq!(
+                requests_upgrade(&r.headers, &websocket()),
+                passes,
+                "{upgrade:?}"
+            );
+            strip_request(&mut r, &websocket());
             assert_eq!(r.headers.contains_key("upgrade"), passes, "{upgrade:?}");
             assert!(!r.headers.contains_key("http2-settings"));
         }
+        // A route's own list: another protocol, or none at all.
+        let r = request(&[("Connection", "upgrade"), ("Upgrade", "custom/2")]);
+        assert!(requests_upgrade(&r.headers, &["custom".into()]));
+        assert!(!requests_upgrade(&r.headers, &websocket()));
+        let r = request(&[("Connection", "upgrade"), ("Upgrade", "websocket")]);
+        assert!(!requests_upgrade(&r.headers, &[]));
         // `Upgrade` without `Connection: upgrade` is no upgrade at all.
         let r = request(&[("Upgrade", "websocket")]);
-        assert!(!requests_upgrade(&r.headers));
+        assert!(!requests_upgrade(&r.headers, &websocket()));
     }
 
     #[test]
     fn no_hop_headers_means_nothing_changes() {
         let mut r = request(&[("Host", "a"), ("Accept", "*/*")]);
-        strip_request(&mut r);
+        strip_request(&mut r, &websocket());
         assert_eq!(r.headers.len(), 2);
     }
 }

@@ -278,6 +278,12 @@ impl Conn {
         }
     }
 
+    /// Takes the bytes read past the last message (after an upgrade, the
+    /// start of the raw stream).
+    pub fn take_buffered(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.buf)
+    }
+
     /// Whether the peer closes the connection (EOF or reset) within ten
     /// seconds, with no byte before it.
     pub async fn closes(&mut self) -> bool {

@@ -525,3 +525,59 @@ async fn an_unsolicited_101_is_a_bad_gateway_not_a_tunnel() {
     assert_eq!(response.status(), 502);
     assert!(!String::from_utf8_lossy(&response.body).contains("RAW BYTES"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_route_upgrades_only_to_the_protocols_it_lists() {
+    let backend = head_echo_backend().await;
+    let dir = tempfile::tempdir().unwrap();
+    let routes = format!(
+        "{}[[route]]\nname = \"tunnel\"\nhosts = [\"tunnel.test\"]\nupgrades = [\"tunnel\"]\nactive = \"only\"\n[route.slots]\nonly = [\"{}\"]\n\n\
+         [[route]]\nname = \"none\"\nhosts = [\"none.test\"]\nupgrades = []\nactive = \"only\"\n[route.slots]\nonly = [\"{}\"]\n",
+        route(backend.addr),
+        backend.addr,
+        backend.addr
+    );
+    let proxy = Proxy::start(dir.path(), &routes);
+
+    // The route that lists it carries the upgrade both ways.
+    let mut conn = Conn::connect(proxy.addr).await;
+    conn.stream
+        .write_all(b"GET /switch HTTP/1.1\r\nHost: tunnel.test\r\nConnection: upgrade\r\nUpgrade: tunnel\r\n\r\n")
+        .await
+        .unwrap();
+    let response = conn.read_message(false).await.unwrap();
+    assert_eq!(response.status(), 101);
+    let mut raw = conn.take_buffered();
+    while raw.len() < 9 {
+        let mut more = [0u8; 64];
+        let n = tokio::time::timeout(
+            Duration::from_secs(5),
+            tokio::io::AsyncReadExt::read(&mut conn.stream, &mut more),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+        assert!(n > 0, "closed after {raw:?}");
+        raw.extend_from_slice(&more[..n]);
+    }
+    assert_eq!(raw, b"RAW BYTES");
+
+    // The default route (WebSocket only) and one with `upgrades = []`
+    // send the same request on as a plain one, so the 101 is unsolicited.
+    for host in ["app.test", "none.test"] {
+        let request = format!(
+            "GET /switch HTTP/1.1\r\nHost: {host}\r\nConnection: upgrade\r\nUpgrade: tunnel\r\n\r\n"
+        );
+        let response = exchange(proxy.addr, request.as_bytes()).await;
+        assert_eq!(response.status(), 502, "{host}");
+    }
+    // And a WebSocket upgrade on the route without upgrades loses its
+    // Upgrade header.
+    let response = exchange(
+        proxy.addr,
+        b"GET /ws HTTP/1.1\r\nHost: none.test\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n",
+    )
+    .await;
+    let seen = String::from_utf8(response.body).unwrap();
+    assert!(!seen.contains("upgrade"), "{seen}");
+}

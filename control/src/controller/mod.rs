@@ -1381,6 +1381,7 @@ fn route_spec(
             redirect: route.redirect_https,
             hsts_max_age: route.hsts_max_age,
         },
+        upgrades: route.upgrades.clone(),
     }
 }
 

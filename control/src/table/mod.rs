@@ -102,6 +102,9 @@ pub struct Route {
     pub redirect_https: bool,
     /// Added to HTTPS responses that lack one.
     pub hsts: Option<http::HeaderValue>,
+    /// Protocols a client may upgrade to, lower-case: an `Upgrade` for
+    /// anything else is removed before the request goes upstream.
+    pub upgrades: Box<[Box<str>]>,
     /// Stickiness, overrides and previews; see [`Route::choose`].
     assigner: assign::Assigner,
     slot_names: Vec<Arc<str>>,
@@ -285,6 +288,8 @@ pub struct RouteSpec {
     /// Stickiness, overrides and previews.
     pub assignment: AssignmentSpec,
     pub https: HttpsSpec,
+    /// Protocols a client may upgrade to (lower-case `Upgrade` tokens).
+    pub upgrades: Vec<String>,
 }
 
 /// What a route does about HTTPS.
@@ -488,6 +493,7 @@ impl Route {
             hsts: spec.https.hsts_max_age.and_then(|age| {
                 http::HeaderValue::from_str(&format!("max-age={}", age.as_secs())).ok()
             }),
+            upgrades: spec.upgrades.into_iter().map(Into::into).collect(),
             assigner,
             slot_names,
         }
@@ -589,6 +595,7 @@ mod tests {
             h2c: Vec::new(),
             assignment: AssignmentSpec::default(),
             https: HttpsSpec::default(),
+            upgrades: vec!["websocket".into()],
         }
     }
 

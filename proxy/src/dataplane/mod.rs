@@ -445,7 +445,7 @@ impl Forwarder {
         let outcome = loop {
             if route.slot(target.slot).h2c {
                 counted.follow(route, target.slot);
-                if hop_by_hop::requests_upgrade(&session.req_header().headers) {
+                if hop_by_hop::requests_upgrade(&session.req_header().headers, &route.upgrades) {
                     tracing::warn!(
                         route = &*route.name,
                         "an upgrade (WebSocket) cannot go to an h2c slot"
@@ -460,7 +460,7 @@ impl Forwarder {
                 };
                 trail.slot = Some(route.slot(target.slot).name.clone());
                 trail.backend = peer._address.as_inet().copied();
-                let request = upstream_request(session, incoming, false);
+                let request = upstream_request(session, incoming, false, &route.upgrades);
                 let replayable = replayable(session);
                 let outcome = h2_upstream::exchange(
                     session,
@@ -503,7 +503,8 @@ impl Forwarder {
             };
             upstream.read_timeout = Some(table.timeouts.upstream_read);
             upstream.write_timeout = Some(table.timeouts.upstream_read);
-            let upstream_request = upstream_request(session, incoming, unframed_body);
+            let upstream_request =
+                upstream_request(session, incoming, unframed_body, &route.upgrades);
             let outcome = match upstream.write_request_header(upstream_request).await {
                 // The backend cannot have acted on a request it did not get
                 // whole: any method may go elsewhere.
@@ -765,6 +766,7 @@ fn upstream_request(
     session: &ServerSession,
     incoming: Incoming<'_>,
     unframed_body: bool,
+    upgrades: &[Box<str>],
 ) -> Box<RequestHeader> {
     let mut request = Box::new(session.req_header().clone());
     if request.version == http::Version::HTTP_2 {
@@ -778,7 +780,7 @@ fn upstream_request(
         let target = request.uri.clone();
         request.set_uri(target);
     }
-    hop_by_hop::strip_request(&mut request);
+    hop_by_hop::strip_request(&mut request, upgrades);
     if unframed_body {
         let _ = request.insert_header(header::TRANSFER_ENCODING, "chunked");
     }
