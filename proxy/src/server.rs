@@ -33,10 +33,12 @@ use crate::dataplane::{Forwarder, Front, InFlight};
 use crate::exporter;
 
 /// Bytes written to a client connection are gathered up to this size before
-/// a send, so the response header and a body of up to about this size leave
-/// in one syscall. pingora's default (1,460, one Ethernet segment) sent a
-/// 16 KiB response as three sends.
-const CLIENT_WRITE_BUFFER: usize = 64 * 1024;
+/// a send, so a response header and a small body leave in one syscall; a
+/// larger body goes out straight from its own buffer after the header.
+/// The buffer lives as long as the connection, idle or not: at 64 KiB (one
+/// send for a 16 KiB response) an idle kept-alive client cost 90 KiB of
+/// RSS, at 4 KiB it costs a page (docs/limits.md has the figures).
+const CLIENT_WRITE_BUFFER: usize = 4 * 1024;
 
 /// Reads from a plain-TCP client connection are not buffered below the
 /// HTTP layer: pingora's HTTP/1 session reads headers and bodies into

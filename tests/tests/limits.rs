@@ -225,3 +225,25 @@ async fn past_max_connections_new_ones_are_closed_and_open_ones_served() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_head_over_64_kib_is_refused_and_one_under_it_served() {
+    let backend = ok_backend().await;
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = start(dir.path(), &config("", backend.addr));
+
+    let mut conn = Conn::connect(proxy.addr).await;
+    let big = "x".repeat(60 * 1024);
+    let request = format!("GET / HTTP/1.1\r\nHost: app.test\r\nX-Big: {big}\r\n\r\n");
+    conn.stream.write_all(request.as_bytes()).await.unwrap();
+    assert_eq!(conn.read_message(false).await.unwrap().status(), 200);
+
+    let mut conn = Conn::connect(proxy.addr).await;
+    let too_big = "x".repeat(70 * 1024);
+    let request = format!("GET / HTTP/1.1\r\nHost: app.test\r\nX-Big: {too_big}\r\n\r\n");
+    // The proxy may stop reading once it has seen enough.
+    let _ = conn.stream.write_all(request.as_bytes()).await;
+    let response = conn.read_message(false).await.unwrap();
+    assert_eq!(response.status(), 431);
+    assert!(conn.closes().await);
+}

@@ -40,6 +40,7 @@ mod authority;
 mod exchange;
 mod front;
 mod h2_upstream;
+mod head;
 mod in_flight;
 pub mod request_id;
 
@@ -130,11 +131,11 @@ impl Forwarder {
     /// another, for as long as it stays reusable. One task and one boxed
     /// future per connection, not per request.
     ///
-    /// Between requests the connection holds no session and no buffer: it
-    /// waits for the first byte of the next request with a one-byte peek,
-    /// so an idle kept-alive client costs its socket and this task. That
-    /// first byte also starts the request head's deadline
-    /// (`header_timeout`), which the keep-alive wait does not count.
+    /// Each request head is read by [`head::read_head`] (size and time
+    /// limits of our own, a small buffer while idle) and handed to a new
+    /// pingora session as its first bytes; the request's own state is
+    /// boxed, so an idle connection holds only its socket, that buffer and
+    /// this loop.
     pub(crate) async fn serve_http1(
         &self,
         mut stream: Stream,
@@ -146,28 +147,28 @@ impl Forwarder {
         let mut wait = self.first_request_wait();
         let mut pipelined = None;
         loop {
-            let head_deadline = if pipelined.is_some() {
-                self.header_timeout()
-            } else {
-                match next_request(&mut stream, Duration::from_secs(wait)).await {
-                    NextRequest::Arrived => self.header_timeout(),
-                    // TLS: pingora's own keep-alive wait comes first, then
-                    // the head.
-                    NextRequest::Unknown => Duration::from_secs(wait) + self.header_timeout(),
-                    NextRequest::None => return None,
-                }
+            let header_timeout = self.header_timeout();
+            let head = head::read_head(
+                &mut stream,
+                pipelined.take(),
+                Duration::from_secs(wait),
+                header_timeout,
+            )
+            .await;
+            let head::Head::Read(bytes) = head else {
+                return None;
             };
             let mut session = ServerSession::new_http1(stream);
             // Pipelined requests are answered in order, one after another
             // (RFC 9112 §9.3.2), as nginx and HAProxy do.
             session.set_pipelining_enabled(true);
             session.set_keepalive(Some(wait));
-            if let Some(prefix) = pipelined.take() {
-                session.set_pipelined_prefix(prefix);
-            }
-            wait = self
-                .serve_one(&mut session, tls, shutdown, head_deadline)
-                .await?;
+            session.set_pipelined_prefix(bytes);
+            // Boxed: a request's state (the exchange, its select!, retries)
+            // lives on the heap only while the request does, instead of
+            // inflating every connection's task for its whole life.
+            let serving = Box::pin(self.serve_one(&mut session, tls, shutdown, header_timeout));
+            wait = serving.await?;
             (stream, pipelined) = match session.finish().await {
                 Ok(Some(reusable)) => reusable.into_parts(),
                 Ok(None) => return None,
@@ -188,25 +189,6 @@ impl Forwarder {
     /// How long a request head may take from its first byte.
     fn header_timeout(&self) -> Duration {
         self.table.load().timeouts.client_header
-    }
-}
-
-/// What waiting for the next request on a kept-alive connection found.
-enum NextRequest {
-    /// Its first byte is here.
-    Arrived,
-    /// The stream cannot be peeked (TLS): read the request to find out.
-    Unknown,
-    /// The client closed, or sent nothing for the whole wait.
-    None,
-}
-
-async fn next_request(stream: &mut Stream, wait: Duration) -> NextRequest {
-    let mut first_byte = [0u8; 1];
-    match tokio::time::timeout(wait, stream.try_peek(&mut first_byte)).await {
-        Ok(Ok(true)) => NextRequest::Arrived,
-        Ok(Ok(false)) => NextRequest::Unknown,
-        Ok(Err(_)) | Err(_) => NextRequest::None,
     }
 }
 
