@@ -471,3 +471,109 @@ async fn rollback_refuses_an_unhealthy_previous_slot_unless_forced() {
     tokio::task::block_in_place(|| proxy.cli_ok(&["rollback", "app", "--force"]));
     assert_eq!(route_status(&proxy)["active"], "blue");
 }
+
+/// `n` backends on closed loopback ports: addresses 127.77.x.y on one port
+/// that nothing listens on (not even a wildcard listener: binding the port
+/// on one of those addresses succeeded), so every probe is refused at once.
+fn closed_backends(n: usize) -> Vec<std::net::SocketAddr> {
+    let port = std::net::TcpListener::bind("127.77.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port on 127.77.0.1")
+        .port();
+    (0..n)
+        .map(|i| {
+            let ip = std::net::Ipv4Addr::new(127, 77, (i / 250) as u8, (i % 250) as u8 + 1);
+            std::net::SocketAddr::from((ip, port))
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thousands_of_dead_backends_leave_status_quick_and_traffic_on_the_live_one() {
+    // Probed every second, as in production; 2,000 keeps a debug build on
+    // two cores busy enough to show per-check work over all backends.
+    const DEAD: usize = 2_000;
+    const STATUS_BOUND: Duration = Duration::from_secs(2);
+    let live = Backend::start("blue").await;
+    let mut backends = vec![live.addr];
+    backends.extend(closed_backends(DEAD));
+    let list: Vec<String> = backends.iter().map(|a| format!("\"{a}\"")).collect();
+    let routes = format!(
+        "[[route]]\nname = \"big\"\nactive = \"blue\"\n[route.slots]\nblue = [{}]\n[route.health]\npath = \"/health\"\ninterval = \"1s\"\ntimeout = \"1s\"\nrise = 1\nfall = 1\n",
+        list.join(", ")
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = Proxy::start(dir.path(), &routes);
+
+    // From the start, while every backend gets its first verdict, each
+    // `status` (the CLI, start to finish) answers within the bound.
+    let started = Instant::now();
+    let mut asked = 0;
+    let status = loop {
+        let before = Instant::now();
+        let status = tokio::task::block_in_place(|| proxy.status());
+        let took = before.elapsed();
+        asked += 1;
+        assert!(
+            took < STATUS_BOUND,
+            "status #{asked} took {took:?}, {:?} after start",
+            before - started
+        );
+        let states: Vec<&str> = status["routes"][0]["slots"][0]["backends"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|b| b["state"].as_str().unwrap_or("?"))
+            .collect();
+        assert_eq!(states.len(), DEAD + 1);
+        if states[0] == "healthy" && states[1..].iter().all(|s| *s == "unhealthy") {
+            break status;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "not every backend got its verdict in 30 s: {} unknown",
+            states.iter().filter(|s| **s == "unknown").count()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    // The table is rebuilt when traffic must move, not once per check: a
+    // publish per dead backend would make this over 2,000.
+    let generation = status["generation"].as_u64().unwrap();
+    assert!(generation < 100, "{generation} tables published");
+
+    // Every request goes to the live backend and succeeds.
+    let mut client = Client::new(proxy.addr);
+    for i in 0..50 {
+        let reply = client.get("big.test", "/").await;
+        let reply = reply.unwrap_or_else(|e| panic!("request {i}: {e}"));
+        assert_eq!(
+            (reply.status, reply.slot.as_deref()),
+            (200, Some("blue")),
+            "request {i}"
+        );
+    }
+    assert!(live.requests.load(Ordering::Relaxed) >= 50);
+
+    // A round of probes later (a negative check: waiting is the point),
+    // checks that changed no verdict have published nothing. The last
+    // verdicts may still have been owed a publish (at most 100 ms after
+    // them) when they showed: count from after that.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let settled = tokio::task::block_in_place(|| proxy.status())["generation"].as_u64();
+    tokio::time::sleep(Duration::from_millis(1_200)).await;
+    let later = tokio::task::block_in_place(|| proxy.status())["generation"].as_u64();
+    assert_eq!(
+        later, settled,
+        "published again without a change of verdict"
+    );
+
+    // Still quick once the verdicts are in and the probes go on.
+    let before = Instant::now();
+    let text = tokio::task::block_in_place(|| proxy.cli_ok(&["status"]));
+    assert!(
+        before.elapsed() < STATUS_BOUND,
+        "took {:?}",
+        before.elapsed()
+    );
+    assert!(text.contains(&live.addr.to_string()));
+}

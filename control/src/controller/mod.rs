@@ -18,9 +18,10 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::sleep_until;
 
 use crate::decisions::{self, Refusal};
+use crate::health::changes::CHECK_BATCH;
 use crate::health::monitor::{BackendKey, Monitor};
 use crate::health::{
-    apply_health, slot_health, BackendHealth, BackendState, Check, Failure, Reaction, SlotHealth,
+    apply_health, BackendState, Check, Failure, HealthBook, HealthChanges, Reaction, SlotHealth,
 };
 use crate::history::{now_rfc3339, History, HistoryEntry, ALL_ROUTES, DEFAULT_HISTORY_MAX_BYTES};
 use crate::metrics;
@@ -34,6 +35,10 @@ mod settle;
 /// Messages are small and the Controller answers quickly; this bounds the
 /// memory a burst of admin connections can pin.
 const MAILBOX: usize = 256;
+
+/// Backends named, with their last check, where a slot's health is
+/// explained (history, refusals, `critical`).
+const EVIDENCE_BACKENDS: usize = 10;
 
 /// How long `switch` waits for its slot to turn healthy when not told.
 const DEFAULT_SWITCH_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
@@ -218,7 +223,10 @@ pub struct Controller {
     state_warnings: Vec<String>,
     /// Every configured backend's health; unchanged backends keep theirs
     /// across reloads.
-    health: BTreeMap<BackendKey, BackendHealth>,
+    health: HealthBook,
+    /// What health changes still ask of the Controller: routes to react,
+    /// a paced publish.
+    health_changes: HealthChanges,
     monitor: Monitor,
     /// Routes whose active slot is unhealthy with nowhere to fail back to,
     /// and why; shown in `status` and logged once.
@@ -297,7 +305,8 @@ impl Controller {
             state_file,
             history,
             state_warnings: loaded.warnings,
-            health: BTreeMap::new(),
+            health: HealthBook::default(),
+            health_changes: HealthChanges::default(),
             monitor,
             critical: BTreeMap::new(),
             waiting: Vec::new(),
@@ -331,6 +340,8 @@ impl Controller {
             let wake_at = next_deadline.unwrap_or_else(tokio::time::Instant::now);
             let settle_deadline = self.pending_edit.as_ref().map(|p| p.deadline);
             let settle_at = settle_deadline.unwrap_or_else(tokio::time::Instant::now);
+            let health_publish_due = self.health_changes.publish_due();
+            let health_publish_at = health_publish_due.unwrap_or_else(tokio::time::Instant::now);
             tokio::select! {
                 message = mailbox.recv() => match message {
                     Some(Message::Command { request, uid, reply }) => {
@@ -347,7 +358,17 @@ impl Controller {
                     }
                     None => return,
                 },
-                Some((key, check)) = checks.recv() => self.observe(key, check),
+                Some((key, check)) = checks.recv() => {
+                    // Thousands of backends report in bursts: count what is
+                    // queued, then react and publish once for all of it.
+                    self.observe(key, check);
+                    for _ in 1..CHECK_BATCH {
+                        let Ok((key, check)) = checks.try_recv() else { break };
+                        self.observe(key, check);
+                    }
+                    self.settle_health();
+                }
+                _ = sleep_until(health_publish_at), if health_publish_due.is_some() => self.publish(),
                 _ = sleep_until(wake_at), if next_deadline.is_some() => {
                     self.expire_waiting();
                 }
@@ -656,59 +677,31 @@ impl Controller {
     /// state across a reload.
     fn track_backends(&mut self) {
         self.monitor.sync(&self.config);
-        let now = SystemTime::now();
-        let mut health = BTreeMap::new();
-        for route in &self.config.routes {
-            for (slot, backends) in &route.slots {
-                for addr in backends {
-                    let key = BackendKey {
-                        route: Arc::from(route.name.as_str()),
-                        slot: Arc::from(slot.as_str()),
-                        addr: *addr,
-                    };
-                    let state = self
-                        .health
-                        .remove(&key)
-                        .unwrap_or_else(|| BackendHealth::new(now));
-                    health.insert(key, state);
-                }
-            }
-        }
-        self.health = health;
+        self.health.sync(&self.config, SystemTime::now());
     }
 
     fn backend_state(&self, route: &str, slot: &str, addr: SocketAddr) -> BackendState {
-        let key = BackendKey {
-            route: Arc::from(route),
-            slot: Arc::from(slot),
-            addr,
-        };
-        self.health
-            .get(&key)
-            .map_or(BackendState::Unknown, |h| h.state)
+        self.health.state(route, slot, addr)
     }
 
     fn slot_health(&self, route: &RouteConfig, slot: &str) -> SlotHealth {
-        let backends = route.slots.get(slot).map(Vec::as_slice).unwrap_or(&[]);
-        slot_health(
-            backends
-                .iter()
-                .map(|addr| self.backend_state(&route.name, slot, *addr)),
-        )
+        self.health.slot_health(&route.name, slot)
     }
 
-    /// Counts one check; on a change of state, lets the route react (fail
-    /// back, drop the canary, apply a held switch) and publishes.
+    /// Counts one check. A change of state is noted; the route reacts and
+    /// the table is published by [`Self::settle_health`], once for all the
+    /// checks queued together.
     fn observe(&mut self, key: BackendKey, check: Check) {
         let Some(thresholds) = self.monitor.spec(&key).map(|s| s.thresholds) else {
             return; // a backend the config no longer has
         };
-        let Some(health) = self.health.get_mut(&key) else {
+        let Some(observed) = self
+            .health
+            .observe(&key, check, thresholds, SystemTime::now())
+        else {
             return;
         };
-        let Some(transition) = health.observe(check, thresholds, SystemTime::now()) else {
-            return;
-        };
+        let transition = &observed.transition;
         let evidence = describe_check(&transition.check);
         match transition.to {
             BackendState::Healthy => {
@@ -718,25 +711,46 @@ impl Controller {
                 tracing::warn!(backend = %key, from = ?transition.from, "backend unhealthy: {evidence}")
             }
         }
-        self.react(&key.route);
-        // The data plane skips unhealthy backends: publish even when the
-        // route's decision stayed the same.
-        self.publish();
+        self.health_changes
+            .note(&key.route, &observed, tokio::time::Instant::now());
+    }
+
+    /// Lets each route whose slot health changed react (fail back, drop the
+    /// canary, apply a held switch), and publishes: at once when a route's
+    /// decision changed; for backends that only moved into or out of
+    /// `unhealthy` (the data plane skips unhealthy backends), at once or,
+    /// within `HEALTH_PUBLISH_GAP` of the last publish, at its end.
+    fn settle_health(&mut self) {
+        let mut decided = false;
+        for route in self.health_changes.take_routes() {
+            decided |= self.react(&route);
+        }
+        let due = self.health_changes.publish_due();
+        if decided || due.is_some_and(|at| at <= tokio::time::Instant::now()) {
+            self.publish();
+        }
         self.release_waiting();
     }
 
     /// Applies what the route's slot health asks for, with history entries
-    /// that say why.
-    fn react(&mut self, route_name: &str) {
-        let Some(route) = self.config.route(route_name).cloned() else {
-            return;
-        };
+    /// that say why. True when the route's state changed.
+    fn react(&mut self, route_name: &str) -> bool {
         let Some(before) = self.routes.get(route_name).cloned() else {
-            return;
+            return false;
         };
         let now = now_rfc3339();
-        let (mut after, reactions) =
-            apply_health(&before, |slot| self.slot_health(&route, slot), &now);
+        let (mut after, reactions) = apply_health(
+            &before,
+            |slot| self.health.slot_health(route_name, slot),
+            &now,
+        );
+        if reactions.is_empty() && after == before {
+            self.critical.remove(route_name);
+            return false;
+        }
+        let Some(route) = self.config.route(route_name).cloned() else {
+            return false;
+        };
         let mut critical = None;
         for reaction in reactions {
             let (trigger, action, reason) = match &reaction {
@@ -804,10 +818,12 @@ impl Controller {
                 self.critical.remove(route_name);
             }
         }
-        if after != before {
+        let changed = after != before;
+        if changed {
             self.routes.insert(route_name.to_string(), after);
             let _ = self.persist();
         }
+        changed
     }
 
     /// `127.0.0.1:3001 connect: refused; 127.0.0.1:3002 status 500`.
@@ -848,27 +864,32 @@ impl Controller {
         Some(Response::error(ErrorKind::Unhealthy, message))
     }
 
+    /// The first `EVIDENCE_BACKENDS` backends of the slot and their last
+    /// checks; the others are counted, so that a history entry about a slot
+    /// of thousands stays a line.
     fn slot_evidence(&self, route: &RouteConfig, slot: &str) -> String {
         let backends = route.slots.get(slot).map(Vec::as_slice).unwrap_or(&[]);
-        backends
+        let mut evidence: Vec<String> = backends
             .iter()
+            .take(EVIDENCE_BACKENDS)
             .map(|addr| {
-                let key = BackendKey {
-                    route: Arc::from(route.name.as_str()),
-                    slot: Arc::from(slot),
-                    addr: *addr,
-                };
                 let last = self
                     .health
-                    .get(&key)
+                    .get(&route.name, slot, *addr)
                     .and_then(|h| h.last.as_ref())
                     .map_or("no check yet".to_string(), |(check, _)| {
                         describe_check(check)
                     });
                 format!("{addr} {last}")
             })
-            .collect::<Vec<_>>()
-            .join("; ")
+            .collect();
+        if backends.len() > EVIDENCE_BACKENDS {
+            evidence.push(format!(
+                "and {} more backends",
+                backends.len() - EVIDENCE_BACKENDS
+            ));
+        }
+        evidence.join("; ")
     }
 
     fn handle(&mut self, request: Request, uid: Option<u32>) -> Response {
@@ -1201,6 +1222,8 @@ impl Controller {
     fn publish(&mut self) {
         self.end_overridden_rollouts();
         self.generation += 1;
+        // Built from the health as it is now: no health publish is owed.
+        self.health_changes.published(tokio::time::Instant::now());
         if self.renew_cohorts() {
             // Cookies handed out from now on name the new cohort: it must
             // survive a restart. A failure is logged by persist.
@@ -1450,12 +1473,7 @@ impl Controller {
 
     /// `{"address", "state", "since", "last_check": {"ok", "status" | "error", "latency_ms", "at"}}`
     fn backend_status(&self, route: &str, slot: &str, addr: SocketAddr) -> Value {
-        let key = BackendKey {
-            route: Arc::from(route),
-            slot: Arc::from(slot),
-            addr,
-        };
-        let Some(health) = self.health.get(&key) else {
+        let Some(health) = self.health.get(route, slot, addr) else {
             return json!({ "address": addr.to_string(), "state": BackendState::Unknown });
         };
         let last = health.last.as_ref().map(|(check, at)| {

@@ -78,6 +78,16 @@ pub struct Transition {
     pub check: Check,
 }
 
+impl Transition {
+    /// Whether the data plane must hear of it: it sends requests to every
+    /// backend not known unhealthy, so only a move into or out of
+    /// `unhealthy` changes where traffic may go (`unknown` → `healthy`
+    /// does not).
+    pub fn changes_traffic(&self) -> bool {
+        (self.from == BackendState::Unhealthy) != (self.to == BackendState::Unhealthy)
+    }
+}
+
 /// A backend's state and the evidence for it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct BackendHealth {
@@ -216,6 +226,19 @@ mod tests {
             health.observe(fail(), one, later).is_none(),
             "no transition within a state"
         );
+    }
+
+    #[test]
+    fn only_moves_into_or_out_of_unhealthy_change_traffic() {
+        let t = |from, to| Transition {
+            from,
+            to,
+            check: pass(),
+        };
+        assert!(t(Unknown, Unhealthy).changes_traffic());
+        assert!(t(Healthy, Unhealthy).changes_traffic());
+        assert!(t(Unhealthy, Healthy).changes_traffic());
+        assert!(!t(Unknown, Healthy).changes_traffic());
     }
 
     #[test]

@@ -1,17 +1,21 @@
-//! Schedules the probes: one task per backend (route, slot, address), each
-//! probing at its route's interval and reporting every check. A reload
-//! restarts only the tasks whose backend or probe settings changed.
+//! Runs the probes: one task per backend (route, slot, address), each
+//! probing on its own phase of its route's interval (`schedule.rs`) and
+//! reporting every check, with at most [`MAX_PROBES_IN_FLIGHT`] probes in
+//! flight in the whole process (a backend waits its turn, first come first
+//! served). A reload restarts only the tasks whose backend or probe
+//! settings changed.
 
-use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
-use std::hash::{BuildHasher, Hasher};
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use switchyard_conf::Config;
+use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 
 use super::probe::{probe, ProbeSpec};
+use super::schedule::{first_due, next_due, phase_offset, MAX_PROBES_IN_FLIGHT};
 use super::Check;
 
 /// One backend of one slot of one route.
@@ -33,26 +37,37 @@ pub type Report = Arc<dyn Fn(BackendKey, Check) + Send + Sync>;
 
 /// The running probe tasks.
 pub struct Monitor {
-    tasks: HashMap<BackendKey, (ProbeSpec, JoinHandle<()>)>,
+    tasks: HashMap<BackendKey, (Arc<ProbeSpec>, JoinHandle<()>)>,
     report: Report,
+    /// One permit per probe in flight.
+    in_flight: Arc<Semaphore>,
+    /// Phases are offsets from this instant, shared by every backend.
+    epoch: Instant,
 }
 
 impl Monitor {
     pub fn new(report: Report) -> Monitor {
+        Monitor::with_limit(report, MAX_PROBES_IN_FLIGHT)
+    }
+
+    /// A monitor running at most `max_in_flight` probes at once.
+    pub fn with_limit(report: Report, max_in_flight: usize) -> Monitor {
         Monitor {
             tasks: HashMap::new(),
             report,
+            in_flight: Arc::new(Semaphore::new(max_in_flight.max(1))),
+            epoch: Instant::now(),
         }
     }
 
     /// Makes the running probes match `config`: new backends get a task,
     /// removed ones lose theirs, changed probe settings restart it.
     pub fn sync(&mut self, config: &Config) {
-        let mut wanted: HashMap<BackendKey, ProbeSpec> = HashMap::new();
+        let mut wanted: HashMap<BackendKey, Arc<ProbeSpec>> = HashMap::new();
         for route in &config.routes {
             let route_name: Arc<str> = Arc::from(route.name.as_str());
             for (slot, backends) in &route.slots {
-                let spec = ProbeSpec::for_slot(route, slot);
+                let spec = Arc::new(ProbeSpec::for_slot(route, slot));
                 let slot_name: Arc<str> = Arc::from(slot.as_str());
                 for addr in backends {
                     let key = BackendKey {
@@ -75,14 +90,20 @@ impl Monitor {
             if self.tasks.contains_key(&key) {
                 continue;
             }
-            let task = tokio::spawn(probe_loop(key.clone(), spec.clone(), self.report.clone()));
+            let task = tokio::spawn(probe_loop(
+                key.clone(),
+                spec.clone(),
+                self.report.clone(),
+                self.in_flight.clone(),
+                self.epoch,
+            ));
             self.tasks.insert(key, (spec, task));
         }
     }
 
     /// The probe settings of a backend being probed.
     pub fn spec(&self, key: &BackendKey) -> Option<&ProbeSpec> {
-        self.tasks.get(key).map(|(spec, _)| spec)
+        self.tasks.get(key).map(|(spec, _)| &**spec)
     }
 }
 
@@ -94,18 +115,29 @@ impl Drop for Monitor {
     }
 }
 
-/// Probes at once (a new backend's state should not wait an interval),
-/// then every interval ± jitter.
-async fn probe_loop(key: BackendKey, spec: ProbeSpec, report: Report) {
-    let seed = RandomState::new();
-    let mut round: u64 = 0;
+/// Probes within the first-round spread (a new backend's state should not
+/// wait an interval), then on the backend's phase of every interval; each
+/// probe waits for a place among those in flight.
+async fn probe_loop(
+    key: BackendKey,
+    spec: Arc<ProbeSpec>,
+    report: Report,
+    in_flight: Arc<Semaphore>,
+    epoch: Instant,
+) {
+    let phase = phase_offset(&key, spec.interval);
+    let mut due = epoch + first_due(&key, spec.interval, epoch.elapsed());
     loop {
+        tokio::time::sleep_until(due).await;
+        let Ok(permit) = in_flight.acquire().await else {
+            return; // never closed; nothing to probe with if it were
+        };
+        let started = Instant::now();
         let check = probe(&spec, key.addr).await;
+        let finished = Instant::now();
+        drop(permit);
         report(key.clone(), check);
-        let mut hasher = seed.build_hasher();
-        hasher.write_u64(round);
-        round += 1;
-        tokio::time::sleep(spec.next_wait(hasher.finish())).await;
+        due = epoch + next_due(phase, spec.interval, started - epoch, finished - epoch);
     }
 }
 
@@ -175,5 +207,104 @@ mod tests {
         )));
         assert_ne!(monitor.tasks[&up_key].1.id(), before);
         assert!(monitor.spec(&up_key).is_some());
+    }
+
+    /// Listeners that accept and never answer, counting the connections
+    /// open at once across all of them.
+    async fn silent_backends(n: usize) -> (Vec<SocketAddr>, Arc<std::sync::atomic::AtomicUsize>) {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use tokio::io::AsyncReadExt;
+        let open = Arc::new(AtomicUsize::new(0));
+        let most = Arc::new(AtomicUsize::new(0));
+        let mut addrs = Vec::new();
+        for _ in 0..n {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            addrs.push(listener.local_addr().unwrap());
+            let (open, most) = (open.clone(), most.clone());
+            tokio::spawn(async move {
+                while let Ok((mut stream, _)) = listener.accept().await {
+                    let now = open.fetch_add(1, Ordering::SeqCst) + 1;
+                    most.fetch_max(now, Ordering::SeqCst);
+                    let open = open.clone();
+                    tokio::spawn(async move {
+                        let mut buf = [0u8; 1024];
+                        while matches!(stream.read(&mut buf).await, Ok(n) if n > 0) {}
+                        open.fetch_sub(1, Ordering::SeqCst);
+                    });
+                }
+            });
+        }
+        (addrs, most)
+    }
+
+    #[tokio::test]
+    async fn probes_in_flight_never_exceed_the_limit_and_every_backend_gets_its_turn() {
+        use std::sync::atomic::Ordering;
+        const LIMIT: usize = 4;
+        let (addrs, most_open) = silent_backends(24).await;
+        let seen: Arc<Mutex<Vec<BackendKey>>> = Arc::default();
+        let sink = seen.clone();
+        let mut monitor = Monitor::with_limit(
+            Arc::new(move |key, check: Check| {
+                assert!(!check.passed(), "nobody answers: {check:?}");
+                sink.lock().unwrap().push(key);
+            }),
+            LIMIT,
+        );
+        let list: Vec<String> = addrs.iter().map(|a| format!("\"{a}\"")).collect();
+        // Every probe times out after 100 ms; all 24 are due within 100 ms.
+        monitor.sync(&config(&text(
+            &list.join(", "),
+            "[route.health]\ninterval = \"100ms\"\ntimeout = \"100ms\"\n",
+        )));
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let probed: std::collections::HashSet<SocketAddr> =
+                seen.lock().unwrap().iter().map(|k| k.addr).collect();
+            if probed.len() == addrs.len() {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "only {} of {} backends probed",
+                probed.len(),
+                addrs.len()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let most = most_open.load(Ordering::SeqCst);
+        assert!(
+            most <= LIMIT,
+            "{most} probes in flight at once, limit {LIMIT}"
+        );
+        assert!(most >= 2, "probes do run side by side ({most})");
+    }
+
+    #[tokio::test]
+    async fn a_backend_is_probed_once_per_interval_never_twice_in_half_of_one() {
+        let down_addr = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let at: Arc<Mutex<Vec<tokio::time::Instant>>> = Arc::default();
+        let sink = at.clone();
+        let mut monitor = Monitor::new(Arc::new(move |_, _| {
+            sink.lock().unwrap().push(tokio::time::Instant::now());
+        }));
+        let synced = tokio::time::Instant::now();
+        monitor.sync(&config(&text(
+            &format!("\"{down_addr}\""),
+            "[route.health]\ninterval = \"200ms\"\n",
+        )));
+        tokio::time::sleep(Duration::from_millis(1_100)).await;
+        let at = at.lock().unwrap().clone();
+        assert!((4..=6).contains(&at.len()), "{} probes in 1.1 s", at.len());
+        assert!(
+            at[0] - synced < Duration::from_millis(200),
+            "the first within the spread"
+        );
+        for pair in at.windows(2) {
+            assert!(pair[1] - pair[0] >= Duration::from_millis(100), "{at:?}");
+        }
     }
 }
