@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http::header::{self, HeaderValue};
 use pingora::connectors::http::v1::Connector;
 use pingora::connectors::http::v2::Connector as H2Connector;
@@ -158,25 +158,46 @@ impl Forwarder {
             let head::Head::Read(bytes) = head else {
                 return None;
             };
-            let mut session = ServerSession::new_http1(stream);
-            // Pipelined requests are answered in order, one after another
-            // (RFC 9112 §9.3.2), as nginx and HAProxy do.
-            session.set_pipelining_enabled(true);
-            session.set_keepalive(Some(wait));
-            session.set_pipelined_prefix(bytes);
-            // Boxed: a request's state (the exchange, its select!, retries)
-            // lives on the heap only while the request does, instead of
-            // inflating every connection's task for its whole life.
-            let serving = Box::pin(self.serve_one(&mut session, tls, shutdown, header_timeout));
-            wait = serving.await?;
-            (stream, pipelined) = match session.finish().await {
-                Ok(Some(reusable)) => reusable.into_parts(),
-                Ok(None) => return None,
-                Err(e) => {
-                    tracing::debug!("client connection ended: {e}");
-                    return None;
-                }
-            };
+            // Boxed: the session and the request's state (the exchange, its
+            // select!, retries) live on the heap only while the request
+            // does, instead of inflating every connection's task for its
+            // whole life.
+            let served = Box::pin(self.serve_request(stream, bytes, wait, tls, shutdown));
+            (stream, pipelined, wait) = served.await?;
+        }
+    }
+
+    /// Serves the request whose head is in `head` on a new pingora session
+    /// over `stream`, and hands the stream back when it can take another:
+    /// with any bytes read past this request and the keep-alive timeout.
+    async fn serve_request(
+        &self,
+        stream: Stream,
+        head: BytesMut,
+        wait: u64,
+        tls: bool,
+        shutdown: &ShutdownWatch,
+    ) -> Option<(Stream, Option<BytesMut>, u64)> {
+        let mut session = ServerSession::new_http1(stream);
+        // Pipelined requests are answered in order, one after another
+        // (RFC 9112 §9.3.2), as nginx and HAProxy do.
+        session.set_pipelining_enabled(true);
+        session.set_keepalive(Some(wait));
+        session.set_pipelined_prefix(head);
+        let header_timeout = self.header_timeout();
+        let wait = self
+            .serve_one(&mut session, tls, shutdown, header_timeout)
+            .await?;
+        match session.finish().await {
+            Ok(Some(reusable)) => {
+                let (stream, pipelined) = reusable.into_parts();
+                Some((stream, pipelined, wait))
+            }
+            Ok(None) => None,
+            Err(e) => {
+                tracing::debug!("client connection ended: {e}");
+                None
+            }
         }
     }
 
