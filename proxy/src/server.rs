@@ -6,11 +6,12 @@
 //! listener (pingora issue 988), `run_forever` exits the process, and it
 //! owns signal handling and runtimes we need to share with the Controller.
 //! Instead we bind the listening sockets ourselves (so port 0 works and bind
-//! errors are ours to report), hand them to pingora's listening `Service`
-//! through its fd table — the same path pingora's graceful upgrade uses — and
-//! run that service on our own tokio runtime. The `Service` listener path
-//! keeps pingora's L4 write buffering, which a raw accept loop feeding
-//! `Stream::from(TcpStream)` would lose (one extra send per request).
+//! errors are ours to report). Plain-TCP listeners are accepted on by our own
+//! loops, one per data-plane thread (`dataplane::accept`: a connection costs
+//! less than in pingora's service, and writes are gathered only while a
+//! response is written). TLS listeners go to pingora's listening `Service`
+//! through its fd table — the same path pingora's graceful upgrade uses —
+//! which runs on our own tokio runtime and does the handshakes.
 
 use std::net::{SocketAddr, TcpListener};
 use std::os::fd::IntoRawFd;
@@ -32,20 +33,12 @@ use crate::admin_http::{Readiness, Sources};
 use crate::dataplane::{Forwarder, Front, InFlight};
 use crate::exporter;
 
-/// Bytes written to a client connection are gathered up to this size before
-/// a send, so a response header and a small body leave in one syscall; a
-/// larger body goes out straight from its own buffer after the header.
-/// The buffer lives as long as the connection, idle or not: at 64 KiB (one
-/// send for a 16 KiB response) an idle kept-alive client cost 90 KiB of
-/// RSS, at 4 KiB it costs a page (docs/limits.md has the figures).
-const CLIENT_WRITE_BUFFER: usize = 4 * 1024;
-
-/// Reads from a plain-TCP client connection are not buffered below the
-/// HTTP layer: pingora's HTTP/1 session reads headers and bodies into
-/// buffers of its own, and the default 64 KiB L4 read buffer was zeroed on
-/// every new connection (4 % of the CPU with a new connection per request)
-/// for nothing. TLS listeners get one: rustls reads record by record.
-const CLIENT_READ_BUFFER: usize = 0;
+/// Bytes written to a TLS client connection are gathered up to this size
+/// before a send, so a response header and a small body leave in one
+/// record and syscall. pingora keeps the buffer as long as the connection,
+/// idle or not, so it is small; plain-TCP connections gather in a buffer
+/// that exists only while a response is written (`dataplane::client_conn`).
+const TLS_CLIENT_WRITE_BUFFER: usize = 4 * 1024;
 
 /// The read buffer under a TLS client connection: one full TLS record
 /// (16 KiB plus its header and tag) per read.
@@ -98,7 +91,10 @@ pub struct RunningProxy {
     connections: Arc<InFlight>,
     admin_socket: PathBuf,
     drain_timeout: Duration,
-    service: tokio::task::JoinHandle<()>,
+    /// pingora's listening service for the TLS listeners, if any.
+    service: Option<tokio::task::JoinHandle<()>>,
+    /// Our accept loops on the plain-TCP listeners.
+    accept_loops: Vec<tokio::task::JoinHandle<()>>,
     _watcher: switchyard_conf::watch::ConfigWatcher,
 }
 
@@ -200,13 +196,7 @@ pub async fn start(config: Config, config_path: &Path) -> Result<RunningProxy, S
     let connections = Arc::new(InFlight::default());
     let mut fds = Fds::new();
     let mut keys = Vec::new();
-    for (key, listener) in listeners {
-        keys.push(Endpoint {
-            key: key.clone(),
-            tls: None,
-        });
-        fds.add(key, listener.into_raw_fd());
-    }
+    let plain_listeners: Vec<TcpListener> = listeners.into_iter().map(|(_, l)| l).collect();
     for (key, listener) in tls_listeners {
         keys.push(Endpoint {
             key: key.clone(),
@@ -238,9 +228,20 @@ pub async fn start(config: Config, config_path: &Path) -> Result<RunningProxy, S
         .max_connections
         .unwrap_or_else(|| crate::limits::default_max_connections(open_files));
     tracing::info!(max_connections, open_files, "client connection limit");
-    let app = Front::new(app, server.h2c, max_connections);
-    let service = pingora::services::listening::Service::new("switchyard".into(), app);
-    let service = spawn_service(&dataplane, service, keys, fds, shutdown_rx);
+    let front = Front::new(app, server.h2c, max_connections);
+    let accept_loops = crate::dataplane::spawn_accept_loops(
+        &dataplane,
+        plain_listeners,
+        Arc::new(front.clone()),
+        shutdown_rx.clone(),
+    )
+    .map_err(StartError::Runtime)?;
+    // pingora's service only for TLS: with no endpoints it would finish at
+    // once and run its cleanup, which marks the data plane as stopping.
+    let service = (!keys.is_empty()).then(|| {
+        let service = pingora::services::listening::Service::new("switchyard".into(), front);
+        spawn_service(&dataplane, service, keys, fds, shutdown_rx)
+    });
 
     for addr in &listen_addrs {
         tracing::info!("listening on http://{addr}");
@@ -263,6 +264,7 @@ pub async fn start(config: Config, config_path: &Path) -> Result<RunningProxy, S
         admin_socket: server.admin_socket,
         drain_timeout: server.drain_timeout,
         service,
+        accept_loops,
         _watcher: watcher,
     })
 }
@@ -287,14 +289,11 @@ fn spawn_service(
         let listener = ListenerConfig::tcp(endpoint.key.as_str());
         let listener =
             match endpoint.tls {
-                None => listener.l4_buffer(L4BufferSettings::new(
-                    CLIENT_READ_BUFFER,
-                    CLIENT_WRITE_BUFFER,
-                )),
+                None => listener,
                 // rustls reads record by record: a read buffer below it saves
                 // a syscall per record.
                 Some(resolver) => listener.tls(crate::tls::tls_settings(resolver)).l4_buffer(
-                    L4BufferSettings::new(TLS_CLIENT_READ_BUFFER, CLIENT_WRITE_BUFFER),
+                    L4BufferSettings::new(TLS_CLIENT_READ_BUFFER, TLS_CLIENT_WRITE_BUFFER),
                 ),
             };
         service.add_listener(listener);
@@ -364,7 +363,12 @@ impl RunningProxy {
         }
         let _ = self.shutdown.send(true);
         self.drain().await;
-        self.service.abort();
+        if let Some(service) = &self.service {
+            service.abort();
+        }
+        for accept_loop in &self.accept_loops {
+            accept_loop.abort();
+        }
         let _ = self.admin_http_stop.send(true);
         let _ = std::fs::remove_file(&self.admin_socket);
         // Joining the worker threads blocks: keep it off the control runtime.

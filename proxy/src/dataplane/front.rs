@@ -21,7 +21,9 @@ use super::{Forwarder, InFlightGuard};
 /// What an HTTP/2 client connection opens with (RFC 9113 §3.4).
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
-/// Sorts client connections by protocol; see the module comment.
+/// Sorts client connections by protocol; see the module comment. Cheap to
+/// clone: pingora's TLS service and our plain-TCP accept loops share one.
+#[derive(Clone)]
 pub struct Front {
     forwarder: Arc<Forwarder>,
     h2: Arc<H2Streams>,

@@ -36,7 +36,9 @@ use switchyard_control::{ControllerHandle, Route, RoutingTable, SharedTable};
 use crate::access_log::{self, AccessLog};
 use crate::hop_by_hop;
 
+mod accept;
 mod authority;
+mod client_conn;
 mod exchange;
 mod front;
 mod h2_upstream;
@@ -44,6 +46,7 @@ mod head;
 mod in_flight;
 pub mod request_id;
 
+pub use accept::spawn_accept_loops;
 use exchange::{exchange, Exchange, Reply};
 pub use front::Front;
 pub use in_flight::{InFlight, InFlightGuard};
