@@ -53,6 +53,11 @@ impl Front {
         }
     }
 
+    /// Client connections open now.
+    pub(super) fn open_connections(&self) -> usize {
+        self.forwarder.connections.count()
+    }
+
     /// Whether a plain-text connection opens with the HTTP/2 preface. The
     /// peek reads 24 bytes and puts them back; a client that sends fewer
     /// and waits gets the first-request timeout, then the close.
