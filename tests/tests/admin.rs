@@ -280,3 +280,25 @@ async fn the_cli_exits_quietly_when_its_reader_is_gone() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn state_file_temporaries_a_crash_left_are_removed_at_start() {
+    let blue = Backend::start("blue").await;
+    let green = Backend::start("green").await;
+    let dir = tempfile::tempdir().unwrap();
+    // What a crash between the temp file's write and its rename leaves,
+    // next to a file of someone else's that only looks similar.
+    let state = dir.path().join("state");
+    std::fs::create_dir_all(&state).unwrap();
+    std::fs::write(state.join(".state.json.Xy12Ab.tmp"), "{\"half").unwrap();
+    std::fs::write(state.join("notes.tmp"), "mine").unwrap();
+    let proxy = Proxy::start(dir.path(), &two_slot_route("app", "blue", &blue, &green));
+    proxy.cli_ok(&["switch", "app", "green", "--force"]);
+
+    assert!(!state.join(".state.json.Xy12Ab.tmp").exists());
+    assert!(
+        state.join("notes.tmp").exists(),
+        "only our own temporaries go"
+    );
+    assert!(state.join("state.json").exists());
+}

@@ -12,11 +12,13 @@ async fn drain_wait_returns_only_after_slow_requests_on_the_old_slot_finish() {
     let dir = tempfile::tempdir().unwrap();
     let proxy = Proxy::start(dir.path(), &two_slot_route("app", "blue", &blue, &green));
 
+    // Slow enough that the status, drain and switch commands below (each a
+    // CLI process) all run while they are in flight, even on a busy machine.
     let slow: Vec<_> = (0..3)
         .map(|_| {
             let addr = proxy.addr;
             tokio::spawn(async move {
-                let reply = Client::new(addr).get("x", "/slow/1500").await;
+                let reply = Client::new(addr).get("x", "/slow/4000").await;
                 (reply, Instant::now())
             })
         })
