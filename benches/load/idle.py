@@ -1,0 +1,100 @@
+"""What an idle kept-alive client connection costs each proxy in memory.
+
+For each proxy: N connections (default 3,000) each send one request, read
+the whole answer and stay open. The proxy process's RSS is read before they
+open and once they all idle; the difference over N is the cost of one idle
+connection. Then they close, and RSS is read again once it stops falling
+(or after 5 s): memory a proxy keeps after its clients left.
+
+Loopback only, bounded: N connections, one request each.
+"""
+
+import resource
+import socket
+import time
+
+REQUEST = b"GET /16b HTTP/1.1\r\nHost: bench.test\r\n\r\n"
+
+
+def raise_fd_limit(wanted):
+    """Lets this process (and the proxies it starts) hold `wanted` sockets."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = max(soft, min(hard, wanted)) if hard != resource.RLIM_INFINITY else max(soft, wanted)
+    if target > soft:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+
+
+def read_response(sock):
+    """Reads one response with a Content-Length body; returns its status."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise ConnectionError("closed before the response head")
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = 0
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value.strip())
+    while len(body) < length:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise ConnectionError("closed inside the body")
+        body += chunk
+    return int(head.split(b" ")[1])
+
+
+def settle_rss(bench, pid, seconds=5.0):
+    """RSS once it stops changing for half a second, or after `seconds`."""
+    end = time.monotonic() + seconds
+    last = bench.rss_kib(pid)
+    while time.monotonic() < end:
+        time.sleep(0.5)
+        now = bench.rss_kib(pid)
+        if now == last:
+            return now
+        last = now
+    return last
+
+
+def idle_cost(bench, port, pid, count):
+    """(KiB per idle connection, RSS before, RSS with them open, RSS after
+    they closed, connections that failed)."""
+    before = settle_rss(bench, pid)
+    socks, failed = [], 0
+    for _ in range(count):
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.settimeout(10)
+        try:
+            sock.connect(("127.0.0.1", port))
+            sock.sendall(REQUEST)
+            if read_response(sock) != 200:
+                failed += 1
+            socks.append(sock)
+        except OSError:
+            failed += 1
+            sock.close()
+    opened = settle_rss(bench, pid)
+    for sock in socks:
+        sock.close()
+    after = settle_rss(bench, pid)
+    per = (opened - before) / max(1, len(socks))
+    return per, before, opened, after, failed
+
+
+def idle_checks(bench, pids, count=3000):
+    """Markdown rows: each proxy's RSS per idle kept-alive connection."""
+    rows = [
+        f"Idle kept-alive client connections ({count}, one 16 B request each, then idle):",
+        "",
+        "| proxy | KiB per idle connection | RSS before | RSS with them open | RSS after they closed | failed |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for name, pid in pids.items():
+        port = bench.PROXY_PORTS[name]
+        per, before, opened, after, failed = idle_cost(bench, port, pid, count)
+        rows.append(f"| {name} | {per:.1f} | {before / 1024:.1f} MiB | {opened / 1024:.1f} MiB "
+                    f"| {after / 1024:.1f} MiB | {failed} |")
+    return rows
