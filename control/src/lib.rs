@@ -10,6 +10,7 @@ pub mod history;
 pub mod metrics;
 pub mod protocol;
 pub mod rollout;
+mod stable_hash;
 pub mod state_file;
 pub mod table;
 

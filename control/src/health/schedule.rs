@@ -10,6 +10,7 @@
 //! A probe that had to wait for its turn ([`MAX_PROBES_IN_FLIGHT`]) or ran
 //! long skips the rounds it missed rather than catching up.
 
+use crate::stable_hash::StableHasher;
 use std::time::Duration;
 
 use super::monitor::BackendKey;
@@ -73,27 +74,18 @@ pub fn next_due(
 /// FNV-1a over the route, slot and address, finished with splitmix64's
 /// mixer so that addresses differing in one port digit land far apart.
 fn stable_hash(key: &BackendKey) -> u64 {
-    let mut hash = 0xcbf2_9ce4_8422_2325u64;
-    let mut eat = |bytes: &[u8]| {
-        for &byte in bytes {
-            hash ^= u64::from(byte);
-            hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
-        }
-    };
-    eat(key.route.as_bytes());
-    eat(&[0xff]);
-    eat(key.slot.as_bytes());
-    eat(&[0xff]);
+    // Seed 0 keeps FNV-1a's own offset basis.
+    let mut hasher = StableHasher::new(0);
+    hasher.eat(key.route.as_bytes());
+    hasher.eat(&[0xff]);
+    hasher.eat(key.slot.as_bytes());
+    hasher.eat(&[0xff]);
     match key.addr.ip() {
-        std::net::IpAddr::V4(ip) => eat(&ip.octets()),
-        std::net::IpAddr::V6(ip) => eat(&ip.octets()),
+        std::net::IpAddr::V4(ip) => hasher.eat(&ip.octets()),
+        std::net::IpAddr::V6(ip) => hasher.eat(&ip.octets()),
     }
-    eat(&key.addr.port().to_be_bytes());
-    hash ^= hash >> 30;
-    hash = hash.wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    hash ^= hash >> 27;
-    hash = hash.wrapping_mul(0x94d0_49bb_1331_11eb);
-    hash ^ (hash >> 31)
+    hasher.eat(&key.addr.port().to_be_bytes());
+    hasher.finish()
 }
 
 #[cfg(test)]

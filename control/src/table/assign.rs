@@ -12,6 +12,7 @@
 //! Nothing here locks or allocates: the cookie values and `Set-Cookie`
 //! headers are built with the table.
 
+use crate::stable_hash::StableHasher;
 use std::net::IpAddr;
 use std::time::Duration;
 
@@ -297,16 +298,9 @@ fn same_secret(given: &[u8], expected: &[u8]) -> bool {
 /// the same on every machine and every release, so several proxies (or a
 /// restarted one) put a client in the same bucket.
 fn stable_hash(key: &[u8], cohort: u64) -> u64 {
-    let mut hash = 0xcbf2_9ce4_8422_2325u64 ^ cohort.wrapping_mul(0x9e37_79b9_7f4a_7c15);
-    for &byte in key {
-        hash ^= u64::from(byte);
-        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    hash ^= hash >> 30;
-    hash = hash.wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    hash ^= hash >> 27;
-    hash = hash.wrapping_mul(0x94d0_49bb_1331_11eb);
-    hash ^ (hash >> 31)
+    let mut hasher = StableHasher::new(cohort);
+    hasher.eat(key);
+    hasher.finish()
 }
 
 #[cfg(test)]
