@@ -11,6 +11,7 @@ Loopback only, bounded: N connections, one request each.
 
 import resource
 import socket
+import ssl
 import time
 
 REQUEST = b"GET /16b HTTP/1.1\r\nHost: bench.test\r\n\r\n"
@@ -59,16 +60,21 @@ def settle_rss(bench, pid, seconds=5.0):
     return last
 
 
-def idle_cost(bench, port, pid, count):
+def idle_cost(bench, port, pid, count, tls=False):
     """(KiB per idle connection, RSS before, RSS with them open, RSS after
     they closed, connections that failed)."""
     before = settle_rss(bench, pid)
     socks, failed = [], 0
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
     for _ in range(count):
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.settimeout(10)
         try:
             sock.connect(("127.0.0.1", port))
+            if tls:
+                sock = context.wrap_socket(sock, server_hostname="bench.test")
             sock.sendall(REQUEST)
             if read_response(sock) != 200:
                 failed += 1
@@ -85,16 +91,20 @@ def idle_cost(bench, port, pid, count):
 
 
 def idle_checks(bench, pids, count=3000):
-    """Markdown rows: each proxy's RSS per idle kept-alive connection."""
+    """Markdown rows: each proxy's RSS per idle kept-alive connection, over
+    plain HTTP and over HTTPS."""
     rows = [
         f"Idle kept-alive client connections ({count}, one 16 B request each, then idle):",
         "",
-        "| proxy | KiB per idle connection | RSS before | RSS with them open | RSS after they closed | failed |",
-        "|---|---:|---:|---:|---:|---:|",
+        "| proxy | protocol | KiB per idle connection | RSS before | RSS with them open | RSS after they closed | failed |",
+        "|---|---|---:|---:|---:|---:|---:|",
     ]
-    for name, pid in pids.items():
-        port = bench.PROXY_PORTS[name]
-        per, before, opened, after, failed = idle_cost(bench, port, pid, count)
-        rows.append(f"| {name} | {per:.1f} | {before / 1024:.1f} MiB | {opened / 1024:.1f} MiB "
-                    f"| {after / 1024:.1f} MiB | {failed} |")
+    for tls in (False, True):
+        for name, pid in pids.items():
+            if tls and name in bench.NO_TLS:
+                continue
+            port = bench.PROXY_PORTS[name] + (bench.TLS_OFFSET if tls else 0)
+            per, before, opened, after, failed = idle_cost(bench, port, pid, count, tls)
+            rows.append(f"| {name} | {'HTTPS' if tls else 'HTTP'} | {per:.1f} | {before / 1024:.1f} MiB "
+                        f"| {opened / 1024:.1f} MiB | {after / 1024:.1f} MiB | {failed} |")
     return rows
