@@ -47,16 +47,18 @@ def read_response(sock):
     return int(head.split(b" ")[1])
 
 
-def settle_rss(bench, pid, seconds=5.0):
-    """RSS once it stops changing for half a second, or after `seconds`."""
+def settle_rss(bench, pid, seconds=8.0):
+    """RSS once it has not changed for 1.5 s (a proxy may hand memory back
+    on a timer), or after `seconds`."""
     end = time.monotonic() + seconds
-    last = bench.rss_kib(pid)
+    last, same_since = bench.rss_kib(pid), time.monotonic()
     while time.monotonic() < end:
-        time.sleep(0.5)
+        time.sleep(0.25)
         now = bench.rss_kib(pid)
-        if now == last:
+        if now != last:
+            last, same_since = now, time.monotonic()
+        elif time.monotonic() - same_since >= 1.5:
             return now
-        last = now
     return last
 
 

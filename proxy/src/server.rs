@@ -6,22 +6,18 @@
 //! listener (pingora issue 988), `run_forever` exits the process, and it
 //! owns signal handling and runtimes we need to share with the Controller.
 //! Instead we bind the listening sockets ourselves (so port 0 works and bind
-//! errors are ours to report). Plain-TCP listeners are accepted on by our own
-//! loops, one per data-plane thread (`dataplane::accept`: a connection costs
-//! less than in pingora's service, and writes are gathered only while a
-//! response is written). TLS listeners go to pingora's listening `Service`
-//! through its fd table — the same path pingora's graceful upgrade uses —
-//! which runs on our own tokio runtime and does the handshakes.
+//! errors are ours to report) and accept on them with our own loops, one per
+//! data-plane thread (`dataplane::accept`): a connection costs less than in
+//! pingora's listening service (whose per-connection task keeps its TLS
+//! handshake's state), writes are gathered only while a response is written,
+//! and the TLS handshake is pingora's rustls acceptor run in a future of its
+//! own.
 
 use std::net::{SocketAddr, TcpListener};
-use std::os::fd::IntoRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use pingora::listeners::{L4BufferSettings, ListenerConfig};
-use pingora::server::Fds;
-use pingora::services::Service as PingoraService;
 use switchyard_conf::Config;
 use switchyard_control::admin_server::{self, AdminAccess, AdminLimits};
 use switchyard_control::{Controller, ControllerHandle};
@@ -30,19 +26,8 @@ use tokio::sync::watch;
 use crate::access_log::AccessLog;
 use crate::activation;
 use crate::admin_http::{Readiness, Sources};
-use crate::dataplane::{Forwarder, Front, InFlight};
+use crate::dataplane::{Forwarder, Front, InFlight, Listener};
 use crate::exporter;
-
-/// Bytes written to a TLS client connection are gathered up to this size
-/// before a send, so a response header and a small body leave in one
-/// record and syscall. pingora keeps the buffer as long as the connection,
-/// idle or not, so it is small; plain-TCP connections gather in a buffer
-/// that exists only while a response is written (`dataplane::client_conn`).
-const TLS_CLIENT_WRITE_BUFFER: usize = 4 * 1024;
-
-/// The read buffer under a TLS client connection: one full TLS record
-/// (16 KiB plus its header and tag) per read.
-const TLS_CLIENT_READ_BUFFER: usize = 17 * 1024;
 
 /// How long the config file must be quiet (no write, no rename) before it
 /// is read and, when valid, applied: a writer that truncates the file and
@@ -91,9 +76,7 @@ pub struct RunningProxy {
     connections: Arc<InFlight>,
     admin_socket: PathBuf,
     drain_timeout: Duration,
-    /// pingora's listening service for the TLS listeners, if any.
-    service: Option<tokio::task::JoinHandle<()>>,
-    /// Our accept loops on the plain-TCP listeners.
+    /// The accept loops, one per listener and data-plane thread.
     accept_loops: Vec<tokio::task::JoinHandle<()>>,
     _watcher: switchyard_conf::watch::ConfigWatcher,
 }
@@ -194,17 +177,19 @@ pub async fn start(config: Config, config_path: &Path) -> Result<RunningProxy, S
 
     let in_flight = Arc::new(InFlight::default());
     let connections = Arc::new(InFlight::default());
-    let mut fds = Fds::new();
-    let mut keys = Vec::new();
-    let plain_listeners: Vec<TcpListener> = listeners.into_iter().map(|(_, l)| l).collect();
-    for (key, listener) in tls_listeners {
-        keys.push(Endpoint {
-            key: key.clone(),
-            tls: certificates.clone(),
-        });
-        fds.add(key, listener.into_raw_fd());
-    }
-    let fds = Arc::new(parking_lot::Mutex::new(fds));
+    // One rustls acceptor for every HTTPS listener: its certificates come
+    // from the SNI resolver, which reloads swap.
+    let acceptor = certificates
+        .as_ref()
+        .map(|resolver| Arc::new(crate::tls::tls_settings(resolver.clone()).build()));
+    let mut sockets: Vec<Listener> = listeners
+        .into_iter()
+        .map(|(_, socket)| Listener { socket, tls: None })
+        .collect();
+    sockets.extend(tls_listeners.into_iter().map(|(_, socket)| Listener {
+        socket,
+        tls: acceptor.clone(),
+    }));
     let threads = server
         .threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
@@ -229,19 +214,9 @@ pub async fn start(config: Config, config_path: &Path) -> Result<RunningProxy, S
         .unwrap_or_else(|| crate::limits::default_max_connections(open_files));
     tracing::info!(max_connections, open_files, "client connection limit");
     let front = Front::new(app, server.h2c, max_connections);
-    let accept_loops = crate::dataplane::spawn_accept_loops(
-        &dataplane,
-        plain_listeners,
-        Arc::new(front.clone()),
-        shutdown_rx.clone(),
-    )
-    .map_err(StartError::Runtime)?;
-    // pingora's service only for TLS: with no endpoints it would finish at
-    // once and run its cleanup, which marks the data plane as stopping.
-    let service = (!keys.is_empty()).then(|| {
-        let service = pingora::services::listening::Service::new("switchyard".into(), front);
-        spawn_service(&dataplane, service, keys, fds, shutdown_rx)
-    });
+    let accept_loops =
+        crate::dataplane::spawn_accept_loops(&dataplane, sockets, Arc::new(front), shutdown_rx)
+            .map_err(StartError::Runtime)?;
 
     for addr in &listen_addrs {
         tracing::info!("listening on http://{addr}");
@@ -263,48 +238,12 @@ pub async fn start(config: Config, config_path: &Path) -> Result<RunningProxy, S
         connections,
         admin_socket: server.admin_socket,
         drain_timeout: server.drain_timeout,
-        service,
         accept_loops,
         _watcher: watcher,
     })
 }
 
-/// One listening socket handed to pingora: its fd-table key, and the
-/// certificates when it serves TLS.
-struct Endpoint {
-    key: String,
-    tls: Option<Arc<crate::tls::SniResolver>>,
-}
-
-/// Runs pingora's listening service, on the sockets in `fds`, on the data
-/// plane's workers.
-fn spawn_service(
-    dataplane: &pingora_runtime::Runtime,
-    mut service: pingora::services::listening::Service<Front>,
-    endpoints: Vec<Endpoint>,
-    fds: Arc<parking_lot::Mutex<Fds>>,
-    shutdown: watch::Receiver<bool>,
-) -> tokio::task::JoinHandle<()> {
-    for endpoint in endpoints {
-        let listener = ListenerConfig::tcp(endpoint.key.as_str());
-        let listener =
-            match endpoint.tls {
-                None => listener,
-                // rustls reads record by record: a read buffer below it saves
-                // a syscall per record.
-                Some(resolver) => listener.tls(crate::tls::tls_settings(resolver)).l4_buffer(
-                    L4BufferSettings::new(TLS_CLIENT_READ_BUFFER, TLS_CLIENT_WRITE_BUFFER),
-                ),
-            };
-        service.add_listener(listener);
-    }
-    dataplane.get_handle().spawn(async move {
-        PingoraService::start_service(&mut service, Some(fds), shutdown, 1).await;
-    })
-}
-
-/// Binds each address once. The fd-table key is the address as bound,
-/// which is how pingora's listener finds the socket we hand it.
+/// Binds each address once, keyed by the address as bound.
 /// A socket handed in by systemd for an address is used instead of
 /// binding it.
 fn bind_listeners(
@@ -363,9 +302,6 @@ impl RunningProxy {
         }
         let _ = self.shutdown.send(true);
         self.drain().await;
-        if let Some(service) = &self.service {
-            service.abort();
-        }
         for accept_loop in &self.accept_loops {
             accept_loop.abort();
         }

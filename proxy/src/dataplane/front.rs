@@ -53,6 +53,11 @@ impl Front {
         }
     }
 
+    /// How long a request head, or a TLS handshake, may take.
+    pub(super) fn header_timeout(&self) -> std::time::Duration {
+        self.forwarder.header_timeout()
+    }
+
     /// Client connections open now.
     pub(super) fn open_connections(&self) -> usize {
         self.forwarder.connections.count()

@@ -46,7 +46,7 @@ mod head;
 mod in_flight;
 pub mod request_id;
 
-pub use accept::spawn_accept_loops;
+pub use accept::{spawn_accept_loops, Listener};
 use exchange::{exchange, Exchange, Reply};
 pub use front::Front;
 pub use in_flight::{InFlight, InFlightGuard};
