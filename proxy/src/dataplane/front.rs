@@ -1,5 +1,5 @@
-//! The application pingora's listening service runs: it sorts each client
-//! connection by protocol. HTTP/1.1 goes to [`Forwarder::serve_http1`]'s
+//! The application our accept loops (`accept.rs`) hand each client
+//! connection to: it sorts them by protocol. HTTP/1.1 goes to [`Forwarder::serve_http1`]'s
 //! loop; HTTP/2 (ALPN `h2` over TLS, or the h2c preface on a plain
 //! listener when `[server] h2c` is on) goes through pingora's HTTP/2 server,
 //! which hands us one session per stream. Either way every request is
