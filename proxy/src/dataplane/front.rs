@@ -138,10 +138,7 @@ impl HttpServerApp for H2Streams {
         let tls = session
             .digest()
             .is_some_and(|digest| digest.ssl_digest.is_some());
-        let head_deadline = self.forwarder.header_timeout();
-        self.forwarder
-            .serve_one(&mut session, tls, shutdown, head_deadline)
-            .await;
+        self.forwarder.serve_one(&mut session, tls, shutdown).await;
         // Ends the stream (END_STREAM or RST) if the exchange did not.
         if let Err(e) = session.finish().await {
             tracing::debug!("HTTP/2 stream ended badly: {e}");

@@ -187,10 +187,7 @@ impl Forwarder {
         session.set_pipelining_enabled(true);
         session.set_keepalive(Some(wait));
         session.set_pipelined_prefix(head);
-        let header_timeout = self.header_timeout();
-        let wait = self
-            .serve_one(&mut session, tls, shutdown, header_timeout)
-            .await?;
+        let wait = self.serve_one(&mut session, tls, shutdown).await?;
         match session.finish().await {
             Ok(Some(reusable)) => {
                 let (stream, pipelined) = reusable.into_parts();
@@ -228,18 +225,10 @@ impl Forwarder {
         session: &mut ServerSession,
         tls: bool,
         shutdown: &ShutdownWatch,
-        head_deadline: Duration,
     ) -> Option<u64> {
-        let read = match tokio::time::timeout(head_deadline, session.read_request()).await {
-            Ok(read) => read,
-            Err(_) => {
-                tracing::debug!("request head not whole within {head_deadline:?}: closing");
-                let _ = session.respond_error(408).await;
-                session.shutdown().await;
-                return None;
-            }
-        };
-        match read {
+        // No deadline here: an HTTP/1 head is already whole (`head.rs` read
+        // it under `header_timeout`), and an HTTP/2 stream's came with it.
+        match session.read_request().await {
             Ok(true) => {}
             Ok(false) => return None,
             Err(e) => {
