@@ -34,6 +34,7 @@ pub fn table_with_routes(n: usize) -> RoutingTable {
             assignment: Default::default(),
             https: Default::default(),
             upgrades: vec!["websocket".into()],
+            pool_epoch: 0,
         })
         .collect();
     RoutingTable::build(1, specs)

@@ -58,9 +58,7 @@ pub fn after_config_load(route: &RouteConfig, prior: Option<&RouteState>, now: &
     let active_edited = prior.file_active != route.active;
     let active_gone = !route.slots.contains_key(&prior.active);
     if (active_edited || active_gone) && next.active != route.active {
-        next.previous = Some(std::mem::replace(&mut next.active, route.active.clone()));
-        next.source = DecisionSource::Config;
-        next.changed_at = now.to_string();
+        make_active(&mut next, &route.active, DecisionSource::Config, now);
         next.pending = None;
         next.failed = None;
     }
@@ -141,14 +139,36 @@ pub fn switch(
         return Ok(state.clone());
     }
     let mut next = state.clone();
-    next.previous = Some(std::mem::replace(&mut next.active, slot.to_string()));
-    next.source = source;
-    next.changed_at = now.to_string();
+    make_active(&mut next, slot, source, now);
     // An explicit switch supersedes a held config switch, and makes every
     // slot a fail-back target again.
     next.pending = None;
     next.failed = None;
     Ok(keep_consistent(route, next))
+}
+
+/// `slot` becomes the active slot and the old active slot the previous
+/// one, decided by `source` at `now`; a canary on `slot` ends (its traffic
+/// is now all of it), and so does a held switch to it. The one place a
+/// route changes its active slot: commands, config edits, held switches
+/// and fail-back all come here. Returns the slot that was active.
+pub fn make_active(
+    state: &mut RouteState,
+    slot: &str,
+    source: DecisionSource,
+    now: &str,
+) -> String {
+    let from = std::mem::replace(&mut state.active, slot.to_string());
+    state.previous = Some(from.clone());
+    state.source = source;
+    state.changed_at = now.to_string();
+    if state.canary.as_ref().is_some_and(|c| c.slot == slot) {
+        state.canary = None;
+    }
+    if state.pending.as_deref() == Some(slot) {
+        state.pending = None;
+    }
+    from
 }
 
 /// The previous slot becomes active again, and the active one previous.

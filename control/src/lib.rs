@@ -4,6 +4,7 @@
 
 pub mod admin_server;
 pub mod controller;
+pub mod core;
 pub mod decisions;
 pub mod health;
 pub mod history;

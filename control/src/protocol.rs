@@ -175,6 +175,14 @@ impl Response {
         }
     }
 
+    /// A success with a typed result, serialized as the wire has it.
+    pub fn ok_with(result: &impl Serialize) -> Response {
+        match serde_json::to_value(result) {
+            Ok(value) => Response::ok(value),
+            Err(e) => Response::error(ErrorKind::Internal, format!("cannot encode the reply: {e}")),
+        }
+    }
+
     pub fn error(kind: ErrorKind, message: impl Into<String>) -> Response {
         Response {
             ok: false,

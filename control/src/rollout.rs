@@ -67,8 +67,7 @@ pub enum Phase {
 /// What one analysis window found.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
 pub struct Verdict {
-    /// `pass`, `fail`, or `waiting` (fewer than `min_requests` so far).
-    pub result: String,
+    pub result: VerdictResult,
     /// One sentence with the figures.
     pub reason: String,
     pub canary_requests: u64,
@@ -79,9 +78,20 @@ pub struct Verdict {
     pub baseline_p95_ms: Option<f64>,
 }
 
+/// A window's finding; on the wire and in the state file `"pass"`,
+/// `"fail"` or `"waiting"`.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum VerdictResult {
+    Pass,
+    Fail,
+    /// Fewer than `min_requests` so far: the window goes on.
+    Waiting,
+}
+
 impl Verdict {
     pub fn failed(&self) -> bool {
-        self.result == "fail"
+        self.result == VerdictResult::Fail
     }
 }
 
@@ -221,7 +231,7 @@ pub fn judge(plan: &Plan, canary: &StatsSnapshot, baseline_p95: Option<Duration>
     let errors = canary.errors;
     let rate = canary.error_rate();
     let mut verdict = Verdict {
-        result: "waiting".into(),
+        result: VerdictResult::Waiting,
         reason: String::new(),
         canary_requests: canary.requests,
         canary_error_rate: rate,
@@ -236,7 +246,7 @@ pub fn judge(plan: &Plan, canary: &StatsSnapshot, baseline_p95: Option<Duration>
         return verdict;
     }
     if rate > plan.max_error_rate {
-        verdict.result = "fail".into();
+        verdict.result = VerdictResult::Fail;
         verdict.reason = format!(
             "error rate {:.1} % ({errors} of {} requests) is above the {:.1} % allowed",
             rate * 100.0,
@@ -248,7 +258,7 @@ pub fn judge(plan: &Plan, canary: &StatsSnapshot, baseline_p95: Option<Duration>
     if let (Some(p95), Some(base)) = (canary_p95, baseline_p95) {
         let limit = base.mul_f64(1.0 + plan.max_latency_increase);
         if p95 > limit && p95 > base + LATENCY_SLACK {
-            verdict.result = "fail".into();
+            verdict.result = VerdictResult::Fail;
             verdict.reason = format!(
                 "p95 latency {:.1} ms is above the active slot's {:.1} ms × {:.2}",
                 millis(p95),
@@ -258,7 +268,7 @@ pub fn judge(plan: &Plan, canary: &StatsSnapshot, baseline_p95: Option<Duration>
             return verdict;
         }
     }
-    verdict.result = "pass".into();
+    verdict.result = VerdictResult::Pass;
     verdict.reason = format!(
         "error rate {:.1} % over {} requests, p95 {}",
         rate * 100.0,
@@ -343,12 +353,12 @@ mod tests {
     fn errors_above_the_limit_fail_once_there_are_enough_requests() {
         let p = plan(&[(10, None)]);
         let few = judge(&p, &window(50, 25, 1), None);
-        assert_eq!(few.result, "waiting", "{}", few.reason);
+        assert_eq!(few.result, VerdictResult::Waiting, "{}", few.reason);
         let bad = judge(&p, &window(200, 60, 1), Some(Duration::from_millis(1)));
         assert!(bad.failed());
         assert!(bad.reason.contains("error rate 30.0 %"), "{}", bad.reason);
         let fine = judge(&p, &window(200, 5, 1), Some(Duration::from_millis(1)));
-        assert_eq!(fine.result, "pass", "{}", fine.reason);
+        assert_eq!(fine.result, VerdictResult::Pass, "{}", fine.reason);
     }
 
     #[test]
@@ -358,11 +368,17 @@ mod tests {
         let slow = judge(&p, &window(200, 0, 210), base);
         assert!(slow.failed());
         assert!(slow.reason.contains("p95 latency"), "{}", slow.reason);
-        assert_eq!(judge(&p, &window(200, 0, 12), base).result, "pass");
+        assert_eq!(
+            judge(&p, &window(200, 0, 12), base).result,
+            VerdictResult::Pass
+        );
         // Sub-millisecond noise does not count, whatever the ratio.
         let tiny = judge(&p, &window(200, 0, 3), Some(Duration::from_micros(300)));
-        assert_eq!(tiny.result, "pass", "{}", tiny.reason);
+        assert_eq!(tiny.result, VerdictResult::Pass, "{}", tiny.reason);
         // Without a baseline, only errors can fail.
-        assert_eq!(judge(&p, &window(200, 0, 500), None).result, "pass");
+        assert_eq!(
+            judge(&p, &window(200, 0, 500), None).result,
+            VerdictResult::Pass
+        );
     }
 }

@@ -107,6 +107,18 @@ pub enum DecisionSource {
     Rollout,
 }
 
+impl DecisionSource {
+    /// As on the wire: `config`, `admin`, `failback`, `rollout`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DecisionSource::Config => "config",
+            DecisionSource::Admin => "admin",
+            DecisionSource::Failback => "failback",
+            DecisionSource::Rollout => "rollout",
+        }
+    }
+}
+
 /// `state_dir/state.json`.
 #[derive(Debug, Clone)]
 pub struct StateFile {

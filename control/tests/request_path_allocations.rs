@@ -61,6 +61,7 @@ fn table() -> RoutingTable {
             assignment: Default::default(),
             https: Default::default(),
             upgrades: vec!["websocket".into()],
+            pool_epoch: 0,
         })
         .collect();
     RoutingTable::build(1, specs)

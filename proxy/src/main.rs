@@ -162,10 +162,10 @@ fn run(config_path: &Path) -> ExitCode {
     };
     runtime.block_on(async {
         match server::start(config, config_path).await {
-            Ok(running) => {
-                server::stop_signal().await;
+            Ok(mut running) => {
+                let stop = running.until_stopped().await;
                 running.stop().await;
-                ExitCode::SUCCESS
+                exit_code(&stop)
             }
             Err(e) => {
                 eprintln!("switchyard: {e}");
@@ -173,6 +173,15 @@ fn run(config_path: &Path) -> ExitCode {
             }
         }
     })
+}
+
+/// 0 after a signal; 70 (`EX_SOFTWARE`) when the control plane died, so
+/// that systemd's `Restart=on-failure` starts switchyard again.
+fn exit_code(stop: &server::Stop) -> ExitCode {
+    match stop {
+        server::Stop::Signal => ExitCode::SUCCESS,
+        server::Stop::ControlPlane(_) => ExitCode::from(70),
+    }
 }
 
 fn run_demo(port: u16) -> ExitCode {
@@ -207,14 +216,17 @@ fn run_demo(port: u16) -> ExitCode {
                 demo::write_config(dir.path(), port, blue, green).map_err(|e| e.to_string())?;
             let config = switchyard_conf::load(&path).map_err(|e| e.to_string())?;
             let socket = config.server.admin_socket.clone();
-            let running = server::start(config, &path)
+            let mut running = server::start(config, &path)
                 .await
                 .map_err(|e| e.to_string())?;
             let url = format!("http://{}", running.listen_addrs[0]);
             println!("{}", demo::instructions(&url, &path, &socket));
-            server::stop_signal().await;
+            let stop = running.until_stopped().await;
             running.stop().await;
-            Ok(())
+            match stop {
+                server::Stop::Signal => Ok(()),
+                server::Stop::ControlPlane(stopped) => Err(stopped.to_string()),
+            }
         }
         .await;
         match result {

@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 
 use switchyard_conf::Config;
 use switchyard_control::admin_server::{self, AdminAccess, AdminLimits};
+use switchyard_control::controller::{supervise, ControlPlaneStopped};
 use switchyard_control::{Controller, ControllerHandle};
 use tokio::sync::watch;
 
@@ -78,6 +79,8 @@ pub struct RunningProxy {
     drain_timeout: Duration,
     /// The accept loops, one per listener and data-plane thread.
     accept_loops: Vec<tokio::task::JoinHandle<()>>,
+    /// The Controller's task, watched by [`RunningProxy::until_stopped`].
+    control_task: Option<tokio::task::JoinHandle<()>>,
     _watcher: switchyard_conf::watch::ConfigWatcher,
 }
 
@@ -124,7 +127,7 @@ pub async fn start(config: Config, config_path: &Path) -> Result<RunningProxy, S
             None
         }
     };
-    let (controller, _task) = Controller::start(config, config_path.to_path_buf());
+    let (controller, control_task) = Controller::start(config, config_path.to_path_buf());
     if let Some(resolver) = &certificates {
         tokio::spawn(crate::tls::keep_current(
             resolver.clone(),
@@ -239,6 +242,7 @@ pub async fn start(config: Config, config_path: &Path) -> Result<RunningProxy, S
         admin_socket: server.admin_socket,
         drain_timeout: server.drain_timeout,
         accept_loops,
+        control_task: Some(control_task),
         _watcher: watcher,
     })
 }
@@ -292,7 +296,34 @@ fn bind_tcp(addr: SocketAddr) -> std::io::Result<TcpListener> {
     Ok(listener)
 }
 
+/// Why a running proxy stops.
+#[derive(Debug)]
+pub enum Stop {
+    /// SIGTERM or SIGINT.
+    Signal,
+    /// The control plane ended (a panic): see
+    /// `switchyard_control::controller::supervise`.
+    ControlPlane(ControlPlaneStopped),
+}
+
 impl RunningProxy {
+    /// Waits for a stop signal — or for the control plane to die, which is
+    /// logged: a proxy that can no longer follow health or take commands
+    /// must not pass for a healthy one.
+    pub async fn until_stopped(&mut self) -> Stop {
+        let Some(task) = self.control_task.take() else {
+            stop_signal().await;
+            return Stop::Signal;
+        };
+        tokio::select! {
+            _ = stop_signal() => Stop::Signal,
+            stopped = supervise(task) => {
+                tracing::error!("{stopped}; draining and exiting so that the service manager restarts switchyard from the saved state");
+                Stop::ControlPlane(stopped)
+            }
+        }
+    }
+
     /// Stops accepting, lets in-flight requests finish (up to the config's
     /// `drain_timeout`), and removes the admin socket.
     pub async fn stop(self) {

@@ -4,6 +4,7 @@
 //! publishes, persists and records what it returns.
 
 use super::SlotHealth;
+use crate::decisions::make_active;
 use crate::state_file::{DecisionSource, RouteState};
 
 /// One thing health did to a route, with what the history entry needs.
@@ -35,15 +36,8 @@ pub fn apply_health(
         if pending == next.active {
             next.pending = None;
         } else if health(&pending) == SlotHealth::Healthy {
-            let from = std::mem::replace(&mut next.active, pending.clone());
-            next.previous = Some(from.clone());
-            next.pending = None;
+            let from = make_active(&mut next, &pending, DecisionSource::Config, now);
             next.failed = None;
-            next.source = DecisionSource::Config;
-            next.changed_at = now.to_string();
-            if next.canary.as_ref().is_some_and(|c| c.slot == next.active) {
-                next.canary = None;
-            }
             reactions.push(Reaction::ApplyPending { from, to: pending });
         }
     }
@@ -55,14 +49,8 @@ pub fn apply_health(
             .filter(|p| Some(p) != next.failed.as_ref());
         match target {
             Some(to) if health(&to) == SlotHealth::Healthy => {
-                let from = std::mem::replace(&mut next.active, to.clone());
-                next.previous = Some(from.clone());
+                let from = make_active(&mut next, &to, DecisionSource::Failback, now);
                 next.failed = Some(from.clone());
-                next.source = DecisionSource::Failback;
-                next.changed_at = now.to_string();
-                if next.canary.as_ref().is_some_and(|c| c.slot == next.active) {
-                    next.canary = None;
-                }
                 reactions.push(Reaction::FailBack { from, to });
             }
             _ => {

@@ -121,8 +121,9 @@ pub struct Canary {
 pub struct Slot {
     pub name: Arc<str>,
     pub backends: Vec<SocketAddr>,
-    /// Separates pooled upstream connections by slot and generation, so no
-    /// connection opened before a cutover is reused after it.
+    /// Separates pooled upstream connections by route, slot and the route's
+    /// pool epoch (see [`RouteSpec::pool_epoch`]): no connection opened
+    /// before a switch is reused after it, and nothing else empties a pool.
     pub pool_key: u64,
     next_backend: AtomicUsize,
     /// What the slot is serving right now; shared by every generation's
@@ -290,6 +291,9 @@ pub struct RouteSpec {
     pub https: HttpsSpec,
     /// Protocols a client may upgrade to (lower-case `Upgrade` tokens).
     pub upgrades: Vec<String>,
+    /// Changes each time the route's active slot changes, and only then:
+    /// part of every slot's pool key.
+    pub pool_epoch: u64,
 }
 
 /// What a route does about HTTPS.
@@ -339,7 +343,7 @@ impl RoutingTable {
                     }
                 }
             }
-            routes.push(Route::from_spec(generation, spec));
+            routes.push(Route::from_spec(spec));
         }
 
         let by_longest_prefix = |list: &mut Vec<RouteRef>| {
@@ -445,7 +449,7 @@ fn lower_host_without_port<'a>(host: &str, buf: &'a mut [u8; MAX_HOST_LEN]) -> O
 }
 
 impl Route {
-    fn from_spec(generation: u64, spec: RouteSpec) -> Route {
+    fn from_spec(spec: RouteSpec) -> Route {
         let index_of = |name: &str| spec.slots.iter().position(|(n, _)| n == name);
         let active = index_of(&spec.active).unwrap_or(0);
         let previous = spec
@@ -468,7 +472,7 @@ impl Route {
             .slots
             .into_iter()
             .map(|(name, backends)| Slot {
-                pool_key: pool_key(&route_name, &name, generation),
+                pool_key: pool_key(&route_name, &name, spec.pool_epoch),
                 load: spec
                     .loads
                     .get(&name)
@@ -552,14 +556,14 @@ impl Slot {
     }
 }
 
-fn pool_key(route: &str, slot: &str, generation: u64) -> u64 {
+fn pool_key(route: &str, slot: &str, epoch: u64) -> u64 {
     use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
     let mut hasher =
         BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default().build_hasher();
     hasher.write(route.as_bytes());
     hasher.write_u8(0);
     hasher.write(slot.as_bytes());
-    hasher.write_u64(generation);
+    hasher.write_u64(epoch);
     hasher.finish()
 }
 
@@ -596,6 +600,7 @@ mod tests {
             assignment: AssignmentSpec::default(),
             https: HttpsSpec::default(),
             upgrades: vec!["websocket".into()],
+            pool_epoch: 0,
         }
     }
 
@@ -726,16 +731,15 @@ mod tests {
     }
 
     #[test]
-    fn pool_keys_differ_by_slot_and_generation() {
+    fn pool_keys_differ_by_slot_and_epoch_not_by_generation() {
         let one = RoutingTable::build(1, vec![spec("app", &[], "/")]);
         let two = RoutingTable::build(2, vec![spec("app", &[], "/")]);
-        assert_ne!(
-            one.routes[0].slots[0].pool_key,
-            one.routes[0].slots[1].pool_key
-        );
-        assert_ne!(
-            one.routes[0].slots[0].pool_key,
-            two.routes[0].slots[0].pool_key
-        );
+        let mut switched = spec("app", &[], "/");
+        switched.pool_epoch += 1;
+        let three = RoutingTable::build(3, vec![switched]);
+        let key = |table: &RoutingTable, slot: usize| table.routes[0].slots[slot].pool_key;
+        assert_ne!(key(&one, 0), key(&one, 1));
+        assert_eq!(key(&one, 0), key(&two, 0));
+        assert_ne!(key(&one, 0), key(&three, 0));
     }
 }

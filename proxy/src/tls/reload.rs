@@ -40,7 +40,7 @@ pub fn load_at_start(certificates: &[CertificateConfig]) -> Result<Arc<SniResolv
 pub async fn keep_current(resolver: Arc<SniResolver>, controller: ControllerHandle) {
     let mut config = controller.tls_config();
     let changed_on_disk = Arc::new(Notify::new());
-    report(&controller, &resolver, None);
+    report(&controller, &resolver, None).await;
     let mut reload_now = false;
     loop {
         let certificates = match config.borrow_and_update().as_ref() {
@@ -62,12 +62,12 @@ pub async fn keep_current(resolver: Arc<SniResolver>, controller: ControllerHand
         // A list edited by a config reload is loaded at once; the one of
         // the start was loaded by `load_at_start`.
         if reload_now {
-            reload(&resolver, &certificates, &controller);
+            reload(&resolver, &certificates, &controller).await;
         }
         reload_now = true;
         loop {
             tokio::select! {
-                _ = changed_on_disk.notified() => reload(&resolver, &certificates, &controller),
+                _ = changed_on_disk.notified() => reload(&resolver, &certificates, &controller).await,
                 edited = config.changed() => {
                     if edited.is_err() {
                         return;
@@ -88,7 +88,7 @@ fn paths(certificates: &[CertificateConfig]) -> Vec<PathBuf> {
 }
 
 /// Loads every pair; serves the result only when all of them loaded.
-fn reload(
+async fn reload(
     resolver: &SniResolver,
     certificates: &[CertificateConfig],
     controller: &ControllerHandle,
@@ -101,24 +101,25 @@ fn reload(
                 certificates = certificates.len(),
                 "certificates reloaded; new handshakes get them"
             );
-            report(controller, resolver, None);
+            report(controller, resolver, None).await;
         }
         Err(e) => {
             metrics::counter!(RELOADS, "result" => "error").increment(1);
             tracing::error!("certificate reload rejected, still serving the previous ones: {e}");
-            report(controller, resolver, Some(e.to_string()));
+            report(controller, resolver, Some(e.to_string())).await;
         }
     }
 }
 
 /// What `status` shows under `tls`.
-fn report(controller: &ControllerHandle, resolver: &SniResolver, error: Option<String>) {
-    controller.set_tls_status(json!({
+async fn report(controller: &ControllerHandle, resolver: &SniResolver, error: Option<String>) {
+    let status = json!({
         "certificates": resolver.summary(),
         "last_load": {
             "at": now_rfc3339(),
             "result": if error.is_some() { "error" } else { "ok" },
             "error": error,
         },
-    }));
+    });
+    controller.tls_loaded(status).await;
 }

@@ -15,38 +15,15 @@ use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
-use serde::{Deserialize, Serialize};
+mod entry;
+
+pub use entry::{Action, HistoryEntry, Outcome, Trigger, ALL_ROUTES};
 
 /// Size at which `history.jsonl` is rotated, unless told otherwise.
-/// The `route` of entries about the whole server, such as a reload.
-pub const ALL_ROUTES: &str = "*";
-
 pub const DEFAULT_HISTORY_MAX_BYTES: u64 = 4 * 1024 * 1024;
 
 const FILE_NAME: &str = "history.jsonl";
 const ROTATED_FILE_NAME: &str = "history.jsonl.1";
-
-/// One change, or one refused or failed attempt at a change.
-#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
-pub struct HistoryEntry {
-    /// RFC 3339 UTC, see [`now_rfc3339`].
-    pub time: String,
-    /// `"admin"`, `"config"`, `"failback"`, `"rollout"` or `"startup"`.
-    pub trigger: String,
-    /// The peer's uid, for admin commands.
-    pub uid: Option<u32>,
-    /// The route's name; `"*"` for what concerns every route (a reload).
-    pub route: String,
-    /// `"switch"`, `"rollback"`, `"canary"`, `"reload"`, ...
-    pub action: String,
-    pub from: Option<String>,
-    pub to: Option<String>,
-    pub reason: Option<String>,
-    /// `"ok"`, or `"refused: <why>"` / `"failed: <why>"`.
-    pub result: String,
-    /// The routing table generation published by this change.
-    pub generation: Option<u64>,
-}
 
 /// The history of one state directory.
 #[derive(Debug, Clone)]
@@ -204,14 +181,14 @@ mod tests {
     fn entry(route: &str, n: u64) -> HistoryEntry {
         HistoryEntry {
             time: now_rfc3339(),
-            trigger: "admin".into(),
+            trigger: Trigger::Admin,
             uid: Some(1001),
             route: route.into(),
-            action: "switch".into(),
+            action: Action::Switch,
             from: Some("active=blue".into()),
             to: Some("active=green".into()),
             reason: Some(format!("deploy #{n}")),
-            result: "ok".into(),
+            result: Outcome::Ok,
             generation: Some(n),
         }
     }

@@ -1,18 +1,17 @@
-//! The Controller's side of rollouts: the `rollout` command, the hold
+//! Rollouts in the core: the `rollout` command, the hold
 //! clock, the analysis windows, and ending a rollout that something else
 //! took the canary from. The decisions themselves are in [`crate::rollout`].
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use tokio::time::Instant;
 
-use super::Controller;
+use super::{describe, Core, Level, Now};
 use crate::decisions;
 use crate::health::SlotHealth;
-use crate::history::{now_rfc3339, HistoryEntry};
+use crate::history::{Action, HistoryEntry, Outcome, Trigger};
 use crate::protocol::{ErrorKind, Response, RolloutAction};
-use crate::rollout::{judge, Next, Phase, Plan, Rollout};
+use crate::rollout::{judge, Next, Phase, Plan, Rollout, VerdictResult};
 use crate::state_file::{CanaryState, DecisionSource, RouteState};
 use crate::table::StatsSnapshot;
 
@@ -37,7 +36,7 @@ pub(super) struct RolloutClock {
     last_checkpoint: Instant,
 }
 
-impl Controller {
+impl Core {
     /// Whether any route's rollout still needs the clock.
     pub(super) fn rollouts_in_progress(&self) -> bool {
         self.routes
@@ -52,13 +51,14 @@ impl Controller {
         slot: Option<String>,
         uid: Option<u32>,
         reason: Option<String>,
+        now: Now,
     ) -> Response {
         let Some(route) = self.config.route(route_name).cloned() else {
             return self.no_such_route(route_name);
         };
         let before = self.routes[route_name].clone();
         let mut after = before.clone();
-        let now = now_rfc3339();
+        let time = now.rfc3339();
         let running = before.rollout.as_ref().filter(|r| r.in_progress());
         let refused = |kind, message: String| Err::<(), _>((kind, message));
         let checked = match (action, running) {
@@ -67,7 +67,7 @@ impl Controller {
                 format!("a rollout of slot {} is in progress on route {route_name}; promote or abort it first", r.slot),
             ),
             (RolloutAction::Start, None) => {
-                self.start_rollout(&route, &mut after, slot.as_deref(), &now)
+                self.start_rollout(&route, &mut after, slot.as_deref(), &time)
             }
             (_, None) => refused(
                 ErrorKind::Refused,
@@ -83,7 +83,7 @@ impl Controller {
             ),
             (RolloutAction::Pause, Some(r)) if r.phase == Phase::Paused => Ok(()),
             (RolloutAction::Pause, Some(_)) => {
-                self.checkpoint(route_name, &mut after);
+                self.checkpoint(route_name, &mut after, now);
                 if let Some(r) = after.rollout.as_mut() {
                     r.phase = Phase::Paused;
                 }
@@ -91,7 +91,7 @@ impl Controller {
             }
             (RolloutAction::Resume, Some(_)) => {
                 if let Some(clock) = self.rollout_clocks.get_mut(route_name) {
-                    clock.since = Instant::now();
+                    clock.since = now.at;
                 }
                 if let Some(r) = after.rollout.as_mut() {
                     r.phase = Phase::Running;
@@ -102,53 +102,42 @@ impl Controller {
                 let why = reason
                     .clone()
                     .unwrap_or_else(|| "promoted by admin".to_string());
-                after = promote(&route, &before, why, &now);
+                after = promote(&route, &before, why, &time);
                 Ok(())
             }
             (RolloutAction::Abort, Some(_)) => {
                 let why = reason
                     .clone()
                     .unwrap_or_else(|| "aborted by admin".to_string());
-                after = abort(&before, why, &now);
+                after = abort(&before, why, &time);
                 Ok(())
             }
         };
         let mut entry = HistoryEntry {
-            time: now.clone(),
-            trigger: "admin".into(),
             uid,
-            route: route_name.to_string(),
-            action: format!("rollout {}", action.as_str()),
-            from: Some(super::describe(&before)),
-            to: None,
+            from: Some(describe(&before)),
             reason,
-            result: String::new(),
-            generation: None,
+            ..HistoryEntry::new(&time, Trigger::Admin, route_name, Action::rollout(action))
         };
         if let Err((kind, message)) = checked {
-            entry.result = format!("refused: {message}");
-            self.record(&entry);
+            entry.result = Outcome::Refused(message.clone());
+            self.record(entry);
             return Response::error(kind, message);
         }
         if action == RolloutAction::Start {
-            self.rollout_clocks
-                .insert(route_name.to_string(), self.fresh_clock(route_name, &after));
+            let clock = self.fresh_clock(route_name, &after, now);
+            self.rollout_clocks.insert(route_name.to_string(), clock);
         }
-        let warning = self.settle(route_name, &before, after.clone());
-        entry.to = Some(super::describe(&after));
+        self.settle_rollout(route_name, &before, after.clone(), now);
+        entry.to = Some(describe(&after));
         entry.generation = Some(self.generation);
-        entry.result = "ok".into();
-        self.record(&entry);
-        let mut result = json!({
+        self.record(entry);
+        Response::ok(json!({
             "route": route_name,
             "active": after.active,
             "canary": after.canary,
-            "rollout": self.rollout_status(route_name, &after),
-        });
-        if let Some(warning) = warning {
-            result["warning"] = Value::String(warning);
-        }
-        Response::ok(result)
+            "rollout": self.rollout_status(route_name, &after, now),
+        }))
     }
 
     fn start_rollout(
@@ -189,7 +178,7 @@ impl Controller {
                 format!("slot {slot} is already active on route {}", route.name),
             ));
         }
-        if self.slot_health(route, slot) == SlotHealth::Unhealthy {
+        if self.health.slot_health(&route.name, slot) == SlotHealth::Unhealthy {
             return Err((
                 ErrorKind::Unhealthy,
                 format!(
@@ -206,22 +195,21 @@ impl Controller {
         Ok(())
     }
 
-    /// Publishes and persists a rollout's change of `route`'s state.
-    /// Returns the state file's warning, if it could not be written.
-    fn settle(&mut self, route: &str, before: &RouteState, after: RouteState) -> Option<String> {
+    /// Publishes and saves a rollout's change of `route`'s state.
+    fn settle_rollout(&mut self, route: &str, before: &RouteState, after: RouteState, now: Now) {
         if after.rollout.as_ref().is_none_or(|r| !r.in_progress()) {
             self.rollout_clocks.remove(route);
         }
         let changed_routing = after.active != before.active || after.canary != before.canary;
         self.routes.insert(route.to_string(), after);
         if changed_routing {
-            self.publish();
+            self.publish(now);
         }
-        self.persist().err()
+        self.save();
     }
 
-    fn fresh_clock(&self, route: &str, state: &RouteState) -> RolloutClock {
-        let now = Instant::now();
+    fn fresh_clock(&self, route: &str, state: &RouteState, now: Now) -> RolloutClock {
+        let now = now.at;
         let (canary_base, active_base) = self.window_counters(route, state);
         RolloutClock {
             since: now,
@@ -251,8 +239,8 @@ impl Controller {
     }
 
     /// Brings the time left in the current step up to date.
-    fn checkpoint(&mut self, route: &str, state: &mut RouteState) {
-        let now = Instant::now();
+    fn checkpoint(&mut self, route: &str, state: &mut RouteState, now: Now) {
+        let now = now.at;
         let Some(rollout) = state.rollout.as_mut() else {
             return;
         };
@@ -266,10 +254,10 @@ impl Controller {
         clock.since = now;
     }
 
-    /// The time left in the step as of now.
-    fn hold_left(&self, route: &str, rollout: &Rollout) -> Duration {
+    /// The time left in the step as of `now`.
+    fn hold_left(&self, route: &str, rollout: &Rollout, now: Now) -> Duration {
         let spent = match (rollout.phase, self.rollout_clocks.get(route)) {
-            (Phase::Running, Some(clock)) => clock.since.elapsed(),
+            (Phase::Running, Some(clock)) => now.at.saturating_duration_since(clock.since),
             _ => Duration::ZERO,
         };
         Duration::from_millis(rollout.hold_left_ms).saturating_sub(spent)
@@ -278,7 +266,7 @@ impl Controller {
     /// Moves every rollout in progress along: judges a window that ended,
     /// aborts on a failing verdict, steps or promotes when a hold ran out,
     /// and checkpoints the time left.
-    pub(super) fn tick_rollouts(&mut self) {
+    pub(super) fn tick_rollouts(&mut self, now: Now) {
         let routes: Vec<String> = self
             .routes
             .iter()
@@ -286,11 +274,11 @@ impl Controller {
             .map(|(name, _)| name.clone())
             .collect();
         for route in routes {
-            self.tick_rollout(&route);
+            self.tick_rollout(&route, now);
         }
     }
 
-    fn tick_rollout(&mut self, route_name: &str) {
+    fn tick_rollout(&mut self, route_name: &str, now: Now) {
         let Some(route) = self.config.route(route_name).cloned() else {
             return;
         };
@@ -301,12 +289,12 @@ impl Controller {
         if !self.rollout_clocks.contains_key(route_name) {
             // Restored from the state file: the step resumes with the time
             // it had left.
-            let clock = self.fresh_clock(route_name, &before);
+            let clock = self.fresh_clock(route_name, &before, now);
             self.rollout_clocks.insert(route_name.to_string(), clock);
         }
-        let now_text = now_rfc3339();
+        let now_text = now.rfc3339();
 
-        if let Some(verdict) = self.judge_window(route_name, &before, &rollout) {
+        if let Some(verdict) = self.judge_window(route_name, &before, &rollout, now) {
             let mut after = before.clone();
             let failed = verdict.failed();
             let reason = verdict.reason.clone();
@@ -315,28 +303,34 @@ impl Controller {
             }
             if failed {
                 let after = abort(&after, format!("analysis failed: {reason}"), &now_text);
-                self.rollout_event(route_name, &before, after, "rollout abort", reason);
+                self.rollout_event(
+                    route_name,
+                    &before,
+                    after,
+                    Action::RolloutAbort,
+                    reason,
+                    now,
+                );
                 return;
             }
             self.routes.insert(route_name.to_string(), after);
         }
 
         let before = self.routes[route_name].clone();
-        let left = self.hold_left(route_name, &rollout);
+        let left = self.hold_left(route_name, &rollout, now);
         match rollout.next(left) {
             Next::Hold => {
-                let due = self
-                    .rollout_clocks
-                    .get(route_name)
-                    .is_some_and(|c| c.last_checkpoint.elapsed() >= CHECKPOINT_EVERY);
+                let due = self.rollout_clocks.get(route_name).is_some_and(|c| {
+                    now.at.saturating_duration_since(c.last_checkpoint) >= CHECKPOINT_EVERY
+                });
                 if due {
                     let mut after = before.clone();
-                    self.checkpoint(route_name, &mut after);
+                    self.checkpoint(route_name, &mut after, now);
                     if let Some(clock) = self.rollout_clocks.get_mut(route_name) {
-                        clock.last_checkpoint = Instant::now();
+                        clock.last_checkpoint = now.at;
                     }
                     self.routes.insert(route_name.to_string(), after);
-                    let _ = self.persist();
+                    self.save();
                 }
             }
             Next::Step { index, weight } => {
@@ -353,20 +347,22 @@ impl Controller {
                     .map(Rollout::describe_step)
                     .unwrap_or_default();
                 let reason = format!("hold of {} done", rollout.describe_step());
-                let clock = self.fresh_clock(route_name, &after);
+                let clock = self.fresh_clock(route_name, &after, now);
                 self.rollout_clocks.insert(route_name.to_string(), clock);
-                self.rollout_event(
-                    route_name,
-                    &before,
-                    after,
-                    "rollout step",
-                    format!("{reason}; now {step}"),
-                );
+                let reason = format!("{reason}; now {step}");
+                self.rollout_event(route_name, &before, after, Action::RolloutStep, reason, now);
             }
             Next::Promote => {
                 let reason = format!("all {} steps done", rollout.plan.steps.len());
                 let after = promote(&route, &before, reason.clone(), &now_text);
-                self.rollout_event(route_name, &before, after, "rollout promote", reason);
+                self.rollout_event(
+                    route_name,
+                    &before,
+                    after,
+                    Action::RolloutPromote,
+                    reason,
+                    now,
+                );
             }
         }
     }
@@ -379,10 +375,11 @@ impl Controller {
         route: &str,
         state: &RouteState,
         rollout: &Rollout,
+        now: Now,
     ) -> Option<crate::rollout::Verdict> {
         let window = rollout.plan.window();
         let clock = self.rollout_clocks.get(route)?;
-        if clock.window_start.elapsed() < window {
+        if now.at.saturating_duration_since(clock.window_start) < window {
             return None;
         }
         let (canary_now, active_now) = self.window_counters(route, state);
@@ -393,8 +390,8 @@ impl Controller {
             clock.baseline_p95 = active.quantile(0.95);
         }
         let verdict = judge(&rollout.plan, &canary, clock.baseline_p95);
-        if verdict.result != "waiting" {
-            clock.window_start = Instant::now();
+        if verdict.result != VerdictResult::Waiting {
+            clock.window_start = now.at;
             clock.canary_base = canary_now;
             clock.active_base = active_now;
         }
@@ -407,32 +404,32 @@ impl Controller {
         route: &str,
         before: &RouteState,
         after: RouteState,
-        action: &str,
+        action: Action,
         reason: String,
+        now: Now,
     ) {
-        tracing::info!(route, action, "{reason}");
-        let to = super::describe(&after);
-        self.settle(route, before, after);
+        self.log(
+            Level::Info,
+            Some(route),
+            format!("{}: {reason}", action.as_str()),
+        );
+        let to = describe(&after);
+        self.settle_rollout(route, before, after, now);
         let entry = HistoryEntry {
-            time: now_rfc3339(),
-            trigger: "rollout".into(),
-            uid: None,
-            route: route.to_string(),
-            action: action.into(),
-            from: Some(super::describe(before)),
+            from: Some(describe(before)),
             to: Some(to),
             reason: Some(reason),
-            result: "ok".into(),
             generation: Some(self.generation),
+            ..HistoryEntry::new(&now.rfc3339(), Trigger::Rollout, route, action)
         };
-        self.record(&entry);
+        self.record(entry);
     }
 
     /// Ends, as aborted, every rollout whose canary something else changed
     /// (a `switch`, a `canary` command, a config edit, a fail-back): the
     /// rollout no longer steers the route, and `status` says why.
-    pub(super) fn end_overridden_rollouts(&mut self) {
-        let now = now_rfc3339();
+    pub(super) fn end_overridden_rollouts(&mut self, now: Now) {
+        let time = now.rfc3339();
         let mut ended = Vec::new();
         for (route, state) in self.routes.iter_mut() {
             let Some(rollout) = state.rollout.as_mut().filter(|r| r.in_progress()) else {
@@ -442,10 +439,7 @@ impl Controller {
             if state.canary == expected && state.active != rollout.slot {
                 continue;
             }
-            let by = serde_json::to_value(state.source)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_owned))
-                .unwrap_or_default();
+            let by = state.source.as_str();
             let outcome =
                 format!("superseded: the route was changed outside the rollout (by {by})");
             rollout.end(Phase::Aborted, outcome.clone());
@@ -453,25 +447,22 @@ impl Controller {
         }
         for (route, outcome) in ended {
             self.rollout_clocks.remove(&route);
-            tracing::warn!(route, "rollout ended: {outcome}");
+            self.log(
+                Level::Warn,
+                Some(&route),
+                format!("rollout ended: {outcome}"),
+            );
             let entry = HistoryEntry {
-                time: now.clone(),
-                trigger: "rollout".into(),
-                uid: None,
-                route,
-                action: "rollout abort".into(),
-                from: None,
-                to: None,
                 reason: Some(outcome),
-                result: "ok".into(),
                 generation: Some(self.generation),
+                ..HistoryEntry::new(&time, Trigger::Rollout, &route, Action::RolloutAbort)
             };
-            self.record(&entry);
+            self.record(entry);
         }
     }
 
     /// The rollout as `status` shows it, with the time left as of now.
-    pub(super) fn rollout_status(&self, route: &str, state: &RouteState) -> Value {
+    pub(super) fn rollout_status(&self, route: &str, state: &RouteState, now: Now) -> Value {
         let Some(rollout) = &state.rollout else {
             return Value::Null;
         };
@@ -479,7 +470,7 @@ impl Controller {
         value["step_number"] = json!(rollout.step + 1);
         value["steps_total"] = json!(rollout.plan.steps.len());
         value["weight"] = json!(rollout.weight());
-        value["hold_left_ms"] = json!(self.hold_left(route, rollout).as_millis() as u64);
+        value["hold_left_ms"] = json!(self.hold_left(route, rollout, now).as_millis() as u64);
         value
     }
 }

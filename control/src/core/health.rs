@@ -1,0 +1,216 @@
+//! Health checks in the core: counting them, and what a change of a slot's
+//! health does to its route (the rules are `crate::health::apply_health`).
+
+use switchyard_conf::RouteConfig;
+
+use super::{describe, Core, Level, Now};
+use crate::health::monitor::BackendKey;
+use crate::health::probe::ProbeSpec;
+use crate::health::{apply_health, BackendState, Check, Reaction};
+use crate::history::{Action, HistoryEntry, Trigger};
+use crate::rollout::Phase;
+
+/// Backends named, with their last check, where a slot's health is
+/// explained (history, refusals, `critical`).
+const EVIDENCE_BACKENDS: usize = 10;
+
+impl Core {
+    /// Tracks exactly the configured backends: one whose route, slot and
+    /// address are unchanged keeps its state across a reload; the shell
+    /// probes the same set.
+    pub(super) fn track_backends(&mut self, now: Now) {
+        self.health.sync(&self.config, now.wall);
+        self.thresholds = self
+            .config
+            .routes
+            .iter()
+            .map(|route| {
+                let slots = route
+                    .slots
+                    .keys()
+                    .map(|slot| (slot.clone(), ProbeSpec::for_slot(route, slot).thresholds))
+                    .collect();
+                (route.name.clone(), slots)
+            })
+            .collect();
+        self.effects.push(super::Effect::SyncProbes);
+    }
+
+    /// Counts checks, then lets each route whose slot health changed react
+    /// once for all of them, and publishes: at once when a decision
+    /// changed; for backends that only moved into or out of `unhealthy`,
+    /// paced (see `crate::health::changes`).
+    pub(super) fn checks(&mut self, checks: Vec<(BackendKey, Check)>, now: Now) {
+        for (key, check) in checks {
+            self.observe(key, check, now);
+        }
+        let mut decided = false;
+        for route in self.health_changes.take_routes() {
+            decided |= self.react(&route, now);
+        }
+        let due = self.health_changes.publish_due();
+        if decided || due.is_some_and(|at| at <= now.at) {
+            self.publish(now);
+        }
+        self.release_parked(now);
+    }
+
+    fn observe(&mut self, key: BackendKey, check: Check, now: Now) {
+        let thresholds = self
+            .thresholds
+            .get(&*key.route)
+            .and_then(|slots| slots.get(&*key.slot));
+        let Some(&thresholds) = thresholds else {
+            return; // a backend the config no longer has
+        };
+        let Some(observed) = self.health.observe(&key, check, thresholds, now.wall) else {
+            return;
+        };
+        let transition = &observed.transition;
+        let (level, verdict) = match transition.to {
+            BackendState::Healthy => (Level::Info, "healthy"),
+            _ => (Level::Warn, "unhealthy"),
+        };
+        let message = format!(
+            "backend {key} {verdict} (was {:?}): {}",
+            transition.from,
+            describe_check(&transition.check)
+        );
+        self.log(level, Some(&key.route), message);
+        self.health_changes.note(&key.route, &observed, now.at);
+    }
+
+    /// Applies what the route's slot health asks for, with history entries
+    /// that say why. True when the route's state changed.
+    fn react(&mut self, route_name: &str, now: Now) -> bool {
+        let (Some(route), Some(before)) =
+            (self.config.route(route_name), self.routes.get(route_name))
+        else {
+            return false;
+        };
+        let route = route.clone();
+        let before = before.clone();
+        let time = now.rfc3339();
+        let (mut after, reactions) = apply_health(
+            &before,
+            |slot| self.health.slot_health(route_name, slot),
+            &time,
+        );
+        let mut critical = None;
+        for reaction in reactions {
+            let (trigger, action, reason) = match &reaction {
+                Reaction::FailBack { from, .. } => (
+                    Trigger::Failback,
+                    Action::Switch,
+                    format!(
+                        "slot {from} unhealthy: {}",
+                        self.slot_evidence(&route, from)
+                    ),
+                ),
+                Reaction::DropCanary { slot, weight } => {
+                    let reason = format!(
+                        "canary slot {slot} (weight {weight}) unhealthy: {}",
+                        self.slot_evidence(&route, slot)
+                    );
+                    // A rollout of that slot is over: health is one of its
+                    // verdicts.
+                    if let Some(rollout) = after.rollout.as_mut().filter(|r| r.in_progress()) {
+                        rollout.end(Phase::Aborted, format!("health check failed: {reason}"));
+                        self.rollout_clocks.remove(route_name);
+                        (Trigger::Rollout, Action::RolloutAbort, reason)
+                    } else {
+                        (Trigger::Failback, Action::Canary, reason)
+                    }
+                }
+                Reaction::ApplyPending { to, .. } => (
+                    Trigger::Config,
+                    Action::Switch,
+                    format!("held config switch applied: slot {to} is healthy"),
+                ),
+                Reaction::Critical { active, reason } => {
+                    critical = Some(format!(
+                        "active slot {active} is unhealthy ({}) and {reason}: still routing to it",
+                        self.slot_evidence(&route, active)
+                    ));
+                    continue;
+                }
+            };
+            self.log(
+                Level::Warn,
+                Some(route_name),
+                format!("{}: {reason}", action.as_str()),
+            );
+            self.record(HistoryEntry {
+                from: Some(describe(&before)),
+                to: Some(describe(&after)),
+                reason: Some(reason),
+                generation: Some(self.generation + 1),
+                ..HistoryEntry::new(&time, trigger, route_name, action)
+            });
+        }
+        self.mark_critical(route_name, critical);
+        let changed = after != before;
+        if changed {
+            self.routes.insert(route_name.to_string(), after);
+            self.save();
+        }
+        changed
+    }
+
+    /// Notes (and logs once) or clears that a route has nowhere to go.
+    fn mark_critical(&mut self, route: &str, critical: Option<String>) {
+        let Some(reason) = critical else {
+            self.critical.remove(route);
+            return;
+        };
+        if self.critical.get(route) != Some(&reason) {
+            self.log(Level::Error, Some(route), format!("critical: {reason}"));
+        }
+        self.critical.insert(route.to_string(), reason);
+    }
+
+    /// `127.0.0.1:3001 connect: refused; 127.0.0.1:3002 status 500`: the
+    /// first `EVIDENCE_BACKENDS` backends of the slot and their last checks;
+    /// the others are counted, so that a history entry about a slot of
+    /// thousands stays a line.
+    pub(super) fn slot_evidence(&self, route: &RouteConfig, slot: &str) -> String {
+        let backends = route.slots.get(slot).map(Vec::as_slice).unwrap_or(&[]);
+        let mut evidence: Vec<String> = backends
+            .iter()
+            .take(EVIDENCE_BACKENDS)
+            .map(|addr| {
+                let last = self
+                    .health
+                    .get(&route.name, slot, *addr)
+                    .and_then(|h| h.last.as_ref())
+                    .map_or("no check yet".to_string(), |(check, _)| {
+                        describe_check(check)
+                    });
+                format!("{addr} {last}")
+            })
+            .collect();
+        if backends.len() > EVIDENCE_BACKENDS {
+            evidence.push(format!(
+                "and {} more backends",
+                backends.len() - EVIDENCE_BACKENDS
+            ));
+        }
+        evidence.join("; ")
+    }
+}
+
+/// `pass 200 in 1.2ms`, `status 500 in 3.0ms`, `timed out in 1000.0ms`.
+pub(super) fn describe_check(check: &Check) -> String {
+    let millis = |d: &std::time::Duration| d.as_secs_f64() * 1000.0;
+    match check {
+        Check::Pass {
+            status: Some(code),
+            latency,
+        } => format!("pass {code} in {:.1}ms", millis(latency)),
+        Check::Pass {
+            status: None,
+            latency,
+        } => format!("connect ok in {:.1}ms", millis(latency)),
+        Check::Fail { failure, latency } => format!("{failure} in {:.1}ms", millis(latency)),
+    }
+}

@@ -1,0 +1,208 @@
+//! Building and publishing the routing table from the config, the runtime
+//! decisions and the health of every backend.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use switchyard_conf::RouteConfig;
+
+use super::{serves, Core, Effect, Now};
+use crate::decisions;
+use crate::health::{BackendState, SlotHealth};
+use crate::state_file::RouteState;
+use crate::table::{AssignmentSpec, HttpsSpec, RouteSpec, RoutingTable, SlotLoad, Timeouts};
+
+/// What the last publish saw of each route.
+#[derive(Debug, Default)]
+pub(super) struct Published {
+    /// Route → its active slot, to count switches and renew pools.
+    active: BTreeMap<String, String>,
+    /// Route → its canary slot, to renew cohorts.
+    canary: BTreeMap<String, Option<String>>,
+    /// (route, who decided) → changes of the active slot since start.
+    pub switches: BTreeMap<(String, String), u64>,
+    /// Route → how many times its active slot changed: part of its pool
+    /// keys, so a switch starts every slot's pool afresh and nothing else
+    /// does (a health change, a canary weight, a reload of another route).
+    pool_epochs: BTreeMap<String, u64>,
+}
+
+impl Core {
+    /// Builds the next table and makes it the one new requests see.
+    pub(super) fn publish(&mut self, now: Now) {
+        self.end_overridden_rollouts(now);
+        self.generation += 1;
+        // Built from the health as it is now: no health publish is owed.
+        self.health_changes.published(now.at);
+        if self.renew_cohorts(now) {
+            // Cookies handed out from now on name the new cohort: it must
+            // survive a restart.
+            self.save();
+        }
+        self.note_switches();
+        self.update_loads();
+        let specs = self
+            .config
+            .routes
+            .iter()
+            .map(|route| self.route_spec(route))
+            .collect();
+        let table = RoutingTable::build(self.generation, specs).with_timeouts(self.timeouts());
+        self.effects.push(Effect::Publish(Arc::new(table)));
+    }
+
+    /// Every change of a route's active slot goes through here, with the
+    /// source that decided it: counted once, by that source, and given a
+    /// new pool epoch.
+    fn note_switches(&mut self) {
+        for (route, state) in &self.routes {
+            let before = self
+                .published
+                .active
+                .insert(route.clone(), state.active.clone());
+            if before.is_some_and(|b| b != state.active) {
+                let by = (route.clone(), state.source.as_str().to_string());
+                *self.published.switches.entry(by).or_default() += 1;
+                *self.published.pool_epochs.entry(route.clone()).or_default() += 1;
+            }
+        }
+    }
+
+    /// Gives each canary that started, or moved to another slot, since the
+    /// last publish a new cohort, so its clients are drawn afresh and
+    /// cookies of an earlier canary stop counting. The first publish keeps
+    /// the cohort restored from the state file. True when one changed.
+    fn renew_cohorts(&mut self, now: Now) -> bool {
+        let mut renewed = false;
+        for (route, state) in self.routes.iter_mut() {
+            let slot = state.canary.as_ref().map(|c| c.slot.clone());
+            let before = self.published.canary.insert(route.clone(), slot.clone());
+            let started = slot.is_some()
+                && match before {
+                    Some(before) => before != slot,
+                    None => state.cohort == 0,
+                };
+            if started {
+                state.cohort = new_cohort(state.cohort, now);
+                renewed = true;
+            }
+        }
+        renewed
+    }
+
+    /// Each slot's counters (kept across publishes), told whether the slot
+    /// still gets new traffic: upgraded connections left on one that does
+    /// not are closed `drain_timeout` after this.
+    fn update_loads(&mut self) {
+        for route in &self.config.routes {
+            let state = &self.routes[&route.name];
+            let loads = self.loads.entry(route.name.clone()).or_default();
+            for slot in route.slots.keys() {
+                let load = loads
+                    .entry(slot.clone())
+                    .or_insert_with(|| Arc::new(SlotLoad::new(&route.name, slot)));
+                load.set_serving(serves(state, slot));
+            }
+        }
+    }
+
+    /// The route as the data plane sees it. Each slot lists the backends
+    /// that are not known to be unhealthy; when that is none of them, all
+    /// of them (fail open: a request may still find one that recovered).
+    fn route_spec(&self, route: &RouteConfig) -> RouteSpec {
+        let state = &self.routes[&route.name];
+        let usable = |slot: &str, backends: &Vec<SocketAddr>| {
+            let up: Vec<SocketAddr> = backends
+                .iter()
+                .copied()
+                .filter(|addr| {
+                    self.health.state(&route.name, slot, *addr) != BackendState::Unhealthy
+                })
+                .collect();
+            if up.is_empty() {
+                backends.clone()
+            } else {
+                up
+            }
+        };
+        RouteSpec {
+            name: route.name.clone(),
+            hosts: route.hosts.clone(),
+            path_prefix: route.path_prefix.clone(),
+            slots: route
+                .slots
+                .iter()
+                .map(|(name, backends)| (name.clone(), usable(name, backends)))
+                .collect(),
+            active: state.active.clone(),
+            previous: state.previous.clone(),
+            canary: state.canary.as_ref().map(|c| (c.slot.clone(), c.weight)),
+            retries: route.retries,
+            loads: self.loads[&route.name].clone(),
+            unhealthy: route
+                .slots
+                .keys()
+                .filter(|slot| self.health.slot_health(&route.name, slot) == SlotHealth::Unhealthy)
+                .cloned()
+                .collect(),
+            h2c: route.h2c_slots.iter().cloned().collect(),
+            assignment: assignment_spec(route, state),
+            https: HttpsSpec {
+                redirect: route.redirect_https,
+                hsts_max_age: route.hsts_max_age,
+            },
+            upgrades: route.upgrades.clone(),
+            pool_epoch: self
+                .published
+                .pool_epochs
+                .get(&route.name)
+                .copied()
+                .unwrap_or(0),
+        }
+    }
+
+    fn timeouts(&self) -> Timeouts {
+        let server = &self.config.server;
+        Timeouts {
+            upstream_connect: server.connect_timeout,
+            upstream_read: server.read_timeout,
+            client_keepalive: server.keepalive_timeout,
+            client_header: server.header_timeout,
+            client_send: server.send_timeout,
+            upgrade_idle: server.upgrade_idle_timeout,
+            drain: server.drain_timeout,
+        }
+    }
+}
+
+/// The route's stickiness settings (defaults without `[route.canary]`),
+/// the current canary's cohort, and where preview hosts lead.
+fn assignment_spec(route: &RouteConfig, state: &RouteState) -> AssignmentSpec {
+    let mut spec = AssignmentSpec {
+        cohort: state.cohort,
+        preview: route.preview.clone(),
+        preview_slot: decisions::preview_slot(route, state),
+        ..AssignmentSpec::default()
+    };
+    if let Some(canary) = &route.canary {
+        spec.cookie = canary.sticky_cookie.clone();
+        spec.key = canary.sticky_key.clone();
+        spec.max_age = canary.sticky_max_age;
+    }
+    spec
+}
+
+/// A cohort that differs from `old`: the clock in milliseconds, which also
+/// differs across restarts.
+fn new_cohort(old: u64, now: Now) -> u64 {
+    let millis = now
+        .wall
+        .duration_since(std::time::SystemTime::UNIX_EPOCH)
+        .map_or(1, |d| d.as_millis() as u64);
+    if millis == old {
+        millis + 1
+    } else {
+        millis
+    }
+}

@@ -1,0 +1,234 @@
+//! One history line, typed. The JSON is the one written since the history
+//! began: `trigger`, `action` and `result` are plain strings on the wire
+//! (`"result": "refused: <why>"`), so files written by earlier versions read
+//! back, and scripts reading the file keep working.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::protocol::RolloutAction;
+
+/// The `route` of entries about the whole server, such as a reload.
+pub const ALL_ROUTES: &str = "*";
+
+/// One change, or one refused or failed attempt at a change.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct HistoryEntry {
+    /// RFC 3339 UTC, see [`super::now_rfc3339`].
+    pub time: String,
+    pub trigger: Trigger,
+    /// The peer's uid, for admin commands.
+    pub uid: Option<u32>,
+    /// The route's name; [`ALL_ROUTES`] for what concerns every route.
+    pub route: String,
+    pub action: Action,
+    pub from: Option<String>,
+    pub to: Option<String>,
+    pub reason: Option<String>,
+    pub result: Outcome,
+    /// The routing table generation published by this change.
+    pub generation: Option<u64>,
+}
+
+impl HistoryEntry {
+    /// An entry of `action` on `route` at `time`, done (`ok`), with nothing
+    /// else said yet.
+    pub fn new(time: &str, trigger: Trigger, route: &str, action: Action) -> HistoryEntry {
+        HistoryEntry {
+            time: time.to_string(),
+            trigger,
+            uid: None,
+            route: route.to_string(),
+            action,
+            from: None,
+            to: None,
+            reason: None,
+            result: Outcome::Ok,
+            generation: None,
+        }
+    }
+}
+
+/// Who or what asked for the change.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Trigger {
+    /// A command on the admin socket.
+    Admin,
+    /// The config file.
+    Config,
+    /// Health moved traffic by itself.
+    Failback,
+    /// A rollout's own clock or analysis.
+    Rollout,
+    Startup,
+}
+
+/// What was changed, or tried.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    #[serde(rename = "switch")]
+    Switch,
+    #[serde(rename = "rollback")]
+    Rollback,
+    #[serde(rename = "canary")]
+    Canary,
+    #[serde(rename = "reload")]
+    Reload,
+    #[serde(rename = "rollout start")]
+    RolloutStart,
+    #[serde(rename = "rollout pause")]
+    RolloutPause,
+    #[serde(rename = "rollout resume")]
+    RolloutResume,
+    #[serde(rename = "rollout promote")]
+    RolloutPromote,
+    #[serde(rename = "rollout abort")]
+    RolloutAbort,
+    /// A rollout moved to its next step.
+    #[serde(rename = "rollout step")]
+    RolloutStep,
+}
+
+impl Action {
+    /// As on the wire: `switch`, `rollout step`, ...
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Switch => "switch",
+            Action::Rollback => "rollback",
+            Action::Canary => "canary",
+            Action::Reload => "reload",
+            Action::RolloutStart => "rollout start",
+            Action::RolloutPause => "rollout pause",
+            Action::RolloutResume => "rollout resume",
+            Action::RolloutPromote => "rollout promote",
+            Action::RolloutAbort => "rollout abort",
+            Action::RolloutStep => "rollout step",
+        }
+    }
+
+    pub fn rollout(action: RolloutAction) -> Action {
+        match action {
+            RolloutAction::Start => Action::RolloutStart,
+            RolloutAction::Pause => Action::RolloutPause,
+            RolloutAction::Resume => Action::RolloutResume,
+            RolloutAction::Promote => Action::RolloutPromote,
+            RolloutAction::Abort => Action::RolloutAbort,
+        }
+    }
+}
+
+/// How it ended. On the wire: `ok`, `ok: no change`, or one of `refused`,
+/// `failed`, `held`, `withdrawn` followed by `: <why>`.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[serde(into = "String", try_from = "String")]
+pub enum Outcome {
+    Ok,
+    /// Accepted, but the route already was that way.
+    NoChange,
+    Refused(String),
+    Failed(String),
+    /// A config edit waiting before it applies.
+    Held(String),
+    /// A held config edit dropped.
+    Withdrawn(String),
+}
+
+const NO_CHANGE: &str = "ok: no change";
+
+impl fmt::Display for Outcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Outcome::Ok => f.write_str("ok"),
+            Outcome::NoChange => f.write_str(NO_CHANGE),
+            Outcome::Refused(why) => write!(f, "refused: {why}"),
+            Outcome::Failed(why) => write!(f, "failed: {why}"),
+            Outcome::Held(why) => write!(f, "held: {why}"),
+            Outcome::Withdrawn(why) => write!(f, "withdrawn: {why}"),
+        }
+    }
+}
+
+impl From<Outcome> for String {
+    fn from(outcome: Outcome) -> String {
+        outcome.to_string()
+    }
+}
+
+impl TryFrom<String> for Outcome {
+    type Error = String;
+
+    fn try_from(text: String) -> Result<Outcome, String> {
+        match text.as_str() {
+            "ok" => return Ok(Outcome::Ok),
+            NO_CHANGE => return Ok(Outcome::NoChange),
+            _ => {}
+        }
+        let Some((kind, why)) = text.split_once(": ") else {
+            return Err(format!("unknown result {text:?}"));
+        };
+        let why = why.to_string();
+        match kind {
+            "refused" => Ok(Outcome::Refused(why)),
+            "failed" => Ok(Outcome::Failed(why)),
+            "held" => Ok(Outcome::Held(why)),
+            "withdrawn" => Ok(Outcome::Withdrawn(why)),
+            _ => Err(format!("unknown result {text:?}")),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_written_by_earlier_versions_read_back_unchanged() {
+        let lines = [
+            r#"{"time":"2026-11-22T11:30:00Z","trigger":"admin","uid":1001,"route":"app","action":"switch","from":"active=blue","to":"active=green","reason":"deploy","result":"ok","generation":4}"#,
+            r#"{"time":"2026-11-22T11:30:00Z","trigger":"admin","uid":null,"route":"app","action":"canary","from":"active=blue","to":"active=blue","reason":null,"result":"ok: no change","generation":4}"#,
+            r#"{"time":"2026-11-22T11:30:00Z","trigger":"failback","uid":null,"route":"app","action":"switch","from":"active=green","to":"active=blue","reason":"slot green unhealthy: x","result":"ok","generation":5}"#,
+            r#"{"time":"2026-11-22T11:30:00Z","trigger":"admin","uid":0,"route":"app","action":"rollback","from":"active=blue","to":null,"reason":null,"result":"refused: the previous slot: is: unhealthy","generation":null}"#,
+            r#"{"time":"2026-11-22T11:30:00Z","trigger":"config","uid":null,"route":"*","action":"reload","from":"generation 3","to":null,"reason":null,"result":"failed: 2 error(s)","generation":null}"#,
+            r#"{"time":"2026-11-22T11:30:00Z","trigger":"config","uid":null,"route":"*","action":"reload","from":"generation 3","to":null,"reason":"removes route api","result":"held: applied if the file stays this way for 3s","generation":null}"#,
+            r#"{"time":"2026-11-22T11:30:00Z","trigger":"config","uid":null,"route":"*","action":"reload","from":"generation 3","to":null,"reason":"removes route api","result":"withdrawn: the file changed again","generation":null}"#,
+            r#"{"time":"2026-11-22T11:30:00Z","trigger":"rollout","uid":null,"route":"app","action":"rollout step","from":"active=blue canary=green:10","to":"active=blue canary=green:50","reason":"hold done","result":"ok","generation":9}"#,
+        ];
+        for line in lines {
+            let entry: HistoryEntry =
+                serde_json::from_str(line).unwrap_or_else(|e| panic!("{line}: {e}"));
+            let again = serde_json::to_string(&entry).unwrap();
+            assert_eq!(again, line);
+        }
+    }
+
+    #[test]
+    fn actions_name_themselves_as_the_wire_does() {
+        use Action::*;
+        for action in [
+            Switch,
+            Rollback,
+            Canary,
+            Reload,
+            RolloutStart,
+            RolloutPause,
+            RolloutResume,
+            RolloutPromote,
+            RolloutAbort,
+            RolloutStep,
+        ] {
+            assert_eq!(serde_json::to_value(action).unwrap(), action.as_str());
+        }
+    }
+
+    #[test]
+    fn a_result_of_an_unknown_kind_is_not_read_as_another() {
+        assert!(Outcome::try_from("maybe: later".to_string()).is_err());
+        assert!(Outcome::try_from("okay".to_string()).is_err());
+        assert_eq!(
+            Outcome::try_from("refused: a: b".to_string()),
+            Ok(Outcome::Refused("a: b".into()))
+        );
+    }
+}
