@@ -443,6 +443,21 @@ impl Proxy {
         self.signal_and_wait()
     }
 
+    /// Waits for the proxy to exit by itself and returns its status.
+    pub fn wait_for_exit(&mut self, limit: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "switchyard did not exit within {limit:?}"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     fn signal_and_wait(&mut self) -> std::process::ExitStatus {
         // SAFETY: kill only sends a signal to our own child.
         unsafe { libc::kill(self.pid(), libc::SIGTERM) };

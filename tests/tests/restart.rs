@@ -51,3 +51,37 @@ async fn a_socket_activated_restart_under_load_drops_no_request() {
     assert_eq!(status["routes"][0]["active"], "green", "{status}");
     assert_eq!(blue.requests.load(std::sync::atomic::Ordering::Relaxed), 0);
 }
+
+/// A panic in the control plane is not silent: the proxy logs it, drains
+/// and exits with status 70 (so systemd's `Restart=on-failure` restarts it),
+/// and the next start restores every decision from the state file. The
+/// panic is injected by a debug-build-only fault switch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_control_plane_panic_exits_non_zero_and_the_restart_restores_the_decisions() {
+    let blue = Backend::start("blue").await;
+    let green = Backend::start("green").await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("switchyard.toml");
+    let routes = two_slot_route("app", "blue", &blue, &green);
+    std::fs::write(&config, config_text(&routes)).unwrap();
+    let fault = [("SWITCHYARD_FAULT", "control-panic")];
+    let mut proxy = Proxy::start_with_env(dir.path(), &config, &fault);
+    tokio::task::block_in_place(|| proxy.cli_ok(&["switch", "app", "green"]));
+
+    let answer = tokio::task::block_in_place(|| proxy.cli(&["status", "panic"]));
+    assert!(
+        !answer.status.success(),
+        "the command that panicked gets no answer"
+    );
+    let exit = tokio::task::block_in_place(|| proxy.wait_for_exit(Duration::from_secs(20)));
+    assert_eq!(exit.code(), Some(70), "{exit:?}\n{}", proxy.log_text());
+    eventually(Duration::from_secs(5), "the panic in the log", || {
+        proxy.log_text().contains("the control plane panicked")
+    })
+    .await;
+    drop(proxy);
+
+    let restarted = Proxy::start(dir.path(), &routes);
+    let status = restarted.status();
+    assert_eq!(status["routes"][0]["active"], "green", "{status:#}");
+}

@@ -1,0 +1,117 @@
+//! Upstream connections are pooled per route and slot, and kept across
+//! everything that does not change where a route sends its traffic: a
+//! backend of another route going down and up, a canary weight, a reload
+//! that edits another route. A switch still never sends a request down a
+//! connection pooled before it.
+
+use std::collections::BTreeSet;
+use std::sync::atomic::Ordering;
+
+use switchyard_tests::wire::recording_backend;
+use switchyard_tests::{Backend, Client, Proxy};
+
+/// `app` on two recording backends; `other` on two plain ones, probed
+/// every 100 ms so that its blue backend can be made to flap quickly.
+fn routes(app_blue: &str, app_green: &str, other: &[&Backend; 2], other_retries: u32) -> String {
+    format!(
+        "[[route]]\nname = \"app\"\nactive = \"blue\"\nhosts = [\"app.test\"]\n\
+         [route.slots]\nblue = [\"{app_blue}\"]\ngreen = [\"{app_green}\"]\n\n\
+         [[route]]\nname = \"other\"\nactive = \"blue\"\nhosts = [\"other.test\"]\nretries = {other_retries}\n\
+         [route.slots]\nblue = [\"{}\"]\ngreen = [\"{}\"]\n\
+         [route.health]\npath = \"/health\"\ninterval = \"100ms\"\nrise = 1\nfall = 1\n",
+        other[0].addr, other[1].addr
+    )
+}
+
+fn backend_state(status: &serde_json::Value, route: &str) -> String {
+    let route = status["routes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == route)
+        .unwrap();
+    route["slots"][0]["backends"][0]["state"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn pooled_connections_survive_unrelated_changes_but_not_a_switch() {
+    let (app_blue, app_blue_seen) = recording_backend().await;
+    let (app_green, _) = recording_backend().await;
+    let other_blue = Backend::start("other-blue").await;
+    let other_green = Backend::start("other-green").await;
+    let (blue, green) = (app_blue.addr.to_string(), app_green.addr.to_string());
+    let others = [&other_blue, &other_green];
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = Proxy::start(dir.path(), &routes(&blue, &green, &others, 2));
+    proxy
+        .wait_for_status("other's blue backend healthy", |s| {
+            backend_state(s, "other") == "healthy"
+        })
+        .await;
+
+    // Each request on a new client connection: only the proxy's upstream
+    // pool can put two of them on one backend connection.
+    let request = || async {
+        let reply = Client::new(proxy.addr).get("app.test", "/").await.unwrap();
+        assert_eq!(reply.status, 200, "{}", reply.body);
+    };
+    let connections_used = || -> BTreeSet<usize> {
+        let seen = app_blue_seen.lock().unwrap();
+        seen.requests.iter().map(|(conn, _)| *conn).collect()
+    };
+    request().await;
+    assert_eq!(connections_used().len(), 1);
+
+    // Another route's backend goes down and comes back: two publishes.
+    let generation = proxy.generation();
+    other_blue.healthy.store(false, Ordering::Relaxed);
+    proxy
+        .wait_for_status("other's blue backend down", |s| {
+            backend_state(s, "other") == "unhealthy"
+        })
+        .await;
+    other_blue.healthy.store(true, Ordering::Relaxed);
+    proxy
+        .wait_for_status("other's blue backend back", |s| {
+            backend_state(s, "other") == "healthy"
+        })
+        .await;
+    assert!(
+        proxy.generation() > generation,
+        "health changes were published"
+    );
+    request().await;
+
+    // Canary weights on this route (on and off again, so that no request
+    // goes to green), then a reload that edits the other route.
+    for weight in ["50", "0"] {
+        tokio::task::block_in_place(|| proxy.cli_ok(&["canary", "app", "green", weight]));
+    }
+    let reloads = proxy.reloads();
+    proxy.edit_config(&routes(&blue, &green, &others, 3));
+    proxy
+        .wait_for_status("the edit of other applied", |s| {
+            s["config"]["reloads"].as_u64() > Some(reloads)
+        })
+        .await;
+    request().await;
+    assert_eq!(
+        connections_used().len(),
+        1,
+        "every request so far went down the first pooled connection"
+    );
+
+    // A switch away and back: the connection pooled before it is not used.
+    for slot in ["green", "blue"] {
+        tokio::task::block_in_place(|| proxy.cli_ok(&["switch", "app", slot, "--force"]));
+    }
+    let before = connections_used();
+    request().await;
+    let after = connections_used();
+    assert_eq!(after.len(), 2, "a new connection after the switch");
+    assert!(after.is_superset(&before));
+    drop(app_green);
+}
