@@ -11,10 +11,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde_json::json;
 use switchyard_conf::watch::ConfigWatcher;
 use switchyard_conf::CertificateConfig;
 use switchyard_control::history::now_rfc3339;
+use switchyard_control::protocol::TlsStatus;
 use switchyard_control::ControllerHandle;
 use tokio::sync::Notify;
 
@@ -113,12 +113,9 @@ fn reload(
 
 /// What `status` shows under `tls`.
 fn report(controller: &ControllerHandle, resolver: &SniResolver, error: Option<String>) {
-    controller.set_tls_status(json!({
-        "certificates": resolver.summary(),
-        "last_load": {
-            "at": now_rfc3339(),
-            "result": if error.is_some() { "error" } else { "ok" },
-            "error": error,
-        },
-    }));
+    let status = TlsStatus::new(resolver.summary(), now_rfc3339(), error);
+    // The controller keeps it as a `Value` (see ControllerHandle::set_tls_status).
+    if let Ok(value) = serde_json::to_value(&status) {
+        controller.set_tls_status(value);
+    }
 }
