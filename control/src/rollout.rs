@@ -89,6 +89,17 @@ pub enum VerdictResult {
     Waiting,
 }
 
+/// As on the wire: `pass`, `fail`, `waiting`.
+impl std::fmt::Display for VerdictResult {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(match self {
+            VerdictResult::Pass => "pass",
+            VerdictResult::Fail => "fail",
+            VerdictResult::Waiting => "waiting",
+        })
+    }
+}
+
 impl Verdict {
     pub fn failed(&self) -> bool {
         self.result == VerdictResult::Fail

@@ -26,7 +26,7 @@ use crate::health::monitor::{BackendKey, Monitor};
 use crate::health::{Check, Failure};
 use crate::history::{History, DEFAULT_HISTORY_MAX_BYTES};
 use crate::metrics;
-use crate::protocol::{ErrorKind, Request, Response};
+use crate::protocol::{ErrorKind, HistoryReply, Request, Response, TlsStatus};
 use crate::state_file::{RouteState, StateFile};
 use crate::table::RoutingTable;
 
@@ -54,7 +54,7 @@ enum Message {
     /// watcher's settle time.
     ConfigFileChanged,
     /// What the certificate loader did, for `status`.
-    TlsLoaded(Value),
+    TlsLoaded(TlsStatus),
     /// A Prometheus scrape: the text exposition of the current state.
     Metrics { reply: oneshot::Sender<String> },
     /// A readiness check: the backends still waiting for a first verdict.
@@ -147,7 +147,7 @@ impl ControllerHandle {
     /// Tells the Controller what the certificate loader did (the
     /// certificates served and the last load's outcome), for `status`.
     /// Waits only while the mailbox is full.
-    pub async fn tls_loaded(&self, status: Value) {
+    pub async fn tls_loaded(&self, status: TlsStatus) {
         let _ = self.mailbox.send(Message::TlsLoaded(status)).await;
     }
 }
@@ -298,8 +298,7 @@ impl Controller {
                 Effect::Reply { to, response } => self.send(to, response, unsaved.as_deref()),
                 Effect::ReplyHistory { to, route, limit } => {
                     let entries = self.history.recent(route.as_deref(), limit);
-                    let result = serde_json::json!({ "entries": entries });
-                    self.send(to, Response::ok(result), None);
+                    self.send(to, Response::ok_with(&HistoryReply { entries }), None);
                 }
                 Effect::ReadConfig(trigger) => {
                     let event = self.read_config(trigger);

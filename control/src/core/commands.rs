@@ -1,7 +1,6 @@
 //! Admin commands: each is answered by one [`super::Effect::Reply`], now or
 //! (a waiting `switch` or `drain`) later.
 
-use serde::Serialize;
 use switchyard_conf::RouteConfig;
 
 use super::parked::ParkedSwitch;
@@ -10,19 +9,8 @@ use super::{describe, Core, Effect, Level, Now, ReloadTrigger, ReplyTo};
 use crate::decisions::{self, Refusal};
 use crate::health::SlotHealth;
 use crate::history::{Action, HistoryEntry, Outcome, Trigger};
-use crate::protocol::{ErrorKind, Request, Response};
-use crate::state_file::{CanaryState, DecisionSource, RouteState};
-
-/// The answer to `switch`, `rollback` and `canary`.
-#[derive(Debug, Clone, Serialize)]
-pub(super) struct Changed {
-    pub route: String,
-    pub changed: bool,
-    pub generation: u64,
-    pub active: String,
-    pub previous: Option<String>,
-    pub canary: Option<CanaryState>,
-}
+use crate::protocol::{ChangeReply, ErrorKind, Request, Response};
+use crate::state_file::{DecisionSource, RouteState};
 
 impl Core {
     pub(super) fn command(&mut self, reply: ReplyTo, request: Request, uid: Option<u32>, now: Now) {
@@ -233,13 +221,14 @@ impl Core {
             ),
         );
         self.record(entry);
-        Response::ok_with(&Changed {
+        Response::ok_with(&ChangeReply {
             route: route_name.to_string(),
             changed,
             generation: self.generation,
             active: after.active,
             previous: after.previous,
             canary: after.canary,
+            warning: None,
         })
     }
 

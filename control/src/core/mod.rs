@@ -20,13 +20,12 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use serde_json::Value;
 use switchyard_conf::{Config, ServerConfig, TlsConfig};
 
 use crate::health::monitor::BackendKey;
 use crate::health::{Check, HealthBook, HealthChanges, Thresholds};
 use crate::history::HistoryEntry;
-use crate::protocol::{Request, Response};
+use crate::protocol::{Request, Response, TlsStatus};
 use crate::state_file::{LoadedState, RouteState};
 use crate::table::{RoutingTable, SlotLoad};
 
@@ -99,7 +98,7 @@ pub enum Event {
     /// The time [`Core::next_wakeup`] asked for has come (or passed).
     Tick,
     /// What the certificate loader last did, shown in `status`.
-    TlsLoaded(Value),
+    TlsLoaded(TlsStatus),
 }
 
 /// A config file that does not parse or validate.
@@ -167,7 +166,7 @@ pub struct Core {
     /// follow the file.
     tls: Option<TlsConfig>,
     /// What the certificate loader last reported.
-    tls_status: Option<Value>,
+    tls_status: Option<TlsStatus>,
     /// The last reload's errors, while the file stays invalid.
     config_error: Option<String>,
     /// A valid edit that removes something, waiting (see `settle.rs`).

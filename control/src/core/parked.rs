@@ -5,13 +5,11 @@
 
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
-
 use super::{Core, Level, Now, ReplyTo};
 use crate::decisions;
 use crate::health::SlotHealth;
 use crate::history::{Action, HistoryEntry, Outcome, Trigger};
-use crate::protocol::{ErrorKind, Response};
+use crate::protocol::{DrainReply, ErrorKind, Response};
 use crate::state_file::DecisionSource;
 
 /// How often waiting drains look at the counters, and how long a slot must
@@ -61,23 +59,6 @@ impl Parked {
     pub fn deadlines(&self) -> impl Iterator<Item = Instant> + '_ {
         let switches = self.switches.iter().map(|s| s.deadline);
         switches.chain(self.drains.iter().map(|d| d.deadline))
-    }
-}
-
-/// A slot's requests and upgraded connections in flight: `drain`'s answer.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub(super) struct DrainLoad {
-    pub route: String,
-    pub slot: String,
-    pub in_flight: usize,
-    pub upgraded: usize,
-    /// Still gets new traffic (active, or a canary with weight).
-    pub serving: bool,
-}
-
-impl DrainLoad {
-    fn empty(&self) -> bool {
-        self.in_flight == 0 && self.upgraded == 0
     }
 }
 
@@ -159,7 +140,7 @@ impl Core {
     }
 
     /// A slot's load, or why there is no such slot.
-    pub(super) fn drain_load(&self, route: &str, slot: &str) -> Result<DrainLoad, Response> {
+    pub(super) fn drain_load(&self, route: &str, slot: &str) -> Result<DrainReply, Response> {
         let Some(cfg) = self.config.route(route) else {
             return Err(self.no_such_route(route));
         };
@@ -175,7 +156,7 @@ impl Core {
         }
         let state = &self.routes[route];
         let load = self.loads.get(route).and_then(|l| l.get(slot));
-        Ok(DrainLoad {
+        Ok(DrainReply {
             route: route.to_string(),
             slot: slot.to_string(),
             in_flight: load.map_or(0, |l| l.requests()),
@@ -237,7 +218,7 @@ impl Core {
                     continue;
                 }
             };
-            waiter.empty_polls = if load.empty() {
+            waiter.empty_polls = if load.is_empty() {
                 waiter.empty_polls + 1
             } else {
                 0

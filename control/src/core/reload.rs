@@ -5,15 +5,13 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
-use serde::Serialize;
 use switchyard_conf::{Config, ServerConfig, TlsConfig};
 
-use super::settle::PendingEditStatus;
 use super::{describe, ConfigRejected, Core, Effect, Level, Now, ReplyTo};
 use crate::decisions;
 use crate::health::SlotHealth;
 use crate::history::{Action, HistoryEntry, Outcome, Trigger, ALL_ROUTES};
-use crate::protocol::{ErrorKind, Response};
+use crate::protocol::{ErrorKind, ReloadReply, Response};
 use crate::state_file::RouteState;
 
 /// Why the config file was read.
@@ -26,19 +24,6 @@ pub enum ReloadTrigger {
     /// A held edit's settle time is up: applied only if the file still
     /// parses to the same config.
     Settled,
-}
-
-/// The answer to `reload`.
-#[derive(Debug, Clone, Serialize)]
-pub(super) struct Reloaded {
-    pub generation: u64,
-    pub routes: usize,
-    pub needs_restart: Vec<String>,
-    /// Present (false) when nothing was applied.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub changed: Option<bool>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub pending_edit: Option<Option<PendingEditStatus>>,
 }
 
 impl Core {
@@ -100,7 +85,12 @@ impl Core {
             // truncated state was held.
             self.withdraw_pending_edit("the file is back to the running config", now);
             self.effects.push(Effect::CountReload("unchanged"));
-            return Some(Response::ok_with(&self.reloaded(Some(false), None)));
+            let unchanged = ReloadReply::unchanged(
+                self.generation,
+                self.route_count(),
+                self.needs_restart.clone(),
+            );
+            return Some(Response::ok_with(&unchanged));
         }
         if trigger == ReloadTrigger::File {
             let removals = switchyard_conf::shrink::removals(&self.config, &config);
@@ -128,18 +118,8 @@ impl Core {
         }
     }
 
-    pub(super) fn reloaded(
-        &self,
-        changed: Option<bool>,
-        pending_edit: Option<Option<PendingEditStatus>>,
-    ) -> Reloaded {
-        Reloaded {
-            generation: self.generation,
-            routes: self.config.routes.len(),
-            needs_restart: self.needs_restart.clone(),
-            changed,
-            pending_edit,
-        }
+    pub(super) fn route_count(&self) -> usize {
+        self.config.routes.len()
     }
 
     /// Applies a valid config: every route's decision (runtime decisions
@@ -184,7 +164,10 @@ impl Core {
                 self.config.routes.len()
             ),
         );
-        Response::ok_with(&self.reloaded(None, None))
+        let needs_restart = self.needs_restart.clone();
+        let applied =
+            ReloadReply::applied(self.generation, self.route_count(), needs_restart, None);
+        Response::ok_with(&applied)
     }
 
     /// Each route's state under the new config. An edit of `active` to a

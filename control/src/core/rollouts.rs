@@ -4,13 +4,11 @@
 
 use std::time::{Duration, Instant};
 
-use serde_json::{json, Value};
-
 use super::{describe, Core, Level, Now};
 use crate::decisions;
 use crate::health::SlotHealth;
 use crate::history::{Action, HistoryEntry, Outcome, Trigger};
-use crate::protocol::{ErrorKind, Response, RolloutAction};
+use crate::protocol::{ErrorKind, Response, RolloutAction, RolloutReply, RolloutStatus};
 use crate::rollout::{judge, Next, Phase, Plan, Rollout, VerdictResult};
 use crate::state_file::{CanaryState, DecisionSource, RouteState};
 use crate::table::StatsSnapshot;
@@ -132,12 +130,13 @@ impl Core {
         entry.to = Some(describe(&after));
         entry.generation = Some(self.generation);
         self.record(entry);
-        Response::ok(json!({
-            "route": route_name,
-            "active": after.active,
-            "canary": after.canary,
-            "rollout": self.rollout_status(route_name, &after, now),
-        }))
+        Response::ok_with(&RolloutReply {
+            route: route_name.to_string(),
+            rollout: self.rollout_status(route_name, &after, now),
+            active: after.active,
+            canary: after.canary,
+            warning: None,
+        })
     }
 
     fn start_rollout(
@@ -462,16 +461,17 @@ impl Core {
     }
 
     /// The rollout as `status` shows it, with the time left as of now.
-    pub(super) fn rollout_status(&self, route: &str, state: &RouteState, now: Now) -> Value {
-        let Some(rollout) = &state.rollout else {
-            return Value::Null;
-        };
-        let mut value = serde_json::to_value(rollout).unwrap_or(Value::Null);
-        value["step_number"] = json!(rollout.step + 1);
-        value["steps_total"] = json!(rollout.plan.steps.len());
-        value["weight"] = json!(rollout.weight());
-        value["hold_left_ms"] = json!(self.hold_left(route, rollout, now).as_millis() as u64);
-        value
+    pub(super) fn rollout_status(
+        &self,
+        route: &str,
+        state: &RouteState,
+        now: Now,
+    ) -> Option<RolloutStatus> {
+        let rollout = state.rollout.as_ref()?;
+        Some(RolloutStatus::new(
+            rollout,
+            self.hold_left(route, rollout, now),
+        ))
     }
 }
 

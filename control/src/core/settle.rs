@@ -17,13 +17,12 @@
 
 use std::time::{Duration, Instant, SystemTime};
 
-use serde::Serialize;
 use switchyard_conf::shrink::{self, Removal};
 use switchyard_conf::Config;
 
 use super::{rfc3339, Core, Effect, Level, Now};
 use crate::history::{HistoryEntry, Outcome};
-use crate::protocol::Response;
+use crate::protocol::{PendingEditStatus, ReloadReply, Response};
 
 use super::ReloadTrigger;
 
@@ -55,17 +54,6 @@ impl PendingEdit {
     pub(super) fn wakeup(&self) -> Option<Instant> {
         (!self.reading).then_some(self.deadline)
     }
-}
-
-/// `status`'s `config.pending_edit`: what the held edit removes and when
-/// it applies.
-#[derive(Debug, Clone, Serialize)]
-pub(super) struct PendingEditStatus {
-    removes: Vec<String>,
-    since: String,
-    applies_at: String,
-    applies_in_ms: u64,
-    settle: String,
 }
 
 fn settle_text() -> String {
@@ -188,8 +176,21 @@ impl Core {
     }
 
     fn held_response(&self, now: Now) -> Response {
-        let status = self.pending_edit_status(now);
-        Response::ok_with(&self.reloaded(Some(false), Some(status)))
+        let Some(pending) = self.pending_edit_status(now) else {
+            let unchanged = ReloadReply::unchanged(
+                self.generation,
+                self.route_count(),
+                self.needs_restart.clone(),
+            );
+            return Response::ok_with(&unchanged);
+        };
+        let held = ReloadReply::held(
+            self.generation,
+            self.route_count(),
+            self.needs_restart.clone(),
+            pending,
+        );
+        Response::ok_with(&held)
     }
 
     /// A history entry for the held edit: held, or withdrawn.

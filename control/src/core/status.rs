@@ -3,13 +3,14 @@
 
 use std::net::SocketAddr;
 
-use serde_json::{json, Value};
 use switchyard_conf::{HostPattern, RouteConfig};
 
-use super::{rfc3339, Core, Now};
-use crate::health::{BackendState, Check, Failure};
+use super::{Core, Now};
+use crate::health::BackendState;
 use crate::metrics;
-use crate::protocol::Response;
+use crate::protocol::{
+    BackendStatus, ConfigStatus, Response, RouteStatus, SlotStatus, StatusReply,
+};
 
 impl Core {
     /// `status`: the whole state, or one route's.
@@ -17,31 +18,31 @@ impl Core {
         if let Some(name) = only.filter(|name| self.config.route(name).is_none()) {
             return self.no_such_route(name);
         }
-        let routes: Vec<Value> = self
+        let routes = self
             .config
             .routes
             .iter()
             .filter(|r| only.is_none_or(|name| r.name == name))
             .map(|r| self.route_status(r, now))
             .collect();
-        Response::ok(json!({
-            "generation": self.generation,
-            "config": {
-                "file": self.config_path.display().to_string(),
-                "error": self.config_error,
-                "needs_restart": self.needs_restart,
-                "reloads": self.reloads,
-                "pending_edit": self.pending_edit_status(now),
+        Response::ok_with(&StatusReply {
+            generation: self.generation,
+            config: ConfigStatus {
+                file: self.config_path.display().to_string(),
+                error: self.config_error.clone(),
+                needs_restart: self.needs_restart.clone(),
+                reloads: self.reloads,
+                pending_edit: self.pending_edit_status(now),
             },
-            "state_warnings": self.state_warnings,
-            "tls": self.tls_status,
-            "routes": routes,
-        }))
+            state_warnings: self.state_warnings.clone(),
+            tls: self.tls_status.clone(),
+            routes,
+        })
     }
 
-    fn route_status(&self, route: &RouteConfig, now: Now) -> Value {
+    fn route_status(&self, route: &RouteConfig, now: Now) -> RouteStatus {
         let state = &self.routes[&route.name];
-        let hosts: Vec<String> = route
+        let hosts = route
             .hosts
             .iter()
             .map(|h| match h {
@@ -49,70 +50,50 @@ impl Core {
                 HostPattern::Suffix(suffix) => format!("*{suffix}"),
             })
             .collect();
-        let slots: Vec<Value> = route
+        let slots = route
             .slots
             .iter()
             .map(|(name, backends)| {
-                let backends: Vec<Value> = backends
-                    .iter()
-                    .map(|addr| self.backend_status(&route.name, name, *addr))
-                    .collect();
                 let load = self.loads.get(&route.name).and_then(|l| l.get(name));
-                json!({
-                    "name": name,
-                    "health": self.health.slot_health(&route.name, name).as_str(),
-                    "in_flight": load.map_or(0, |l| l.requests()),
-                    "upgraded": load.map_or(0, |l| l.upgraded()),
-                    "backends": backends,
-                })
+                SlotStatus {
+                    name: name.clone(),
+                    health: self.health.slot_health(&route.name, name),
+                    in_flight: load.map_or(0, |l| l.requests()),
+                    upgraded: load.map_or(0, |l| l.upgraded()),
+                    backends: backends
+                        .iter()
+                        .map(|addr| self.backend_status(&route.name, name, *addr))
+                        .collect(),
+                }
             })
             .collect();
-        json!({
-            "name": route.name,
-            "hosts": hosts,
-            "path_prefix": route.path_prefix,
-            "active": state.active,
-            "previous": state.previous,
-            "canary": state.canary,
-            "pending": state.pending,
-            "failed": state.failed,
-            "critical": self.critical.get(&route.name),
-            "decided_by": state.source,
-            "changed_at": state.changed_at,
-            "rollout": self.rollout_status(&route.name, state, now),
-            "slots": slots,
-        })
+        RouteStatus {
+            name: route.name.clone(),
+            hosts,
+            path_prefix: route.path_prefix.clone(),
+            active: state.active.clone(),
+            previous: state.previous.clone(),
+            canary: state.canary.clone(),
+            pending: state.pending.clone(),
+            failed: state.failed.clone(),
+            critical: self.critical.get(&route.name).cloned(),
+            decided_by: state.source,
+            changed_at: state.changed_at.clone(),
+            rollout: self.rollout_status(&route.name, state, now),
+            slots,
+        }
     }
 
-    /// `{"address", "state", "since", "last_check": {"ok", "status" | "error", "latency_ms", "at"}}`
-    fn backend_status(&self, route: &str, slot: &str, addr: SocketAddr) -> Value {
-        let Some(health) = self.health.get(route, slot, addr) else {
-            return json!({ "address": addr.to_string(), "state": BackendState::Unknown });
-        };
-        let last = health.last.as_ref().map(|(check, at)| {
-            let (ok, latency, detail) = match check {
-                Check::Pass { status, latency } => (true, latency, json!({ "status": status })),
-                Check::Fail { failure, latency } => match failure {
-                    Failure::Status(code) => (false, latency, json!({ "status": code })),
-                    other => (false, latency, json!({ "error": other.to_string() })),
-                },
-            };
-            let mut value = json!({
-                "ok": ok,
-                "latency_ms": latency.as_secs_f64() * 1000.0,
-                "at": rfc3339(*at),
-            });
-            if let (Some(v), Some(d)) = (value.as_object_mut(), detail.as_object()) {
-                v.extend(d.clone());
-            }
-            value
-        });
-        json!({
-            "address": addr.to_string(),
-            "state": health.state,
-            "since": rfc3339(health.since),
-            "last_check": last,
-        })
+    fn backend_status(&self, route: &str, slot: &str, addr: SocketAddr) -> BackendStatus {
+        match self.health.get(route, slot, addr) {
+            None => BackendStatus::untracked(addr),
+            Some(health) => BackendStatus::tracked(
+                addr,
+                health.state,
+                health.since,
+                health.last.as_ref().map(|(check, at)| (check, *at)),
+            ),
+        }
     }
 
     /// The backends of active slots that have no health verdict yet, as

@@ -4,7 +4,7 @@
 use std::time::{Duration, SystemTime};
 
 /// What switchyard believes about a backend.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum BackendState {
     /// No verdict yet: fewer than `rise` passes and `fall` failures in a row

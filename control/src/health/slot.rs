@@ -3,7 +3,7 @@
 use super::BackendState;
 
 /// What a slot can be trusted with.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum SlotHealth {
     /// At least one backend is healthy.

@@ -91,6 +91,33 @@ pub enum Action {
     RolloutStep,
 }
 
+impl Trigger {
+    /// As on the wire: `admin`, `config`, `failback`, `rollout`, `startup`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Trigger::Admin => "admin",
+            Trigger::Config => "config",
+            Trigger::Failback => "failback",
+            Trigger::Rollout => "rollout",
+            Trigger::Startup => "startup",
+        }
+    }
+}
+
+/// As on the wire; widths and alignment (`{:<8}`) apply.
+impl fmt::Display for Trigger {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
+/// As on the wire; widths and alignment apply.
+impl fmt::Display for Action {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
 impl Action {
     /// As on the wire: `switch`, `rollout step`, ...
     pub fn as_str(self) -> &'static str {
@@ -220,6 +247,16 @@ mod tests {
         ] {
             assert_eq!(serde_json::to_value(action).unwrap(), action.as_str());
         }
+        for trigger in [
+            Trigger::Admin,
+            Trigger::Config,
+            Trigger::Failback,
+            Trigger::Rollout,
+            Trigger::Startup,
+        ] {
+            assert_eq!(serde_json::to_value(trigger).unwrap(), trigger.as_str());
+        }
+        assert_eq!(format!("[{:<8}]", Trigger::Admin), "[admin   ]");
     }
 
     #[test]

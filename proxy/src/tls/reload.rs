@@ -11,10 +11,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde_json::json;
 use switchyard_conf::watch::ConfigWatcher;
 use switchyard_conf::CertificateConfig;
 use switchyard_control::history::now_rfc3339;
+use switchyard_control::protocol::TlsStatus;
 use switchyard_control::ControllerHandle;
 use tokio::sync::Notify;
 
@@ -113,13 +113,6 @@ async fn reload(
 
 /// What `status` shows under `tls`.
 async fn report(controller: &ControllerHandle, resolver: &SniResolver, error: Option<String>) {
-    let status = json!({
-        "certificates": resolver.summary(),
-        "last_load": {
-            "at": now_rfc3339(),
-            "result": if error.is_some() { "error" } else { "ok" },
-            "error": error,
-        },
-    });
+    let status = TlsStatus::new(resolver.summary(), now_rfc3339(), error);
     controller.tls_loaded(status).await;
 }

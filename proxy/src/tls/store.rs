@@ -6,7 +6,6 @@ use std::fmt;
 use std::sync::Arc;
 
 use rustls::sign::CertifiedKey;
-use serde::Serialize;
 use switchyard_conf::CertificateConfig;
 
 use super::certs::{self, CertError, LoadedCert};
@@ -26,22 +25,9 @@ pub struct CertStore {
     wildcard: HashMap<String, Arc<CertifiedKey>>,
 }
 
-/// One certificate as `switchyard status` shows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct CertSummary {
-    pub cert: String,
-    pub key: String,
-    /// The leaf's DNS subjectAltNames, lower-case; may be empty.
-    pub names: Vec<String>,
-    /// Served when no name matches (the first certificate of the config).
-    pub default: bool,
-    /// RFC 3339, UTC.
-    pub not_before: String,
-    /// RFC 3339, UTC.
-    pub not_after: String,
-    /// `not_after` in Unix seconds, for scripts that compute days left.
-    pub not_after_unix: i64,
-}
+/// One certificate as `switchyard status` shows it: the admin protocol's
+/// type, so the CLI reads exactly what is written here.
+pub use switchyard_control::protocol::CertificateStatus as CertSummary;
 
 impl CertStore {
     /// Reads and checks every pair, in config order.

@@ -1,8 +1,26 @@
 //! The admin protocol: JSON lines over a Unix socket, one request object per
 //! line and one response per line. These types are shared by the server
 //! (`admin_server`) and the `switchyard` CLI.
+//!
+//! This file has the requests and the envelope ([`Response`]); the typed
+//! `result` of each command is in [`replies`] and [`status`].
 
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+
+pub mod replies;
+#[cfg(test)]
+mod reply_tests;
+pub mod status;
+#[cfg(test)]
+mod tests;
+
+pub use replies::{ChangeReply, DrainReply, HistoryReply, ReloadReply, Reply, RolloutReply};
+pub use status::{
+    BackendStatus, BackendTracking, CertificateStatus, CheckDetail, ConfigStatus, LastCheck,
+    PendingEditStatus, RolloutStatus, RouteStatus, SlotStatus, StatusReply, TlsLoad, TlsLoadResult,
+    TlsStatus,
+};
 
 /// Lines longer than this are refused; a request is a few hundred bytes.
 pub const MAX_LINE_BYTES: usize = 64 * 1024;
@@ -150,6 +168,23 @@ pub enum ErrorKind {
     Internal,
 }
 
+impl ErrorKind {
+    /// The kind as on the wire: `not_found`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::BadRequest => "bad_request",
+            ErrorKind::TooLarge => "too_large",
+            ErrorKind::Forbidden => "forbidden",
+            ErrorKind::NotFound => "not_found",
+            ErrorKind::Refused => "refused",
+            ErrorKind::Unhealthy => "unhealthy",
+            ErrorKind::InvalidConfig => "invalid_config",
+            ErrorKind::Internal => "internal",
+        }
+    }
+}
+
+/// The `error` of a refused command: `{"kind":"not_found","message":"..."}`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ErrorBody {
     pub kind: ErrorKind,
@@ -175,12 +210,25 @@ impl Response {
         }
     }
 
-    /// A success with a typed result, serialized as the wire has it.
-    pub fn ok_with(result: &impl Serialize) -> Response {
-        match serde_json::to_value(result) {
-            Ok(value) => Response::ok(value),
-            Err(e) => Response::error(ErrorKind::Internal, format!("cannot encode the reply: {e}")),
+    /// `{"ok":true,"result":<reply>}`, `reply` being one of the typed
+    /// replies ([`StatusReply`], [`ChangeReply`], ...). The result goes
+    /// through a [`serde_json::Value`], as replies built with `json!`
+    /// always have: its keys come out in the same (sorted) order.
+    pub fn ok_with<T: Serialize>(reply: &T) -> Response {
+        match serde_json::to_value(reply) {
+            Ok(result) => Response::ok(result),
+            Err(e) => Response::error(ErrorKind::Internal, format!("cannot encode reply: {e}")),
         }
+    }
+
+    /// The `result` of a successful response read as `T`. A refusal, a
+    /// missing result or one of another shape is a [`ReplyError`].
+    pub fn reply<T: DeserializeOwned>(&self) -> Result<T, ReplyError> {
+        if let Some(error) = &self.error {
+            return Err(ReplyError::Refused(error.clone()));
+        }
+        let result = self.result.clone().ok_or(ReplyError::NoResult)?;
+        serde_json::from_value(result).map_err(ReplyError::Shape)
     }
 
     pub fn error(kind: ErrorKind, message: impl Into<String>) -> Response {
@@ -204,6 +252,17 @@ impl Response {
     }
 }
 
+/// Why [`Response::reply`] has no typed reply to give.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplyError {
+    #[error("refused ({}): {}", .0.kind.as_str(), .0.message)]
+    Refused(ErrorBody),
+    #[error("the response has neither a result nor an error")]
+    NoResult,
+    #[error("the result does not have the expected shape: {0}")]
+    Shape(#[source] serde_json::Error),
+}
+
 /// Parses one request line into a request, or the error response to send.
 pub fn parse_request(line: &[u8]) -> Result<Request, Response> {
     let text = std::str::from_utf8(line)
@@ -225,114 +284,4 @@ pub fn parse_request(line: &[u8]) -> Result<Request, Response> {
         };
         Response::error(ErrorKind::BadRequest, message)
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn error_of(line: &str) -> ErrorBody {
-        parse_request(line.as_bytes()).unwrap_err().error.unwrap()
-    }
-
-    #[test]
-    fn parses_the_documented_switch_request() {
-        let req = parse_request(
-            br#"{"cmd":"switch","route":"app","slot":"green","timeout":"30s","reason":"v42"}"#,
-        )
-        .unwrap();
-        assert_eq!(
-            req,
-            Request::Switch {
-                route: "app".into(),
-                slot: "green".into(),
-                timeout: Some("30s".into()),
-                force: false,
-                reason: Some("v42".into()),
-            }
-        );
-    }
-
-    #[test]
-    fn bad_json_unknown_command_and_bad_fields_say_what_is_wrong() {
-        assert!(error_of("{nope").message.contains("not valid JSON"));
-        assert!(error_of(r#"{"route":"app"}"#)
-            .message
-            .contains("needs a \"cmd\""));
-        let unknown = error_of(r#"{"cmd":"explode"}"#);
-        assert_eq!(unknown.kind, ErrorKind::BadRequest);
-        assert!(unknown.message.contains("unknown command \"explode\""));
-        assert!(error_of(r#"{"cmd":"switch","route":"app"}"#)
-            .message
-            .contains("slot"));
-        assert!(
-            error_of(r#"{"cmd":"canary","route":"a","slot":"b","weight":300}"#)
-                .message
-                .contains("canary")
-        );
-        assert!(error_of(r#"{"cmd":"reload","extra":1}"#)
-            .message
-            .contains("extra"));
-    }
-
-    #[test]
-    fn the_unknown_command_error_lists_every_command() {
-        let message = error_of(r#"{"cmd":"explode"}"#).message;
-        let (_, known) = message.split_once("known: ").expect(&message);
-        let listed: Vec<&str> = known.split(", ").collect();
-        assert_eq!(listed, COMMANDS, "{message}");
-        for cmd in ["rollout", "drain"] {
-            assert!(listed.contains(&cmd), "{message}");
-        }
-    }
-
-    /// serde knows the variants of `Request` from its definition: its own
-    /// "unknown variant" error lists them, and it must list exactly
-    /// `COMMANDS`.
-    #[test]
-    fn commands_are_exactly_the_request_variants() {
-        let error = serde_json::from_value::<Request>(serde_json::json!({"cmd": "explode"}))
-            .unwrap_err()
-            .to_string();
-        let (_, expected) = error.split_once("expected one of ").expect(&error);
-        let variants: Vec<&str> = expected
-            .split(", ")
-            .map(|v| v.trim().trim_matches('`'))
-            .collect();
-        assert_eq!(variants, COMMANDS, "serde says: {error}");
-    }
-
-    #[test]
-    fn every_request_names_a_listed_command() {
-        let samples = [
-            r#"{"cmd":"status"}"#,
-            r#"{"cmd":"switch","route":"a","slot":"b"}"#,
-            r#"{"cmd":"rollback","route":"a"}"#,
-            r#"{"cmd":"canary","route":"a","slot":"b","weight":5}"#,
-            r#"{"cmd":"rollout","action":"start","route":"a","slot":"b"}"#,
-            r#"{"cmd":"history"}"#,
-            r#"{"cmd":"reload"}"#,
-            r#"{"cmd":"drain","route":"a","slot":"b"}"#,
-        ];
-        let mut names: Vec<&str> = samples
-            .iter()
-            .map(|line| parse_request(line.as_bytes()).unwrap().name())
-            .collect();
-        assert_eq!(names, COMMANDS, "one sample per command, in order");
-        names.dedup();
-        assert_eq!(names.len(), COMMANDS.len());
-        for sample in samples {
-            let request = parse_request(sample.as_bytes()).unwrap();
-            let value = serde_json::to_value(&request).unwrap();
-            assert_eq!(value["cmd"], request.name(), "name() is the wire name");
-        }
-    }
-
-    #[test]
-    fn responses_round_trip_as_single_lines() {
-        let line = Response::error(ErrorKind::NotFound, "no route \"x\"").to_line();
-        assert!(line.ends_with('\n') && line.matches('\n').count() == 1);
-        let back: Response = serde_json::from_str(&line).unwrap();
-        assert_eq!(back.error.unwrap().kind, ErrorKind::NotFound);
-    }
 }
