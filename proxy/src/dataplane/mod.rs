@@ -12,28 +12,24 @@
 //! timeouts, and noticing a client that hangs up while we wait upstream.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
 use http::header::{self, HeaderValue};
 use pingora::connectors::http::v1::Connector;
 use pingora::connectors::http::v2::Connector as H2Connector;
 use pingora::connectors::TransportConnector;
-use pingora::http::RequestHeader;
 use pingora::protocols::http::client::HttpSession;
 use pingora::protocols::http::v1::client::HttpSession as UpstreamSession;
 use pingora::protocols::http::v2::client::Http2Session;
 use pingora::protocols::http::ServerSession;
-use pingora::protocols::Stream;
-use pingora::server::ShutdownWatch;
 use pingora::upstreams::peer::HttpPeer;
 use pingora::ErrorType;
-use switchyard_control::table::{FailureKind, LoadGuard, Reason, TOKEN_HEADER};
+use switchyard_control::table::{FailureKind, LoadGuard, Reason};
 use switchyard_control::{ControllerHandle, Route, RoutingTable, SharedTable};
 
-use crate::access_log::{self, AccessLog};
+use crate::access_log::AccessLog;
 use crate::hop_by_hop;
 
 mod accept;
@@ -44,12 +40,17 @@ mod front;
 mod h2_upstream;
 mod head;
 mod in_flight;
+mod redirect;
 pub mod request_id;
+mod serve;
+mod upstream_request;
 
 pub use accept::{spawn_accept_loops, Listener};
 use exchange::{exchange, Exchange, Reply};
 pub use front::Front;
 pub use in_flight::{InFlight, InFlightGuard};
+use redirect::https_location;
+use upstream_request::upstream_request;
 
 /// Concurrent requests on one HTTP/2 connection to an h2c backend before
 /// another connection is opened.
@@ -127,220 +128,6 @@ pub(crate) enum Outcome {
     Redirect(HeaderValue),
     /// The client is gone, or the response broke half-way: close.
     Abandon,
-}
-
-impl Forwarder {
-    /// Serves one HTTP/1.1 client connection: its requests one after
-    /// another, for as long as it stays reusable. One task and one boxed
-    /// future per connection, not per request.
-    ///
-    /// Each request head is read by [`head::read_head`] (size and time
-    /// limits of our own, a small buffer while idle) and handed to a new
-    /// pingora session as its first bytes; the request's own state is
-    /// boxed, so an idle connection holds only its socket, that buffer and
-    /// this loop.
-    pub(crate) async fn serve_http1(
-        &self,
-        mut stream: Stream,
-        tls: bool,
-        shutdown: &ShutdownWatch,
-    ) -> Option<Stream> {
-        // A new connection gets as long for its first request as a kept-alive
-        // one gets for its next: an idle connection is never held forever.
-        let mut wait = self.first_request_wait();
-        let mut pipelined = None;
-        loop {
-            let header_timeout = self.header_timeout();
-            let head = head::read_head(
-                &mut stream,
-                pipelined.take(),
-                Duration::from_secs(wait),
-                header_timeout,
-            )
-            .await;
-            let head::Head::Read(bytes) = head else {
-                return None;
-            };
-            // Boxed: the session and the request's state (the exchange, its
-            // select!, retries) live on the heap only while the request
-            // does, instead of inflating every connection's task for its
-            // whole life.
-            let served = Box::pin(self.serve_request(stream, bytes, wait, tls, shutdown));
-            (stream, pipelined, wait) = served.await?;
-        }
-    }
-
-    /// Serves the request whose head is in `head` on a new pingora session
-    /// over `stream`, and hands the stream back when it can take another:
-    /// with any bytes read past this request and the keep-alive timeout.
-    async fn serve_request(
-        &self,
-        stream: Stream,
-        head: BytesMut,
-        wait: u64,
-        tls: bool,
-        shutdown: &ShutdownWatch,
-    ) -> Option<(Stream, Option<BytesMut>, u64)> {
-        let mut session = ServerSession::new_http1(stream);
-        // Pipelined requests are answered in order, one after another
-        // (RFC 9112 §9.3.2), as nginx and HAProxy do.
-        session.set_pipelining_enabled(true);
-        session.set_keepalive(Some(wait));
-        session.set_pipelined_prefix(head);
-        let wait = self.serve_one(&mut session, tls, shutdown).await?;
-        match session.finish().await {
-            Ok(Some(reusable)) => {
-                let (stream, pipelined) = reusable.into_parts();
-                Some((stream, pipelined, wait))
-            }
-            Ok(None) => None,
-            Err(e) => {
-                tracing::debug!("client connection ended: {e}");
-                None
-            }
-        }
-    }
-
-    /// Seconds a new connection may take to send its first request: the
-    /// keep-alive timeout.
-    fn first_request_wait(&self) -> u64 {
-        self.table.load().timeouts.client_keepalive.as_secs().max(1)
-    }
-
-    /// How long a request head may take from its first byte.
-    fn header_timeout(&self) -> Duration {
-        self.table.load().timeouts.client_header
-    }
-}
-
-// Idle kept-alive connections are not woken on a stop: `RunningProxy::stop`
-// drains in-flight requests and then drops the runtime, which closes them.
-// Not selecting on a stop signal saves a `Notify` registration per request.
-
-impl Forwarder {
-    /// Reads and serves one request. `None` when the connection must close;
-    /// otherwise the keep-alive timeout, in seconds, for the next request.
-    async fn serve_one(
-        &self,
-        session: &mut ServerSession,
-        tls: bool,
-        shutdown: &ShutdownWatch,
-    ) -> Option<u64> {
-        // No deadline here: an HTTP/1 head is already whole (`head.rs` read
-        // it under `header_timeout`), and an HTTP/2 stream's came with it.
-        match session.read_request().await {
-            Ok(true) => {}
-            Ok(false) => return None,
-            Err(e) => {
-                tracing::debug!("bad or broken request: {e}");
-                if matches!(e.etype(), ErrorType::InvalidHTTPHeader) {
-                    let _ = session.respond_error(400).await;
-                }
-                session.shutdown().await;
-                return None;
-            }
-        }
-        let _in_flight = InFlightGuard::new(&self.in_flight);
-        let table = self.table.load_full();
-        let keepalive = table.timeouts.client_keepalive.as_secs().max(1);
-        // A client that takes none of its response for this long is gone.
-        session.set_write_timeout(Some(table.timeouts.client_send));
-        if *shutdown.borrow() || self.stopping.load(Ordering::Relaxed) {
-            session.set_keepalive(None);
-        } else {
-            session.set_keepalive(Some(keepalive));
-        }
-        let started = Instant::now();
-        let request_id = request_id::for_request(&session.req_header().headers);
-        let mut trail = Trail::default();
-
-        let incoming = Incoming {
-            id: &request_id,
-            tls,
-        };
-        let next = match self.forward(session, &table, incoming, &mut trail).await {
-            Outcome::Done => Some(keepalive),
-            Outcome::DoneClose => {
-                session.set_keepalive(None);
-                Some(keepalive)
-            }
-            Outcome::Answer(status, body) => {
-                // The connection can take another request only if this one
-                // was read to its end.
-                if !session.is_body_done() {
-                    session.set_keepalive(None);
-                }
-                if let Err(e) = answer(session, status, body, &request_id).await {
-                    tracing::debug!("cannot send the {status} answer: {e}");
-                }
-                Some(keepalive)
-            }
-            Outcome::Reject(status, body) => {
-                session.set_keepalive(None);
-                if let Err(e) = answer(session, status, body, &request_id).await {
-                    tracing::debug!("cannot send the {status} answer: {e}");
-                }
-                None
-            }
-            Outcome::Abandon => {
-                session.shutdown().await;
-                None
-            }
-            Outcome::Redirect(location) => {
-                if let Err(e) = redirect(session, location, &request_id).await {
-                    tracing::debug!("cannot send the redirect: {e}");
-                }
-                Some(keepalive)
-            }
-        };
-        if let Some(log) = &self.access_log {
-            log.record(access_log::Entry {
-                client: session
-                    .client_addr()
-                    .and_then(|a| a.as_inet())
-                    .map(|a| a.ip()),
-                method: session.req_header().method.clone(),
-                uri: session.req_header().uri.clone(),
-                route: trail.route,
-                slot: trail.slot,
-                backend: trail.backend,
-                // 0: the client left before any answer.
-                status: session.response_written().map_or(0, |r| r.status.as_u16()),
-                bytes: session.body_bytes_sent(),
-                duration: started.elapsed(),
-                request_id,
-            });
-        }
-        next
-    }
-}
-
-/// One of our own answers (404, 502, 504), with the request's id.
-async fn answer(
-    session: &mut ServerSession,
-    status: u16,
-    body: &'static [u8],
-    request_id: &HeaderValue,
-) -> pingora::Result<()> {
-    let mut header = ServerSession::generate_error(status);
-    header.set_content_length(body.len())?;
-    header.insert_header(request_id::HEADER, request_id.clone())?;
-    session
-        .write_error_response(header, Bytes::from_static(body))
-        .await
-}
-
-/// A 301 to HTTPS, with the request's id.
-async fn redirect(
-    session: &mut ServerSession,
-    location: HeaderValue,
-    request_id: &HeaderValue,
-) -> pingora::Result<()> {
-    let mut header = ServerSession::generate_error(301);
-    header.set_content_length(0)?;
-    header.insert_header(header::LOCATION, location)?;
-    header.insert_header(request_id::HEADER, request_id.clone())?;
-    session.write_error_response(header, Bytes::new()).await
 }
 
 /// What the proxy knows of a request besides its header.
@@ -753,151 +540,4 @@ fn replayable(session: &mut ServerSession) -> bool {
         Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE
     );
     idempotent && session.is_body_empty() && !session.is_upgrade_req()
-}
-
-/// The request as the backend gets it: hop-by-hop headers removed, the
-/// client's address, scheme and host added.
-fn upstream_request(
-    session: &ServerSession,
-    incoming: Incoming<'_>,
-    unframed_body: bool,
-    upgrades: &[Box<str>],
-) -> Box<RequestHeader> {
-    let mut request = Box::new(session.req_header().clone());
-    if request.version == http::Version::HTTP_2 {
-        request.set_version(http::Version::HTTP_11);
-    }
-    if request.uri.authority().is_some() {
-        to_origin_form(&mut request);
-    } else if !matches!(request.raw_path().first(), Some(b'/' | b'*')) {
-        // An HTTP/1 absolute-form target: pingora checked that its
-        // authority is the Host header's, and kept the path in the Uri.
-        let target = request.uri.clone();
-        request.set_uri(target);
-    }
-    hop_by_hop::strip_request(&mut request, upgrades);
-    if unframed_body {
-        let _ = request.insert_header(header::TRANSFER_ENCODING, "chunked");
-    }
-    let _ = request.insert_header(request_id::HEADER, incoming.id.clone());
-    // The override token is a secret between the tester and the proxy.
-    request.remove_header(TOKEN_HEADER);
-    if let Some(client) = session.client_addr().and_then(|a| a.as_inet()) {
-        let mut ip_buf = [0u8; 64];
-        let ip = format_ip(client.ip(), &mut ip_buf);
-        let forwarded_for: Vec<u8> = match request.headers.get("x-forwarded-for") {
-            Some(existing) => [existing.as_bytes(), b", ", ip].concat(),
-            None => ip.to_vec(),
-        };
-        let _ = request.insert_header("x-forwarded-for", forwarded_for);
-    }
-    let proto = if incoming.tls { "https" } else { "http" };
-    let _ = request.insert_header("x-forwarded-proto", proto);
-    if let Some(host) = request.headers.get(header::HOST).cloned() {
-        let _ = request.insert_header("x-forwarded-host", host);
-    }
-    request
-}
-
-/// A target with an authority (an HTTP/2 request's `:authority`, an
-/// HTTP/1 absolute-form target) as a backend gets it: the authority becomes
-/// the Host header (RFC 9113 §8.3.1, RFC 9112 §3.2.3: it wins over a Host
-/// the client also sent, and it is what the request was routed by) and the
-/// target becomes origin-form.
-fn to_origin_form(request: &mut RequestHeader) {
-    if let Some(authority) = request.uri.authority().cloned() {
-        if let Ok(host) = HeaderValue::from_str(authority.as_str()) {
-            let _ = request.insert_header(header::HOST, host);
-        }
-    }
-    // The path and query are shared bytes: no copy, no parse.
-    let target = request
-        .uri
-        .path_and_query()
-        .cloned()
-        .map_or_else(|| http::Uri::from_static("/"), http::Uri::from);
-    request.set_uri(target);
-}
-
-/// `https://HOST[:PORT]TARGET` for a Host header (its port dropped) and
-/// the HTTPS listener's port (left out when it is 443). `None` when the
-/// Host cannot make a valid URL.
-fn https_location(host: &str, https_port: Option<u16>, target: &str) -> Option<HeaderValue> {
-    let name = match host.strip_prefix('[') {
-        // An IPv6 literal keeps its brackets.
-        Some(rest) => &host[..rest.find(']')? + 2],
-        None => host.split(':').next().unwrap_or_default(),
-    };
-    if name.is_empty() {
-        return None;
-    }
-    let location = match https_port {
-        None | Some(443) => format!("https://{name}{target}"),
-        Some(port) => format!("https://{name}:{port}{target}"),
-    };
-    HeaderValue::from_str(&location).ok()
-}
-
-/// Writes the IP's text form into `buf` without a heap string.
-fn format_ip(ip: std::net::IpAddr, buf: &mut [u8; 64]) -> &[u8] {
-    use std::io::Write;
-    let mut cursor = std::io::Cursor::new(&mut buf[..]);
-    let _ = write!(cursor, "{ip}");
-    let len = cursor.position() as usize;
-    &buf[..len]
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn https_location_drops_the_host_port_and_adds_the_tls_one() {
-        let at = |host, port, target| {
-            https_location(host, port, target).map(|v| v.to_str().unwrap().to_owned())
-        };
-        assert_eq!(
-            at("app.test:8080", Some(443), "/a?b=1").as_deref(),
-            Some("https://app.test/a?b=1")
-        );
-        assert_eq!(
-            at("app.test", Some(8443), "/").as_deref(),
-            Some("https://app.test:8443/")
-        );
-        assert_eq!(
-            at("[::1]:80", Some(8443), "/x").as_deref(),
-            Some("https://[::1]:8443/x")
-        );
-        assert_eq!(at("", Some(443), "/"), None);
-        assert_eq!(at("[::1", Some(443), "/"), None);
-    }
-
-    #[test]
-    fn a_target_with_an_authority_goes_upstream_in_origin_form_with_it_as_host() {
-        // As pingora's HTTP/2 server builds it: the target in absolute form.
-        let mut request = RequestHeader::build("GET", b"/", None).unwrap();
-        request.set_uri("https://app.test:8443/a/b?c=1".parse().unwrap());
-        to_origin_form(&mut request);
-        assert_eq!(request.uri.to_string(), "/a/b?c=1");
-        assert_eq!(request.headers.get(header::HOST).unwrap(), "app.test:8443");
-
-        // `:authority` wins over a Host header the client also sent.
-        let mut request = RequestHeader::build("GET", b"/", None).unwrap();
-        request.set_uri("https://app.test/".parse().unwrap());
-        request.insert_header(header::HOST, "other.test").unwrap();
-        to_origin_form(&mut request);
-        assert_eq!(request.headers.get(header::HOST).unwrap(), "app.test");
-        assert_eq!(request.uri.to_string(), "/");
-    }
-
-    #[test]
-    fn ip_text_fits_the_stack_buffer() {
-        let mut buf = [0u8; 64];
-        let v6: std::net::IpAddr = "ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255"
-            .parse()
-            .unwrap();
-        assert_eq!(format_ip(v6, &mut buf), v6.to_string().as_bytes());
-        let v4: std::net::IpAddr = "127.0.0.1".parse().unwrap();
-        assert_eq!(format_ip(v4, &mut buf), b"127.0.0.1");
-    }
 }
