@@ -1,34 +1,36 @@
-//! One request's exchange with its backend once the request header went
-//! out: the request body up, the response down, in one task and one loop
-//! (no channels, no second task), with the client watched for hanging up
-//! while the backend thinks.
+//! One request's exchange with an HTTP/1.1 backend: the request header
+//! up, then the request body up and the response down, in one task and one
+//! loop (no channels, no second task), with the client watched for hanging
+//! up while the backend thinks. Also what both exchanges share: [`Reply`],
+//! [`Exchange`] and how a failure maps to the client's answer.
 
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
-use pingora::http::ResponseHeader;
+use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::protocols::http::v1::client::HttpSession as UpstreamSession;
 use pingora::protocols::http::ServerSession;
 use pingora::{Error, ErrorType};
 
+use super::retry::{after_header, Retry};
 use super::{request_id, Outcome, BAD_GATEWAY_BODY, BAD_REQUEST_BODY, GATEWAY_TIMEOUT_BODY};
 use crate::hop_by_hop;
 use switchyard_control::table::{FailureKind, LoadGuard, Timeouts};
 
 /// The next thing the backend sent: its (next) response header, or body.
-enum Upstream {
+enum FromUpstream {
     Header(pingora::Result<usize>),
     Body(pingora::Result<Option<Bytes>>),
 }
 
 /// One future for both upstream reads, so the pump's `select!` borrows the
 /// upstream session once.
-async fn next_from_upstream(upstream: &mut UpstreamSession, header_sent: bool) -> Upstream {
+async fn next_from_upstream(upstream: &mut UpstreamSession, header_sent: bool) -> FromUpstream {
     if header_sent {
-        Upstream::Body(upstream.read_body_bytes().await)
+        FromUpstream::Body(upstream.read_body_bytes().await)
     } else {
-        Upstream::Header(upstream.read_response().await)
+        FromUpstream::Header(upstream.read_response().await)
     }
 }
 
@@ -67,36 +69,47 @@ impl Reply<'_> {
     }
 }
 
+/// How one attempt at a backend ended.
 pub(super) enum Exchange {
     Finished {
         reusable_upstream: bool,
     },
-    /// The backend dropped the connection before answering, and the request
-    /// may be sent again (nothing reached the client, and the request can
-    /// safely run twice).
-    Dropped(Box<Error>),
+    /// The backend dropped the request before answering, at a point where
+    /// it may go again as the [`Retry`] says.
+    Dropped(Retry, Box<Error>),
+    /// Nothing may follow: the client gets this (the failure is counted).
     Failed(Outcome),
 }
 
-/// Pumps the request body up and the response down until both are done,
-/// in one task: no channels and no second task per request. While waiting
-/// for the backend it also watches the client, so a client that hangs up
-/// ends the upstream request at once.
+/// Sends the request header and then pumps the request body up and the
+/// response down until both are done, in one task: no channels and no
+/// second task per request. While waiting for the backend it also watches
+/// the client, so a client that hangs up ends the upstream request at once.
+/// `retry`: what a drop allows before the header went out.
 pub(super) async fn exchange(
     session: &mut ServerSession,
     upstream: &mut UpstreamSession,
-    replayable: bool,
+    request: Box<RequestHeader>,
+    retry: Retry,
     load: &mut LoadGuard,
     reply: &Reply<'_>,
     timeouts: &Timeouts,
 ) -> Exchange {
+    upstream.read_timeout = Some(timeouts.upstream_read);
+    upstream.write_timeout = Some(timeouts.upstream_read);
+    if let Err(e) = upstream.write_request_header(request).await {
+        // The backend cannot have acted on a request it did not get whole:
+        // any method may go again.
+        return Exchange::Dropped(retry, e);
+    }
+    // What a drop allows now: `None` once body bytes went up.
+    let mut retry = after_header(retry, session);
     let mut request_done = session.is_body_empty();
     if request_done {
         if let Err(e) = upstream.finish_body().await {
-            return upstream_failed(e, false, replayable, load);
+            return upstream_failed(e, retry, load);
         }
     }
-    let mut body_sent = false;
     let mut header_sent = false;
     let mut response_done = false;
     // Set once the connection is upgraded: checks its idle time and its
@@ -115,9 +128,9 @@ pub(super) async fn exchange(
         tokio::select! {
             biased;
             event = next_from_upstream(upstream, header_sent), if !response_done => match event {
-                Upstream::Header(read) => {
+                FromUpstream::Header(read) => {
                     if let Err(e) = read {
-                        return upstream_failed(e, body_sent, replayable, load);
+                        return upstream_failed(e, retry, load);
                     }
                     let Some(head) = upstream.resp_header() else {
                         load.upstream_failed(FailureKind::Protocol);
@@ -167,7 +180,7 @@ pub(super) async fn exchange(
                         last_byte = Instant::now();
                     }
                 }
-                Upstream::Body(chunk) => {
+                FromUpstream::Body(chunk) => {
                     match chunk {
                         // pingora's reader says "nothing yet" with an empty
                         // chunk (a read that ended inside a chunk-size line,
@@ -206,7 +219,8 @@ pub(super) async fn exchange(
                         !upstream.was_upgraded() && session.is_body_done()
                     }
                     Ok(Some(bytes)) => {
-                        body_sent = true;
+                        // Body bytes went up: the request may not run again.
+                        retry = None;
                         last_byte = Instant::now();
                         if let Err(e) = upstream.write_body(&bytes).await {
                             if header_sent {
@@ -214,7 +228,7 @@ pub(super) async fn exchange(
                                 request_done = true;
                                 continue;
                             }
-                            return upstream_failed(e, true, false, load);
+                            return upstream_failed(e, None, load);
                         }
                         // The chunk that ends the body: pingora's HTTP/2
                         // stream never says `None` after it (its next read
@@ -231,7 +245,8 @@ pub(super) async fn exchange(
                     request_done = true;
                     if let Err(e) = upstream.finish_body().await {
                         if !header_sent {
-                            return upstream_failed(e, body_sent, false, load);
+                            // The body went up to its end: no retry.
+                            return upstream_failed(e, None, load);
                         }
                     }
                 }
@@ -289,21 +304,16 @@ fn unframeable_body(e: &Error) -> bool {
 }
 
 /// Maps an upstream failure before the response header to what the client
-/// gets: another try when the backend dropped the connection, nothing of
-/// the body went out and the request can run twice; else 504 on a timeout
-/// and 502 otherwise.
-pub(super) fn upstream_failed(
-    e: Box<Error>,
-    body_sent: bool,
-    replayable: bool,
-    load: &LoadGuard,
-) -> Exchange {
+/// gets: another try when the backend dropped the connection and `retry`
+/// (what the attempt has left) allows one; else 504 on a timeout and 502
+/// otherwise.
+pub(super) fn upstream_failed(e: Box<Error>, retry: Option<Retry>, load: &LoadGuard) -> Exchange {
     let dropped = matches!(
         e.etype(),
         ErrorType::ConnectionClosed | ErrorType::ReadError | ErrorType::WriteError
     );
-    if dropped && replayable && !body_sent {
-        return Exchange::Dropped(e);
+    if let (true, Some(retry)) = (dropped, retry) {
+        return Exchange::Dropped(retry, e);
     }
     match e.etype() {
         ErrorType::ReadTimedout | ErrorType::WriteTimedout | ErrorType::ConnectTimedout => {

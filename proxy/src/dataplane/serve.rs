@@ -12,8 +12,9 @@ use pingora::protocols::Stream;
 use pingora::server::ShutdownWatch;
 use pingora::ErrorType;
 
+use super::forward::{Incoming, Trail};
 use super::redirect::redirect;
-use super::{head, request_id, Forwarder, InFlightGuard, Incoming, Outcome, Trail};
+use super::{head, request_id, Forwarder, InFlightGuard, Outcome};
 use crate::access_log;
 
 impl Forwarder {

@@ -6,8 +6,8 @@ use pingora::http::RequestHeader;
 use pingora::protocols::http::ServerSession;
 use switchyard_control::table::TOKEN_HEADER;
 
+use super::forward::Incoming;
 use super::request_id;
-use super::Incoming;
 use crate::hop_by_hop;
 
 /// The request as the backend gets it: hop-by-hop headers removed, the
