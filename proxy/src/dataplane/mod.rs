@@ -10,7 +10,6 @@
 //! What `ProxyHttp` gave us for free is kept here explicitly: retries
 //! before a byte is sent, hop-by-hop headers, upgrades, 502/504 answers,
 //! timeouts, and noticing a client that hangs up while we wait upstream.
-
 //!
 //! The modules, in the order a request meets them: `accept.rs` and
 //! `front.rs` take connections, `head.rs` and `serve.rs` read and answer
