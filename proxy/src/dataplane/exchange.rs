@@ -1,34 +1,36 @@
-//! One request's exchange with its backend once the request header went
-//! out: the request body up, the response down, in one task and one loop
-//! (no channels, no second task), with the client watched for hanging up
-//! while the backend thinks.
+//! One request's exchange with an HTTP/1.1 backend: the request header
+//! up, then the request body up and the response down, in one task and one
+//! loop (no channels, no second task), with the client watched for hanging
+//! up while the backend thinks. Also what both exchanges share: [`Reply`],
+//! [`Exchange`] and how a failure maps to the client's answer.
 
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
-use pingora::http::ResponseHeader;
+use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::protocols::http::v1::client::HttpSession as UpstreamSession;
 use pingora::protocols::http::ServerSession;
 use pingora::{Error, ErrorType};
 
+use super::retry::{after_header, Retry};
 use super::{request_id, Outcome, BAD_GATEWAY_BODY, BAD_REQUEST_BODY, GATEWAY_TIMEOUT_BODY};
 use crate::hop_by_hop;
 use switchyard_control::table::{FailureKind, LoadGuard, Timeouts};
 
 /// The next thing the backend sent: its (next) response header, or body.
-enum Upstream {
+enum FromUpstream {
     Header(pingora::Result<usize>),
     Body(pingora::Result<Option<Bytes>>),
 }
 
 /// One future for both upstream reads, so the pump's `select!` borrows the
 /// upstream session once.
-async fn next_from_upstream(upstream: &mut UpstreamSession, header_sent: bool) -> Upstream {
+async fn next_from_upstream(upstream: &mut UpstreamSession, header_sent: bool) -> FromUpstream {
     if header_sent {
-        Upstream::Body(upstream.read_body_bytes().await)
+        FromUpstream::Body(upstream.read_body_bytes().await)
     } else {
-        Upstream::Header(upstream.read_response().await)
+        FromUpstream::Header(upstream.read_response().await)
     }
 }
 
@@ -67,186 +69,277 @@ impl Reply<'_> {
     }
 }
 
+/// How one attempt at a backend ended.
 pub(super) enum Exchange {
     Finished {
         reusable_upstream: bool,
     },
-    /// The backend dropped the connection before answering, and the request
-    /// may be sent again (nothing reached the client, and the request can
-    /// safely run twice).
-    Dropped(Box<Error>),
+    /// The backend dropped the request before answering, at a point where
+    /// it may go again as the [`Retry`] says.
+    Dropped(Retry, Box<Error>),
+    /// Nothing may follow: the client gets this (the failure is counted).
     Failed(Outcome),
 }
 
-/// Pumps the request body up and the response down until both are done,
-/// in one task: no channels and no second task per request. While waiting
-/// for the backend it also watches the client, so a client that hangs up
-/// ends the upstream request at once.
+/// Sends the request header and then pumps the request body up and the
+/// response down until both are done, in one task: no channels and no
+/// second task per request. While waiting for the backend it also watches
+/// the client, so a client that hangs up ends the upstream request at once.
+/// `retry`: what a drop allows before the header went out.
 pub(super) async fn exchange(
     session: &mut ServerSession,
     upstream: &mut UpstreamSession,
-    replayable: bool,
+    request: Box<RequestHeader>,
+    retry: Retry,
     load: &mut LoadGuard,
     reply: &Reply<'_>,
     timeouts: &Timeouts,
 ) -> Exchange {
-    let mut request_done = session.is_body_empty();
-    if request_done {
-        if let Err(e) = upstream.finish_body().await {
-            return upstream_failed(e, false, replayable, load);
+    upstream.read_timeout = Some(timeouts.upstream_read);
+    upstream.write_timeout = Some(timeouts.upstream_read);
+    if let Err(e) = upstream.write_request_header(request).await {
+        // The backend cannot have acted on a request it did not get whole:
+        // any method may go again.
+        return Exchange::Dropped(retry, e);
+    }
+    let retry = after_header(retry, session);
+    let mut pump = Pump {
+        session,
+        upstream,
+        load,
+        reply,
+        timeouts,
+        retry,
+        request_done: false,
+        header_sent: false,
+        response_done: false,
+        upgrade_watch: None,
+        last_byte: Instant::now(),
+    };
+    pump.run().await
+}
+
+/// One exchange's two sessions and where it stands, so that each event of
+/// its loop has a handler of its own.
+struct Pump<'a, 'r> {
+    session: &'a mut ServerSession,
+    upstream: &'a mut UpstreamSession,
+    load: &'a mut LoadGuard,
+    reply: &'a Reply<'r>,
+    timeouts: &'a Timeouts,
+    /// What a drop allows now: `None` once body bytes went up.
+    retry: Option<Retry>,
+    request_done: bool,
+    /// The response header went to the client.
+    header_sent: bool,
+    response_done: bool,
+    /// Set once the connection is upgraded: checks its idle time and its
+    /// slot, every second.
+    upgrade_watch: Option<tokio::time::Interval>,
+    last_byte: Instant,
+}
+
+impl Pump<'_, '_> {
+    async fn run(&mut self) -> Exchange {
+        self.request_done = self.session.is_body_empty();
+        if self.request_done {
+            if let Err(e) = self.upstream.finish_body().await {
+                return upstream_failed(e, self.retry, self.load);
+            }
+        }
+        loop {
+            if self.response_done {
+                // When the backend answered before the request body ended (an
+                // early 413, say), neither connection is fit for another
+                // request: the caller closes the client's, and the upstream
+                // one is dropped.
+                return Exchange::Finished {
+                    reusable_upstream: self.request_done && !self.upstream.was_upgraded(),
+                };
+            }
+            let ended = tokio::select! {
+                biased;
+                event = next_from_upstream(self.upstream, self.header_sent), if !self.response_done => {
+                    match event {
+                        FromUpstream::Header(read) => self.response_header(read).await,
+                        FromUpstream::Body(chunk) => self.response_body(chunk).await,
+                    }
+                }
+                chunk = self.session.read_body_or_idle(self.request_done) => {
+                    self.request_body(chunk).await
+                }
+                _ = tick(&mut self.upgrade_watch) => self.check_upgrade(),
+            };
+            if let Some(ended) = ended {
+                return ended;
+            }
         }
     }
-    let mut body_sent = false;
-    let mut header_sent = false;
-    let mut response_done = false;
-    // Set once the connection is upgraded: checks its idle time and its
-    // slot, every second.
-    let mut upgrade_watch: Option<tokio::time::Interval> = None;
-    let mut last_byte = Instant::now();
-    loop {
-        if response_done {
-            // When the backend answered before the request body ended (an
-            // early 413, say), neither connection is fit for another request:
-            // the caller closes the client's, and the upstream one is dropped.
-            return Exchange::Finished {
-                reusable_upstream: request_done && !upstream.was_upgraded(),
-            };
+
+    /// The backend's (next) response header: passed on, 1xx included.
+    /// `Some` when the exchange ends here.
+    async fn response_header(&mut self, read: pingora::Result<usize>) -> Option<Exchange> {
+        if let Err(e) = read {
+            return Some(upstream_failed(e, self.retry, self.load));
         }
-        tokio::select! {
-            biased;
-            event = next_from_upstream(upstream, header_sent), if !response_done => match event {
-                Upstream::Header(read) => {
-                    if let Err(e) = read {
-                        return upstream_failed(e, body_sent, replayable, load);
-                    }
-                    let Some(head) = upstream.resp_header() else {
-                        load.upstream_failed(FailureKind::Protocol);
-                        return Exchange::Failed(Outcome::Answer(502, BAD_GATEWAY_BODY));
-                    };
-                    let status = head.status.as_u16();
-                    if status == 101 && !upstream.was_upgraded() {
-                        // A switch of protocols the client did not ask for
-                        // (or asked for one we do not carry): passing it
-                        // on would turn the client connection into a
-                        // tunnel the client does not expect.
-                        tracing::warn!("the backend answered 101 to a request that asked for no upgrade");
-                        load.upstream_failed(FailureKind::Protocol);
-                        return Exchange::Failed(Outcome::Answer(502, BAD_GATEWAY_BODY));
-                    }
-                    if (100..200).contains(&status) && status != 101 {
-                        // Informational answers go to the client as they are;
-                        // the final one follows.
-                        let informational = Box::new(head.clone());
-                        if session.write_response_header(informational).await.is_err() {
-                            return Exchange::Failed(Outcome::Abandon);
-                        }
-                        continue;
-                    }
-                    load.answered(status, reply.started.elapsed());
-                    let mut response: Box<ResponseHeader> = Box::new(head.clone());
-                    reply.decorate(&mut response);
-                    if let Err(e) = session.write_response_header(response).await {
-                        tracing::debug!("client went away: {e}");
-                        return Exchange::Failed(Outcome::Abandon);
-                    }
-                    header_sent = true;
-                    if upstream.was_upgraded() {
-                        // Both directions now carry raw bytes until one side
-                        // closes, or the upgrade's idle timeout or its slot's
-                        // drain ends it.
-                        upstream.maybe_upgrade_body_writer();
-                        // Quiet is the upgrade's own business, timed by
-                        // `upgrade_idle` below: the per-read timeouts of
-                        // either side would race with it (each loop turn
-                        // restarts them, so whichever fired first won).
-                        upstream.read_timeout = None;
-                        session.set_read_timeout(None);
-                        request_done = false;
-                        load.upgraded();
-                        upgrade_watch = Some(tokio::time::interval(UPGRADE_CHECK_EVERY));
-                        last_byte = Instant::now();
-                    }
-                }
-                Upstream::Body(chunk) => {
-                    match chunk {
-                        // pingora's reader says "nothing yet" with an empty
-                        // chunk (a read that ended inside a chunk-size line,
-                        // say). Written on, it would be the last-chunk
-                        // marker and end the client's response early.
-                        Ok(Some(bytes)) if bytes.is_empty() => {}
-                        Ok(Some(bytes)) => {
-                            last_byte = Instant::now();
-                            if let Err(e) = session.write_response_body(bytes, false).await {
-                                tracing::debug!("client went away: {e}");
-                                return Exchange::Failed(Outcome::Abandon);
-                            }
-                        }
-                        Ok(None) => {
-                            response_done = true;
-                            if upstream.was_upgraded() {
-                                // The backend closed its side of an upgraded
-                                // connection: nothing more will flow.
-                                request_done = true;
-                            }
-                        }
-                        Err(e) => {
-                            tracing::warn!("upstream broke off its response: {e}");
-                            load.upstream_failed(FailureKind::Protocol);
-                            return Exchange::Failed(Outcome::Abandon);
-                        }
-                    }
-                }
-            },
-            chunk = session.read_body_or_idle(request_done) => {
-                let ended = match chunk {
-                    // Nothing yet (see the response side): an empty write
-                    // upstream would end the body there, and the rest of
-                    // it would reach the backend as a request of its own.
-                    Ok(Some(bytes)) if bytes.is_empty() => {
-                        !upstream.was_upgraded() && session.is_body_done()
-                    }
-                    Ok(Some(bytes)) => {
-                        body_sent = true;
-                        last_byte = Instant::now();
-                        if let Err(e) = upstream.write_body(&bytes).await {
-                            if header_sent {
-                                tracing::debug!("upstream stopped reading the body: {e}");
-                                request_done = true;
-                                continue;
-                            }
-                            return upstream_failed(e, true, false, load);
-                        }
-                        // The chunk that ends the body: pingora's HTTP/2
-                        // stream never says `None` after it (its next read
-                        // waits for the stream to close), so look now.
-                        !upstream.was_upgraded() && session.is_body_done()
-                    }
-                    Ok(None) => true,
-                    // The upstream connection is dropped with the failed
-                    // exchange: it never carries bytes after a body we
-                    // could not frame.
-                    Err(e) => return client_body_failed(&e, header_sent),
-                };
-                if ended {
-                    request_done = true;
-                    if let Err(e) = upstream.finish_body().await {
-                        if !header_sent {
-                            return upstream_failed(e, body_sent, false, load);
-                        }
-                    }
+        let Some(head) = self.upstream.resp_header() else {
+            self.load.upstream_failed(FailureKind::Protocol);
+            return Some(Exchange::Failed(Outcome::Answer(502, BAD_GATEWAY_BODY)));
+        };
+        let status = head.status.as_u16();
+        if status == 101 && !self.upstream.was_upgraded() {
+            // A switch of protocols the client did not ask for (or asked
+            // for one we do not carry): passing it on would turn the client
+            // connection into a tunnel the client does not expect.
+            tracing::warn!("the backend answered 101 to a request that asked for no upgrade");
+            self.load.upstream_failed(FailureKind::Protocol);
+            return Some(Exchange::Failed(Outcome::Answer(502, BAD_GATEWAY_BODY)));
+        }
+        if (100..200).contains(&status) && status != 101 {
+            // Informational answers go to the client as they are; the final
+            // one follows.
+            let informational = Box::new(head.clone());
+            if self
+                .session
+                .write_response_header(informational)
+                .await
+                .is_err()
+            {
+                return Some(Exchange::Failed(Outcome::Abandon));
+            }
+            return None;
+        }
+        self.load.answered(status, self.reply.started.elapsed());
+        let mut response: Box<ResponseHeader> = Box::new(head.clone());
+        self.reply.decorate(&mut response);
+        if let Err(e) = self.session.write_response_header(response).await {
+            tracing::debug!("client went away: {e}");
+            return Some(Exchange::Failed(Outcome::Abandon));
+        }
+        self.header_sent = true;
+        if self.upstream.was_upgraded() {
+            self.start_upgrade();
+        }
+        None
+    }
+
+    /// Both directions now carry raw bytes until one side closes, or the
+    /// upgrade's idle timeout or its slot's drain ends it.
+    fn start_upgrade(&mut self) {
+        self.upstream.maybe_upgrade_body_writer();
+        // Quiet is the upgrade's own business, timed by `upgrade_idle` in
+        // `check_upgrade`: the per-read timeouts of either side would race
+        // with it (each loop turn restarts them, so whichever fired first
+        // won).
+        self.upstream.read_timeout = None;
+        self.session.set_read_timeout(None);
+        self.request_done = false;
+        self.load.upgraded();
+        self.upgrade_watch = Some(tokio::time::interval(UPGRADE_CHECK_EVERY));
+        self.last_byte = Instant::now();
+    }
+
+    /// Some of the response body, or its end. `Some` when the exchange
+    /// ends here.
+    async fn response_body(&mut self, chunk: pingora::Result<Option<Bytes>>) -> Option<Exchange> {
+        match chunk {
+            // pingora's reader says "nothing yet" with an empty chunk (a read
+            // that ended inside a chunk-size line, say). Written on, it would
+            // be the last-chunk marker and end the client's response early.
+            Ok(Some(bytes)) if bytes.is_empty() => {}
+            Ok(Some(bytes)) => {
+                self.last_byte = Instant::now();
+                if let Err(e) = self.session.write_response_body(bytes, false).await {
+                    tracing::debug!("client went away: {e}");
+                    return Some(Exchange::Failed(Outcome::Abandon));
                 }
             }
-            _ = tick(&mut upgrade_watch) => {
-                if last_byte.elapsed() >= timeouts.upgrade_idle {
-                    tracing::debug!("closing an upgraded connection idle for {:?}", timeouts.upgrade_idle);
-                    return Exchange::Finished { reusable_upstream: false };
+            Ok(None) => {
+                self.response_done = true;
+                if self.upstream.was_upgraded() {
+                    // The backend closed its side of an upgraded connection:
+                    // nothing more will flow.
+                    self.request_done = true;
                 }
-                if load.slot().retired_for().is_some_and(|d| d >= timeouts.drain) {
-                    tracing::info!("closing an upgraded connection: its slot has had no new traffic for drain_timeout ({:?})", timeouts.drain);
-                    return Exchange::Finished { reusable_upstream: false };
+            }
+            Err(e) => {
+                tracing::warn!("upstream broke off its response: {e}");
+                self.load.upstream_failed(FailureKind::Protocol);
+                return Some(Exchange::Failed(Outcome::Abandon));
+            }
+        }
+        None
+    }
+
+    /// Some of the request body, its end, or (once it ended) the client
+    /// hanging up. `Some` when the exchange ends here.
+    async fn request_body(&mut self, chunk: pingora::Result<Option<Bytes>>) -> Option<Exchange> {
+        let ended = match chunk {
+            // Nothing yet (see the response side): an empty write upstream
+            // would end the body there, and the rest of it would reach the
+            // backend as a request of its own.
+            Ok(Some(bytes)) if bytes.is_empty() => {
+                !self.upstream.was_upgraded() && self.session.is_body_done()
+            }
+            Ok(Some(bytes)) => {
+                // Body bytes went up: the request may not run again.
+                self.retry = None;
+                self.last_byte = Instant::now();
+                if let Err(e) = self.upstream.write_body(&bytes).await {
+                    if self.header_sent {
+                        tracing::debug!("upstream stopped reading the body: {e}");
+                        self.request_done = true;
+                        return None;
+                    }
+                    return Some(upstream_failed(e, None, self.load));
+                }
+                // The chunk that ends the body: pingora's HTTP/2 stream never
+                // says `None` after it (its next read waits for the stream to
+                // close), so look now.
+                !self.upstream.was_upgraded() && self.session.is_body_done()
+            }
+            Ok(None) => true,
+            // The upstream connection is dropped with the failed exchange: it
+            // never carries bytes after a body we could not frame.
+            Err(e) => return Some(client_body_failed(&e, self.header_sent)),
+        };
+        if ended {
+            self.request_done = true;
+            if let Err(e) = self.upstream.finish_body().await {
+                if !self.header_sent {
+                    // The body went up to its end: no retry.
+                    return Some(upstream_failed(e, None, self.load));
                 }
             }
         }
+        None
+    }
+
+    /// An upgraded connection's idle time and slot, every
+    /// [`UPGRADE_CHECK_EVERY`]. `Some` when the exchange ends here.
+    fn check_upgrade(&self) -> Option<Exchange> {
+        let timeouts = self.timeouts;
+        if self.last_byte.elapsed() >= timeouts.upgrade_idle {
+            tracing::debug!(
+                "closing an upgraded connection idle for {:?}",
+                timeouts.upgrade_idle
+            );
+            return Some(Exchange::Finished {
+                reusable_upstream: false,
+            });
+        }
+        if self
+            .load
+            .slot()
+            .retired_for()
+            .is_some_and(|d| d >= timeouts.drain)
+        {
+            tracing::info!("closing an upgraded connection: its slot has had no new traffic for drain_timeout ({:?})", timeouts.drain);
+            return Some(Exchange::Finished {
+                reusable_upstream: false,
+            });
+        }
+        None
     }
 }
 
@@ -289,21 +382,16 @@ fn unframeable_body(e: &Error) -> bool {
 }
 
 /// Maps an upstream failure before the response header to what the client
-/// gets: another try when the backend dropped the connection, nothing of
-/// the body went out and the request can run twice; else 504 on a timeout
-/// and 502 otherwise.
-pub(super) fn upstream_failed(
-    e: Box<Error>,
-    body_sent: bool,
-    replayable: bool,
-    load: &LoadGuard,
-) -> Exchange {
+/// gets: another try when the backend dropped the connection and `retry`
+/// (what the attempt has left) allows one; else 504 on a timeout and 502
+/// otherwise.
+pub(super) fn upstream_failed(e: Box<Error>, retry: Option<Retry>, load: &LoadGuard) -> Exchange {
     let dropped = matches!(
         e.etype(),
         ErrorType::ConnectionClosed | ErrorType::ReadError | ErrorType::WriteError
     );
-    if dropped && replayable && !body_sent {
-        return Exchange::Dropped(e);
+    if let (true, Some(retry)) = (dropped, retry) {
+        return Exchange::Dropped(retry, e);
     }
     match e.etype() {
         ErrorType::ReadTimedout | ErrorType::WriteTimedout | ErrorType::ConnectTimedout => {

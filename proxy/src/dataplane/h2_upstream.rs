@@ -16,56 +16,86 @@ use pingora::protocols::http::ServerSession;
 use switchyard_control::table::{FailureKind, LoadGuard, Timeouts};
 
 use super::exchange::{client_body_failed, upstream_failed, Exchange, Reply};
+use super::retry::{after_header, Retry};
 use super::Outcome;
 
+/// Sends the request (header and whole body) on the stream, then relays
+/// the response. `retry`: what a drop allows before the header went out.
 pub(super) async fn exchange(
     session: &mut ServerSession,
     upstream: &mut Http2Session,
-    mut request: Box<RequestHeader>,
-    replayable: bool,
+    request: Box<RequestHeader>,
+    retry: Retry,
     load: &mut LoadGuard,
     reply: &Reply<'_>,
     timeouts: &Timeouts,
 ) -> Exchange {
     upstream.read_timeout = Some(timeouts.upstream_read);
     upstream.write_timeout = Some(timeouts.upstream_read);
+    let retry = match send_request(session, upstream, request, retry, load).await {
+        Ok(retry) => retry,
+        Err(ended) => return ended,
+    };
+    if let Err(e) = upstream.read_response_header().await {
+        return upstream_failed(e, retry, load);
+    }
+    relay_response(session, upstream, load, reply).await
+}
+
+/// Sends the request header and the whole body. `Ok` with what a drop
+/// still allows once it went out; `Err` when the exchange ends here.
+async fn send_request(
+    session: &mut ServerSession,
+    upstream: &mut Http2Session,
+    mut request: Box<RequestHeader>,
+    retry: Retry,
+    load: &LoadGuard,
+) -> Result<Option<Retry>, Exchange> {
     // HTTP/2 frames its own bodies; a chunked HTTP/1.1 upload loses the
     // header (RFC 9113 §8.2.2 forbids it).
     request.remove_header(&header::TRANSFER_ENCODING);
     let body_empty = session.is_body_empty();
     if let Err(e) = upstream.write_request_header(request, body_empty) {
         // Nothing reached the backend: any method may go elsewhere.
-        return Exchange::Dropped(e);
+        return Err(Exchange::Dropped(retry, e));
     }
-    let mut body_sent = false;
-    if !body_empty {
-        loop {
-            let chunk = match session.read_request_body().await {
-                Ok(chunk) => chunk,
-                Err(e) => return client_body_failed(&e, false),
-            };
-            let written = match chunk {
-                // "Nothing yet" from pingora's HTTP/1 reader: no frame.
-                Some(bytes) if bytes.is_empty() && !session.is_body_done() => Ok(false),
-                Some(bytes) => {
-                    body_sent = true;
-                    // pingora's HTTP/2 server never says `None` after the
-                    // chunk that ends the body: look now.
-                    let end = session.is_body_done();
-                    upstream.write_request_body(bytes, end).await.map(|()| end)
-                }
-                None => upstream.finish_request_body().map(|()| true),
-            };
-            match written {
-                Ok(true) => break,
-                Ok(false) => {}
-                Err(e) => return upstream_failed(e, true, false, load),
+    let mut retry = after_header(retry, session);
+    if body_empty {
+        return Ok(retry);
+    }
+    loop {
+        let chunk = match session.read_request_body().await {
+            Ok(chunk) => chunk,
+            Err(e) => return Err(client_body_failed(&e, false)),
+        };
+        let written = match chunk {
+            // "Nothing yet" from pingora's HTTP/1 reader: no frame.
+            Some(bytes) if bytes.is_empty() && !session.is_body_done() => Ok(false),
+            Some(bytes) => {
+                // Body bytes went up: the request may not run again.
+                retry = None;
+                // pingora's HTTP/2 server never says `None` after the
+                // chunk that ends the body: look now.
+                let end = session.is_body_done();
+                upstream.write_request_body(bytes, end).await.map(|()| end)
             }
+            None => upstream.finish_request_body().map(|()| true),
+        };
+        match written {
+            Ok(true) => return Ok(retry),
+            Ok(false) => {}
+            Err(e) => return Err(upstream_failed(e, None, load)),
         }
     }
-    if let Err(e) = upstream.read_response_header().await {
-        return upstream_failed(e, body_sent, replayable, load);
-    }
+}
+
+/// Passes the response on, its header read: header, body, end.
+async fn relay_response(
+    session: &mut ServerSession,
+    upstream: &mut Http2Session,
+    load: &mut LoadGuard,
+    reply: &Reply<'_>,
+) -> Exchange {
     let Some(head) = upstream.response_header() else {
         load.upstream_failed(FailureKind::Protocol);
         return Exchange::Failed(Outcome::Answer(502, super::BAD_GATEWAY_BODY));

@@ -1,0 +1,189 @@
+//! Connect with retries: a connection to the target's next backend, in
+//! the protocol its slot speaks (HTTP/1.1, pooled or new; or a stream of a
+//! shared h2c connection). A failed connect is counted, reported to the
+//! health checks and moves the target on.
+
+use std::net::SocketAddr;
+
+use pingora::protocols::http::client::HttpSession;
+use pingora::protocols::http::v1::client::HttpSession as UpstreamSession;
+use pingora::protocols::http::v2::client::Http2Session;
+use pingora::protocols::http::ServerSession;
+use pingora::upstreams::peer::HttpPeer;
+use pingora::ErrorType;
+use switchyard_control::table::FailureKind;
+use switchyard_control::{Route, RoutingTable};
+
+use super::pick::{advance, Pick};
+use super::retry::Retry;
+use super::{
+    Forwarder, Outcome, BAD_GATEWAY_BODY, GATEWAY_TIMEOUT_BODY, H2_STREAMS_PER_CONNECTION,
+    UPSTREAM_IDLE_TIMEOUT,
+};
+use crate::hop_by_hop;
+
+/// A connection to a backend, for one attempt.
+pub(super) struct Connection {
+    pub upstream: Upstream,
+    pub peer: HttpPeer,
+}
+
+/// The session an attempt talks to its backend on.
+pub(super) enum Upstream {
+    /// `reused`: it came from the pool.
+    Http1 {
+        session: UpstreamSession,
+        reused: bool,
+    },
+    /// One stream; the connection is shared with other requests.
+    H2c(Http2Session),
+}
+
+impl Connection {
+    /// What a drop allows before any of the request went out. A pooled
+    /// HTTP/1.1 connection may have been closed by the backend while idle,
+    /// which says nothing about the backend. An h2c connection's streams
+    /// are not retried that way: a dead shared connection fails them all.
+    pub(super) fn retry(&self) -> Retry {
+        match self.upstream {
+            Upstream::Http1 { reused: true, .. } => Retry::Fresh,
+            _ => Retry::Elsewhere,
+        }
+    }
+}
+
+impl Forwarder {
+    /// Connects to the target's next backend, moving on to the slot's
+    /// other backends and then to the previous slot while the route's
+    /// retries last. No request byte has gone out when this fails, so every
+    /// retry is safe, whatever the method. `fresh`: HTTP/1.1 connections
+    /// are new, not from the pool (after a stale one). `Err` is the
+    /// client's answer.
+    pub(super) async fn connect_with_retries(
+        &self,
+        session: &ServerSession,
+        table: &RoutingTable,
+        pick: &mut Pick<'_>,
+        fresh: bool,
+    ) -> Result<Connection, Outcome> {
+        let route = pick.route;
+        // Once HTTP/1.1, the attempts of one call stay HTTP/1.1 even when a
+        // failed connect moves the target to an h2c previous slot: this is
+        // how the proxy has always behaved, kept as it is.
+        let mut h2c = route.slot(pick.target.slot).h2c;
+        loop {
+            if h2c {
+                // Counted on the slot it is about to connect to.
+                pick.follow();
+                if hop_by_hop::requests_upgrade(&session.req_header().headers, &route.upgrades) {
+                    tracing::warn!(
+                        route = &*route.name,
+                        "an upgrade (WebSocket) cannot go to an h2c slot"
+                    );
+                    return Err(Outcome::Answer(502, BAD_GATEWAY_BODY));
+                }
+            }
+            let (backend, peer) = pick.target.next_peer(route, table);
+            let connected = if h2c {
+                self.connect_h2c(peer).await
+            } else {
+                self.connect_http1(peer, fresh).await
+            };
+            match connected {
+                Ok(connection) => {
+                    pick.follow();
+                    return Ok(connection);
+                }
+                Err(e) => {
+                    self.connect_failed(route, pick.target.slot, backend, &e);
+                    if !advance(route, &mut pick.target) {
+                        pick.follow();
+                        return Err(connect_error_answer(route, &e));
+                    }
+                    if h2c {
+                        h2c = route.slot(pick.target.slot).h2c;
+                    }
+                }
+            }
+        }
+    }
+
+    /// An HTTP/1.1 connection to `peer`: from the pool unless `fresh`.
+    async fn connect_http1(&self, peer: HttpPeer, fresh: bool) -> pingora::Result<Connection> {
+        let (session, reused) = if fresh {
+            let stream = self.fresh.new_stream(&peer).await?;
+            (UpstreamSession::new_with_options(stream, &peer), false)
+        } else {
+            self.connector.get_http_session(&peer).await?
+        };
+        Ok(Connection {
+            upstream: Upstream::Http1 { session, reused },
+            peer,
+        })
+    }
+
+    /// One HTTP/2 stream to `peer` (h2c, prior knowledge): on a connection
+    /// already open to it when one has a free stream, else on a new one.
+    async fn connect_h2c(&self, mut peer: HttpPeer) -> pingora::Result<Connection> {
+        peer.options.set_http_version(2, 2);
+        peer.options.max_h2_streams = H2_STREAMS_PER_CONNECTION;
+        let session = match self.h2.reused_http_session(&peer).await {
+            Ok(Some(stream)) => stream,
+            _ => match self.h2.new_http_session::<HttpPeer, ()>(&peer).await? {
+                HttpSession::H2(stream) => stream,
+                _ => {
+                    return Err(pingora::Error::explain(
+                        ErrorType::InternalError,
+                        "an h2c backend was spoken to in HTTP/1.1",
+                    ))
+                }
+            },
+        };
+        Ok(Connection {
+            upstream: Upstream::H2c(session),
+            peer,
+        })
+    }
+
+    /// Counts a failed connect and tells the health checks.
+    fn connect_failed(&self, route: &Route, slot: usize, backend: SocketAddr, e: &pingora::Error) {
+        let slot = route.slot(slot);
+        tracing::warn!(route = &*route.name, slot = &*slot.name, %backend, "connect failed: {e}");
+        slot.load
+            .upstream_failed(if e.etype() == &ErrorType::ConnectTimedout {
+                FailureKind::Timeout
+            } else {
+                FailureKind::Connect
+            });
+        self.controller
+            .connect_failed(&route.name, &slot.name, backend, e.to_string());
+    }
+
+    /// Gives a connection whose exchange finished cleanly back for the next
+    /// request: to the pool (HTTP/1.1) or to the shared connection (h2c).
+    pub(super) async fn release(&self, connection: Connection) {
+        let Connection { upstream, peer } = connection;
+        match upstream {
+            Upstream::Http1 { session, .. } => {
+                self.connector
+                    .release_http_session(session, &peer, Some(UPSTREAM_IDLE_TIMEOUT))
+                    .await;
+            }
+            Upstream::H2c(session) => {
+                self.h2
+                    .release_http_session(session, &peer, Some(UPSTREAM_IDLE_TIMEOUT));
+            }
+        }
+    }
+}
+
+/// Our answer when no backend could be connected to.
+fn connect_error_answer(route: &Route, e: &pingora::Error) -> Outcome {
+    if e.etype() == &ErrorType::ConnectTimedout {
+        tracing::error!(route = &*route.name, "upstream connect timed out: {e}");
+        Outcome::Answer(504, GATEWAY_TIMEOUT_BODY)
+    } else {
+        tracing::error!(route = &*route.name, "upstream unreachable: {e}");
+        Outcome::Answer(502, BAD_GATEWAY_BODY)
+    }
+}

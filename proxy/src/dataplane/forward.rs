@@ -1,0 +1,187 @@
+//! One request, from its route to the end of its backend's answer, in
+//! named phases:
+//!
+//! 1. **route** ([`Forwarder::route`]): its authority, its route, or our
+//!    own 400, 404 or 301;
+//! 2. **pick** (`pick.rs`): the slot, then a backend per attempt;
+//! 3. **connect with retries** (`connect.rs`);
+//! 4. **exchange**: `exchange.rs` for an HTTP/1.1 backend, `h2_upstream.rs`
+//!    for an h2c one.
+//!
+//! An attempt that fails says in its [`Retry`] what may follow it;
+//! [`Forwarder::attempts`] acts on that.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use http::header::{self, HeaderValue};
+use pingora::protocols::http::ServerSession;
+use switchyard_control::table::RouteRef;
+use switchyard_control::RoutingTable;
+
+use super::connect::{Connection, Upstream};
+use super::exchange::Exchange;
+use super::pick::{pick, Pick};
+use super::redirect::https_location;
+use super::retry::Retry;
+use super::upstream_request::upstream_request;
+use super::{authority, exchange, h2_upstream, Forwarder, Outcome, BAD_GATEWAY_BODY};
+
+const NO_ROUTE_BODY: &[u8] = b"switchyard: no route for this host and path\n";
+
+/// What the proxy knows of a request besides its header.
+#[derive(Clone, Copy)]
+pub(super) struct Incoming<'r> {
+    pub id: &'r HeaderValue,
+    /// It came over TLS.
+    pub tls: bool,
+}
+
+/// Where a request went, for the access log.
+#[derive(Default)]
+pub(super) struct Trail {
+    pub route: Option<Arc<str>>,
+    pub slot: Option<Arc<str>>,
+    pub backend: Option<SocketAddr>,
+}
+
+impl Forwarder {
+    /// Sends the request to its route's backend and its answer back to the
+    /// client; what is left to answer (our own answers, a redirect) is in
+    /// the outcome.
+    pub(super) async fn forward(
+        &self,
+        session: &mut ServerSession,
+        table: &RoutingTable,
+        incoming: Incoming<'_>,
+        trail: &mut Trail,
+    ) -> Outcome {
+        let found = match self.route(session, table, incoming.tls, trail) {
+            Ok(found) => found,
+            Err(answer) => return answer,
+        };
+        let mut pick = pick(session, &table.routes[found.index], found.preview, incoming);
+        let outcome = self
+            .attempts(session, table, incoming, &mut pick, trail)
+            .await;
+        // Our own 502 and 504 answers count against the slot that failed.
+        if let Outcome::Answer(status, _) = outcome {
+            pick.counted
+                .load
+                .answered(status, pick.reply.started.elapsed());
+        }
+        outcome
+    }
+
+    /// The request's route. `Err` when it goes to none: 400 for an
+    /// authority that cannot be routed by, 404 when no route matches, a
+    /// 301 when the route wants HTTPS and this is plain HTTP.
+    fn route(
+        &self,
+        session: &ServerSession,
+        table: &RoutingTable,
+        tls: bool,
+        trail: &mut Trail,
+    ) -> Result<RouteRef, Outcome> {
+        let request = session.req_header();
+        let host =
+            match authority::request_authority(request.version, &request.uri, &request.headers) {
+                Ok(host) => host,
+                Err(bad) => return Err(Outcome::Reject(400, bad.body())),
+            };
+        let Some(found) = table.route_ref_for(host, request.uri.path()) else {
+            return Err(Outcome::Answer(404, NO_ROUTE_BODY));
+        };
+        let route = &table.routes[found.index];
+        trail.route = Some(route.name.clone());
+        if route.redirect_https && !tls {
+            let target = request.uri.path_and_query().map_or("/", |p| p.as_str());
+            if let Some(location) =
+                https_location(host.unwrap_or_default(), self.https_port, target)
+            {
+                return Err(Outcome::Redirect(location));
+            }
+        }
+        Ok(found)
+    }
+
+    /// Connects and exchanges until an attempt finishes or what its failure
+    /// allows ([`Retry`]) is used up.
+    async fn attempts(
+        &self,
+        session: &mut ServerSession,
+        table: &RoutingTable,
+        incoming: Incoming<'_>,
+        pick: &mut Pick<'_>,
+        trail: &mut Trail,
+    ) -> Outcome {
+        let route = pick.route;
+        // An HTTP/2 request body need not declare its length; HTTP/1.1 to
+        // the backend then needs chunked framing.
+        let unframed_body = session.req_header().version == http::Version::HTTP_2
+            && !session.is_body_empty()
+            && !session
+                .req_header()
+                .headers
+                .contains_key(header::CONTENT_LENGTH);
+        let mut fresh = false;
+        loop {
+            let connected = self.connect_with_retries(session, table, pick, fresh).await;
+            let mut connection = match connected {
+                Ok(connection) => connection,
+                Err(answer) => return answer,
+            };
+            trail.slot = Some(route.slot(pick.target.slot).name.clone());
+            trail.backend = connection.peer._address.as_inet().copied();
+            let chunked = unframed_body && matches!(connection.upstream, Upstream::Http1 { .. });
+            let request = upstream_request(session, incoming, chunked, &route.upgrades);
+            let ended = exchange(session, &mut connection, request, pick, table).await;
+            match ended {
+                Exchange::Finished { reusable_upstream } => {
+                    if reusable_upstream {
+                        self.release(connection).await;
+                    }
+                    return if session.is_body_done() && !session.was_upgraded() {
+                        Outcome::Done
+                    } else {
+                        Outcome::DoneClose
+                    };
+                }
+                Exchange::Dropped(Retry::Fresh, e) => {
+                    tracing::debug!("pooled upstream connection was stale: {e}");
+                    fresh = true;
+                }
+                Exchange::Dropped(Retry::Elsewhere, e) => {
+                    if !self.dropped(pick, &connection.peer, &e) {
+                        return Outcome::Answer(502, BAD_GATEWAY_BODY);
+                    }
+                    fresh = false;
+                }
+                // `upstream_failed` logged why.
+                Exchange::Failed(outcome) => return outcome,
+            }
+        }
+    }
+}
+
+/// The exchange phase, on whichever protocol the connection speaks.
+async fn exchange(
+    session: &mut ServerSession,
+    connection: &mut Connection,
+    request: Box<pingora::http::RequestHeader>,
+    pick: &mut Pick<'_>,
+    table: &RoutingTable,
+) -> Exchange {
+    let retry = connection.retry();
+    let load = &mut pick.counted.load;
+    let reply = &pick.reply;
+    let timeouts = &table.timeouts;
+    match &mut connection.upstream {
+        Upstream::Http1 { session: up, .. } => {
+            exchange::exchange(session, up, request, retry, load, reply, timeouts).await
+        }
+        Upstream::H2c(up) => {
+            h2_upstream::exchange(session, up, request, retry, load, reply, timeouts).await
+        }
+    }
+}

@@ -1,0 +1,252 @@
+//! A client connection's requests, one after another: reading each one,
+//! handing it to [`Forwarder::forward`], answering what `forward` could
+//! not pass on, and the access log record.
+
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use http::header::HeaderValue;
+use pingora::protocols::http::ServerSession;
+use pingora::protocols::Stream;
+use pingora::server::ShutdownWatch;
+use pingora::ErrorType;
+
+use super::forward::{Incoming, Trail};
+use super::redirect::redirect;
+use super::{head, request_id, Forwarder, InFlightGuard, Outcome};
+use crate::access_log;
+
+impl Forwarder {
+    /// Serves one HTTP/1.1 client connection: its requests one after
+    /// another, for as long as it stays reusable. One task and one boxed
+    /// future per connection, not per request.
+    ///
+    /// Each request head is read by [`head::read_head`] (size and time
+    /// limits of our own, a small buffer while idle) and handed to a new
+    /// pingora session as its first bytes; the request's own state is
+    /// boxed, so an idle connection holds only its socket, that buffer and
+    /// this loop.
+    pub(crate) async fn serve_http1(
+        &self,
+        mut stream: Stream,
+        tls: bool,
+        shutdown: &ShutdownWatch,
+    ) -> Option<Stream> {
+        // A new connection gets as long for its first request as a kept-alive
+        // one gets for its next: an idle connection is never held forever.
+        let mut wait = self.first_request_wait();
+        let mut pipelined = None;
+        loop {
+            let header_timeout = self.header_timeout();
+            let head = head::read_head(
+                &mut stream,
+                pipelined.take(),
+                Duration::from_secs(wait),
+                header_timeout,
+            )
+            .await;
+            let head::Head::Read(bytes) = head else {
+                return None;
+            };
+            // Boxed: the session and the request's state (the exchange, its
+            // select!, retries) live on the heap only while the request
+            // does, instead of inflating every connection's task for its
+            // whole life.
+            let served = Box::pin(self.serve_request(stream, bytes, wait, tls, shutdown));
+            (stream, pipelined, wait) = served.await?;
+        }
+    }
+
+    /// Serves the request whose head is in `head` on a new pingora session
+    /// over `stream`, and hands the stream back when it can take another:
+    /// with any bytes read past this request and the keep-alive timeout.
+    async fn serve_request(
+        &self,
+        stream: Stream,
+        head: BytesMut,
+        wait: u64,
+        tls: bool,
+        shutdown: &ShutdownWatch,
+    ) -> Option<(Stream, Option<BytesMut>, u64)> {
+        let mut session = ServerSession::new_http1(stream);
+        // Pipelined requests are answered in order, one after another
+        // (RFC 9112 §9.3.2), as nginx and HAProxy do.
+        session.set_pipelining_enabled(true);
+        session.set_keepalive(Some(wait));
+        session.set_pipelined_prefix(head);
+        let wait = self.serve_one(&mut session, tls, shutdown).await?;
+        match session.finish().await {
+            Ok(Some(reusable)) => {
+                let (stream, pipelined) = reusable.into_parts();
+                Some((stream, pipelined, wait))
+            }
+            Ok(None) => None,
+            Err(e) => {
+                tracing::debug!("client connection ended: {e}");
+                None
+            }
+        }
+    }
+
+    /// Seconds a new connection may take to send its first request: the
+    /// keep-alive timeout.
+    pub(super) fn first_request_wait(&self) -> u64 {
+        self.table.load().timeouts.client_keepalive.as_secs().max(1)
+    }
+
+    /// How long a request head may take from its first byte.
+    pub(super) fn header_timeout(&self) -> Duration {
+        self.table.load().timeouts.client_header
+    }
+}
+
+// Idle kept-alive connections are not woken on a stop: `RunningProxy::stop`
+// drains in-flight requests and then drops the runtime, which closes them.
+// Not selecting on a stop signal saves a `Notify` registration per request.
+
+impl Forwarder {
+    /// Reads and serves one request. `None` when the connection must close;
+    /// otherwise the keep-alive timeout, in seconds, for the next request.
+    pub(super) async fn serve_one(
+        &self,
+        session: &mut ServerSession,
+        tls: bool,
+        shutdown: &ShutdownWatch,
+    ) -> Option<u64> {
+        if !read_request(session).await {
+            return None;
+        }
+        let _in_flight = InFlightGuard::new(&self.in_flight);
+        let table = self.table.load_full();
+        let keepalive = table.timeouts.client_keepalive.as_secs().max(1);
+        // A client that takes none of its response for this long is gone.
+        session.set_write_timeout(Some(table.timeouts.client_send));
+        if *shutdown.borrow() || self.stopping.load(Ordering::Relaxed) {
+            session.set_keepalive(None);
+        } else {
+            session.set_keepalive(Some(keepalive));
+        }
+        let started = Instant::now();
+        let request_id = request_id::for_request(&session.req_header().headers);
+        let mut trail = Trail::default();
+
+        let incoming = Incoming {
+            id: &request_id,
+            tls,
+        };
+        let outcome = self.forward(session, &table, incoming, &mut trail).await;
+        let next = finish_request(session, outcome, keepalive, &request_id).await;
+        self.record_access(session, trail, started, request_id);
+        next
+    }
+
+    /// The access log's record of a request, when the log is on.
+    fn record_access(
+        &self,
+        session: &ServerSession,
+        trail: Trail,
+        started: Instant,
+        request_id: HeaderValue,
+    ) {
+        if let Some(log) = &self.access_log {
+            log.record(access_log::Entry {
+                client: session
+                    .client_addr()
+                    .and_then(|a| a.as_inet())
+                    .map(|a| a.ip()),
+                method: session.req_header().method.clone(),
+                uri: session.req_header().uri.clone(),
+                route: trail.route,
+                slot: trail.slot,
+                backend: trail.backend,
+                // 0: the client left before any answer.
+                status: session.response_written().map_or(0, |r| r.status.as_u16()),
+                bytes: session.body_bytes_sent(),
+                duration: started.elapsed(),
+                request_id,
+            });
+        }
+    }
+}
+
+/// Reads a request's header into `session`. `false` when there is none to
+/// serve: the client closed, or sent one that cannot be read (answered 400
+/// when its header is bad).
+async fn read_request(session: &mut ServerSession) -> bool {
+    // No deadline here: an HTTP/1 head is already whole (`head.rs` read
+    // it under `header_timeout`), and an HTTP/2 stream's came with it.
+    match session.read_request().await {
+        Ok(true) => true,
+        Ok(false) => false,
+        Err(e) => {
+            tracing::debug!("bad or broken request: {e}");
+            if matches!(e.etype(), ErrorType::InvalidHTTPHeader) {
+                let _ = session.respond_error(400).await;
+            }
+            session.shutdown().await;
+            false
+        }
+    }
+}
+
+/// Sends what `forward` left to answer (our own answers, a redirect) and
+/// decides whether the connection takes another request: `None` when it
+/// must close, else the keep-alive timeout for the next one.
+async fn finish_request(
+    session: &mut ServerSession,
+    outcome: Outcome,
+    keepalive: u64,
+    request_id: &HeaderValue,
+) -> Option<u64> {
+    match outcome {
+        Outcome::Done => Some(keepalive),
+        Outcome::DoneClose => {
+            session.set_keepalive(None);
+            Some(keepalive)
+        }
+        Outcome::Answer(status, body) => {
+            // The connection can take another request only if this one
+            // was read to its end.
+            if !session.is_body_done() {
+                session.set_keepalive(None);
+            }
+            if let Err(e) = answer(session, status, body, request_id).await {
+                tracing::debug!("cannot send the {status} answer: {e}");
+            }
+            Some(keepalive)
+        }
+        Outcome::Reject(status, body) => {
+            session.set_keepalive(None);
+            if let Err(e) = answer(session, status, body, request_id).await {
+                tracing::debug!("cannot send the {status} answer: {e}");
+            }
+            None
+        }
+        Outcome::Abandon => {
+            session.shutdown().await;
+            None
+        }
+        Outcome::Redirect(location) => {
+            if let Err(e) = redirect(session, location, request_id).await {
+                tracing::debug!("cannot send the redirect: {e}");
+            }
+            Some(keepalive)
+        }
+    }
+}
+
+/// One of our own answers (404, 502, 504), with the request's id.
+async fn answer(
+    session: &mut ServerSession,
+    status: u16,
+    body: &'static [u8],
+    request_id: &HeaderValue,
+) -> pingora::Result<()> {
+    let mut header = ServerSession::generate_error(status);
+    header.set_content_length(body.len())?;
+    header.insert_header(request_id::HEADER, request_id.clone())?;
+    session
+        .write_error_response(header, Bytes::from_static(body))
+        .await
+}

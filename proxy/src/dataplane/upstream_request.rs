@@ -1,0 +1,118 @@
+//! The request header as a backend gets it: what the proxy removes from the
+//! client's header and what it adds.
+
+use http::header::{self, HeaderValue};
+use pingora::http::RequestHeader;
+use pingora::protocols::http::ServerSession;
+use switchyard_control::table::TOKEN_HEADER;
+
+use super::forward::Incoming;
+use super::request_id;
+use crate::hop_by_hop;
+
+/// The request as the backend gets it: hop-by-hop headers removed, the
+/// client's address, scheme and host added.
+pub(super) fn upstream_request(
+    session: &ServerSession,
+    incoming: Incoming<'_>,
+    unframed_body: bool,
+    upgrades: &[Box<str>],
+) -> Box<RequestHeader> {
+    let mut request = Box::new(session.req_header().clone());
+    if request.version == http::Version::HTTP_2 {
+        request.set_version(http::Version::HTTP_11);
+    }
+    if request.uri.authority().is_some() {
+        to_origin_form(&mut request);
+    } else if !matches!(request.raw_path().first(), Some(b'/' | b'*')) {
+        // An HTTP/1 absolute-form target: pingora checked that its
+        // authority is the Host header's, and kept the path in the Uri.
+        let target = request.uri.clone();
+        request.set_uri(target);
+    }
+    hop_by_hop::strip_request(&mut request, upgrades);
+    if unframed_body {
+        let _ = request.insert_header(header::TRANSFER_ENCODING, "chunked");
+    }
+    let _ = request.insert_header(request_id::HEADER, incoming.id.clone());
+    // The override token is a secret between the tester and the proxy.
+    request.remove_header(TOKEN_HEADER);
+    if let Some(client) = session.client_addr().and_then(|a| a.as_inet()) {
+        let mut ip_buf = [0u8; 64];
+        let ip = format_ip(client.ip(), &mut ip_buf);
+        let forwarded_for: Vec<u8> = match request.headers.get("x-forwarded-for") {
+            Some(existing) => [existing.as_bytes(), b", ", ip].concat(),
+            None => ip.to_vec(),
+        };
+        let _ = request.insert_header("x-forwarded-for", forwarded_for);
+    }
+    let proto = if incoming.tls { "https" } else { "http" };
+    let _ = request.insert_header("x-forwarded-proto", proto);
+    if let Some(host) = request.headers.get(header::HOST).cloned() {
+        let _ = request.insert_header("x-forwarded-host", host);
+    }
+    request
+}
+
+/// A target with an authority (an HTTP/2 request's `:authority`, an
+/// HTTP/1 absolute-form target) as a backend gets it: the authority becomes
+/// the Host header (RFC 9113 §8.3.1, RFC 9112 §3.2.3: it wins over a Host
+/// the client also sent, and it is what the request was routed by) and the
+/// target becomes origin-form.
+fn to_origin_form(request: &mut RequestHeader) {
+    if let Some(authority) = request.uri.authority().cloned() {
+        if let Ok(host) = HeaderValue::from_str(authority.as_str()) {
+            let _ = request.insert_header(header::HOST, host);
+        }
+    }
+    // The path and query are shared bytes: no copy, no parse.
+    let target = request
+        .uri
+        .path_and_query()
+        .cloned()
+        .map_or_else(|| http::Uri::from_static("/"), http::Uri::from);
+    request.set_uri(target);
+}
+
+/// Writes the IP's text form into `buf` without a heap string.
+fn format_ip(ip: std::net::IpAddr, buf: &mut [u8; 64]) -> &[u8] {
+    use std::io::Write;
+    let mut cursor = std::io::Cursor::new(&mut buf[..]);
+    let _ = write!(cursor, "{ip}");
+    let len = cursor.position() as usize;
+    &buf[..len]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_target_with_an_authority_goes_upstream_in_origin_form_with_it_as_host() {
+        // As pingora's HTTP/2 server builds it: the target in absolute form.
+        let mut request = RequestHeader::build("GET", b"/", None).unwrap();
+        request.set_uri("https://app.test:8443/a/b?c=1".parse().unwrap());
+        to_origin_form(&mut request);
+        assert_eq!(request.uri.to_string(), "/a/b?c=1");
+        assert_eq!(request.headers.get(header::HOST).unwrap(), "app.test:8443");
+
+        // `:authority` wins over a Host header the client also sent.
+        let mut request = RequestHeader::build("GET", b"/", None).unwrap();
+        request.set_uri("https://app.test/".parse().unwrap());
+        request.insert_header(header::HOST, "other.test").unwrap();
+        to_origin_form(&mut request);
+        assert_eq!(request.headers.get(header::HOST).unwrap(), "app.test");
+        assert_eq!(request.uri.to_string(), "/");
+    }
+
+    #[test]
+    fn ip_text_fits_the_stack_buffer() {
+        let mut buf = [0u8; 64];
+        let v6: std::net::IpAddr = "ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255"
+            .parse()
+            .unwrap();
+        assert_eq!(format_ip(v6, &mut buf), v6.to_string().as_bytes());
+        let v4: std::net::IpAddr = "127.0.0.1".parse().unwrap();
+        assert_eq!(format_ip(v4, &mut buf), b"127.0.0.1");
+    }
+}
