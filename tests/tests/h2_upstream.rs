@@ -215,3 +215,23 @@ async fn raw_exchange(stream: &mut tokio::net::TcpStream, request: &[u8]) -> Str
     let _ = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut answer)).await;
     String::from_utf8_lossy(&answer).into_owned()
 }
+
+/// A failed connect to an HTTP/1.1 slot falls back to the previous slot in
+/// that slot's own protocol: h2c here.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fallback_from_an_http1_slot_to_an_h2c_previous_slot_speaks_h2c() {
+    let (green, _) = h2_backend().await;
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead = closed.local_addr().unwrap();
+    drop(closed);
+    let dir = tempfile::tempdir().unwrap();
+    let config = format!(
+        "[[route]]\nname = \"app\"\nhosts = [\"a.test\"]\nactive = \"green\"\n\n\
+         [route.slots]\nblue = [\"{dead}\"]\ngreen = {{ backends = [\"{green}\"], protocol = \"h2c\" }}\n"
+    );
+    let proxy = Proxy::start(dir.path(), &config);
+    tokio::task::block_in_place(|| proxy.cli_ok(&["switch", "app", "blue", "--force"]));
+    let reply = Client::new(proxy.addr).get("a.test", "/x").await.unwrap();
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert_eq!(reply.body, "h2 /x a.test");
+}

@@ -67,9 +67,8 @@ impl Forwarder {
         fresh: bool,
     ) -> Result<Connection, Outcome> {
         let route = pick.route;
-        // Once HTTP/1.1, the attempts of one call stay HTTP/1.1 even when a
-        // failed connect moves the target to an h2c previous slot: this is
-        // how the proxy has always behaved, kept as it is.
+        // Each attempt speaks its slot's protocol: a failed connect may move
+        // the target to a previous slot of the other kind.
         let mut h2c = route.slot(pick.target.slot).h2c;
         loop {
             if h2c {
@@ -100,9 +99,7 @@ impl Forwarder {
                         pick.follow();
                         return Err(connect_error_answer(route, &e));
                     }
-                    if h2c {
-                        h2c = route.slot(pick.target.slot).h2c;
-                    }
+                    h2c = route.slot(pick.target.slot).h2c;
                 }
             }
         }
