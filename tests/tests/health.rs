@@ -146,7 +146,9 @@ async fn a_failing_health_path_fails_back_and_recovery_does_not_pull_traffic_bac
         slot_health(&route_status(&proxy), "green") == "healthy"
     })
     .await;
-    tokio::time::sleep(Duration::from_millis(INTERVAL_MS * 3)).await;
+    // A negative check: `fall` more passing probes of green reported
+    // after it showed healthy, and the route has not moved back to it.
+    green.wait_for_probes(FALL).await;
     assert_eq!(route_status(&proxy)["active"], "blue", "no flip-flop");
     tokio::task::block_in_place(|| proxy.cli_ok(&["switch", "app", "green"]));
     assert_eq!(
@@ -223,6 +225,13 @@ async fn switch_waits_for_a_healthy_slot_refuses_one_that_stays_sick_and_force_o
     );
 
     // Turns healthy while the command waits: it cuts over then.
+    let parked = || {
+        proxy
+            .log_text()
+            .matches("switch waits for the slot to turn healthy")
+            .count()
+    };
+    let parked_before = parked();
     let waiting = {
         let socket = proxy.socket.clone();
         std::thread::spawn(move || {
@@ -233,7 +242,15 @@ async fn switch_waits_for_a_healthy_slot_refuses_one_that_stays_sick_and_force_o
                 .unwrap()
         })
     };
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // A negative check: the command reached the Controller and was parked
+    // (it logs that), then green's next failing probes were reported while
+    // it waited, and neither the command nor a probe moved traffic.
+    eventually(Duration::from_secs(10), "the switch parked", || {
+        parked() > parked_before
+    })
+    .await;
+    green.wait_for_probes(2).await;
+    assert!(!waiting.is_finished(), "still waiting");
     assert_eq!(route_status(&proxy)["active"], "blue", "still waiting");
     green.healthy.store(true, Ordering::Relaxed);
     let done = tokio::task::spawn_blocking(move || waiting.join().unwrap())
@@ -292,18 +309,18 @@ async fn a_config_switch_to_a_sick_slot_is_held_and_applied_when_it_turns_health
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn health_flapping_below_the_fall_threshold_does_not_move_traffic() {
     let (_blue, green, _dir, proxy) = green_active_blue_previous().await;
-    // Sick for 150 ms (at most one probe at a 200 ms interval), well for
-    // 350 ms (at least one): never `fall` = 3 failures in a row.
-    let started = Instant::now();
-    let mut flaps = 0;
-    while started.elapsed() < Duration::from_secs(3) {
-        green.healthy.store(false, Ordering::Relaxed);
-        tokio::time::sleep(Duration::from_millis(150)).await;
-        green.healthy.store(true, Ordering::Relaxed);
-        tokio::time::sleep(Duration::from_millis(350)).await;
-        flaps += 1;
+    // Each flap: `fall` - 1 failed probes in a row, then a passing one, all
+    // of them reported to the proxy before the next flap starts. Never
+    // `fall` = 3 failures in a row, but as close to it as can be.
+    for flap in 0..5 {
+        green.failing_probes.store(FALL - 1, Ordering::SeqCst);
+        green.wait_for_probes(FALL).await;
+        assert_eq!(
+            green.failing_probes.load(Ordering::SeqCst),
+            0,
+            "flap {flap}: every failure was answered"
+        );
     }
-    assert!(flaps >= 5);
     let route = route_status(&proxy);
     assert_eq!(route["active"], "green", "{route}");
     assert_eq!(slot_health(&route, "green"), "healthy");
