@@ -505,6 +505,43 @@ fn closed_backends(n: usize) -> Vec<std::net::SocketAddr> {
         .collect()
 }
 
+/// `big`'s backends in a `status`, each as (state, `last_check.at`).
+fn backend_checks(status: &serde_json::Value) -> Vec<(String, String)> {
+    status["routes"][0]["slots"][0]["backends"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| {
+            let text = |v: &serde_json::Value| v.as_str().unwrap_or("?").to_string();
+            (text(&b["state"]), text(&b["last_check"]["at"]))
+        })
+        .collect()
+}
+
+fn backend_states(status: &serde_json::Value) -> Vec<String> {
+    backend_checks(status).into_iter().map(|(s, _)| s).collect()
+}
+
+/// The first `status` in which every backend of `big` has a check later
+/// than in `before`: the Controller has taken in a whole round of probes
+/// since. `last_check.at` is in whole seconds (RFC 3339, so later sorts
+/// after), so a check in the same second as the last one is not seen and
+/// the wait goes on to the next: a round may be missed, never invented.
+async fn checked_again(proxy: &Proxy, before: &serde_json::Value) -> serde_json::Value {
+    let before = backend_checks(before);
+    proxy
+        .wait_for_status_within(
+            Duration::from_secs(30),
+            "every backend checked again",
+            |status| {
+                let now = backend_checks(status);
+                now.len() == before.len()
+                    && now.iter().zip(&before).all(|((_, at), (_, was))| at > was)
+            },
+        )
+        .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn thousands_of_dead_backends_leave_status_quick_and_traffic_on_the_live_one() {
     // Probed every second, as in production; 2,000 keeps a debug build on
@@ -571,16 +608,19 @@ async fn thousands_of_dead_backends_leave_status_quick_and_traffic_on_the_live_o
     }
     assert!(live.requests.load(Ordering::Relaxed) >= 50);
 
-    // A round of probes later (a negative check: waiting is the point),
-    // checks that changed no verdict have published nothing. The last
-    // verdicts may still have been owed a publish (at most 100 ms after
-    // them) when they showed: count from after that.
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let settled = tokio::task::block_in_place(|| proxy.status())["generation"].as_u64();
-    tokio::time::sleep(Duration::from_millis(1_200)).await;
-    let later = tokio::task::block_in_place(|| proxy.status())["generation"].as_u64();
+    // A negative check: a round of checks that changed no verdict publishes
+    // nothing. The last verdicts may still have been owed a publish (at
+    // most 100 ms after them) when they showed: count from a round of
+    // probes later (each backend is probed once a second).
+    let settled = checked_again(&proxy, &status).await;
+    let later = checked_again(&proxy, &settled).await;
     assert_eq!(
-        later, settled,
+        backend_states(&later),
+        backend_states(&status),
+        "no verdict changed"
+    );
+    assert_eq!(
+        later["generation"], settled["generation"],
         "published again without a change of verdict"
     );
 
