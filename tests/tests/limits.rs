@@ -109,9 +109,22 @@ async fn the_keep_alive_wait_is_not_part_of_the_head_deadline() {
             .await
             .unwrap();
         assert_eq!(conn.read_message(false).await.unwrap().body, b"ok");
-        // Idle past header_timeout, well inside keepalive_timeout.
-        tokio::time::sleep(Duration::from_millis(1500)).await;
+        // Idle past header_timeout, well inside keepalive_timeout: until a
+        // head begun after this idle wait began has been cut off, so any
+        // head deadline counted from the wait would have run out too.
+        head_cut_off(proxy.addr).await;
     }
+}
+
+/// Starts a request head on a new connection, never ends it, and returns
+/// once the proxy has given up on it at `header_timeout`.
+async fn head_cut_off(proxy: std::net::SocketAddr) {
+    let mut stream = TcpStream::connect(proxy).await.unwrap();
+    stream.write_all(b"GET / HTTP/1.1\r\n").await.unwrap();
+    let mut rest = Vec::new();
+    // A 408 then a close, or a reset: either ends the read.
+    let ended = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut rest)).await;
+    assert!(ended.is_ok(), "an unfinished head was never cut off");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
