@@ -125,6 +125,11 @@ async fn head_cut_off(proxy: std::net::SocketAddr) {
     // A 408 then a close, or a reset: either ends the read.
     let ended = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut rest)).await;
     assert!(ended.is_ok(), "an unfinished head was never cut off");
+    assert!(
+        rest.is_empty() || rest.starts_with(b"HTTP/1.1 408"),
+        "cut off for another reason than its deadline: {}",
+        String::from_utf8_lossy(&rest)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
