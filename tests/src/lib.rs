@@ -73,6 +73,11 @@ pub struct Backend {
     pub healthy: Arc<AtomicBool>,
     /// `/health` waits this many milliseconds before answering.
     pub health_delay_ms: Arc<AtomicU64>,
+    /// `/health` requests received (counted as they arrive).
+    pub probes: Arc<AtomicU64>,
+    /// The next this many `/health` requests answered get a 500, whatever
+    /// `healthy` says (each answer takes one off).
+    pub failing_probes: Arc<AtomicU64>,
     /// Of every 100 requests (health probes excluded), this many get a 500.
     pub fail_percent: Arc<AtomicU64>,
     /// Every request (health probes excluded) waits this many milliseconds.
@@ -85,6 +90,8 @@ pub struct Backend {
 struct Knobs {
     healthy: Arc<AtomicBool>,
     health_delay_ms: Arc<AtomicU64>,
+    probes: Arc<AtomicU64>,
+    failing_probes: Arc<AtomicU64>,
     fail_percent: Arc<AtomicU64>,
     delay_ms: Arc<AtomicU64>,
 }
@@ -103,6 +110,8 @@ impl Backend {
         let knobs = Knobs {
             healthy: Arc::new(AtomicBool::new(true)),
             health_delay_ms: Arc::new(AtomicU64::new(0)),
+            probes: Arc::new(AtomicU64::new(0)),
+            failing_probes: Arc::new(AtomicU64::new(0)),
             fail_percent: Arc::new(AtomicU64::new(0)),
             delay_ms: Arc::new(AtomicU64::new(0)),
         };
@@ -151,10 +160,28 @@ impl Backend {
             connections_closed,
             healthy: knobs.healthy,
             health_delay_ms: knobs.health_delay_ms,
+            probes: knobs.probes,
+            failing_probes: knobs.failing_probes,
             fail_percent: knobs.fail_percent,
             delay_ms: knobs.delay_ms,
             stop,
         }
+    }
+
+    /// Waits until the proxy has answered and reported `n` health probes of
+    /// this backend that arrived after the call (so they saw every knob set
+    /// before it). The proxy probes a backend one probe at a time and sends
+    /// each result to its Controller before the next probe starts, so the
+    /// arrival of probe n + 1 proves probe n was reported. Counted here, on
+    /// the backend's side: `status` has no check counter, and its
+    /// `last_check.at` is in whole seconds.
+    pub async fn wait_for_probes(&self, n: u64) {
+        let seen = self.probes.load(Ordering::SeqCst);
+        let what = format!("{n} more health probes of {} reported", self.slot);
+        eventually(Duration::from_secs(10), &what, || {
+            self.probes.load(Ordering::SeqCst) > seen + n
+        })
+        .await;
     }
 
     /// Closes the listener and every open connection.
@@ -177,11 +204,16 @@ async fn answer(
 ) -> Response<Full<Bytes>> {
     let path = req.uri().path().to_string();
     if path == "/health" {
+        knobs.probes.fetch_add(1, Ordering::SeqCst);
         let delay = knobs.health_delay_ms.load(Ordering::Relaxed);
         if delay > 0 {
             tokio::time::sleep(Duration::from_millis(delay)).await;
         }
-        let status = if knobs.healthy.load(Ordering::Relaxed) {
+        let forced_failure = knobs
+            .failing_probes
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok();
+        let status = if knobs.healthy.load(Ordering::Relaxed) && !forced_failure {
             200
         } else {
             500

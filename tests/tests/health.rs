@@ -146,7 +146,9 @@ async fn a_failing_health_path_fails_back_and_recovery_does_not_pull_traffic_bac
         slot_health(&route_status(&proxy), "green") == "healthy"
     })
     .await;
-    tokio::time::sleep(Duration::from_millis(INTERVAL_MS * 3)).await;
+    // A negative check: `fall` more passing probes of green reported
+    // after it showed healthy, and the route has not moved back to it.
+    green.wait_for_probes(FALL).await;
     assert_eq!(route_status(&proxy)["active"], "blue", "no flip-flop");
     tokio::task::block_in_place(|| proxy.cli_ok(&["switch", "app", "green"]));
     assert_eq!(
@@ -223,6 +225,13 @@ async fn switch_waits_for_a_healthy_slot_refuses_one_that_stays_sick_and_force_o
     );
 
     // Turns healthy while the command waits: it cuts over then.
+    let parked = || {
+        proxy
+            .log_text()
+            .matches("switch waits for the slot to turn healthy")
+            .count()
+    };
+    let parked_before = parked();
     let waiting = {
         let socket = proxy.socket.clone();
         std::thread::spawn(move || {
@@ -233,7 +242,15 @@ async fn switch_waits_for_a_healthy_slot_refuses_one_that_stays_sick_and_force_o
                 .unwrap()
         })
     };
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // A negative check: the command reached the Controller and was parked
+    // (it logs that), then green's next failing probes were reported while
+    // it waited, and neither the command nor a probe moved traffic.
+    eventually(Duration::from_secs(10), "the switch parked", || {
+        parked() > parked_before
+    })
+    .await;
+    green.wait_for_probes(2).await;
+    assert!(!waiting.is_finished(), "still waiting");
     assert_eq!(route_status(&proxy)["active"], "blue", "still waiting");
     green.healthy.store(true, Ordering::Relaxed);
     let done = tokio::task::spawn_blocking(move || waiting.join().unwrap())
@@ -292,18 +309,18 @@ async fn a_config_switch_to_a_sick_slot_is_held_and_applied_when_it_turns_health
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn health_flapping_below_the_fall_threshold_does_not_move_traffic() {
     let (_blue, green, _dir, proxy) = green_active_blue_previous().await;
-    // Sick for 150 ms (at most one probe at a 200 ms interval), well for
-    // 350 ms (at least one): never `fall` = 3 failures in a row.
-    let started = Instant::now();
-    let mut flaps = 0;
-    while started.elapsed() < Duration::from_secs(3) {
-        green.healthy.store(false, Ordering::Relaxed);
-        tokio::time::sleep(Duration::from_millis(150)).await;
-        green.healthy.store(true, Ordering::Relaxed);
-        tokio::time::sleep(Duration::from_millis(350)).await;
-        flaps += 1;
+    // Each flap: `fall` - 1 failed probes in a row, then a passing one, all
+    // of them reported to the proxy before the next flap starts. Never
+    // `fall` = 3 failures in a row, but as close to it as can be.
+    for flap in 0..5 {
+        green.failing_probes.store(FALL - 1, Ordering::SeqCst);
+        green.wait_for_probes(FALL).await;
+        assert_eq!(
+            green.failing_probes.load(Ordering::SeqCst),
+            0,
+            "flap {flap}: every failure was answered"
+        );
     }
-    assert!(flaps >= 5);
     let route = route_status(&proxy);
     assert_eq!(route["active"], "green", "{route}");
     assert_eq!(slot_health(&route, "green"), "healthy");
@@ -488,6 +505,49 @@ fn closed_backends(n: usize) -> Vec<std::net::SocketAddr> {
         .collect()
 }
 
+/// `big`'s backends in a `status`, each as (state, `last_check.at`).
+fn backend_checks(status: &serde_json::Value) -> Vec<(String, String)> {
+    status["routes"][0]["slots"][0]["backends"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| {
+            let text = |v: &serde_json::Value| v.as_str().unwrap_or("?").to_string();
+            (text(&b["state"]), text(&b["last_check"]["at"]))
+        })
+        .collect()
+}
+
+fn backend_states(status: &serde_json::Value) -> Vec<String> {
+    backend_checks(status).into_iter().map(|(s, _)| s).collect()
+}
+
+/// The first `status` in which every backend of `big` has a check later
+/// than in `before`: the Controller has taken in a whole round of probes
+/// since. `last_check.at` is in whole seconds (RFC 3339, so later sorts
+/// after), so a check in the same second as the last one is not seen and
+/// the wait goes on to the next: a round may be missed, never invented.
+async fn checked_again(proxy: &Proxy, before: &serde_json::Value) -> serde_json::Value {
+    let before = backend_checks(before);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let status = tokio::task::block_in_place(|| proxy.status());
+        let now = backend_checks(&status);
+        if now.len() == before.len() && now.iter().zip(&before).all(|((_, at), (_, was))| at > was)
+        {
+            return status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not every backend was checked again within 30 s"
+        );
+        // Each backend is checked once a second and each `status` lists
+        // all 2,001: a few looks a second are enough and leave the cores
+        // to the proxy.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn thousands_of_dead_backends_leave_status_quick_and_traffic_on_the_live_one() {
     // Probed every second, as in production; 2,000 keeps a debug build on
@@ -554,16 +614,19 @@ async fn thousands_of_dead_backends_leave_status_quick_and_traffic_on_the_live_o
     }
     assert!(live.requests.load(Ordering::Relaxed) >= 50);
 
-    // A round of probes later (a negative check: waiting is the point),
-    // checks that changed no verdict have published nothing. The last
-    // verdicts may still have been owed a publish (at most 100 ms after
-    // them) when they showed: count from after that.
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let settled = tokio::task::block_in_place(|| proxy.status())["generation"].as_u64();
-    tokio::time::sleep(Duration::from_millis(1_200)).await;
-    let later = tokio::task::block_in_place(|| proxy.status())["generation"].as_u64();
+    // A negative check: a round of checks that changed no verdict publishes
+    // nothing. The last verdicts may still have been owed a publish (at
+    // most 100 ms after them) when they showed: count from a round of
+    // probes later (each backend is probed once a second).
+    let settled = checked_again(&proxy, &status).await;
+    let later = checked_again(&proxy, &settled).await;
     assert_eq!(
-        later, settled,
+        backend_states(&later),
+        backend_states(&status),
+        "no verdict changed"
+    );
+    assert_eq!(
+        later["generation"], settled["generation"],
         "published again without a change of verdict"
     );
 

@@ -3,11 +3,13 @@
 //! response is closed, and past `max_connections` new connections are
 //! closed at accept while the open ones are served on.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use switchyard_tests::raw::ScriptedBackend;
 use switchyard_tests::wire::Conn;
-use switchyard_tests::{config_text, Proxy};
+use switchyard_tests::{config_text, eventually, Proxy};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -107,31 +109,59 @@ async fn the_keep_alive_wait_is_not_part_of_the_head_deadline() {
             .await
             .unwrap();
         assert_eq!(conn.read_message(false).await.unwrap().body, b"ok");
-        // Idle past header_timeout, well inside keepalive_timeout.
-        tokio::time::sleep(Duration::from_millis(1500)).await;
+        // Idle past header_timeout, well inside keepalive_timeout: until a
+        // head begun after this idle wait began has been cut off, so any
+        // head deadline counted from the wait would have run out too.
+        head_cut_off(proxy.addr).await;
     }
+}
+
+/// Starts a request head on a new connection, never ends it, and returns
+/// once the proxy has given up on it at `header_timeout`.
+async fn head_cut_off(proxy: std::net::SocketAddr) {
+    let mut stream = TcpStream::connect(proxy).await.unwrap();
+    stream.write_all(b"GET / HTTP/1.1\r\n").await.unwrap();
+    let mut rest = Vec::new();
+    // A 408 then a close, or a reset: either ends the read.
+    let ended = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut rest)).await;
+    assert!(ended.is_ok(), "an unfinished head was never cut off");
+    assert!(
+        rest.is_empty() || rest.starts_with(b"HTTP/1.1 408"),
+        "cut off for another reason than its deadline: {}",
+        String::from_utf8_lossy(&rest)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_reads_nothing_of_its_response_is_closed_after_send_timeout() {
     const CHUNK: usize = 64 * 1024;
     const CHUNKS: usize = 4096; // 256 MiB: more than any socket buffers hold
-    let backend = ScriptedBackend::start(|stream: TcpStream| async move {
-        let mut conn = Conn::new(stream);
-        if conn.read_message(false).await.is_err() {
-            return;
-        }
-        let head = format!(
-            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n",
-            CHUNK * CHUNKS
-        );
-        if conn.stream.write_all(head.as_bytes()).await.is_err() {
-            return;
-        }
-        let chunk = vec![b'x'; CHUNK];
-        for _ in 0..CHUNKS {
-            if conn.stream.write_all(&chunk).await.is_err() {
-                return;
+
+    // Set when the proxy closes the backend's connection mid-response.
+    let cut = Arc::new(AtomicBool::new(false));
+    let backend = ScriptedBackend::start({
+        let cut = cut.clone();
+        move |stream: TcpStream| {
+            let cut = cut.clone();
+            async move {
+                let mut conn = Conn::new(stream);
+                if conn.read_message(false).await.is_err() {
+                    return;
+                }
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n",
+                    CHUNK * CHUNKS
+                );
+                if conn.stream.write_all(head.as_bytes()).await.is_err() {
+                    return;
+                }
+                let chunk = vec![b'x'; CHUNK];
+                for _ in 0..CHUNKS {
+                    if conn.stream.write_all(&chunk).await.is_err() {
+                        cut.store(true, Ordering::SeqCst);
+                        return;
+                    }
+                }
             }
         }
     })
@@ -150,8 +180,15 @@ async fn a_client_that_reads_nothing_of_its_response_is_closed_after_send_timeou
         .write_all(b"GET /big HTTP/1.1\r\nHost: app.test\r\n\r\n")
         .await
         .unwrap();
-    // Read nothing for 3 s (send_timeout is 1 s), then everything there is.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Read nothing until the proxy gave up on this client (send_timeout is
+    // 1 s) and so dropped the exchange: the backend's writes fail. Then
+    // read everything there is.
+    eventually(
+        Duration::from_secs(20),
+        "the proxy to drop the response it could not send",
+        || cut.load(Ordering::SeqCst),
+    )
+    .await;
     let mut total = 0usize;
     let mut buf = vec![0u8; 256 * 1024];
     let ended = tokio::time::timeout(Duration::from_secs(20), async {

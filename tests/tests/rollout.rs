@@ -76,12 +76,35 @@ async fn a_rollout_walks_its_steps_pauses_and_ends_promoted() {
     assert!(started.contains("step 1/3 at 10 %"), "{started}");
     let paused = tokio::task::block_in_place(|| proxy.cli_ok(&["rollout", "pause", "app"]));
     assert!(paused.contains("paused"), "{paused}");
-    // While paused, the hold clock stands still.
+    // While paused, the hold clock stands still. A negative check: past the
+    // time the hold would have run out, the Controller judged another
+    // analysis window (it does so on the tick that also runs the hold
+    // clock), and the rollout is still on step 1 with the time it had left.
     let left = route_status(&proxy)["rollout"]["hold_left_ms"]
         .as_u64()
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    let hold_would_end = Instant::now() + Duration::from_millis(left);
+    let mut verdict_then = None;
+    eventually(
+        Duration::from_secs(10),
+        "a window judged after the hold would have ended",
+        || {
+            if Instant::now() < hold_would_end {
+                return false;
+            }
+            let verdict = route_status(&proxy)["rollout"]["verdict"].clone();
+            match &verdict_then {
+                None => {
+                    verdict_then = Some(verdict);
+                    false
+                }
+                Some(then) => verdict != *then,
+            }
+        },
+    )
+    .await;
     let rollout = route_status(&proxy)["rollout"].clone();
+    assert_eq!(rollout["phase"], "paused", "{rollout}");
     assert_eq!(rollout["step"], 0, "{rollout}");
     assert_eq!(rollout["hold_left_ms"].as_u64().unwrap(), left);
     tokio::task::block_in_place(|| proxy.cli_ok(&["rollout", "resume", "app"]));

@@ -7,7 +7,9 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
-use switchyard_tests::{config_text, Proxy};
+use switchyard_tests::raw::ScriptedBackend;
+use switchyard_tests::{config_text, Client, Proxy};
+use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
@@ -120,11 +122,22 @@ async fn an_open_websocket_stays_on_its_slot_across_a_switch_until_drain_timeout
 async fn an_upgraded_connection_has_its_own_idle_timeout_not_the_read_timeout() {
     let blue = echo_backend("blue").await;
     let green = echo_backend("green").await;
+    // Takes a request and never answers: read_timeout runs out on it.
+    let silent = ScriptedBackend::start(|mut stream: TcpStream| async move {
+        let mut buf = [0u8; 4096];
+        while matches!(stream.read(&mut buf).await, Ok(n) if n > 0) {}
+    })
+    .await;
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("switchyard.toml");
+    let routes = format!(
+        "{}[[route]]\nname = \"silent\"\nhosts = [\"silent.test\"]\nactive = \"only\"\n[route.slots]\nonly = [\"{}\"]\n",
+        route(blue, green),
+        silent.addr
+    );
     std::fs::write(
         &config,
-        config_text(&route(blue, green)).replace(
+        config_text(&routes).replace(
             "threads = 2",
             "threads = 2\nread_timeout = \"1s\"\nupgrade_idle_timeout = \"3s\"",
         ),
@@ -133,8 +146,12 @@ async fn an_upgraded_connection_has_its_own_idle_timeout_not_the_read_timeout() 
     let proxy = Proxy::start_with_file(dir.path(), &config);
 
     let mut ws = open(proxy.addr).await;
-    // Quiet for twice the read timeout: still open.
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Quiet past the read timeout: until a request sent after the
+    // WebSocket opened got its 504 for a backend that sent nothing within
+    // read_timeout. Had the upgraded connection been under read_timeout,
+    // it would have run out by then too. Still open.
+    let timed_out = Client::new(proxy.addr).get("silent.test", "/").await;
+    assert_eq!(timed_out.map(|r| r.status), Ok(504), "the read timeout");
     assert_eq!(echo(&mut ws, "a").await.as_deref(), Some("blue:a"));
     // Quiet past upgrade_idle_timeout: closed.
     let waited = closed_within(&mut ws, Duration::from_secs(6)).await;

@@ -68,10 +68,7 @@ impl Core {
         self.log(
             Level::Info,
             Some(&switch.route),
-            format!(
-                "switch to slot {} waits for it to turn healthy",
-                switch.slot
-            ),
+            format!("switch waits for the slot to turn healthy: {}", switch.slot),
         );
         self.parked.switches.push(switch);
     }
