@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use switchyard::cli::{self, Cli, Command};
+use switchyard::cli::{self, AdminArgs, Cli, Command};
 use switchyard::{demo, logging, server};
 use switchyard_control::protocol::Request;
 
@@ -20,14 +20,27 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 const ADMIN_WAIT: Duration = Duration::from_secs(10);
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    match cli.command {
+    match Cli::parse().command {
         Command::Demo { port } => run_demo(port),
         Command::Run { config } => run(&config),
         Command::Check { config } => cli::check(&config),
-        Command::Status { route, admin } => {
-            cli::admin(Request::Status { route }, &admin, ADMIN_WAIT)
-        }
+        admin_command => match admin_request(admin_command) {
+            Ok((request, admin, wait)) => cli::admin(request, &admin, wait),
+            Err(code) => code,
+        },
+    }
+}
+
+/// An admin command as its request, the socket to send it to and how long
+/// to wait for the answer; exit 2 for a bad `--timeout`.
+fn admin_request(command: Command) -> Result<(Request, AdminArgs, Duration), ExitCode> {
+    let parse_timeout = |timeout: &str, example: &str| {
+        humantime::parse_duration(timeout).map_err(|e| {
+            eprintln!("switchyard: bad --timeout {timeout:?}: {e}; expected e.g. {example}");
+            ExitCode::from(2)
+        })
+    };
+    Ok(match command {
         Command::Switch {
             route,
             slot,
@@ -36,81 +49,17 @@ fn main() -> ExitCode {
             reason,
             admin,
         } => {
-            let wait = match humantime::parse_duration(&timeout) {
-                Ok(t) => t + ADMIN_WAIT,
-                Err(e) => {
-                    eprintln!("switchyard: bad --timeout {timeout:?}: {e}; expected e.g. 30s");
-                    return ExitCode::from(2);
-                }
-            };
+            let wait = parse_timeout(&timeout, "30s")? + ADMIN_WAIT;
+            let timeout = Some(timeout);
             let request = Request::Switch {
                 route,
                 slot,
-                timeout: Some(timeout),
+                timeout,
                 force,
                 reason,
             };
-            cli::admin(request, &admin, wait)
+            (request, admin, wait)
         }
-        Command::Rollback {
-            route,
-            reason,
-            force,
-            admin,
-        } => cli::admin(
-            Request::Rollback {
-                route,
-                reason,
-                force,
-            },
-            &admin,
-            ADMIN_WAIT,
-        ),
-        Command::Canary {
-            route,
-            slot,
-            percent,
-            reason,
-            admin,
-        } => cli::admin(
-            Request::Canary {
-                route,
-                slot,
-                weight: percent,
-                reason,
-            },
-            &admin,
-            ADMIN_WAIT,
-        ),
-        Command::Rollout {
-            action,
-            route,
-            slot,
-            reason,
-            admin,
-        } => cli::admin(
-            Request::Rollout {
-                action: action.into(),
-                route,
-                slot,
-                reason,
-            },
-            &admin,
-            ADMIN_WAIT,
-        ),
-        Command::History {
-            route,
-            limit,
-            admin,
-        } => cli::admin(
-            Request::History {
-                route,
-                limit: Some(limit),
-            },
-            &admin,
-            ADMIN_WAIT,
-        ),
-        Command::Reload { admin } => cli::admin(Request::Reload {}, &admin, ADMIN_WAIT),
         Command::Drain {
             route,
             slot,
@@ -118,21 +67,87 @@ fn main() -> ExitCode {
             timeout,
             admin,
         } => {
-            let waited = match humantime::parse_duration(&timeout) {
-                Ok(t) => t,
-                Err(e) => {
-                    eprintln!("switchyard: bad --timeout {timeout:?}: {e}; expected e.g. 60s");
-                    return ExitCode::from(2);
-                }
-            };
+            let waited = parse_timeout(&timeout, "60s")? + ADMIN_WAIT;
+            let timeout = wait.then_some(timeout);
             let request = Request::Drain {
                 route,
                 slot,
                 wait,
-                timeout: wait.then_some(timeout),
+                timeout,
             };
-            cli::admin(request, &admin, waited + ADMIN_WAIT)
+            (request, admin, waited)
         }
+        other => {
+            let (request, admin) = plain_request(other);
+            (request, admin, ADMIN_WAIT)
+        }
+    })
+}
+
+/// An admin command that takes no `--timeout`, as its request.
+fn plain_request(command: Command) -> (Request, AdminArgs) {
+    match command {
+        Command::Demo { .. } | Command::Run { .. } | Command::Check { .. } => {
+            unreachable!("main runs these itself")
+        }
+        Command::Switch { .. } | Command::Drain { .. } => {
+            unreachable!("admin_request builds these with their timeouts")
+        }
+        Command::Status { route, admin } => (Request::Status { route }, admin),
+        Command::Rollback {
+            route,
+            reason,
+            force,
+            admin,
+        } => {
+            let request = Request::Rollback {
+                route,
+                reason,
+                force,
+            };
+            (request, admin)
+        }
+        Command::Canary {
+            route,
+            slot,
+            percent,
+            reason,
+            admin,
+        } => {
+            let weight = percent;
+            let request = Request::Canary {
+                route,
+                slot,
+                weight,
+                reason,
+            };
+            (request, admin)
+        }
+        Command::Rollout {
+            action,
+            route,
+            slot,
+            reason,
+            admin,
+        } => {
+            let action = action.into();
+            let request = Request::Rollout {
+                action,
+                route,
+                slot,
+                reason,
+            };
+            (request, admin)
+        }
+        Command::History {
+            route,
+            limit,
+            admin,
+        } => {
+            let limit = Some(limit);
+            (Request::History { route, limit }, admin)
+        }
+        Command::Reload { admin } => (Request::Reload {}, admin),
     }
 }
 

@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use switchyard_conf::Config;
+use switchyard_conf::{Config, ServerConfig};
 use switchyard_control::admin_server::{self, AdminAccess, AdminLimits};
 use switchyard_control::controller::{supervise, ControlPlaneStopped};
 use switchyard_control::{Controller, ControllerHandle};
@@ -92,41 +92,16 @@ pub async fn start(config: Config, config_path: &Path) -> Result<RunningProxy, S
         Some(tls) => Some(crate::tls::load_at_start(&tls.certificates)?),
         None => None,
     };
-    let mut inherited = activation::inherited_listeners();
-    let listeners = bind_listeners(&config.server.listen, &mut inherited)?;
-    let tls_listeners = match &config.tls {
-        Some(tls) => bind_listeners(&tls.listen, &mut inherited)?,
-        None => Vec::new(),
-    };
-    for unused in &inherited {
-        tracing::warn!(
-            "a socket handed in by systemd ({:?}) matches no configured listen address; it is not served",
-            unused.local_addr().ok()
-        );
-    }
-    let bound = |listeners: &[(String, TcpListener)]| -> Vec<SocketAddr> {
-        listeners
-            .iter()
-            .map(|(_, l)| l.local_addr().expect("a bound socket has an address"))
-            .collect()
-    };
-    let listen_addrs = bound(&listeners);
-    let tls_listen_addrs = bound(&tls_listeners);
+    let Bound {
+        listeners,
+        tls_listeners,
+        listen_addrs,
+        tls_listen_addrs,
+    } = bind_all(&config)?;
 
     let server = config.server.clone();
     let admin_listener = admin_server::bind(&server.admin_socket).await?;
-    // Before the Controller: series it registers while no recorder exists
-    // would stay no-ops.
-    let recorder = match exporter::handle() {
-        Ok(handle) => {
-            tokio::spawn(exporter::upkeep(handle.clone()));
-            Some(handle)
-        }
-        Err(e) => {
-            tracing::warn!("{e}; /metrics will lack the request counters");
-            None
-        }
-    };
+    let recorder = start_recorder();
     let (controller, control_task) = Controller::start(config, config_path.to_path_buf());
     if let Some(resolver) = &certificates {
         tokio::spawn(crate::tls::keep_current(
@@ -147,79 +122,28 @@ pub async fn start(config: Config, config_path: &Path) -> Result<RunningProxy, S
     let readiness = Arc::new(Readiness::default());
     let (admin_http_stop, _) = watch::channel(false);
     if let Some(addr) = server.admin_http {
-        let listener = crate::admin_http::bind(addr)
-            .await
-            .map_err(|source| StartError::Listen { addr, source })?;
-        let bound = listener.local_addr().unwrap_or(addr);
         let sources = Sources {
             controller: controller.clone(),
             readiness: readiness.clone(),
             recorder,
         };
-        // Ends after the drain, not with the listeners: `/health/ready`
-        // answers 503 while the drain lasts.
-        tokio::spawn(crate::admin_http::serve(
-            listener,
-            sources,
-            admin_http_stop.subscribe(),
-        ));
-        tracing::info!(
-            "admin http on http://{bound} (/metrics /health/live /health/ready /status)"
-        );
+        start_admin_http(addr, sources, admin_http_stop.subscribe()).await?;
     }
 
-    let on_edit = controller.clone();
-    let watcher =
-        switchyard_conf::watch::ConfigWatcher::start(config_path, RELOAD_DEBOUNCE, move || {
-            on_edit.config_file_changed()
-        })
-        .map_err(|e| StartError::Watch {
-            path: config_path.to_path_buf(),
-            message: e.to_string(),
-        })?;
+    let watcher = watch_config(config_path, controller.clone())?;
 
     let in_flight = Arc::new(InFlight::default());
     let connections = Arc::new(InFlight::default());
-    // One rustls acceptor for every HTTPS listener: its certificates come
-    // from the SNI resolver, which reloads swap.
-    let acceptor = certificates
-        .as_ref()
-        .map(|resolver| Arc::new(crate::tls::tls_settings(resolver.clone()).build()));
-    let mut sockets: Vec<Listener> = listeners
-        .into_iter()
-        .map(|(_, socket)| Listener { socket, tls: None })
-        .collect();
-    sockets.extend(tls_listeners.into_iter().map(|(_, socket)| Listener {
-        socket,
-        tls: acceptor.clone(),
-    }));
-    let threads = server
-        .threads
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    let dataplane = pingora_runtime::Runtime::new_no_steal(threads, "switchyard-worker");
-    let access_log = if server.access_log {
-        Some(AccessLog::start().map_err(StartError::Runtime)?)
-    } else {
-        None
-    };
-    // Where `redirect_https` sends clients: the first TLS listener as bound.
-    let https_port = tls_listen_addrs.first().map(|addr| addr.port());
-    let app = Forwarder::new(
+    let forwarder = Forwarder::new(
         controller.clone(),
         in_flight.clone(),
         connections.clone(),
-        access_log,
-        https_port,
+        access_log(&server)?,
+        // Where `redirect_https` sends clients: the first TLS listener.
+        tls_listen_addrs.first().map(|addr| addr.port()),
     );
-    let open_files = crate::limits::raise_open_file_limit();
-    let max_connections = server
-        .max_connections
-        .unwrap_or_else(|| crate::limits::default_max_connections(open_files));
-    tracing::info!(max_connections, open_files, "client connection limit");
-    let front = Front::new(app, server.h2c, max_connections);
-    let accept_loops =
-        crate::dataplane::spawn_accept_loops(&dataplane, sockets, Arc::new(front), shutdown_rx)
-            .map_err(StartError::Runtime)?;
+    let sockets = sockets(listeners, tls_listeners, certificates.as_ref());
+    let (dataplane, accept_loops) = start_data_plane(&server, forwarder, sockets, shutdown_rx)?;
 
     for addr in &listen_addrs {
         tracing::info!("listening on http://{addr}");
@@ -245,6 +169,141 @@ pub async fn start(config: Config, config_path: &Path) -> Result<RunningProxy, S
         control_task: Some(control_task),
         _watcher: watcher,
     })
+}
+
+/// The Prometheus recorder. Made before the Controller: series registered
+/// while no recorder exists would stay no-ops.
+fn start_recorder() -> Option<metrics_exporter_prometheus::PrometheusHandle> {
+    match exporter::handle() {
+        Ok(handle) => {
+            tokio::spawn(exporter::upkeep(handle.clone()));
+            Some(handle)
+        }
+        Err(e) => {
+            tracing::warn!("{e}; /metrics will lack the request counters");
+            None
+        }
+    }
+}
+
+/// Tells the Controller each time the config file changed and settled.
+fn watch_config(
+    config_path: &Path,
+    controller: ControllerHandle,
+) -> Result<switchyard_conf::watch::ConfigWatcher, StartError> {
+    switchyard_conf::watch::ConfigWatcher::start(config_path, RELOAD_DEBOUNCE, move || {
+        controller.config_file_changed()
+    })
+    .map_err(|e| StartError::Watch {
+        path: config_path.to_path_buf(),
+        message: e.to_string(),
+    })
+}
+
+/// The listeners the data plane accepts on: plain ones, and TLS ones with
+/// one rustls acceptor whose certificates come from the SNI resolver
+/// (which reloads swap).
+fn sockets(
+    listeners: Vec<(String, TcpListener)>,
+    tls_listeners: Vec<(String, TcpListener)>,
+    certificates: Option<&Arc<crate::tls::SniResolver>>,
+) -> Vec<Listener> {
+    let acceptor =
+        certificates.map(|resolver| Arc::new(crate::tls::tls_settings(resolver.clone()).build()));
+    let plain = listeners
+        .into_iter()
+        .map(|(_, socket)| Listener { socket, tls: None });
+    let tls = tls_listeners.into_iter().map(|(_, socket)| Listener {
+        socket,
+        tls: acceptor.clone(),
+    });
+    plain.chain(tls).collect()
+}
+
+/// The plain and TLS listeners, bound (or taken from systemd), with the
+/// addresses really bound.
+struct Bound {
+    listeners: Vec<(String, TcpListener)>,
+    tls_listeners: Vec<(String, TcpListener)>,
+    listen_addrs: Vec<SocketAddr>,
+    tls_listen_addrs: Vec<SocketAddr>,
+}
+
+fn bind_all(config: &Config) -> Result<Bound, StartError> {
+    let mut inherited = activation::inherited_listeners();
+    let listeners = bind_listeners(&config.server.listen, &mut inherited)?;
+    let tls_listeners = match &config.tls {
+        Some(tls) => bind_listeners(&tls.listen, &mut inherited)?,
+        None => Vec::new(),
+    };
+    for unused in &inherited {
+        tracing::warn!(
+            "a socket handed in by systemd ({:?}) matches no configured listen address; it is not served",
+            unused.local_addr().ok()
+        );
+    }
+    let bound = |listeners: &[(String, TcpListener)]| -> Vec<SocketAddr> {
+        listeners
+            .iter()
+            .map(|(_, l)| l.local_addr().expect("a bound socket has an address"))
+            .collect()
+    };
+    let listen_addrs = bound(&listeners);
+    let tls_listen_addrs = bound(&tls_listeners);
+
+    Ok(Bound {
+        listeners,
+        tls_listeners,
+        listen_addrs,
+        tls_listen_addrs,
+    })
+}
+
+/// Serves `/metrics`, `/health/*` and `/status` on `addr` until `stop`.
+async fn start_admin_http(
+    addr: SocketAddr,
+    sources: Sources,
+    stop: watch::Receiver<bool>,
+) -> Result<(), StartError> {
+    let listener = crate::admin_http::bind(addr)
+        .await
+        .map_err(|source| StartError::Listen { addr, source })?;
+    let bound = listener.local_addr().unwrap_or(addr);
+    // Ends after the drain, not with the listeners: `/health/ready`
+    // answers 503 while the drain lasts.
+    tokio::spawn(crate::admin_http::serve(listener, sources, stop));
+    tracing::info!("admin http on http://{bound} (/metrics /health/live /health/ready /status)");
+    Ok(())
+}
+
+fn access_log(server: &ServerConfig) -> Result<Option<AccessLog>, StartError> {
+    if !server.access_log {
+        return Ok(None);
+    }
+    AccessLog::start().map(Some).map_err(StartError::Runtime)
+}
+
+/// The worker threads, and on each an accept loop per listener.
+fn start_data_plane(
+    server: &ServerConfig,
+    forwarder: Forwarder,
+    sockets: Vec<Listener>,
+    shutdown: watch::Receiver<bool>,
+) -> Result<(pingora_runtime::Runtime, Vec<tokio::task::JoinHandle<()>>), StartError> {
+    let threads = server
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let dataplane = pingora_runtime::Runtime::new_no_steal(threads, "switchyard-worker");
+    let open_files = crate::limits::raise_open_file_limit();
+    let max_connections = server
+        .max_connections
+        .unwrap_or_else(|| crate::limits::default_max_connections(open_files));
+    tracing::info!(max_connections, open_files, "client connection limit");
+    let front = Front::new(forwarder, server.h2c, max_connections);
+    let accept_loops =
+        crate::dataplane::spawn_accept_loops(&dataplane, sockets, Arc::new(front), shutdown)
+            .map_err(StartError::Runtime)?;
+    Ok((dataplane, accept_loops))
 }
 
 /// Binds each address once, keyed by the address as bound.

@@ -39,42 +39,7 @@ impl Core {
                 let wait = wait.then_some(timeout.as_deref());
                 return self.drain(reply, &route, &slot, wait, now);
             }
-            Request::Switch {
-                route,
-                slot,
-                timeout,
-                force,
-                reason,
-            } => {
-                let waited = match parse_wait(timeout.as_deref(), DEFAULT_SWITCH_WAIT) {
-                    Ok(waited) => waited,
-                    Err(message) => {
-                        let refusal = Response::error(ErrorKind::BadRequest, message);
-                        return self.reply(reply, refusal);
-                    }
-                };
-                if !force && self.must_wait(&route, &slot) {
-                    return self.park_switch(ParkedSwitch {
-                        reply,
-                        route,
-                        slot,
-                        uid,
-                        reason,
-                        waited,
-                        deadline: now.at + waited,
-                    });
-                }
-                self.change(
-                    &route,
-                    Action::Switch,
-                    uid,
-                    reason,
-                    now,
-                    |cfg, state, at| {
-                        decisions::switch(cfg, state, &slot, DecisionSource::Admin, at)
-                    },
-                )
-            }
+            switch @ Request::Switch { .. } => return self.switch(reply, switch, uid, now),
             Request::Rollback {
                 route,
                 reason,
@@ -113,6 +78,48 @@ impl Core {
                 |cfg, state, at| decisions::set_canary(cfg, state, &slot, weight, at),
             ),
         };
+        self.reply(reply, response);
+    }
+
+    /// `switch`: at once when the slot is healthy (or forced), else parked
+    /// until it is or the wait is over.
+    fn switch(&mut self, reply: ReplyTo, request: Request, uid: Option<u32>, now: Now) {
+        let Request::Switch {
+            route,
+            slot,
+            timeout,
+            force,
+            reason,
+        } = request
+        else {
+            unreachable!("switch() is given switches");
+        };
+        let waited = match parse_wait(timeout.as_deref(), DEFAULT_SWITCH_WAIT) {
+            Ok(waited) => waited,
+            Err(message) => {
+                let refusal = Response::error(ErrorKind::BadRequest, message);
+                return self.reply(reply, refusal);
+            }
+        };
+        if !force && self.must_wait(&route, &slot) {
+            return self.park_switch(ParkedSwitch {
+                reply,
+                route,
+                slot,
+                uid,
+                reason,
+                waited,
+                deadline: now.at + waited,
+            });
+        }
+        let response = self.change(
+            &route,
+            Action::Switch,
+            uid,
+            reason,
+            now,
+            |cfg, state, at| decisions::switch(cfg, state, &slot, DecisionSource::Admin, at),
+        );
         self.reply(reply, response);
     }
 

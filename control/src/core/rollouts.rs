@@ -55,8 +55,60 @@ impl Core {
             return self.no_such_route(route_name);
         };
         let before = self.routes[route_name].clone();
-        let mut after = before.clone();
         let time = now.rfc3339();
+        let decided = self.rollout_action(
+            action,
+            &route,
+            &before,
+            slot.as_deref(),
+            reason.clone(),
+            now,
+        );
+        let mut entry = HistoryEntry {
+            uid,
+            from: Some(describe(&before)),
+            reason,
+            ..HistoryEntry::new(&time, Trigger::Admin, route_name, Action::rollout(action))
+        };
+        let after = match decided {
+            Ok(after) => after,
+            Err((kind, message)) => {
+                entry.result = Outcome::Refused(message.clone());
+                self.record(entry);
+                return Response::error(kind, message);
+            }
+        };
+        if action == RolloutAction::Start {
+            let clock = self.fresh_clock(route_name, &after, now);
+            self.rollout_clocks.insert(route_name.to_string(), clock);
+        }
+        self.settle_rollout(route_name, &before, after.clone(), now);
+        entry.to = Some(describe(&after));
+        entry.generation = Some(self.generation);
+        self.record(entry);
+        Response::ok_with(&RolloutReply {
+            route: route_name.to_string(),
+            rollout: self.rollout_status(route_name, &after, now),
+            active: after.active,
+            canary: after.canary,
+            warning: None,
+        })
+    }
+
+    /// What `action` makes of the route's state `before`, or why it is
+    /// refused.
+    fn rollout_action(
+        &mut self,
+        action: RolloutAction,
+        route: &switchyard_conf::RouteConfig,
+        before: &RouteState,
+        slot: Option<&str>,
+        reason: Option<String>,
+        now: Now,
+    ) -> Result<RouteState, (ErrorKind, String)> {
+        let route_name = route.name.as_str();
+        let time = now.rfc3339();
+        let mut after = before.clone();
         let running = before.rollout.as_ref().filter(|r| r.in_progress());
         let refused = |kind, message: String| Err::<(), _>((kind, message));
         let checked = match (action, running) {
@@ -65,18 +117,18 @@ impl Core {
                 format!("a rollout of slot {} is in progress on route {route_name}; promote or abort it first", r.slot),
             ),
             (RolloutAction::Start, None) => {
-                self.start_rollout(&route, &mut after, slot.as_deref(), &time)
+                self.start_rollout(route, &mut after, slot, &time)
             }
             (_, None) => refused(
                 ErrorKind::Refused,
                 format!("route {route_name} has no rollout in progress"),
             ),
-            (_, Some(r)) if slot.as_deref().is_some_and(|s| s != r.slot) => refused(
+            (_, Some(r)) if slot.is_some_and(|s| s != r.slot) => refused(
                 ErrorKind::Refused,
                 format!(
                     "the rollout in progress on route {route_name} is of slot {}, not {}",
                     r.slot,
-                    slot.as_deref().unwrap_or_default()
+                    slot.unwrap_or_default()
                 ),
             ),
             (RolloutAction::Pause, Some(r)) if r.phase == Phase::Paused => Ok(()),
@@ -98,45 +150,18 @@ impl Core {
             }
             (RolloutAction::Promote, Some(_)) => {
                 let why = reason
-                    .clone()
                     .unwrap_or_else(|| "promoted by admin".to_string());
-                after = promote(&route, &before, why, &time);
+                after = promote(route, before, why, &time);
                 Ok(())
             }
             (RolloutAction::Abort, Some(_)) => {
                 let why = reason
-                    .clone()
                     .unwrap_or_else(|| "aborted by admin".to_string());
-                after = abort(&before, why, &time);
+                after = abort(before, why, &time);
                 Ok(())
             }
         };
-        let mut entry = HistoryEntry {
-            uid,
-            from: Some(describe(&before)),
-            reason,
-            ..HistoryEntry::new(&time, Trigger::Admin, route_name, Action::rollout(action))
-        };
-        if let Err((kind, message)) = checked {
-            entry.result = Outcome::Refused(message.clone());
-            self.record(entry);
-            return Response::error(kind, message);
-        }
-        if action == RolloutAction::Start {
-            let clock = self.fresh_clock(route_name, &after, now);
-            self.rollout_clocks.insert(route_name.to_string(), clock);
-        }
-        self.settle_rollout(route_name, &before, after.clone(), now);
-        entry.to = Some(describe(&after));
-        entry.generation = Some(self.generation);
-        self.record(entry);
-        Response::ok_with(&RolloutReply {
-            route: route_name.to_string(),
-            rollout: self.rollout_status(route_name, &after, now),
-            active: after.active,
-            canary: after.canary,
-            warning: None,
-        })
+        checked.map(|()| after)
     }
 
     fn start_rollout(
@@ -315,15 +340,27 @@ impl Core {
             self.routes.insert(route_name.to_string(), after);
         }
 
+        self.follow_hold_clock(&route, &rollout, now);
+    }
+
+    /// Holds (checkpointing the time left now and then), steps, or
+    /// promotes, as the hold clock of the current step says.
+    fn follow_hold_clock(
+        &mut self,
+        route: &switchyard_conf::RouteConfig,
+        rollout: &Rollout,
+        now: Now,
+    ) {
+        let route_name = route.name.as_str();
         let before = self.routes[route_name].clone();
-        let left = self.hold_left(route_name, &rollout, now);
+        let left = self.hold_left(route_name, rollout, now);
         match rollout.next(left) {
             Next::Hold => {
                 let due = self.rollout_clocks.get(route_name).is_some_and(|c| {
                     now.at.saturating_duration_since(c.last_checkpoint) >= CHECKPOINT_EVERY
                 });
                 if due {
-                    let mut after = before.clone();
+                    let mut after = before;
                     self.checkpoint(route_name, &mut after, now);
                     if let Some(clock) = self.rollout_clocks.get_mut(route_name) {
                         clock.last_checkpoint = now.at;
@@ -339,21 +376,20 @@ impl Core {
                 }
                 set_weight(&mut after, &rollout.slot, weight);
                 after.source = DecisionSource::Rollout;
-                after.changed_at = now_text;
+                after.changed_at = now.rfc3339();
                 let step = after
                     .rollout
                     .as_ref()
                     .map(Rollout::describe_step)
                     .unwrap_or_default();
-                let reason = format!("hold of {} done", rollout.describe_step());
+                let reason = format!("hold of {} done; now {step}", rollout.describe_step());
                 let clock = self.fresh_clock(route_name, &after, now);
                 self.rollout_clocks.insert(route_name.to_string(), clock);
-                let reason = format!("{reason}; now {step}");
                 self.rollout_event(route_name, &before, after, Action::RolloutStep, reason, now);
             }
             Next::Promote => {
                 let reason = format!("all {} steps done", rollout.plan.steps.len());
-                let after = promote(&route, &before, reason.clone(), &now_text);
+                let after = promote(route, &before, reason.clone(), &now.rfc3339());
                 self.rollout_event(
                     route_name,
                     &before,
