@@ -1,6 +1,6 @@
 //! Pure decisions over a route's runtime state: what a config edit, a
 //! switch, a rollback or a canary change turns it into. No I/O: the
-//! Controller calls these and then publishes, persists and records.
+//! core calls these and then asks for the publish, the save and the record.
 
 use switchyard_conf::RouteConfig;
 

@@ -1,4 +1,4 @@
-//! What the Controller owes for the health changes it counted: the routes
+//! What the control core owes for the health changes it counted: the routes
 //! whose decisions must be looked at again, and a routing table to publish,
 //! paced. Pure bookkeeping over instants the caller passes in.
 //!
@@ -25,7 +25,7 @@ use super::book::Observed;
 /// next backend, as it would have been before the mark.
 pub const HEALTH_PUBLISH_GAP: Duration = Duration::from_millis(100);
 
-/// Checks the Controller counts in one go before it reacts and publishes:
+/// Checks the Controller hands the core in one go before it reacts and publishes:
 /// bounded, so a flood of checks never keeps an admin command waiting long.
 pub const CHECK_BATCH: usize = 1024;
 

@@ -1,8 +1,8 @@
 //! Health: each backend's state machine, the slot health derived from it,
 //! and what a route does when a slot's health changes. All pure; the
-//! probes that feed it and the Controller that applies it do the I/O.
+//! probes that feed it and the Controller shell do the I/O; the core (`crate::core`) applies it.
 //! `LIFECYCLE.md` beside this file draws the states; `schedule.rs` says
-//! when backends are probed and `changes.rs` when the Controller publishes
+//! when backends are probed and `changes.rs` when the core publishes
 //! what their checks changed.
 
 mod backend;

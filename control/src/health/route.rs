@@ -1,6 +1,6 @@
 //! What a change in slot health does to a route: fail back, drop the
 //! canary, apply a held config switch, or report that there is nowhere to
-//! go. Pure: the Controller calls it on every health transition and then
+//! go. Pure: the core calls it on every health transition and then
 //! publishes, persists and records what it returns.
 
 use super::SlotHealth;
