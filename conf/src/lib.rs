@@ -3,6 +3,7 @@
 //! edit removes, and the watcher that notices edits.
 
 mod checks;
+mod guard;
 mod model;
 mod reader;
 mod schema;

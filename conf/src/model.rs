@@ -135,6 +135,41 @@ pub struct RouteConfig {
     pub canary: Option<CanaryConfig>,
     pub preview: Option<PreviewConfig>,
     pub rollout: Option<RolloutConfig>,
+    /// `[route.guard]`: the watch after every switch. On with the defaults
+    /// when the section is absent.
+    pub guard: GuardConfig,
+}
+
+/// `[route.guard]`: after every switch, the new active slot is watched for
+/// `window`; more than `max_error_rate` 5xx, or a p95 more than
+/// `max_latency_increase` above the previous slot's, rolls it back.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GuardConfig {
+    /// Default true.
+    pub enabled: bool,
+    /// Default [`DEFAULT_GUARD_WINDOW`].
+    pub window: Duration,
+    /// Default 0.05.
+    pub max_error_rate: f64,
+    /// Default 0.5 (p95 at most 1.5 × the previous slot's).
+    pub max_latency_increase: f64,
+    /// Requests the new slot must have served before it is judged. Default 100.
+    pub min_requests: u64,
+}
+
+/// How long a switch is watched unless `[route.guard] window` says.
+pub const DEFAULT_GUARD_WINDOW: Duration = Duration::from_secs(300);
+
+impl Default for GuardConfig {
+    fn default() -> GuardConfig {
+        GuardConfig {
+            enabled: true,
+            window: DEFAULT_GUARD_WINDOW,
+            max_error_rate: 0.05,
+            max_latency_increase: 0.5,
+            min_requests: 100,
+        }
+    }
 }
 
 /// `[route.health]`.

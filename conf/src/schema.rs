@@ -50,6 +50,7 @@ const ROUTE_KEYS: &[&str] = &[
     "canary",
     "preview",
     "rollout",
+    "guard",
 ];
 const HEALTH_KEYS: &[&str] = &[
     "path",
@@ -590,6 +591,9 @@ fn read_route(reader: &mut Reader, t: &dyn TableLike, span: &Span) -> Option<Rea
     let preview = sub_table(reader, t, "preview", &cx).map(|(pt, _)| read_preview(reader, pt, &cx));
     let rollout = sub_table(reader, t, "rollout", &cx)
         .and_then(|(rt, rspan)| read_rollout(reader, rt, &rspan, &cx));
+    let guard = sub_table(reader, t, "guard", &cx)
+        .map(|(gt, _)| crate::guard::read_guard(reader, gt, &cx))
+        .unwrap_or_default();
 
     let (name, active) = (name?, active?);
     if !active_ok || slots.is_empty() || slots.len() != declared.len() {
@@ -612,6 +616,7 @@ fn read_route(reader: &mut Reader, t: &dyn TableLike, span: &Span) -> Option<Rea
             canary,
             preview,
             rollout,
+            guard,
         },
     })
 }

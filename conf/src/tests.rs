@@ -727,3 +727,36 @@ fn upgrades_default_to_websocket_and_never_take_h2c() {
     assert!(one_error(&with("[\"h2c\"]")).contains("cannot name \"h2c\""));
     assert!(one_error(&with("[\"a b\"]")).contains("not a protocol name"));
 }
+
+#[test]
+fn the_guard_is_on_with_defaults_and_each_value_can_be_set() {
+    let config = parse_ok(ROUTE);
+    assert_eq!(config.routes[0].guard, GuardConfig::default());
+    assert!(config.routes[0].guard.enabled);
+    assert_eq!(config.routes[0].guard.window, Duration::from_secs(300));
+
+    let text = format!(
+        "{ROUTE}[route.guard]\nwindow = \"30s\"\nmax_error_rate = 0.1\nmax_latency_increase = 1\nmin_requests = 20\n"
+    );
+    let guard = parse_ok(&text).routes[0].guard.clone();
+    assert_eq!(
+        guard,
+        GuardConfig {
+            enabled: true,
+            window: Duration::from_secs(30),
+            max_error_rate: 0.1,
+            max_latency_increase: 1.0,
+            min_requests: 20,
+        }
+    );
+    let off = parse_ok(&format!("{ROUTE}[route.guard]\nenabled = false\n"));
+    assert!(!off.routes[0].guard.enabled);
+
+    let bad = one_error(&format!("{ROUTE}[route.guard]\nmax_error_rate = 2\n"));
+    assert!(
+        bad.contains("`max_error_rate` in [route.guard] of route \"app\""),
+        "{bad}"
+    );
+    let unknown = one_error(&format!("{ROUTE}[route.guard]\nwindo = \"1m\"\n"));
+    assert!(unknown.contains("window"), "{unknown}");
+}

@@ -259,6 +259,7 @@ mod tests {
             }),
             preview: None,
             rollout: None,
+            guard: Default::default(),
         }
     }
 

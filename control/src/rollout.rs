@@ -237,6 +237,32 @@ impl Rollout {
 /// a high weight the active slot may see few). No verdict is drawn before
 /// the canary served `min_requests`.
 pub fn judge(plan: &Plan, canary: &StatsSnapshot, baseline_p95: Option<Duration>) -> Verdict {
+    let limits = Limits {
+        max_error_rate: plan.max_error_rate,
+        max_latency_increase: plan.max_latency_increase,
+        min_requests: plan.min_requests,
+    };
+    judge_against(&limits, canary, baseline_p95, "the active slot's")
+}
+
+/// The thresholds a window of requests is judged by: a rollout's analysis
+/// and the guard after a switch.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Limits {
+    pub max_error_rate: f64,
+    pub max_latency_increase: f64,
+    pub min_requests: u64,
+}
+
+/// Judges `seen` (the requests of the slot under watch) against `limits`
+/// and `baseline_p95`, which `baseline` names in the reason (`"the
+/// previous slot's"`).
+pub fn judge_against(
+    plan: &Limits,
+    canary: &StatsSnapshot,
+    baseline_p95: Option<Duration>,
+    baseline: &str,
+) -> Verdict {
     let millis = |d: Duration| d.as_secs_f64() * 1000.0;
     let canary_p95 = canary.quantile(0.95);
     let errors = canary.errors;
@@ -271,7 +297,7 @@ pub fn judge(plan: &Plan, canary: &StatsSnapshot, baseline_p95: Option<Duration>
         if p95 > limit && p95 > base + LATENCY_SLACK {
             verdict.result = VerdictResult::Fail;
             verdict.reason = format!(
-                "p95 latency {:.1} ms is above the active slot's {:.1} ms × {:.2}",
+                "p95 latency {:.1} ms is above {baseline} {:.1} ms × {:.2}",
                 millis(p95),
                 millis(base),
                 1.0 + plan.max_latency_increase

@@ -47,6 +47,7 @@ fn admin_request(command: Command) -> Result<(Request, AdminArgs, Duration), Exi
             timeout,
             force,
             reason,
+            no_guard,
             admin,
         } => {
             let wait = parse_timeout(&timeout, "30s")? + ADMIN_WAIT;
@@ -57,6 +58,7 @@ fn admin_request(command: Command) -> Result<(Request, AdminArgs, Duration), Exi
                 timeout,
                 force,
                 reason,
+                no_guard,
             };
             (request, admin, wait)
         }
@@ -148,6 +150,11 @@ fn plain_request(command: Command) -> (Request, AdminArgs) {
             (Request::History { route, limit }, admin)
         }
         Command::Reload { admin } => (Request::Reload {}, admin),
+        Command::Confirm {
+            route,
+            reason,
+            admin,
+        } => (Request::Confirm { route, reason }, admin),
     }
 }
 

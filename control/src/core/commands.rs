@@ -25,6 +25,9 @@ impl Core {
                 });
                 return;
             }
+            Request::Confirm { route, reason } => {
+                return self.confirm(reply, &route, uid, reason, now);
+            }
             Request::Reload {} => {
                 let trigger = ReloadTrigger::Admin { reply, uid };
                 self.effects.push(Effect::ReadConfig(trigger));
@@ -90,6 +93,7 @@ impl Core {
             timeout,
             force,
             reason,
+            no_guard,
         } = request
         else {
             unreachable!("switch() is given switches");
@@ -111,6 +115,9 @@ impl Core {
                 waited,
                 deadline: now.at + waited,
             });
+        }
+        if no_guard {
+            self.skip_guard.insert(route.clone());
         }
         let response = self.change(
             &route,

@@ -30,6 +30,7 @@ use crate::state_file::{LoadedState, RouteState};
 use crate::table::{RoutingTable, SlotLoad};
 
 mod commands;
+mod guard;
 mod health;
 mod invariants;
 mod parked;
@@ -200,6 +201,11 @@ pub struct Core {
     /// Route → its rollout's clock and analysis window.
     rollout_clocks: BTreeMap<String, rollouts::RolloutClock>,
     last_rollout_tick: Option<Instant>,
+    /// Route → the watch after its last switch, while it lasts.
+    guards: BTreeMap<String, guard::Guard>,
+    last_guard_tick: Option<Instant>,
+    /// Routes whose next switch starts no guard (`switch --no-guard`).
+    skip_guard: std::collections::BTreeSet<String>,
     /// When the core was made: the rollout clock's first reference.
     started: Instant,
     /// What this `apply` asks of the shell so far.
@@ -248,6 +254,9 @@ impl Core {
             published: publish::Published::default(),
             rollout_clocks: BTreeMap::new(),
             last_rollout_tick: None,
+            guards: BTreeMap::new(),
+            last_guard_tick: None,
+            skip_guard: Default::default(),
             started: now.at,
             effects: Vec::new(),
         };
@@ -291,6 +300,7 @@ impl Core {
                 .and_then(settle::PendingEdit::wakeup),
             self.health_changes.publish_due(),
             rollout,
+            self.guard_wakeup(),
         ]
         .into_iter()
         .flatten()
@@ -328,6 +338,9 @@ impl Core {
         if self.rollouts_in_progress() && rollout_due {
             self.last_rollout_tick = Some(now.at);
             self.tick_rollouts(now);
+        }
+        if self.guard_wakeup().is_some_and(|at| at <= now.at) {
+            self.tick_guards(now);
         }
     }
 

@@ -10,8 +10,10 @@ use switchyard_conf::RouteConfig;
 use super::{serves, Core, Effect, Now};
 use crate::decisions;
 use crate::health::{BackendState, SlotHealth};
-use crate::state_file::RouteState;
-use crate::table::{AssignmentSpec, HttpsSpec, RouteSpec, RoutingTable, SlotLoad, Timeouts};
+use crate::state_file::{DecisionSource, RouteState};
+use crate::table::{
+    AssignmentSpec, HttpsSpec, RouteSpec, RoutingTable, SlotLoad, StatsSnapshot, Timeouts,
+};
 
 /// What the last publish saw of each route.
 #[derive(Debug, Default)]
@@ -26,6 +28,9 @@ pub(super) struct Published {
     /// keys, so a switch starts every slot's pool afresh and nothing else
     /// does (a health change, a canary weight, a reload of another route).
     pool_epochs: BTreeMap<String, u64>,
+    /// Route → its active slot's counters when it became active: what a
+    /// guard's baseline is measured from.
+    active_since: BTreeMap<String, StatsSnapshot>,
 }
 
 impl Core {
@@ -40,7 +45,7 @@ impl Core {
             // survive a restart.
             self.save();
         }
-        self.note_switches();
+        self.note_switches(now);
         self.update_loads();
         let specs = self
             .config
@@ -53,20 +58,49 @@ impl Core {
     }
 
     /// Every change of a route's active slot goes through here, with the
-    /// source that decided it: counted once, by that source, and given a
-    /// new pool epoch.
-    fn note_switches(&mut self) {
+    /// source that decided it: counted once, by that source, given a new
+    /// pool epoch, and watched by a guard unless health or a guard made it
+    /// (or the command said `no_guard`).
+    fn note_switches(&mut self, now: Now) {
+        let mut switched = Vec::new();
         for (route, state) in &self.routes {
             let before = self
                 .published
                 .active
                 .insert(route.clone(), state.active.clone());
-            if before.is_some_and(|b| b != state.active) {
-                let by = (route.clone(), state.source.as_str().to_string());
-                *self.published.switches.entry(by).or_default() += 1;
-                *self.published.pool_epochs.entry(route.clone()).or_default() += 1;
+            let Some(from) = before.filter(|b| *b != state.active) else {
+                continue;
+            };
+            let by = (route.clone(), state.source.as_str().to_string());
+            *self.published.switches.entry(by).or_default() += 1;
+            *self.published.pool_epochs.entry(route.clone()).or_default() += 1;
+            switched.push((route.clone(), from, state.source));
+        }
+        for (route, from, source) in switched {
+            let now_active = self.active_stats(&route);
+            let from_since = self
+                .published
+                .active_since
+                .insert(route.clone(), now_active)
+                .unwrap_or_default();
+            let unguarded = matches!(source, DecisionSource::Failback | DecisionSource::Guard);
+            if unguarded || self.skip_guard.remove(&route) {
+                self.guards.remove(&route);
+            } else {
+                self.start_guard(&route, &from, from_since, now);
             }
         }
+        self.skip_guard.clear();
+    }
+
+    /// The route's active slot's counters now.
+    fn active_stats(&self, route: &str) -> StatsSnapshot {
+        let active = &self.routes[route].active;
+        self.loads
+            .get(route)
+            .and_then(|l| l.get(active))
+            .map(|l| l.stats.snapshot())
+            .unwrap_or_default()
     }
 
     /// Gives each canary that started, or moved to another slot, since the

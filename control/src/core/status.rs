@@ -80,6 +80,7 @@ impl Core {
             decided_by: state.source,
             changed_at: state.changed_at.clone(),
             rollout: self.rollout_status(&route.name, state, now),
+            guard: self.guard_status(&route.name, now),
             slots,
         }
     }

@@ -62,6 +62,8 @@ pub enum Trigger {
     Failback,
     /// A rollout's own clock or analysis.
     Rollout,
+    /// The watch after a switch.
+    Guard,
     Startup,
 }
 
@@ -89,6 +91,15 @@ pub enum Action {
     /// A rollout moved to its next step.
     #[serde(rename = "rollout step")]
     RolloutStep,
+    /// `switchyard confirm`: the guard ended early as passed.
+    #[serde(rename = "confirm")]
+    Confirm,
+    /// The guard's window ended without a breach.
+    #[serde(rename = "guard passed")]
+    GuardPassed,
+    /// The guard saw a breach and had nowhere to roll back to.
+    #[serde(rename = "guard breached")]
+    GuardBreached,
 }
 
 impl Trigger {
@@ -99,6 +110,7 @@ impl Trigger {
             Trigger::Config => "config",
             Trigger::Failback => "failback",
             Trigger::Rollout => "rollout",
+            Trigger::Guard => "guard",
             Trigger::Startup => "startup",
         }
     }
@@ -132,6 +144,9 @@ impl Action {
             Action::RolloutPromote => "rollout promote",
             Action::RolloutAbort => "rollout abort",
             Action::RolloutStep => "rollout step",
+            Action::Confirm => "confirm",
+            Action::GuardPassed => "guard passed",
+            Action::GuardBreached => "guard breached",
         }
     }
 
@@ -244,6 +259,9 @@ mod tests {
             RolloutPromote,
             RolloutAbort,
             RolloutStep,
+            Confirm,
+            GuardPassed,
+            GuardBreached,
         ] {
             assert_eq!(serde_json::to_value(action).unwrap(), action.as_str());
         }
@@ -252,6 +270,7 @@ mod tests {
             Trigger::Config,
             Trigger::Failback,
             Trigger::Rollout,
+            Trigger::Guard,
             Trigger::Startup,
         ] {
             assert_eq!(serde_json::to_value(trigger).unwrap(), trigger.as_str());

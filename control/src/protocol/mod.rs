@@ -15,11 +15,13 @@ pub mod status;
 #[cfg(test)]
 mod tests;
 
-pub use replies::{ChangeReply, DrainReply, HistoryReply, ReloadReply, Reply, RolloutReply};
+pub use replies::{
+    ChangeReply, ConfirmReply, DrainReply, HistoryReply, ReloadReply, Reply, RolloutReply,
+};
 pub use status::{
-    BackendStatus, BackendTracking, CertificateStatus, CheckDetail, ConfigStatus, LastCheck,
-    PendingEditStatus, RolloutStatus, RouteStatus, SlotStatus, StatusReply, TlsLoad, TlsLoadResult,
-    TlsStatus,
+    BackendStatus, BackendTracking, CertificateStatus, CheckDetail, ConfigStatus, GuardStatus,
+    LastCheck, PendingEditStatus, RolloutStatus, RouteStatus, SlotStatus, StatusReply, TlsLoad,
+    TlsLoadResult, TlsStatus,
 };
 
 /// Lines longer than this are refused; a request is a few hundred bytes.
@@ -46,6 +48,9 @@ pub enum Request {
         force: bool,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         reason: Option<String>,
+        /// Start no guard window after this switch.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        no_guard: bool,
     },
     /// Swap the active and previous slots.
     Rollback {
@@ -96,6 +101,12 @@ pub enum Request {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         timeout: Option<String>,
     },
+    /// End the route's guard window now, as passed.
+    Confirm {
+        route: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    },
 }
 
 /// Every `cmd` the server accepts: the one list the "unknown command" error
@@ -103,7 +114,7 @@ pub enum Request {
 /// variants and against [`Request::name`], so a new command cannot be left
 /// out.
 pub const COMMANDS: &[&str] = &[
-    "status", "switch", "rollback", "canary", "rollout", "history", "reload", "drain",
+    "status", "switch", "rollback", "canary", "rollout", "history", "reload", "drain", "confirm",
 ];
 
 impl Request {
@@ -117,6 +128,7 @@ impl Request {
             Request::Rollout { .. } => "rollout",
             Request::History { .. } => "history",
             Request::Reload {} => "reload",
+            Request::Confirm { .. } => "confirm",
             Request::Drain { .. } => "drain",
         }
     }

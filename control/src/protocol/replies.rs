@@ -10,7 +10,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::status::{PendingEditStatus, RolloutStatus, StatusReply};
+use super::status::{GuardStatus, PendingEditStatus, RolloutStatus, StatusReply};
 use super::Request;
 use crate::history::HistoryEntry;
 use crate::state_file::CanaryState;
@@ -134,6 +134,13 @@ pub struct RolloutReply {
     pub warning: Option<String>,
 }
 
+/// The reply to `confirm`: the guard that was ended as passed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ConfirmReply {
+    pub route: String,
+    pub guard: GuardStatus,
+}
+
 /// Any successful reply, by the command it answers.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Reply {
@@ -144,6 +151,7 @@ pub enum Reply {
     History(HistoryReply),
     Reload(ReloadReply),
     Drain(DrainReply),
+    Confirm(ConfirmReply),
 }
 
 impl Reply {
@@ -160,6 +168,7 @@ impl Reply {
             Request::History { .. } => Reply::History(from_value(result)?),
             Request::Reload {} => Reply::Reload(from_value(result)?),
             Request::Drain { .. } => Reply::Drain(from_value(result)?),
+            Request::Confirm { .. } => Reply::Confirm(from_value(result)?),
         })
     }
 
@@ -169,7 +178,7 @@ impl Reply {
             Reply::Change(r) => r.warning.as_deref(),
             Reply::Rollout(r) => r.warning.as_deref(),
             Reply::Reload(r) => r.warning.as_deref(),
-            Reply::Status(_) | Reply::History(_) | Reply::Drain(_) => None,
+            Reply::Status(_) | Reply::History(_) | Reply::Drain(_) | Reply::Confirm(_) => None,
         }
     }
 }
@@ -183,6 +192,7 @@ impl Serialize for Reply {
             Reply::History(r) => r.serialize(serializer),
             Reply::Reload(r) => r.serialize(serializer),
             Reply::Drain(r) => r.serialize(serializer),
+            Reply::Confirm(r) => r.serialize(serializer),
         }
     }
 }

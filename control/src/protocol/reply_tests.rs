@@ -25,6 +25,7 @@ fn switch() -> Request {
         timeout: None,
         force: false,
         reason: None,
+        no_guard: false,
     }
 }
 

@@ -85,6 +85,9 @@ pub struct RouteStatus {
     /// The rollout in progress or the last one that ended; `null` when the
     /// route never had one.
     pub rollout: Option<RolloutStatus>,
+    /// The watch after the last switch, while it lasts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guard: Option<GuardStatus>,
     /// In config order.
     pub slots: Vec<SlotStatus>,
 }
@@ -234,6 +237,28 @@ impl RolloutStatus {
             weight: rollout.weight(),
         }
     }
+}
+
+/// A guard window: the new active slot's requests since the switch against
+/// the thresholds and the previous slot's p95.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GuardStatus {
+    /// The slot under watch (the active one).
+    pub slot: String,
+    /// Where a breach rolls back to.
+    pub previous: Option<String>,
+    pub requests: u64,
+    pub errors: u64,
+    pub error_rate: f64,
+    pub p95_ms: Option<f64>,
+    /// The previous slot's p95 over its time as active, up to the switch.
+    pub baseline_p95_ms: Option<f64>,
+    /// Until the window ends (0 once it is over).
+    pub left_ms: u64,
+    pub window_ms: u64,
+    pub max_error_rate: f64,
+    pub max_latency_increase: f64,
+    pub min_requests: u64,
 }
 
 /// `status.tls`: what the certificate loader last reported.

@@ -20,6 +20,7 @@ fn parses_the_documented_switch_request() {
             timeout: Some("30s".into()),
             force: false,
             reason: Some("v42".into()),
+            no_guard: false,
         }
     );
 }
@@ -84,6 +85,7 @@ fn every_request_names_a_listed_command() {
         r#"{"cmd":"history"}"#,
         r#"{"cmd":"reload"}"#,
         r#"{"cmd":"drain","route":"a","slot":"b"}"#,
+        r#"{"cmd":"confirm","route":"a"}"#,
     ];
     let mut names: Vec<&str> = samples
         .iter()

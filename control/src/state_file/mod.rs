@@ -105,6 +105,8 @@ pub enum DecisionSource {
     Admin,
     Failback,
     Rollout,
+    /// The guard rolled a switch back.
+    Guard,
 }
 
 impl DecisionSource {
@@ -115,6 +117,7 @@ impl DecisionSource {
             DecisionSource::Admin => "admin",
             DecisionSource::Failback => "failback",
             DecisionSource::Rollout => "rollout",
+            DecisionSource::Guard => "guard",
         }
     }
 }

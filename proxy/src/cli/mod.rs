@@ -74,6 +74,17 @@ pub enum Command {
         force: bool,
         #[arg(long)]
         reason: Option<String>,
+        /// Start no guard window after this switch.
+        #[arg(long)]
+        no_guard: bool,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// End ROUTE's guard window now, as passed.
+    Confirm {
+        route: String,
+        #[arg(long)]
+        reason: Option<String>,
         #[command(flatten)]
         admin: AdminArgs,
     },

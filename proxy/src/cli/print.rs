@@ -7,8 +7,9 @@ use std::io::{self, Write};
 
 use serde::Serialize;
 use switchyard_control::protocol::{
-    BackendStatus, ChangeReply, CheckDetail, DrainReply, HistoryReply, ReloadReply, Reply, Request,
-    Response, RolloutReply, RolloutStatus, SlotStatus, StatusReply, TlsLoadResult, TlsStatus,
+    BackendStatus, ChangeReply, CheckDetail, ConfirmReply, DrainReply, GuardStatus, HistoryReply,
+    ReloadReply, Reply, Request, Response, RolloutReply, RolloutStatus, SlotStatus, StatusReply,
+    TlsLoadResult, TlsStatus,
 };
 
 /// What [`human`] made of the response.
@@ -67,7 +68,21 @@ fn print_reply(out: &mut impl Write, request: &Request, reply: &Reply) -> io::Re
         Reply::Rollout(rollout) => print_rollout(out, rollout),
         Reply::Reload(reload) => print_reload(out, reload),
         Reply::Change(change) => print_change(out, change),
+        Reply::Confirm(confirm) => print_confirm(out, confirm),
     }
+}
+
+/// `app: guard of green confirmed after 120 requests, 0.0 % 5xx`.
+fn print_confirm(out: &mut impl Write, confirm: &ConfirmReply) -> io::Result<()> {
+    let guard = &confirm.guard;
+    writeln!(
+        out,
+        "{}: guard of {} confirmed after {} requests, {:.1} % 5xx",
+        confirm.route,
+        guard.slot,
+        guard.requests,
+        guard.error_rate * 100.0
+    )
 }
 
 /// `api/blue: drained: 0 requests and 0 upgraded connections in flight`.
@@ -132,6 +147,22 @@ fn print_change(out: &mut impl Write, change: &ChangeReply) -> io::Result<()> {
         out,
         "{}: {verb} active {}{canary} (generation {})",
         change.route, change.active, change.generation
+    )
+}
+
+/// `guard of green: 120 requests, 1.7 % 5xx (max 5.0 %), p95 3.1 ms (previous slot 2.9 ms, max +50 %), 41.0s left`.
+fn describe_guard(guard: &GuardStatus) -> String {
+    let ms = |v: Option<f64>| v.map_or("n/a".to_string(), |m| format!("{m:.1} ms"));
+    format!(
+        "guard of {}: {} requests, {:.1} % 5xx (max {:.1} %), p95 {} (previous slot {}, max +{:.0} %), {:.1}s left",
+        guard.slot,
+        guard.requests,
+        guard.error_rate * 100.0,
+        guard.max_error_rate * 100.0,
+        ms(guard.p95_ms),
+        ms(guard.baseline_p95_ms),
+        guard.max_latency_increase * 100.0,
+        guard.left_ms as f64 / 1000.0
     )
 }
 
@@ -220,6 +251,9 @@ fn print_status(out: &mut impl Write, status: &StatusReply) -> io::Result<()> {
         }
         if let Some(rollout) = &route.rollout {
             writeln!(out, "  {}", describe_rollout(rollout))?;
+        }
+        if let Some(guard) = &route.guard {
+            writeln!(out, "  {}", describe_guard(guard))?;
         }
         if let Some(critical) = &route.critical {
             writeln!(out, "  CRITICAL: {critical}")?;

@@ -31,7 +31,7 @@ fn a_drain_is_answered_once_the_slot_stays_empty() {
     let result = response.result.unwrap();
     assert_eq!(result["in_flight"], 0);
     assert_eq!(result["serving"], false);
-    assert_eq!(rig.core.next_wakeup(), None);
+    assert_eq!(rig.core.parked.next_wakeup(), None, "nothing parked");
 }
 
 #[test]

@@ -81,7 +81,11 @@ fn a_switch_to_a_slot_not_healthy_yet_waits_and_runs_once_it_is() {
         .expect("answered once green is healthy");
     assert!(response.ok, "{response:?}");
     assert_eq!(rig.active(), "green");
-    assert_eq!(rig.core.next_wakeup(), None, "nothing waits any more");
+    assert_eq!(
+        rig.core.parked.next_wakeup(),
+        None,
+        "nothing parked any more"
+    );
 }
 
 #[test]

@@ -19,6 +19,7 @@ use crate::state_file::{LoadedState, RouteState};
 use crate::table::RoutingTable;
 
 mod commands;
+mod guard;
 mod health;
 mod reload;
 mod rollouts;
@@ -226,5 +227,6 @@ pub fn switch(slot: &str) -> Request {
         timeout: None,
         force: false,
         reason: Some("deploy".into()),
+        no_guard: false,
     }
 }

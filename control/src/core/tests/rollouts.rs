@@ -62,10 +62,14 @@ fn each_step_holds_then_the_last_promotes() {
         actions.ends_with(&[Action::RolloutStep, Action::RolloutPromote]),
         "{actions:?}"
     );
-    assert_eq!(
-        rig.core.next_wakeup(),
-        None,
+    assert!(
+        !rig.core.rollouts_in_progress(),
         "the clock stops with the rollout"
+    );
+    assert_eq!(
+        rig.core.guards["app"].slot(),
+        "green",
+        "the promotion is guarded"
     );
 }
 

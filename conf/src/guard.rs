@@ -1,0 +1,34 @@
+//! `[route.guard]`: how a switch is watched.
+
+use toml_edit::TableLike;
+
+use crate::model::GuardConfig;
+use crate::reader::Reader;
+
+const GUARD_KEYS: &[&str] = &[
+    "enabled",
+    "window",
+    "max_error_rate",
+    "max_latency_increase",
+    "min_requests",
+];
+
+/// The section as given, with the defaults for what it leaves out.
+pub(crate) fn read_guard(reader: &mut Reader, t: &dyn TableLike, route_cx: &str) -> GuardConfig {
+    let cx = format!("[route.guard] of {route_cx}");
+    reader.check_keys(t, GUARD_KEYS, &cx);
+    let default = GuardConfig::default();
+    GuardConfig {
+        enabled: reader.boolean(t, "enabled", &cx).unwrap_or(default.enabled),
+        window: reader.duration(t, "window", &cx).unwrap_or(default.window),
+        max_error_rate: reader
+            .float(t, "max_error_rate", &cx, 0.0, 1.0)
+            .unwrap_or(default.max_error_rate),
+        max_latency_increase: reader
+            .float(t, "max_latency_increase", &cx, 0.0, 100.0)
+            .unwrap_or(default.max_latency_increase),
+        min_requests: reader
+            .integer(t, "min_requests", &cx, 1..i64::MAX)
+            .map_or(default.min_requests, |n| n as u64),
+    }
+}

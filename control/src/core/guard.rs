@@ -1,0 +1,291 @@
+//! The guard: after every switch (`switch`, `rollback`, a config edit of
+//! `active`, a rollout's promotion) the new active slot is watched for the
+//! route's `[route.guard] window`. A breach — 5xx above `max_error_rate`, or
+//! a p95 more than `max_latency_increase` above the previous slot's — rolls
+//! back at once when the previous slot is healthy; otherwise the route is
+//! marked critical and stays. The counters are the data plane's per-slot
+//! statistics, read here: nothing on the request path takes a lock for it.
+
+use std::time::{Duration, Instant};
+
+use super::{describe, Core, Level, Now, ReplyTo};
+use crate::decisions;
+use crate::health::SlotHealth;
+use crate::history::{Action, HistoryEntry, Outcome, Trigger};
+use crate::protocol::{ConfirmReply, ErrorKind, GuardStatus, Response};
+use crate::rollout::{judge_against, Limits, Verdict};
+use crate::state_file::DecisionSource;
+use crate::table::StatsSnapshot;
+
+/// How often a guarded slot's counters are looked at.
+pub(super) const GUARD_TICK: Duration = Duration::from_millis(250);
+
+/// What the previous slot's p95 is called in a breach's reason.
+const BASELINE: &str = "the previous slot's";
+
+/// One route's watch after a switch.
+#[derive(Debug, Clone)]
+pub(super) struct Guard {
+    /// The slot switched to.
+    slot: String,
+    /// The slot switched from: where a breach rolls back to.
+    previous: Option<String>,
+    started: Instant,
+    window: Duration,
+    /// The slot's counters at the switch.
+    base: StatsSnapshot,
+    /// The previous slot's p95 over its time as active, up to the switch.
+    baseline_p95: Option<Duration>,
+    limits: Limits,
+}
+
+impl Guard {
+    fn ends(&self) -> Instant {
+        self.started + self.window
+    }
+
+    /// The slot under watch.
+    #[cfg(test)]
+    pub(super) fn slot(&self) -> &str {
+        &self.slot
+    }
+}
+
+impl Core {
+    /// Watches `route`'s new active slot, switched to from `from` (with the
+    /// previous slot's statistics `from_since` as its baseline), unless the
+    /// route's guard is off.
+    pub(super) fn start_guard(
+        &mut self,
+        route: &str,
+        from: &str,
+        from_since: StatsSnapshot,
+        now: Now,
+    ) {
+        let Some(config) = self.config.route(route).map(|r| r.guard.clone()) else {
+            return;
+        };
+        let slot = self.routes[route].active.clone();
+        let stats = |slot: &str| {
+            self.loads
+                .get(route)
+                .and_then(|l| l.get(slot))
+                .map(|l| l.stats.snapshot())
+                .unwrap_or_default()
+        };
+        let before = stats(from).since(&from_since);
+        let baseline_p95 = (before.requests >= config.min_requests)
+            .then(|| before.quantile(0.95))
+            .flatten();
+        let guard = Guard {
+            previous: Some(from.to_string()),
+            started: now.at,
+            window: config.window,
+            base: stats(&slot),
+            baseline_p95,
+            limits: Limits {
+                max_error_rate: config.max_error_rate,
+                max_latency_increase: config.max_latency_increase,
+                min_requests: config.min_requests,
+            },
+            slot,
+        };
+        if config.enabled {
+            self.guards.insert(route.to_string(), guard);
+        } else {
+            self.guards.remove(route);
+        }
+    }
+
+    /// When the guards next need the clock.
+    pub(super) fn guard_wakeup(&self) -> Option<Instant> {
+        let next_look = self.last_guard_tick.unwrap_or(self.started) + GUARD_TICK;
+        let first_end = self.guards.values().map(Guard::ends).min()?;
+        Some(next_look.min(first_end))
+    }
+
+    /// Judges every guarded route: a breach rolls back (or marks the route
+    /// critical), a window that ended passes.
+    pub(super) fn tick_guards(&mut self, now: Now) {
+        self.last_guard_tick = Some(now.at);
+        let routes: Vec<String> = self.guards.keys().cloned().collect();
+        for route in routes {
+            let Some(guard) = self.guards.get(&route).cloned() else {
+                continue;
+            };
+            if self
+                .routes
+                .get(&route)
+                .is_none_or(|s| s.active != guard.slot)
+            {
+                // Switched again since (that switch has its own guard), or
+                // the route is gone.
+                self.guards.remove(&route);
+                continue;
+            }
+            let verdict = self.judge_guard(&route, &guard);
+            if verdict.failed() {
+                self.guards.remove(&route);
+                self.breach(&route, &guard, &verdict, now);
+            } else if now.at >= guard.ends() {
+                self.guards.remove(&route);
+                self.guard_passed(&route, &guard, &verdict, now);
+            }
+        }
+    }
+
+    fn judge_guard(&self, route: &str, guard: &Guard) -> Verdict {
+        let seen = self.guard_counters(route, guard);
+        judge_against(&guard.limits, &seen, guard.baseline_p95, BASELINE)
+    }
+
+    /// The guarded slot's requests since the switch.
+    fn guard_counters(&self, route: &str, guard: &Guard) -> StatsSnapshot {
+        self.loads
+            .get(route)
+            .and_then(|l| l.get(&guard.slot))
+            .map(|l| l.stats.snapshot().since(&guard.base))
+            .unwrap_or_default()
+    }
+
+    /// Rolls back to the previous slot if it is healthy; else the route is
+    /// critical and stays.
+    fn breach(&mut self, route: &str, guard: &Guard, verdict: &Verdict, now: Now) {
+        let evidence = self.guard_evidence(guard, verdict);
+        let before = self.routes[route].clone();
+        let time = now.rfc3339();
+        let target = guard
+            .previous
+            .clone()
+            .filter(|p| self.health.slot_health(route, p) == SlotHealth::Healthy);
+        let rolled_back = match (&target, self.config.route(route)) {
+            (Some(previous), Some(cfg)) => {
+                decisions::switch(cfg, &before, previous, DecisionSource::Guard, &time).ok()
+            }
+            _ => None,
+        };
+        let Some(mut after) = rolled_back else {
+            let why = match &guard.previous {
+                Some(p) => format!(
+                    "the previous slot {p} is {}",
+                    self.health.slot_health(route, p).as_str()
+                ),
+                None => "there is no previous slot".to_string(),
+            };
+            let reason = format!(
+                "guard breached on active slot {} ({evidence}) and {why}: still routing to it",
+                guard.slot
+            );
+            self.log(Level::Error, Some(route), format!("critical: {reason}"));
+            self.critical.insert(route.to_string(), reason.clone());
+            self.record(HistoryEntry {
+                from: Some(describe(&before)),
+                reason: Some(evidence),
+                result: Outcome::Failed(why),
+                ..HistoryEntry::new(&time, Trigger::Guard, route, Action::GuardBreached)
+            });
+            return;
+        };
+        // Like a fail-back: the slot that failed is not a fail-back target
+        // until a command says so.
+        after.failed = Some(guard.slot.clone());
+        self.routes.insert(route.to_string(), after.clone());
+        self.publish(now);
+        self.save();
+        self.log(
+            Level::Warn,
+            Some(route),
+            format!("guard rolled back: {evidence}"),
+        );
+        self.record(HistoryEntry {
+            from: Some(describe(&before)),
+            to: Some(describe(&after)),
+            reason: Some(evidence),
+            generation: Some(self.generation),
+            ..HistoryEntry::new(&time, Trigger::Guard, route, Action::Rollback)
+        });
+    }
+
+    fn guard_passed(&mut self, route: &str, guard: &Guard, verdict: &Verdict, now: Now) {
+        let reason = format!(
+            "{} watched for {}: {}",
+            guard.slot,
+            humantime::format_duration(guard.window),
+            verdict.reason
+        );
+        self.log(Level::Info, Some(route), format!("guard passed: {reason}"));
+        self.record(HistoryEntry {
+            reason: Some(reason),
+            ..HistoryEntry::new(&now.rfc3339(), Trigger::Guard, route, Action::GuardPassed)
+        });
+    }
+
+    /// `confirm`: the route's guard ends now, as passed.
+    pub(super) fn confirm(
+        &mut self,
+        reply: ReplyTo,
+        route: &str,
+        uid: Option<u32>,
+        reason: Option<String>,
+        now: Now,
+    ) {
+        if self.config.route(route).is_none() {
+            let response = self.no_such_route(route);
+            return self.reply(reply, response);
+        }
+        let Some(status) = self.guard_status(route, now) else {
+            let message =
+                format!("route {route:?} has no guard window running; nothing to confirm");
+            return self.reply(reply, Response::error(ErrorKind::Refused, message));
+        };
+        self.guards.remove(route);
+        self.record(HistoryEntry {
+            uid,
+            reason,
+            ..HistoryEntry::new(&now.rfc3339(), Trigger::Admin, route, Action::Confirm)
+        });
+        let confirmed = ConfirmReply {
+            route: route.to_string(),
+            guard: status,
+        };
+        self.reply(reply, Response::ok_with(&confirmed));
+    }
+
+    /// The route's guard as `status` shows it; `None` when none runs.
+    pub(super) fn guard_status(&self, route: &str, now: Now) -> Option<GuardStatus> {
+        let guard = self.guards.get(route)?;
+        let seen = self.guard_counters(route, guard);
+        let millis = |d: Duration| d.as_secs_f64() * 1000.0;
+        Some(GuardStatus {
+            slot: guard.slot.clone(),
+            previous: guard.previous.clone(),
+            requests: seen.requests,
+            errors: seen.errors,
+            error_rate: seen.error_rate(),
+            p95_ms: seen.quantile(0.95).map(millis),
+            baseline_p95_ms: guard.baseline_p95.map(millis),
+            left_ms: guard.ends().saturating_duration_since(now.at).as_millis() as u64,
+            window_ms: guard.window.as_millis() as u64,
+            max_error_rate: guard.limits.max_error_rate,
+            max_latency_increase: guard.limits.max_latency_increase,
+            min_requests: guard.limits.min_requests,
+        })
+    }
+
+    /// `guard on green: error rate 20.0 % (...) ...; 120 requests, 24 5xx, p95 3.1 ms
+    /// (previous slot 2.9 ms); limits 5.0 % errors, p95 +50 %`.
+    fn guard_evidence(&self, guard: &Guard, verdict: &Verdict) -> String {
+        let ms = |v: Option<f64>| v.map_or("n/a".to_string(), |m| format!("{m:.1} ms"));
+        format!(
+            "slot {}: {}; {} requests, {:.1} % 5xx, p95 {} (previous slot {}); limits {:.1} % errors, p95 +{:.0} %",
+            guard.slot,
+            verdict.reason,
+            verdict.canary_requests,
+            verdict.canary_error_rate * 100.0,
+            ms(verdict.canary_p95_ms),
+            ms(verdict.baseline_p95_ms),
+            guard.limits.max_error_rate * 100.0,
+            guard.limits.max_latency_increase * 100.0
+        )
+    }
+}
