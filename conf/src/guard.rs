@@ -1,4 +1,5 @@
-//! `[route.guard]`: how a switch is watched.
+//! `[route.guard]`: how a switch is watched; and `failover`, what a
+//! route does when its active slot dies with no previous slot.
 
 use toml_edit::TableLike;
 
@@ -30,5 +31,23 @@ pub(crate) fn read_guard(reader: &mut Reader, t: &dyn TableLike, route_cx: &str)
         min_requests: reader
             .integer(t, "min_requests", &cx, 1..i64::MAX)
             .map_or(default.min_requests, |n| n as u64),
+    }
+}
+
+/// `failover = "healthy" | "none"` of a route; `"healthy"` when absent.
+pub(crate) fn read_failover(reader: &mut Reader, t: &dyn TableLike, cx: &str) -> bool {
+    let Some(value) = reader.string(t, "failover", cx) else {
+        return true;
+    };
+    match value.value.as_str() {
+        "healthy" => true,
+        "none" => false,
+        other => {
+            reader.error(
+                &value.span,
+                format!("`failover` of {cx} is {other:?}; expected \"healthy\" (the default: the first healthy other slot takes over when there is no previous slot) or \"none\""),
+            );
+            true
+        }
     }
 }

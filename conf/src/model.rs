@@ -138,6 +138,10 @@ pub struct RouteConfig {
     /// `[route.guard]`: the watch after every switch. On with the defaults
     /// when the section is absent.
     pub guard: GuardConfig,
+    /// With no previous slot, an unhealthy active slot hands over to the
+    /// first healthy other slot (`failover = "healthy"`, the default);
+    /// `failover = "none"` keeps traffic where it is.
+    pub failover: bool,
 }
 
 /// `[route.guard]`: after every switch, the new active slot is watched for

@@ -51,6 +51,7 @@ const ROUTE_KEYS: &[&str] = &[
     "preview",
     "rollout",
     "guard",
+    "failover",
 ];
 const HEALTH_KEYS: &[&str] = &[
     "path",
@@ -591,6 +592,7 @@ fn read_route(reader: &mut Reader, t: &dyn TableLike, span: &Span) -> Option<Rea
     let preview = sub_table(reader, t, "preview", &cx).map(|(pt, _)| read_preview(reader, pt, &cx));
     let rollout = sub_table(reader, t, "rollout", &cx)
         .and_then(|(rt, rspan)| read_rollout(reader, rt, &rspan, &cx));
+    let failover = crate::guard::read_failover(reader, t, &cx);
     let guard = sub_table(reader, t, "guard", &cx)
         .map(|(gt, _)| crate::guard::read_guard(reader, gt, &cx))
         .unwrap_or_default();
@@ -617,6 +619,7 @@ fn read_route(reader: &mut Reader, t: &dyn TableLike, span: &Span) -> Option<Rea
             preview,
             rollout,
             guard,
+            failover,
         },
     })
 }

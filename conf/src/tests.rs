@@ -760,3 +760,22 @@ fn the_guard_is_on_with_defaults_and_each_value_can_be_set() {
     let unknown = one_error(&format!("{ROUTE}[route.guard]\nwindo = \"1m\"\n"));
     assert!(unknown.contains("window"), "{unknown}");
 }
+
+#[test]
+fn failover_is_on_unless_none() {
+    assert!(parse_ok(ROUTE).routes[0].failover);
+    let none = ROUTE.replace(
+        "active = \"blue\"\n",
+        "active = \"blue\"\nfailover = \"none\"\n",
+    );
+    assert!(!parse_ok(&none).routes[0].failover);
+    let bad = ROUTE.replace(
+        "active = \"blue\"\n",
+        "active = \"blue\"\nfailover = \"any\"\n",
+    );
+    let error = one_error(&bad);
+    assert!(
+        error.contains("`failover` of route \"app\" is \"any\""),
+        "{error}"
+    );
+}

@@ -260,6 +260,7 @@ mod tests {
             preview: None,
             rollout: None,
             guard: Default::default(),
+            failover: true,
         }
     }
 

@@ -91,9 +91,17 @@ impl Core {
         let route = route.clone();
         let before = before.clone();
         let time = now.rfc3339();
+        // With no previous slot, any other healthy slot may take over, in
+        // config order (unless `failover = "none"`).
+        let failover: Vec<String> = if route.failover {
+            route.slots.keys().cloned().collect()
+        } else {
+            Vec::new()
+        };
         let (mut after, reactions) = apply_health(
             &before,
             |slot| self.health.slot_health(route_name, slot),
+            &failover,
             &time,
         );
         let mut critical = None;
@@ -104,6 +112,14 @@ impl Core {
                     Action::Switch,
                     format!(
                         "slot {from} unhealthy: {}",
+                        self.slot_evidence(&route, from)
+                    ),
+                ),
+                Reaction::FailOver { from, to } => (
+                    Trigger::Failback,
+                    Action::Switch,
+                    format!(
+                        "slot {from} unhealthy and there is no previous slot: failed over to {to}, the first healthy slot: {}",
                         self.slot_evidence(&route, from)
                     ),
                 ),

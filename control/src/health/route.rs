@@ -17,16 +17,22 @@ pub enum Reaction {
     DropCanary { slot: String, weight: u8 },
     /// A config edit of `active` waited for its slot; the slot is healthy now.
     ApplyPending { from: String, to: String },
+    /// The active slot turned unhealthy, there is no previous slot, and
+    /// another slot is healthy: traffic moved to it.
+    FailOver { from: String, to: String },
     /// The active slot is unhealthy and there is no healthy slot to fail
     /// back to: traffic stays where it is (fail open).
     Critical { active: String, reason: String },
 }
 
 /// The route's state after its slots' health is taken into account, and
-/// what changed. `health` answers for any slot name.
+/// what changed. `health` answers for any slot name; `failover` lists, in
+/// order of preference, the slots that may take over an unhealthy active
+/// slot when there is no previous slot (none with `failover = "none"`).
 pub fn apply_health(
     state: &RouteState,
     health: impl Fn(&str) -> SlotHealth,
+    failover: &[String],
     now: &str,
 ) -> (RouteState, Vec<Reaction>) {
     let mut next = state.clone();
@@ -53,9 +59,20 @@ pub fn apply_health(
                 next.failed = Some(from.clone());
                 reactions.push(Reaction::FailBack { from, to });
             }
+            None if next.previous.is_none()
+                && failover_target(&next, &health, failover).is_some() =>
+            {
+                let to = failover_target(&next, &health, failover).unwrap_or_default();
+                let from = make_active(&mut next, &to, DecisionSource::Failback, now);
+                next.failed = Some(from.clone());
+                reactions.push(Reaction::FailOver { from, to });
+            }
             _ => {
                 let reason = match (&next.previous, &next.failed) {
-                    (None, _) => "there is no previous slot".to_string(),
+                    (None, _) if failover.is_empty() => "there is no previous slot".to_string(),
+                    (None, _) => {
+                        "there is no previous slot and no other slot is healthy".to_string()
+                    }
                     (Some(p), Some(f)) if p == f => {
                         format!(
                             "the previous slot {p:?} failed before; only a command brings it back"
@@ -82,6 +99,23 @@ pub fn apply_health(
         }
     }
     (next, reactions)
+}
+
+/// The first slot of `failover` that is healthy and neither active nor the
+/// one that failed before.
+fn failover_target(
+    state: &RouteState,
+    health: &impl Fn(&str) -> SlotHealth,
+    failover: &[String],
+) -> Option<String> {
+    failover
+        .iter()
+        .find(|slot| {
+            **slot != state.active
+                && Some(*slot) != state.failed.as_ref()
+                && health(slot) == SlotHealth::Healthy
+        })
+        .cloned()
 }
 
 #[cfg(test)]
@@ -120,6 +154,7 @@ mod tests {
         let (after, reactions) = apply_health(
             &before,
             health(&[("green", Unhealthy), ("blue", Healthy)]),
+            &[],
             "t1",
         );
         assert_eq!(after.active, "blue");
@@ -140,12 +175,14 @@ mod tests {
         let (failed_back, _) = apply_health(
             &state("green", Some("blue")),
             health(&[("green", Unhealthy), ("blue", Healthy)]),
+            &[],
             "t1",
         );
         // green recovers and blue breaks: no automatic return to green.
         let (after, reactions) = apply_health(
             &failed_back,
             health(&[("green", Healthy), ("blue", Unhealthy)]),
+            &[],
             "t2",
         );
         assert_eq!(after.active, "blue", "fail open on blue");
@@ -161,6 +198,7 @@ mod tests {
         let (after, reactions) = apply_health(
             &before,
             health(&[("green", Unhealthy), ("blue", Unhealthy)]),
+            &[],
             "t1",
         );
         assert_eq!(after, before);
@@ -170,7 +208,7 @@ mod tests {
     #[test]
     fn an_unknown_previous_is_not_a_fail_back_target() {
         let before = state("green", Some("blue"));
-        let (after, reactions) = apply_health(&before, health(&[("green", Unhealthy)]), "t1");
+        let (after, reactions) = apply_health(&before, health(&[("green", Unhealthy)]), &[], "t1");
         assert_eq!(after.active, "green");
         assert!(matches!(&reactions[..], [Reaction::Critical { .. }]));
     }
@@ -183,7 +221,7 @@ mod tests {
                 Healthy => &[("green", Healthy), ("blue", Unhealthy)],
                 _ => &[("blue", Healthy)],
             };
-            let (after, reactions) = apply_health(&before, health(map), "t1");
+            let (after, reactions) = apply_health(&before, health(map), &[], "t1");
             assert_eq!((after, reactions), (before, vec![]));
         }
     }
@@ -198,6 +236,7 @@ mod tests {
         let (after, reactions) = apply_health(
             &before,
             health(&[("blue", Healthy), ("green", Unhealthy)]),
+            &[],
             "t1",
         );
         assert_eq!(after.canary, None);
@@ -218,6 +257,7 @@ mod tests {
         let (held, reactions) = apply_health(
             &before,
             health(&[("blue", Healthy), ("green", Unknown)]),
+            &[],
             "t1",
         );
         assert_eq!((held.active.as_str(), reactions.len()), ("blue", 0));
@@ -226,6 +266,7 @@ mod tests {
         let (applied, reactions) = apply_health(
             &held,
             health(&[("blue", Healthy), ("green", Healthy)]),
+            &[],
             "t2",
         );
         assert_eq!(applied.active, "green");
@@ -238,6 +279,34 @@ mod tests {
                 from: "blue".into(),
                 to: "green".into()
             }]
+        );
+    }
+
+    #[test]
+    fn with_no_previous_slot_a_dead_active_fails_over_to_the_first_healthy_slot() {
+        let before = state("green", None);
+        let slots = ["blue".to_string(), "green".to_string(), "red".to_string()];
+        let map = &[("green", Unhealthy), ("blue", Unknown), ("red", Healthy)];
+        let (after, reactions) = apply_health(&before, health(map), &slots, "t1");
+        assert_eq!(after.active, "red");
+        assert_eq!(after.previous.as_deref(), Some("green"));
+        assert_eq!(after.failed.as_deref(), Some("green"));
+        assert_eq!(after.source, DecisionSource::Failback);
+        let moved = Reaction::FailOver {
+            from: "green".into(),
+            to: "red".into(),
+        };
+        assert_eq!(reactions, vec![moved]);
+
+        // `failover = "none"`, or nothing healthy: critical, as before.
+        let (stays, reactions) = apply_health(&before, health(map), &[], "t1");
+        assert_eq!(stays, before);
+        assert!(matches!(&reactions[..], [Reaction::Critical { .. }]));
+        let none_healthy = &[("green", Unhealthy), ("red", Unknown)];
+        let (stays, reactions) = apply_health(&before, health(none_healthy), &slots, "t1");
+        assert_eq!(stays, before);
+        assert!(
+            matches!(&reactions[..], [Reaction::Critical { reason, .. }] if reason.contains("no other slot is healthy"))
         );
     }
 }

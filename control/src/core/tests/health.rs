@@ -157,3 +157,32 @@ fn pools_survive_health_changes_and_canary_weights_but_not_a_switch() {
         "a switch starts every pool of the route afresh"
     );
 }
+
+#[test]
+fn with_no_previous_slot_a_dead_active_fails_over_to_a_healthy_slot_unless_none() {
+    let mut rig = Rig::new(&app(""));
+    rig.all_healthy();
+    rig.fail("blue", BLUE, 3);
+    assert_eq!(rig.active(), "green");
+    assert_eq!(rig.state().failed.as_deref(), Some("blue"));
+    let entry = rig.history.last().unwrap();
+    assert_eq!(
+        (entry.trigger, entry.action),
+        (Trigger::Failback, Action::Switch)
+    );
+    let reason = entry.reason.as_deref().unwrap();
+    assert!(
+        reason.contains("failed over to green") && reason.contains(BLUE),
+        "{reason}"
+    );
+    assert!(rig.core.critical.is_empty());
+
+    let mut none = Rig::new(&app("").replace(
+        "active = \"blue\"\n",
+        "active = \"blue\"\nfailover = \"none\"\n",
+    ));
+    none.all_healthy();
+    none.fail("blue", BLUE, 3);
+    assert_eq!(none.active(), "blue");
+    assert!(none.core.critical["app"].contains("no previous slot"));
+}
