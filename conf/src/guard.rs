@@ -1,10 +1,11 @@
-//! `[route.guard]`: how a switch is watched; and `failover`, what a
-//! route does when its active slot dies with no previous slot.
+//! What judges a slot beyond the probe's status: `[route.guard]` (how a
+//! switch is watched), `failover` (what a route does when its active slot
+//! dies with no previous slot) and `[route.health] expect_body`.
 
 use toml_edit::TableLike;
 
-use crate::model::GuardConfig;
-use crate::reader::Reader;
+use crate::model::{BodyExpectation, GuardConfig};
+use crate::reader::{Reader, Span};
 
 const GUARD_KEYS: &[&str] = &[
     "enabled",
@@ -48,6 +49,53 @@ pub(crate) fn read_failover(reader: &mut Reader, t: &dyn TableLike, cx: &str) ->
                 format!("`failover` of {cx} is {other:?}; expected \"healthy\" (the default: the first healthy other slot takes over when there is no previous slot) or \"none\""),
             );
             true
+        }
+    }
+}
+
+/// `expect_body = "text"` or `expect_body = { field = "value" }`.
+pub(crate) fn read_expect_body(
+    reader: &mut Reader,
+    t: &dyn TableLike,
+    span: &Span,
+    cx: &str,
+) -> Option<BodyExpectation> {
+    let item = t.get("expect_body")?;
+    let at = Reader::span_of(t, "expect_body", span);
+    if let Some(text) = item.as_str() {
+        if text.is_empty() {
+            reader.error(
+                &at,
+                format!("`expect_body` of {cx} is empty; every body would pass"),
+            );
+            return None;
+        }
+        return Some(BodyExpectation::Contains(text.to_string()));
+    }
+    let fields: Vec<(String, String)> = item
+        .as_inline_table()
+        .map(|table| {
+            table
+                .iter()
+                .filter_map(|(k, v)| {
+                    let value = v
+                        .as_str()
+                        .map(str::to_owned)
+                        .or_else(|| v.as_integer().map(|n| n.to_string()))
+                        .or_else(|| v.as_bool().map(|b| b.to_string()))?;
+                    Some((k.to_string(), value))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    match <[(String, String); 1]>::try_from(fields) {
+        Ok([(field, value)]) => Some(BodyExpectation::JsonField { field, value }),
+        Err(_) => {
+            reader.error(
+                &at,
+                format!("`expect_body` of {cx} must be a text the body contains, like \"ok\", or one JSON field and its value, like {{ status = \"healthy\" }}"),
+            );
+            None
         }
     }
 }

@@ -193,6 +193,17 @@ pub struct HealthConfig {
     pub fall: u32,
     /// Inclusive range, default 200–399.
     pub expect_status: (u16, u16),
+    /// What the answer's body must say as well, if anything.
+    pub expect_body: Option<BodyExpectation>,
+}
+
+/// `[route.health] expect_body`: `"text"` (the body contains it) or
+/// `{ field = "value" }` (the body is a JSON object whose top-level `field`
+/// is `value`: a string equal to it, or a number or boolean written so).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BodyExpectation {
+    Contains(String),
+    JsonField { field: String, value: String },
 }
 
 /// Where a canary assignment is made stable for clients without a cookie.

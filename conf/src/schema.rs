@@ -61,6 +61,7 @@ const HEALTH_KEYS: &[&str] = &[
     "rise",
     "fall",
     "expect_status",
+    "expect_body",
 ];
 const CANARY_KEYS: &[&str] = &[
     "slot",
@@ -776,6 +777,7 @@ fn read_health(
         rise: reader.integer(t, "rise", &cx, 1..101).unwrap_or(2) as u32,
         fall: reader.integer(t, "fall", &cx, 1..101).unwrap_or(3) as u32,
         expect_status,
+        expect_body: crate::guard::read_expect_body(reader, t, span, &cx),
     }
 }
 

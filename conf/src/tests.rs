@@ -779,3 +779,42 @@ fn failover_is_on_unless_none() {
         "{error}"
     );
 }
+
+#[test]
+fn expect_body_is_a_text_or_one_json_field() {
+    let health =
+        |body: &str| format!("{ROUTE}[route.health]\npath = \"/health\"\nexpect_body = {body}\n");
+    let parsed = |body: &str| {
+        parse_ok(&health(body)).routes[0]
+            .health
+            .clone()
+            .unwrap()
+            .expect_body
+    };
+    assert_eq!(
+        parsed("\"ok\""),
+        Some(BodyExpectation::Contains("ok".into()))
+    );
+    assert_eq!(
+        parsed("{ status = \"healthy\" }"),
+        Some(BodyExpectation::JsonField {
+            field: "status".into(),
+            value: "healthy".into()
+        })
+    );
+    assert_eq!(
+        parsed("{ ready = true }"),
+        Some(BodyExpectation::JsonField {
+            field: "ready".into(),
+            value: "true".into()
+        })
+    );
+    assert_eq!(parse_ok(ROUTE).routes.len(), 1);
+    for bad in ["\"\"", "{ a = \"1\", b = \"2\" }", "{}", "3"] {
+        let error = one_error(&health(bad));
+        assert!(
+            error.contains("`expect_body` of [route.health]"),
+            "{bad}: {error}"
+        );
+    }
+}

@@ -25,6 +25,8 @@ pub enum Failure {
     Connect(String),
     /// The backend answered something that is not HTTP.
     Protocol(String),
+    /// The status was expected but the body was not (`expect_body`).
+    Body(String),
     /// A real request could not connect (passive check).
     Traffic(String),
 }
@@ -36,6 +38,7 @@ impl std::fmt::Display for Failure {
             Failure::Timeout => write!(f, "timed out"),
             Failure::Connect(e) => write!(f, "connect: {e}"),
             Failure::Protocol(e) => write!(f, "bad answer: {e}"),
+            Failure::Body(e) => write!(f, "{e}"),
             Failure::Traffic(e) => write!(f, "request connect failed: {e}"),
         }
     }

@@ -6,6 +6,7 @@
 //! what their checks changed.
 
 mod backend;
+pub mod body;
 pub mod book;
 pub mod changes;
 pub mod monitor;

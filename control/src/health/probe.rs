@@ -7,11 +7,12 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http_body_util::Empty;
+use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use switchyard_conf::{HealthConfig, RouteConfig};
+use switchyard_conf::{BodyExpectation, HealthConfig, RouteConfig};
 use tokio::net::TcpStream;
 
+use super::body::{judge_body, MAX_PROBE_BODY};
 use super::{Check, Failure, Thresholds};
 
 /// Defaults for a route without `[route.health]`: a TCP connect every
@@ -41,6 +42,8 @@ pub enum ProbeKind {
         /// The backend speaks HTTP/2 without TLS (its slot's `protocol =
         /// "h2c"`): the probe does too.
         h2c: bool,
+        /// What the body must say too.
+        expect_body: Option<BodyExpectation>,
     },
     Tcp,
 }
@@ -56,12 +59,14 @@ impl ProbeSpec {
                 rise,
                 fall,
                 expect_status,
+                expect_body,
             }) => ProbeSpec {
                 kind: ProbeKind::Http {
                     path: path.clone(),
                     host: host.clone(),
                     expect: *expect_status,
                     h2c: false,
+                    expect_body: expect_body.clone(),
                 },
                 interval: *interval,
                 timeout: *timeout,
@@ -110,14 +115,15 @@ async fn attempt(kind: &ProbeKind, backend: SocketAddr) -> Result<Option<u16>, F
     let stream = TcpStream::connect(backend)
         .await
         .map_err(|e| Failure::Connect(e.to_string()))?;
-    let (path, host, expect, h2c) = match kind {
+    let (path, host, expect, h2c, expect_body) = match kind {
         ProbeKind::Tcp => return Ok(None),
         ProbeKind::Http {
             path,
             host,
             expect,
             h2c,
-        } => (path, host, expect, *h2c),
+            expect_body,
+        } => (path, host, expect, *h2c, expect_body),
     };
     let _ = stream.set_nodelay(true);
     let host = host.clone().unwrap_or_else(|| backend.to_string());
@@ -134,11 +140,30 @@ async fn attempt(kind: &ProbeKind, backend: SocketAddr) -> Result<Option<u16>, F
         }
     })?;
     let status = response.status().as_u16();
-    if (expect.0..=expect.1).contains(&status) {
-        Ok(Some(status))
-    } else {
-        Err(Failure::Status(status))
+    if !(expect.0..=expect.1).contains(&status) {
+        return Err(Failure::Status(status));
     }
+    if let Some(expect_body) = expect_body {
+        let body = read_body(response.into_body()).await?;
+        judge_body(expect_body, &body).map_err(Failure::Body)?;
+    }
+    Ok(Some(status))
+}
+
+/// The body, up to [`MAX_PROBE_BODY`] bytes.
+async fn read_body(mut body: hyper::body::Incoming) -> Result<Vec<u8>, Failure> {
+    let mut bytes = Vec::new();
+    while bytes.len() < MAX_PROBE_BODY {
+        let Some(frame) = body.frame().await else {
+            break;
+        };
+        let frame = frame.map_err(|e| Failure::Protocol(e.to_string()))?;
+        if let Ok(data) = frame.into_data() {
+            bytes.extend_from_slice(&data);
+        }
+    }
+    bytes.truncate(MAX_PROBE_BODY);
+    Ok(bytes)
 }
 
 /// One GET on an HTTP/1.1 connection that closes after it.
@@ -203,6 +228,7 @@ mod tests {
                 host: Some("app.test".into()),
                 expect: (200, 399),
                 h2c: false,
+                expect_body: None,
             },
             interval: Duration::from_millis(interval_ms),
             timeout: Duration::from_millis(timeout_ms),
@@ -357,5 +383,49 @@ mod tests {
             ),
             "{check:?}"
         );
+    }
+
+    /// A backend answering every connection 200 with `body`.
+    async fn answering(body: &'static str) -> SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 4096];
+                    let _ = stream.read(&mut buf).await;
+                    let answer = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{body}",
+                        body.len()
+                    );
+                    let _ = stream.write_all(answer.as_bytes()).await;
+                });
+            }
+        });
+        addr
+    }
+
+    #[tokio::test]
+    async fn a_200_whose_body_says_degraded_fails_when_the_body_is_expected() {
+        let mut spec = http("/health", 1000, 1000);
+        if let ProbeKind::Http { expect_body, .. } = &mut spec.kind {
+            *expect_body = Some(BodyExpectation::JsonField {
+                field: "status".into(),
+                value: "healthy".into(),
+            });
+        }
+        let healthy = answering(r#"{"status":"healthy"}"#).await;
+        assert!(probe(&spec, healthy).await.passed());
+        let degraded = answering(r#"{"status":"degraded"}"#).await;
+        let check = probe(&spec, degraded).await;
+        match check {
+            Check::Fail {
+                failure: Failure::Body(why),
+                ..
+            } => assert_eq!(why, "status is \"degraded\", not \"healthy\""),
+            other => panic!("{other:?}"),
+        }
+        // Without `expect_body` the status alone decides.
+        assert!(probe(&http("/health", 1000, 1000), degraded).await.passed());
     }
 }
