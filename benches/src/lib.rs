@@ -35,6 +35,7 @@ pub fn table_with_routes(n: usize) -> RoutingTable {
             https: Default::default(),
             upgrades: vec!["websocket".into()],
             pool_epoch: 0,
+            maintenance: false,
         })
         .collect();
     RoutingTable::build(1, specs)

@@ -142,6 +142,9 @@ pub struct RouteConfig {
     /// first healthy other slot (`failover = "healthy"`, the default);
     /// `failover = "none"` keeps traffic where it is.
     pub failover: bool,
+    /// `maintenance = true`: the route answers 503 with a maintenance page
+    /// (preview hosts and authorised overrides still reach the slots).
+    pub maintenance: bool,
 }
 
 /// `[route.guard]`: after every switch, the new active slot is watched for

@@ -52,6 +52,7 @@ const ROUTE_KEYS: &[&str] = &[
     "rollout",
     "guard",
     "failover",
+    "maintenance",
 ];
 const HEALTH_KEYS: &[&str] = &[
     "path",
@@ -594,6 +595,7 @@ fn read_route(reader: &mut Reader, t: &dyn TableLike, span: &Span) -> Option<Rea
     let rollout = sub_table(reader, t, "rollout", &cx)
         .and_then(|(rt, rspan)| read_rollout(reader, rt, &rspan, &cx));
     let failover = crate::guard::read_failover(reader, t, &cx);
+    let maintenance = reader.boolean(t, "maintenance", &cx).unwrap_or(false);
     let guard = sub_table(reader, t, "guard", &cx)
         .map(|(gt, _)| crate::guard::read_guard(reader, gt, &cx))
         .unwrap_or_default();
@@ -621,6 +623,7 @@ fn read_route(reader: &mut Reader, t: &dyn TableLike, span: &Span) -> Option<Rea
             rollout,
             guard,
             failover,
+            maintenance,
         },
     })
 }

@@ -51,6 +51,8 @@ pub fn after_config_load(route: &RouteConfig, prior: Option<&RouteState>, now: &
             file_active: route.active.clone(),
             file_canary: from_file,
             changed_at: now.to_string(),
+            maintenance: file_maintenance(route),
+            file_maintenance: route.maintenance,
         };
     };
 
@@ -67,8 +69,13 @@ pub fn after_config_load(route: &RouteConfig, prior: Option<&RouteState>, now: &
         next.source = DecisionSource::Config;
         next.changed_at = now.to_string();
     }
+    if prior.file_maintenance != route.maintenance {
+        next.maintenance = file_maintenance(route);
+        next.changed_at = now.to_string();
+    }
     next.file_active = route.active.clone();
     next.file_canary = from_file;
+    next.file_maintenance = route.maintenance;
     keep_consistent(route, next)
 }
 
@@ -171,6 +178,32 @@ pub fn make_active(
     from
 }
 
+/// The route's maintenance as the config file sets it.
+fn file_maintenance(route: &RouteConfig) -> Option<String> {
+    route
+        .maintenance
+        .then(|| "maintenance = true in the config file".to_string())
+}
+
+/// Puts the route in maintenance (with why) or takes it out.
+pub fn set_maintenance(
+    state: &RouteState,
+    on: bool,
+    reason: Option<&str>,
+    now: &str,
+) -> RouteState {
+    let mut next = state.clone();
+    next.maintenance = on.then(|| reason.unwrap_or("switchyard maintenance").to_string());
+    if next.maintenance.is_some() != state.maintenance.is_some() {
+        next.source = DecisionSource::Admin;
+        next.changed_at = now.to_string();
+    } else if on {
+        // Already on: the reason stays what it was.
+        next.maintenance = state.maintenance.clone();
+    }
+    next
+}
+
 /// The previous slot becomes active again, and the active one previous.
 pub fn rollback(route: &RouteConfig, state: &RouteState, now: &str) -> Result<RouteState, Refusal> {
     let previous = state.previous.clone().ok_or_else(|| Refusal::NoPrevious {
@@ -261,6 +294,7 @@ mod tests {
             rollout: None,
             guard: Default::default(),
             failover: true,
+            maintenance: false,
         }
     }
 

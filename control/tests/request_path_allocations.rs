@@ -62,6 +62,7 @@ fn table() -> RoutingTable {
             https: Default::default(),
             upgrades: vec!["websocket".into()],
             pool_epoch: 0,
+            maintenance: false,
         })
         .collect();
     RoutingTable::build(1, specs)

@@ -155,6 +155,15 @@ fn plain_request(command: Command) -> (Request, AdminArgs) {
             reason,
             admin,
         } => (Request::Confirm { route, reason }, admin),
+        Command::Maintenance {
+            route,
+            state,
+            reason,
+            admin,
+        } => {
+            let on = state == "on";
+            (Request::Maintenance { route, on, reason }, admin)
+        }
     }
 }
 

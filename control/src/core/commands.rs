@@ -25,6 +25,17 @@ impl Core {
                 });
                 return;
             }
+            Request::Maintenance { route, on, reason } => {
+                let action = if on {
+                    Action::MaintenanceOn
+                } else {
+                    Action::MaintenanceOff
+                };
+                let why = reason.clone();
+                self.change(&route, action, uid, reason, now, |_, state, at| {
+                    Ok(decisions::set_maintenance(state, on, why.as_deref(), at))
+                })
+            }
             Request::Confirm { route, reason } => {
                 return self.confirm(reply, &route, uid, reason, now);
             }

@@ -187,6 +187,7 @@ impl Core {
                 hsts_max_age: route.hsts_max_age,
             },
             upgrades: route.upgrades.clone(),
+            maintenance: state.maintenance.is_some(),
             pool_epoch: self
                 .published
                 .pool_epochs

@@ -81,6 +81,7 @@ impl Core {
             changed_at: state.changed_at.clone(),
             rollout: self.rollout_status(&route.name, state, now),
             guard: self.guard_status(&route.name, now),
+            maintenance: state.maintenance.clone(),
             slots,
         }
     }

@@ -137,6 +137,8 @@ mod tests {
             changed_at: "t0".into(),
             failed: None,
             pending: None,
+            maintenance: None,
+            file_maintenance: false,
         }
     }
 

@@ -100,6 +100,10 @@ pub enum Action {
     /// The guard saw a breach and had nowhere to roll back to.
     #[serde(rename = "guard breached")]
     GuardBreached,
+    #[serde(rename = "maintenance on")]
+    MaintenanceOn,
+    #[serde(rename = "maintenance off")]
+    MaintenanceOff,
 }
 
 impl Trigger {
@@ -147,6 +151,8 @@ impl Action {
             Action::Confirm => "confirm",
             Action::GuardPassed => "guard passed",
             Action::GuardBreached => "guard breached",
+            Action::MaintenanceOn => "maintenance on",
+            Action::MaintenanceOff => "maintenance off",
         }
     }
 
@@ -262,6 +268,8 @@ mod tests {
             Confirm,
             GuardPassed,
             GuardBreached,
+            MaintenanceOn,
+            MaintenanceOff,
         ] {
             assert_eq!(serde_json::to_value(action).unwrap(), action.as_str());
         }

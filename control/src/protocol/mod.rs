@@ -107,6 +107,13 @@ pub enum Request {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         reason: Option<String>,
     },
+    /// Put the route in maintenance (`on`: 503 with a page) or take it out.
+    Maintenance {
+        route: String,
+        on: bool,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    },
 }
 
 /// Every `cmd` the server accepts: the one list the "unknown command" error
@@ -114,7 +121,16 @@ pub enum Request {
 /// variants and against [`Request::name`], so a new command cannot be left
 /// out.
 pub const COMMANDS: &[&str] = &[
-    "status", "switch", "rollback", "canary", "rollout", "history", "reload", "drain", "confirm",
+    "status",
+    "switch",
+    "rollback",
+    "canary",
+    "rollout",
+    "history",
+    "reload",
+    "drain",
+    "confirm",
+    "maintenance",
 ];
 
 impl Request {
@@ -129,6 +145,7 @@ impl Request {
             Request::History { .. } => "history",
             Request::Reload {} => "reload",
             Request::Confirm { .. } => "confirm",
+            Request::Maintenance { .. } => "maintenance",
             Request::Drain { .. } => "drain",
         }
     }

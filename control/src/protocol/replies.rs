@@ -161,9 +161,10 @@ impl Reply {
         use serde_json::from_value;
         Ok(match request {
             Request::Status { .. } => Reply::Status(from_value(result)?),
-            Request::Switch { .. } | Request::Rollback { .. } | Request::Canary { .. } => {
-                Reply::Change(from_value(result)?)
-            }
+            Request::Switch { .. }
+            | Request::Rollback { .. }
+            | Request::Canary { .. }
+            | Request::Maintenance { .. } => Reply::Change(from_value(result)?),
             Request::Rollout { .. } => Reply::Rollout(from_value(result)?),
             Request::History { .. } => Reply::History(from_value(result)?),
             Request::Reload {} => Reply::Reload(from_value(result)?),

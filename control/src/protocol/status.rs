@@ -88,6 +88,9 @@ pub struct RouteStatus {
     /// The watch after the last switch, while it lasts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub guard: Option<GuardStatus>,
+    /// In maintenance, and why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub maintenance: Option<String>,
     /// In config order.
     pub slots: Vec<SlotStatus>,
 }

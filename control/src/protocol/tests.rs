@@ -86,6 +86,7 @@ fn every_request_names_a_listed_command() {
         r#"{"cmd":"reload"}"#,
         r#"{"cmd":"drain","route":"a","slot":"b"}"#,
         r#"{"cmd":"confirm","route":"a"}"#,
+        r#"{"cmd":"maintenance","route":"a","on":true}"#,
     ];
     let mut names: Vec<&str> = samples
         .iter()

@@ -84,6 +84,12 @@ pub struct RouteState {
     /// The route's rollout, in progress or the last one that ended.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rollout: Option<crate::rollout::Rollout>,
+    /// In maintenance, and why: the route answers 503 with a page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub maintenance: Option<String>,
+    /// The config file's `maintenance` when this was decided.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub file_maintenance: bool,
 }
 
 fn is_zero(n: &u64) -> bool {

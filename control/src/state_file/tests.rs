@@ -6,6 +6,8 @@ fn state(active: &str) -> RouteState {
         rollout: None,
         failed: None,
         pending: None,
+        maintenance: None,
+        file_maintenance: false,
         active: active.into(),
         previous: Some("blue".into()),
         canary: Some(CanaryState {

@@ -105,6 +105,9 @@ pub struct Route {
     /// Protocols a client may upgrade to, lower-case: an `Upgrade` for
     /// anything else is removed before the request goes upstream.
     pub upgrades: Box<[Box<str>]>,
+    /// In maintenance: requests get 503 with a page, but those a preview
+    /// host or an authorised override sends to a slot.
+    pub maintenance: bool,
     /// Stickiness, overrides and previews; see [`Route::choose`].
     assigner: assign::Assigner,
     slot_names: Vec<Arc<str>>,
@@ -294,6 +297,8 @@ pub struct RouteSpec {
     /// Changes each time the route's active slot changes, and only then:
     /// part of every slot's pool key.
     pub pool_epoch: u64,
+    /// Answer 503 with the maintenance page (but to previews and overrides).
+    pub maintenance: bool,
 }
 
 /// What a route does about HTTPS.
@@ -498,6 +503,7 @@ impl Route {
                 http::HeaderValue::from_str(&format!("max-age={}", age.as_secs())).ok()
             }),
             upgrades: spec.upgrades.into_iter().map(Into::into).collect(),
+            maintenance: spec.maintenance,
             assigner,
             slot_names,
         }

@@ -30,6 +30,7 @@ fn spec(name: &str, hosts: &[&str], prefix: &str) -> RouteSpec {
         https: HttpsSpec::default(),
         upgrades: vec!["websocket".into()],
         pool_epoch: 0,
+        maintenance: false,
     }
 }
 

@@ -80,6 +80,17 @@ pub enum Command {
         #[command(flatten)]
         admin: AdminArgs,
     },
+    /// Put ROUTE in maintenance (503 with a page; previews and overrides
+    /// still reach the slots) or take it out.
+    Maintenance {
+        route: String,
+        #[arg(value_parser = ["on", "off"])]
+        state: String,
+        #[arg(long)]
+        reason: Option<String>,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
     /// End ROUTE's guard window now, as passed.
     Confirm {
         route: String,

@@ -252,6 +252,9 @@ fn print_status(out: &mut impl Write, status: &StatusReply) -> io::Result<()> {
         if let Some(rollout) = &route.rollout {
             writeln!(out, "  {}", describe_rollout(rollout))?;
         }
+        if let Some(maintenance) = &route.maintenance {
+            writeln!(out, "  MAINTENANCE (503 to users): {maintenance}")?;
+        }
         if let Some(guard) = &route.guard {
             writeln!(out, "  {}", describe_guard(guard))?;
         }

@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 use http::header::{self, HeaderValue};
 use pingora::protocols::http::ServerSession;
-use switchyard_control::table::RouteRef;
+use switchyard_control::table::{Reason, RouteRef};
 use switchyard_control::RoutingTable;
 
 use super::connect::{Connection, Upstream};
@@ -61,6 +61,9 @@ impl Forwarder {
             Err(answer) => return answer,
         };
         let mut pick = pick(session, &table.routes[found.index], found.preview, incoming);
+        if pick.route.maintenance && !matches!(pick.reason, Reason::Override | Reason::Preview) {
+            return Outcome::Maintenance;
+        }
         let outcome = self
             .attempts(session, table, incoming, &mut pick, trail)
             .await;

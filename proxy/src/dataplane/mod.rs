@@ -123,6 +123,8 @@ pub(crate) enum Outcome {
     Reject(u16, &'static [u8]),
     /// A plain-HTTP request to a route that wants HTTPS: 301 to here.
     Redirect(HeaderValue),
+    /// The route is in maintenance: 503 with the page and `Retry-After`.
+    Maintenance,
     /// The client is gone, or the response broke half-way: close.
     Abandon,
 }

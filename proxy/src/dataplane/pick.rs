@@ -24,6 +24,9 @@ pub(super) struct Pick<'t> {
     /// exchange ends.
     pub counted: Counted,
     pub reply: Reply<'t>,
+    /// Why this slot: a preview host or an override passes a route's
+    /// maintenance.
+    pub reason: Reason,
 }
 
 /// Where the request goes, advanced by each failed attempt.
@@ -71,6 +74,7 @@ pub(super) fn pick<'t>(
         target,
         counted,
         reply,
+        reason: choice.reason,
     }
 }
 

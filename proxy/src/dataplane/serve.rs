@@ -227,6 +227,15 @@ async fn finish_request(
             session.shutdown().await;
             None
         }
+        Outcome::Maintenance => {
+            if !session.is_body_done() {
+                session.set_keepalive(None);
+            }
+            if let Err(e) = maintenance(session, request_id).await {
+                tracing::debug!("cannot send the maintenance page: {e}");
+            }
+            Some(keepalive)
+        }
         Outcome::Redirect(location) => {
             if let Err(e) = redirect(session, location, request_id).await {
                 tracing::debug!("cannot send the redirect: {e}");
@@ -234,6 +243,25 @@ async fn finish_request(
             Some(keepalive)
         }
     }
+}
+
+/// What a route in maintenance answers.
+const MAINTENANCE_PAGE: &[u8] = b"<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>Down for maintenance</title>\n<meta name=\"viewport\" content=\"width=device-width\"></head>\n<body style=\"font-family:sans-serif;max-width:36em;margin:4em auto;padding:0 1em\">\n<h1>Down for maintenance</h1><p>We will be back shortly. Please try again in a minute.</p>\n</body></html>\n";
+
+/// How long a client is asked to wait before trying a route in maintenance
+/// again.
+const MAINTENANCE_RETRY_AFTER: &str = "60";
+
+/// 503 with the maintenance page and `Retry-After`.
+async fn maintenance(session: &mut ServerSession, request_id: &HeaderValue) -> pingora::Result<()> {
+    let mut header = ServerSession::generate_error(503);
+    header.set_content_length(MAINTENANCE_PAGE.len())?;
+    header.insert_header(http::header::CONTENT_TYPE, "text/html; charset=utf-8")?;
+    header.insert_header(http::header::RETRY_AFTER, MAINTENANCE_RETRY_AFTER)?;
+    header.insert_header(request_id::HEADER, request_id.clone())?;
+    session
+        .write_error_response(header, Bytes::from_static(MAINTENANCE_PAGE))
+        .await
 }
 
 /// One of our own answers (404, 502, 504), with the request's id.

@@ -188,3 +188,44 @@ fn the_invariants_catch_a_broken_state() {
     state.active = "red".into();
     assert!(rig.core.invariants(rig.now).is_err());
 }
+
+#[test]
+fn maintenance_is_a_runtime_decision_saved_recorded_and_overridden_by_a_file_edit() {
+    let maintenance = |on| Request::Maintenance {
+        route: "app".into(),
+        on,
+        reason: Some("db migration".into()),
+    };
+    let text = app("");
+    let mut rig = Rig::new(&text);
+    assert!(!rig.last_table().routes[0].maintenance);
+    rig.result(maintenance(true));
+    assert!(rig.last_table().routes[0].maintenance);
+    assert_eq!(rig.state().maintenance.as_deref(), Some("db migration"));
+    assert_eq!(rig.history.last().unwrap().action, Action::MaintenanceOn);
+    let status = rig.result(Request::Status { route: None });
+    assert_eq!(status["routes"][0]["maintenance"], "db migration");
+
+    // A restart keeps it; an edit elsewhere in the file keeps it.
+    let loaded = LoadedState {
+        routes: rig.saved.clone().unwrap(),
+        warnings: Vec::new(),
+    };
+    let mut restarted = Rig::restored(&text, loaded);
+    assert!(restarted.last_table().routes[0].maintenance);
+    restarted.file_edited(&app("").replace("active = \"blue\"", "active = \"blue\"\nretries = 5"));
+    assert!(restarted.state().maintenance.is_some());
+    // The file saying `maintenance = false` does not end it: the value
+    // did not change in the file. Saying true, then false, does.
+    let on = app("").replace("active = \"blue\"", "active = \"blue\"\nmaintenance = true");
+    restarted.file_edited(&on);
+    restarted.file_edited(&app(""));
+    assert_eq!(restarted.state().maintenance, None);
+    assert!(!restarted.last_table().routes[0].maintenance);
+
+    rig.result(maintenance(false));
+    assert_eq!(rig.state().maintenance, None);
+    assert_eq!(rig.history.last().unwrap().action, Action::MaintenanceOff);
+    let again = rig.result(maintenance(false));
+    assert_eq!(again["changed"], false);
+}
