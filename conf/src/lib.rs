@@ -5,6 +5,7 @@
 mod checks;
 mod guard;
 mod model;
+mod notify;
 mod reader;
 mod schema;
 pub mod shrink;

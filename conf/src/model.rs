@@ -21,7 +21,34 @@ pub struct Config {
     pub tls: Option<TlsConfig>,
     /// In file order. Names are unique.
     pub routes: Vec<RouteConfig>,
+    /// `[[notify]]`: who is told of what switchyard does by itself.
+    pub notify: Vec<NotifyConfig>,
 }
+
+/// One `[[notify]]` target: a webhook, a command, or both.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct NotifyConfig {
+    /// `http://host:port/path`: the event is POSTed there as JSON.
+    pub url: Option<String>,
+    /// Signs the webhook body: `X-Switchyard-Signature: sha256=<hex HMAC>`.
+    pub secret: Option<String>,
+    /// A program and its arguments, run with the event JSON on stdin.
+    pub exec: Option<Vec<String>>,
+    /// The events it gets; empty: all of [`NOTIFY_EVENTS`].
+    pub events: Vec<String>,
+}
+
+/// What switchyard tells `[[notify]]` targets of.
+pub const NOTIFY_EVENTS: &[&str] = &[
+    "failback",
+    "guard_rollback",
+    "guard_passed",
+    "rollout_aborted",
+    "rollout_promoted",
+    "route_critical",
+    "config_rejected",
+    "certificate_reload_failed",
+];
 
 /// `[server]`.
 #[derive(Debug, Clone, PartialEq)]

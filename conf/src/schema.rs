@@ -13,7 +13,7 @@ use crate::checks::Listener;
 use crate::reader::{At, Reader, Span};
 use crate::*;
 
-const TOP_KEYS: &[&str] = &["server", "tls", "route"];
+const TOP_KEYS: &[&str] = &["server", "tls", "route", "notify"];
 const SERVER_KEYS: &[&str] = &[
     "listen",
     "threads",
@@ -136,6 +136,7 @@ pub fn read(reader: &mut Reader, doc: &ImDocument<String>, base_dir: &Path) -> R
         server,
         tls,
         routes: routes.iter().map(|r| r.config.clone()).collect(),
+        notify: crate::notify::read_notify(reader, root),
     };
     Read {
         config,

@@ -818,3 +818,37 @@ fn expect_body_is_a_text_or_one_json_field() {
         );
     }
 }
+
+#[test]
+fn notify_targets_are_webhooks_or_commands_with_known_events() {
+    let text = format!(
+        "{ROUTE}[[notify]]\nurl = \"http://127.0.0.1:9000/hook\"\nsecret = \"k\"\n\n[[notify]]\nexec = [\"/bin/page\", \"--now\"]\nevents = [\"failback\", \"route_critical\"]\n"
+    );
+    let notify = parse_ok(&text).notify;
+    assert_eq!(notify.len(), 2);
+    assert_eq!(notify[0].url.as_deref(), Some("http://127.0.0.1:9000/hook"));
+    assert_eq!(notify[0].secret.as_deref(), Some("k"));
+    assert!(notify[0].events.is_empty(), "all events");
+    assert_eq!(
+        notify[1].exec.as_deref(),
+        Some(&["/bin/page".to_string(), "--now".to_string()][..])
+    );
+    assert!(parse_ok(ROUTE).notify.is_empty());
+
+    let https = one_error(&format!(
+        "{ROUTE}[[notify]]\nurl = \"https://hooks.example.com/x\"\n"
+    ));
+    assert!(https.contains("must be an http:// URL"), "{https}");
+    let neither = one_error(&format!("{ROUTE}[[notify]]\nsecret = \"k\"\n"));
+    assert!(
+        neither.contains("needs `url` (a webhook) or `exec`"),
+        "{neither}"
+    );
+    let event = one_error(&format!(
+        "{ROUTE}[[notify]]\nexec = [\"x\"]\nevents = [\"reboot\"]\n"
+    ));
+    assert!(
+        event.contains("lists \"reboot\"; events are failback"),
+        "{event}"
+    );
+}

@@ -26,6 +26,7 @@ use crate::health::monitor::{BackendKey, Monitor};
 use crate::health::{Check, Failure};
 use crate::history::{History, DEFAULT_HISTORY_MAX_BYTES};
 use crate::metrics;
+use crate::notify::{Delivered, Notifier};
 use crate::protocol::{ErrorKind, HistoryReply, Request, Response, TlsStatus};
 use crate::state_file::{RouteState, StateFile};
 use crate::table::RoutingTable;
@@ -55,6 +56,8 @@ enum Message {
     ConfigFileChanged,
     /// What the certificate loader did, for `status`.
     TlsLoaded(TlsStatus),
+    /// How a notice's delivery went.
+    Notified(Delivered),
     /// A Prometheus scrape: the text exposition of the current state.
     Metrics { reply: oneshot::Sender<String> },
     /// A readiness check: the backends still waiting for a first verdict.
@@ -160,6 +163,7 @@ pub struct Controller {
     state_file: StateFile,
     history: History,
     monitor: Monitor,
+    notifier: Notifier,
     tls_config: watch::Sender<Option<TlsConfig>>,
     /// Commands the core has not answered yet, by the id it knows them by.
     replies: HashMap<ReplyTo, oneshot::Sender<Response>>,
@@ -185,6 +189,11 @@ impl Controller {
         let loaded = state_file.load();
         let history = History::open(&config.server.state_dir, DEFAULT_HISTORY_MAX_BYTES);
         let (tls_config, tls_config_rx) = watch::channel(config.tls.clone());
+        let delivered = tx.clone();
+        let notifier = Notifier::start(config.notify.clone(), move |outcome| {
+            // A full mailbox loses the report, never the Controller's time.
+            let _ = delivered.try_send(Message::Notified(outcome));
+        });
         let (core, effects) = Core::new(config, config_path.clone(), loaded, now());
         let mut controller = Controller {
             core,
@@ -193,6 +202,7 @@ impl Controller {
             state_file,
             history,
             monitor,
+            notifier,
             tls_config,
             replies: HashMap::new(),
             next_reply: 0,
@@ -259,6 +269,7 @@ impl Controller {
             }
             Message::ConfigFileChanged => Some(self.read_config(ReloadTrigger::File)),
             Message::TlsLoaded(status) => Some(Event::TlsLoaded(status)),
+            Message::Notified(delivered) => Some(Event::Notified(delivered)),
             Message::Metrics { reply } => {
                 let _ = reply.send(self.core.metrics());
                 None
@@ -304,11 +315,17 @@ impl Controller {
                     let event = self.read_config(trigger);
                     queue.extend(self.core.apply(event, now()));
                 }
-                Effect::SyncProbes => self.monitor.sync(self.core.config()),
+                Effect::SyncProbes => {
+                    // A config was applied: probe its backends, tell its
+                    // notify targets.
+                    self.monitor.sync(self.core.config());
+                    self.notifier.set_targets(&self.core.config().notify);
+                }
                 Effect::ServeCertificates(tls) => {
                     self.tls_config.send_replace(Some(tls));
                 }
                 Effect::Log(line) => log(&line),
+                Effect::Notify(notice) => self.notifier.send(notice),
                 Effect::CountReload(result) => {
                     ::metrics::counter!(metrics::CONFIG_RELOADS, "result" => result).increment(1);
                 }

@@ -12,6 +12,7 @@ use super::{describe, Core, Level, Now, ReplyTo};
 use crate::decisions;
 use crate::health::SlotHealth;
 use crate::history::{Action, HistoryEntry, Outcome, Trigger};
+use crate::notify::NoticeKind;
 use crate::protocol::{ConfirmReply, ErrorKind, GuardStatus, Response};
 use crate::rollout::{judge_against, Limits, Verdict};
 use crate::state_file::DecisionSource;
@@ -176,8 +177,7 @@ impl Core {
                 "guard breached on active slot {} ({evidence}) and {why}: still routing to it",
                 guard.slot
             );
-            self.log(Level::Error, Some(route), format!("critical: {reason}"));
-            self.critical.insert(route.to_string(), reason.clone());
+            self.mark_critical(route, Some(reason), now);
             self.record(HistoryEntry {
                 from: Some(describe(&before)),
                 reason: Some(evidence),
@@ -197,6 +197,14 @@ impl Core {
             Some(route),
             format!("guard rolled back: {evidence}"),
         );
+        let slots = (Some(guard.slot.as_str()), Some(after.active.as_str()));
+        self.notify(
+            NoticeKind::GuardRollback,
+            Some(route),
+            slots,
+            &evidence,
+            now,
+        );
         self.record(HistoryEntry {
             from: Some(describe(&before)),
             to: Some(describe(&after)),
@@ -214,6 +222,8 @@ impl Core {
             verdict.reason
         );
         self.log(Level::Info, Some(route), format!("guard passed: {reason}"));
+        let slots = (Some(guard.slot.as_str()), None);
+        self.notify(NoticeKind::GuardPassed, Some(route), slots, &reason, now);
         self.record(HistoryEntry {
             reason: Some(reason),
             ..HistoryEntry::new(&now.rfc3339(), Trigger::Guard, route, Action::GuardPassed)

@@ -8,6 +8,7 @@ use crate::health::monitor::BackendKey;
 use crate::health::probe::ProbeSpec;
 use crate::health::{apply_health, BackendState, Check, Reaction};
 use crate::history::{Action, HistoryEntry, Trigger};
+use crate::notify::NoticeKind;
 use crate::rollout::Phase;
 
 /// Backends named, with their last check, where a slot's health is
@@ -156,6 +157,18 @@ impl Core {
                 Some(route_name),
                 format!("{}: {reason}", action.as_str()),
             );
+            let notice = match &reaction {
+                Reaction::FailBack { from, to } | Reaction::FailOver { from, to } => {
+                    Some((NoticeKind::Failback, Some(from.as_str()), Some(to.as_str())))
+                }
+                Reaction::DropCanary { slot, .. } if trigger == Trigger::Rollout => {
+                    Some((NoticeKind::RolloutAborted, Some(slot.as_str()), None))
+                }
+                _ => None,
+            };
+            if let Some((kind, from, to)) = notice {
+                self.notify(kind, Some(route_name), (from, to), &reason, now);
+            }
             self.record(HistoryEntry {
                 from: Some(describe(&before)),
                 to: Some(describe(&after)),
@@ -164,7 +177,7 @@ impl Core {
                 ..HistoryEntry::new(&time, trigger, route_name, action)
             });
         }
-        self.mark_critical(route_name, critical);
+        self.mark_critical(route_name, critical, now);
         let changed = after != before;
         if changed {
             self.routes.insert(route_name.to_string(), after);
@@ -174,13 +187,20 @@ impl Core {
     }
 
     /// Notes (and logs once) or clears that a route has nowhere to go.
-    fn mark_critical(&mut self, route: &str, critical: Option<String>) {
+    pub(super) fn mark_critical(&mut self, route: &str, critical: Option<String>, now: Now) {
         let Some(reason) = critical else {
             self.critical.remove(route);
             return;
         };
         if self.critical.get(route) != Some(&reason) {
             self.log(Level::Error, Some(route), format!("critical: {reason}"));
+            self.notify(
+                NoticeKind::RouteCritical,
+                Some(route),
+                (None, None),
+                &reason,
+                now,
+            );
         }
         self.critical.insert(route.to_string(), reason);
     }

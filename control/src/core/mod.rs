@@ -25,7 +25,8 @@ use switchyard_conf::{Config, ServerConfig, TlsConfig};
 use crate::health::monitor::BackendKey;
 use crate::health::{Check, HealthBook, HealthChanges, Thresholds};
 use crate::history::HistoryEntry;
-use crate::protocol::{Request, Response, TlsStatus};
+use crate::notify::{Delivered, Notice, NoticeKind};
+use crate::protocol::{NotifyTargetStatus, Request, Response, TlsStatus};
 use crate::state_file::{LoadedState, RouteState};
 use crate::table::{RoutingTable, SlotLoad};
 
@@ -100,6 +101,8 @@ pub enum Event {
     Tick,
     /// What the certificate loader last did, shown in `status`.
     TlsLoaded(TlsStatus),
+    /// How delivering a notice to a `[[notify]]` target went.
+    Notified(Delivered),
 }
 
 /// A config file that does not parse or validate.
@@ -141,6 +144,8 @@ pub enum Effect {
     Log(LogLine),
     /// `switchyard_config_reloads_total{result}`.
     CountReload(&'static str),
+    /// Tell the `[[notify]]` targets.
+    Notify(Notice),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -206,6 +211,8 @@ pub struct Core {
     last_guard_tick: Option<Instant>,
     /// Routes whose next switch starts no guard (`switch --no-guard`).
     skip_guard: std::collections::BTreeSet<String>,
+    /// `[[notify]]` target → how its deliveries went, for `status`.
+    notify_status: BTreeMap<String, NotifyTargetStatus>,
     /// When the core was made: the rollout clock's first reference.
     started: Instant,
     /// What this `apply` asks of the shell so far.
@@ -257,6 +264,7 @@ impl Core {
             guards: BTreeMap::new(),
             last_guard_tick: None,
             skip_guard: Default::default(),
+            notify_status: BTreeMap::new(),
             started: now.at,
             effects: Vec::new(),
         };
@@ -279,7 +287,8 @@ impl Core {
             Event::ConfigRead { trigger, result } => self.config_read(trigger, result, now),
             Event::Checks(checks) => self.checks(checks, now),
             Event::Tick => self.tick(now),
-            Event::TlsLoaded(status) => self.tls_status = Some(status),
+            Event::TlsLoaded(status) => self.tls_loaded(status, now),
+            Event::Notified(delivered) => self.notified(delivered, now),
         }
         self.check_invariants(now);
         std::mem::take(&mut self.effects)
@@ -355,6 +364,58 @@ impl Core {
 
     fn reply(&mut self, to: ReplyTo, response: Response) {
         self.effects.push(Effect::Reply { to, response });
+    }
+
+    /// Tells the `[[notify]]` targets of `kind` on `route`.
+    fn notify(
+        &mut self,
+        kind: NoticeKind,
+        route: Option<&str>,
+        slots: (Option<&str>, Option<&str>),
+        evidence: &str,
+        now: Now,
+    ) {
+        self.effects.push(Effect::Notify(Notice {
+            event: kind,
+            route: route.map(str::to_string),
+            from: slots.0.map(str::to_string),
+            to: slots.1.map(str::to_string),
+            evidence: evidence.to_string(),
+            time: now.rfc3339(),
+        }));
+    }
+
+    fn tls_loaded(&mut self, status: TlsStatus, now: Now) {
+        if let Some(error) = &status.last_load.error {
+            let evidence =
+                format!("certificate reload rejected, the previous ones still serve: {error}");
+            self.notify(
+                NoticeKind::CertificateReloadFailed,
+                None,
+                (None, None),
+                &evidence,
+                now,
+            );
+        }
+        self.tls_status = Some(status);
+    }
+
+    fn notified(&mut self, delivered: Delivered, now: Now) {
+        let target = self
+            .notify_status
+            .entry(delivered.target.clone())
+            .or_insert_with(|| NotifyTargetStatus {
+                target: delivered.target.clone(),
+                ..NotifyTargetStatus::default()
+            });
+        match delivered.result {
+            Ok(()) => target.delivered += 1,
+            Err(error) => {
+                target.failed += 1;
+                target.last_error = Some(error);
+                target.last_error_at = Some(now.rfc3339());
+            }
+        }
     }
 
     fn log(&mut self, level: Level, route: Option<&str>, message: String) {

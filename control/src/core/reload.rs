@@ -11,6 +11,7 @@ use super::{describe, ConfigRejected, Core, Effect, Level, Now, ReplyTo};
 use crate::decisions;
 use crate::health::SlotHealth;
 use crate::history::{Action, HistoryEntry, Outcome, Trigger, ALL_ROUTES};
+use crate::notify::NoticeKind;
 use crate::protocol::{ErrorKind, ReloadReply, Response};
 use crate::state_file::RouteState;
 
@@ -71,6 +72,13 @@ impl Core {
             ..self.reload_entry(trigger, now)
         });
         self.effects.push(Effect::CountReload("error"));
+        self.notify(
+            NoticeKind::ConfigRejected,
+            None,
+            (None, None),
+            &message,
+            now,
+        );
         self.config_error = Some(rejected.message);
         Some(Response::error(ErrorKind::InvalidConfig, message))
     }

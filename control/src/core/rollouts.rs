@@ -8,6 +8,7 @@ use super::{describe, Core, Level, Now};
 use crate::decisions;
 use crate::health::SlotHealth;
 use crate::history::{Action, HistoryEntry, Outcome, Trigger};
+use crate::notify::NoticeKind;
 use crate::protocol::{ErrorKind, Response, RolloutAction, RolloutReply, RolloutStatus};
 use crate::rollout::{judge, Next, Phase, Plan, Rollout, VerdictResult};
 use crate::state_file::{CanaryState, DecisionSource, RouteState};
@@ -449,6 +450,15 @@ impl Core {
             format!("{}: {reason}", action.as_str()),
         );
         let to = describe(&after);
+        let slot = before.rollout.as_ref().map(|r| r.slot.clone());
+        let kind = match action {
+            Action::RolloutAbort => Some(NoticeKind::RolloutAborted),
+            Action::RolloutPromote => Some(NoticeKind::RolloutPromoted),
+            _ => None,
+        };
+        if let Some(kind) = kind {
+            self.notify(kind, Some(route), (slot.as_deref(), None), &reason, now);
+        }
         self.settle_rollout(route, before, after, now);
         let entry = HistoryEntry {
             from: Some(describe(before)),

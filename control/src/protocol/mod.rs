@@ -20,8 +20,8 @@ pub use replies::{
 };
 pub use status::{
     BackendStatus, BackendTracking, CertificateStatus, CheckDetail, ConfigStatus, GuardStatus,
-    LastCheck, PendingEditStatus, RolloutStatus, RouteStatus, SlotStatus, StatusReply, TlsLoad,
-    TlsLoadResult, TlsStatus,
+    LastCheck, NotifyTargetStatus, PendingEditStatus, RolloutStatus, RouteStatus, SlotStatus,
+    StatusReply, TlsLoad, TlsLoadResult, TlsStatus,
 };
 
 /// Lines longer than this are refused; a request is a few hundred bytes.

@@ -25,6 +25,9 @@ pub struct StatusReply {
     pub state_warnings: Vec<String>,
     /// The certificates served and their last load; `null` without `[tls]`.
     pub tls: Option<TlsStatus>,
+    /// `[[notify]]` targets that were sent something, and how it went.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notify: Vec<NotifyTargetStatus>,
     /// Every route, or only the one asked for, in config order.
     pub routes: Vec<RouteStatus>,
 }
@@ -262,6 +265,18 @@ pub struct GuardStatus {
     pub max_error_rate: f64,
     pub max_latency_increase: f64,
     pub min_requests: u64,
+}
+
+/// How deliveries to one `[[notify]]` target went since start.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NotifyTargetStatus {
+    /// The webhook's URL or the command's program.
+    pub target: String,
+    pub delivered: u64,
+    /// Notices given up on after every retry.
+    pub failed: u64,
+    pub last_error: Option<String>,
+    pub last_error_at: Option<String>,
 }
 
 /// `status.tls`: what the certificate loader last reported.

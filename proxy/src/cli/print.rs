@@ -221,6 +221,16 @@ fn print_status(out: &mut impl Write, status: &StatusReply) -> io::Result<()> {
             status.config.needs_restart.join(", ")
         )?;
     }
+    for target in status.notify.iter().filter(|t| t.failed > 0) {
+        writeln!(
+            out,
+            "NOTIFY {}: {} delivered, {} failed (last: {})",
+            target.target,
+            target.delivered,
+            target.failed,
+            target.last_error.as_deref().unwrap_or("?")
+        )?;
+    }
     for warning in &status.state_warnings {
         writeln!(out, "state file: {warning}")?;
     }

@@ -52,6 +52,10 @@ fn a_release_failing_a_fifth_of_its_requests_is_rolled_back_with_the_evidence() 
         "the guard ended with the rollback"
     );
     assert_eq!(rig.last_table().routes[0].active, 0);
+    let notice = rig.notices.last().unwrap();
+    assert_eq!(notice.event, crate::notify::NoticeKind::GuardRollback);
+    let slots = (notice.from.as_deref(), notice.to.as_deref());
+    assert_eq!(slots, (Some("green"), Some("blue")));
 }
 
 #[test]

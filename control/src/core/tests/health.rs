@@ -186,3 +186,37 @@ fn with_no_previous_slot_a_dead_active_fails_over_to_a_healthy_slot_unless_none(
     assert_eq!(none.active(), "blue");
     assert!(none.core.critical["app"].contains("no previous slot"));
 }
+
+#[test]
+fn a_fail_back_and_a_critical_route_are_told_to_the_notify_targets() {
+    use crate::notify::NoticeKind;
+    let mut rig = Rig::new(&app(""));
+    rig.all_healthy();
+    rig.result(switch("green"));
+    rig.fail("green", GREEN, 3);
+    let notice = rig.notices.last().unwrap().clone();
+    assert_eq!(notice.event, NoticeKind::Failback);
+    assert_eq!(
+        (notice.from.as_deref(), notice.to.as_deref()),
+        (Some("green"), Some("blue"))
+    );
+    assert_eq!(notice.route.as_deref(), Some("app"));
+    assert!(notice.evidence.contains(GREEN), "{}", notice.evidence);
+
+    rig.fail("blue", BLUE, 3);
+    let critical = rig.notices.last().unwrap();
+    assert_eq!(critical.event, NoticeKind::RouteCritical);
+    let told = rig.notices.len();
+    rig.fail("blue", BLUE, 3);
+    assert_eq!(rig.notices.len(), told, "told once, not on every check");
+
+    let rejected = ConfigRejected {
+        message: "test.toml:1:1: bad".into(),
+        errors: 1,
+    };
+    rig.config_read(ReloadTrigger::File, Err(rejected));
+    assert_eq!(
+        rig.notices.last().unwrap().event,
+        NoticeKind::ConfigRejected
+    );
+}

@@ -55,6 +55,8 @@ pub struct Rig {
     pub reads: Vec<ReloadTrigger>,
     /// `history` requests, answered by the shell.
     pub history_reads: usize,
+    /// What `[[notify]]` targets would be told.
+    pub notices: Vec<crate::notify::Notice>,
     next_reply: ReplyTo,
 }
 
@@ -79,6 +81,7 @@ impl Rig {
             saved: None,
             reads: Vec::new(),
             history_reads: 0,
+            notices: Vec::new(),
             next_reply: 0,
         };
         rig.collect(effects);
@@ -102,6 +105,7 @@ impl Rig {
                 }
                 Effect::ReplyHistory { .. } => self.history_reads += 1,
                 Effect::ReadConfig(trigger) => self.reads.push(trigger),
+                Effect::Notify(notice) => self.notices.push(notice),
                 Effect::SyncProbes
                 | Effect::ServeCertificates(_)
                 | Effect::Log(_)
