@@ -10,6 +10,7 @@ use crate::health::{apply_health, BackendState, Check, Reaction};
 use crate::history::{Action, HistoryEntry, Trigger};
 use crate::notify::NoticeKind;
 use crate::rollout::Phase;
+use crate::state_file::RouteState;
 
 /// Backends named, with their last check, where a slot's health is
 /// explained (history, refusals, `critical`).
@@ -107,51 +108,14 @@ impl Core {
         );
         let mut critical = None;
         for reaction in reactions {
-            let (trigger, action, reason) = match &reaction {
-                Reaction::FailBack { from, .. } => (
-                    Trigger::Failback,
-                    Action::Switch,
-                    format!(
-                        "slot {from} unhealthy: {}",
-                        self.slot_evidence(&route, from)
-                    ),
-                ),
-                Reaction::FailOver { from, to } => (
-                    Trigger::Failback,
-                    Action::Switch,
-                    format!(
-                        "slot {from} unhealthy and there is no previous slot: failed over to {to}, the first healthy slot: {}",
-                        self.slot_evidence(&route, from)
-                    ),
-                ),
-                Reaction::DropCanary { slot, weight } => {
-                    let reason = format!(
-                        "canary slot {slot} (weight {weight}) unhealthy: {}",
-                        self.slot_evidence(&route, slot)
-                    );
-                    // A rollout of that slot is over: health is one of its
-                    // verdicts.
-                    if let Some(rollout) = after.rollout.as_mut().filter(|r| r.in_progress()) {
-                        rollout.end(Phase::Aborted, format!("health check failed: {reason}"));
-                        self.rollout_clocks.remove(route_name);
-                        (Trigger::Rollout, Action::RolloutAbort, reason)
-                    } else {
-                        (Trigger::Failback, Action::Canary, reason)
-                    }
-                }
-                Reaction::ApplyPending { to, .. } => (
-                    Trigger::Config,
-                    Action::Switch,
-                    format!("held config switch applied: slot {to} is healthy"),
-                ),
-                Reaction::Critical { active, reason } => {
-                    critical = Some(format!(
-                        "active slot {active} is unhealthy ({}) and {reason}: still routing to it",
-                        self.slot_evidence(&route, active)
-                    ));
-                    continue;
-                }
-            };
+            if let Reaction::Critical { active, reason } = &reaction {
+                critical = Some(format!(
+                    "active slot {active} is unhealthy ({}) and {reason}: still routing to it",
+                    self.slot_evidence(&route, active)
+                ));
+                continue;
+            }
+            let (trigger, action, reason) = self.explain(&route, &reaction, &mut after);
             self.log(
                 Level::Warn,
                 Some(route_name),
@@ -184,6 +148,55 @@ impl Core {
             self.save();
         }
         changed
+    }
+
+    /// Who decided a reaction, what it did and why, for the history and
+    /// the log. A canary dropped while its rollout runs ends the rollout
+    /// (in `after`): health is one of its verdicts.
+    fn explain(
+        &mut self,
+        route: &RouteConfig,
+        reaction: &Reaction,
+        after: &mut RouteState,
+    ) -> (Trigger, Action, String) {
+        match reaction {
+            Reaction::FailBack { from, .. } => (
+                Trigger::Failback,
+                Action::Switch,
+                format!("slot {from} unhealthy: {}", self.slot_evidence(route, from)),
+            ),
+            Reaction::FailOver { from, to } => (
+                Trigger::Failback,
+                Action::Switch,
+                format!(
+                    "slot {from} unhealthy and there is no previous slot: failed over to {to}, the first healthy slot: {}",
+                    self.slot_evidence(route, from)
+                ),
+            ),
+            Reaction::DropCanary { slot, weight } => {
+                let reason = format!(
+                    "canary slot {slot} (weight {weight}) unhealthy: {}",
+                    self.slot_evidence(route, slot)
+                );
+                if let Some(rollout) = after.rollout.as_mut().filter(|r| r.in_progress()) {
+                    rollout.end(Phase::Aborted, format!("health check failed: {reason}"));
+                    self.rollout_clocks.remove(&route.name);
+                    (Trigger::Rollout, Action::RolloutAbort, reason)
+                } else {
+                    (Trigger::Failback, Action::Canary, reason)
+                }
+            }
+            Reaction::ApplyPending { to, .. } => (
+                Trigger::Config,
+                Action::Switch,
+                format!("held config switch applied: slot {to} is healthy"),
+            ),
+            Reaction::Critical { active, reason } => (
+                Trigger::Failback,
+                Action::Switch,
+                format!("active slot {active}: {reason}"),
+            ),
+        }
     }
 
     /// Notes (and logs once) or clears that a route has nowhere to go.

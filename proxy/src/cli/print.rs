@@ -8,8 +8,8 @@ use std::io::{self, Write};
 use serde::Serialize;
 use switchyard_control::protocol::{
     BackendStatus, ChangeReply, CheckDetail, ConfirmReply, DrainReply, GuardStatus, HistoryReply,
-    ReloadReply, Reply, Request, Response, RolloutReply, RolloutStatus, SlotStatus, StatusReply,
-    TlsLoadResult, TlsStatus,
+    ReloadReply, Reply, Request, Response, RolloutReply, RolloutStatus, RouteStatus, SlotStatus,
+    StatusReply, TlsLoadResult, TlsStatus,
 };
 
 /// What [`human`] made of the response.
@@ -235,64 +235,71 @@ fn print_status(out: &mut impl Write, status: &StatusReply) -> io::Result<()> {
         writeln!(out, "state file: {warning}")?;
     }
     for route in &status.routes {
-        let hosts = if route.hosts.is_empty() {
-            "*".to_string()
-        } else {
-            route.hosts.join(",")
-        };
-        writeln!(out)?;
-        writeln!(
-            out,
-            "route {}  hosts {hosts}  path {}",
-            route.name, route.path_prefix
-        )?;
-        writeln!(
-            out,
-            "  active {}  (decided by {} at {})",
-            route.active,
-            wire_name(&route.decided_by),
-            route.changed_at
-        )?;
-        if let Some(previous) = &route.previous {
-            writeln!(out, "  previous {previous}")?;
-        }
-        if let Some(canary) = &route.canary {
-            writeln!(out, "  canary {} at {}%", canary.slot, canary.weight)?;
-        }
-        if let Some(rollout) = &route.rollout {
-            writeln!(out, "  {}", describe_rollout(rollout))?;
-        }
-        if let Some(maintenance) = &route.maintenance {
-            writeln!(out, "  MAINTENANCE (503 to users): {maintenance}")?;
-        }
-        if let Some(guard) = &route.guard {
-            writeln!(out, "  {}", describe_guard(guard))?;
-        }
-        if let Some(critical) = &route.critical {
-            writeln!(out, "  CRITICAL: {critical}")?;
-        }
-        if let Some(pending) = &route.pending {
-            writeln!(
-                out,
-                "  pending switch to {pending} (applied once it is healthy)"
-            )?;
-        }
-        if let Some(failed) = &route.failed {
-            writeln!(
-                out,
-                "  {failed} failed and was left; only a switch brings traffic back to it"
-            )?;
-        }
-        for slot in &route.slots {
-            writeln!(out, "  {}", describe_slot(slot))?;
-            for backend in &slot.backends {
-                writeln!(out, "    {}", describe_backend(backend))?;
-            }
-        }
+        print_route(out, route)?;
     }
     if let Some(tls) = &status.tls {
         writeln!(out)?;
         print_tls(out, tls)?;
+    }
+    Ok(())
+}
+
+/// One route of `status`: its decision, what watches or holds it, its
+/// slots and backends.
+fn print_route(out: &mut impl Write, route: &RouteStatus) -> io::Result<()> {
+    let hosts = if route.hosts.is_empty() {
+        "*".to_string()
+    } else {
+        route.hosts.join(",")
+    };
+    writeln!(out)?;
+    writeln!(
+        out,
+        "route {}  hosts {hosts}  path {}",
+        route.name, route.path_prefix
+    )?;
+    writeln!(
+        out,
+        "  active {}  (decided by {} at {})",
+        route.active,
+        wire_name(&route.decided_by),
+        route.changed_at
+    )?;
+    if let Some(previous) = &route.previous {
+        writeln!(out, "  previous {previous}")?;
+    }
+    if let Some(canary) = &route.canary {
+        writeln!(out, "  canary {} at {}%", canary.slot, canary.weight)?;
+    }
+    if let Some(rollout) = &route.rollout {
+        writeln!(out, "  {}", describe_rollout(rollout))?;
+    }
+    if let Some(maintenance) = &route.maintenance {
+        writeln!(out, "  MAINTENANCE (503 to users): {maintenance}")?;
+    }
+    if let Some(guard) = &route.guard {
+        writeln!(out, "  {}", describe_guard(guard))?;
+    }
+    if let Some(critical) = &route.critical {
+        writeln!(out, "  CRITICAL: {critical}")?;
+    }
+    if let Some(pending) = &route.pending {
+        writeln!(
+            out,
+            "  pending switch to {pending} (applied once it is healthy)"
+        )?;
+    }
+    if let Some(failed) = &route.failed {
+        writeln!(
+            out,
+            "  {failed} failed and was left; only a switch brings traffic back to it"
+        )?;
+    }
+    for slot in &route.slots {
+        writeln!(out, "  {}", describe_slot(slot))?;
+        for backend in &slot.backends {
+            writeln!(out, "    {}", describe_backend(backend))?;
+        }
     }
     Ok(())
 }
