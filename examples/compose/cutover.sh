@@ -18,7 +18,7 @@ KIT_DIR=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd -P)
 
 # The exit codes, as documented atop deploy.sh and rollback.sh.
 readonly EXIT_UNEXPECTED=1 EXIT_USAGE=2 EXIT_UNHEALTHY=3 EXIT_SMOKE=4 \
-  EXIT_SWITCH=5 EXIT_DRAIN=6 EXIT_STOP=7
+  EXIT_SWITCH=5 EXIT_DRAIN=6 EXIT_STOP=7 EXIT_GUARD=8
 
 SCRIPT=cutover # the word that starts every line: deploy or rollback
 STAGE=preflight
@@ -62,6 +62,7 @@ cutover_setup() {
   HEALTH_TIMEOUT=${HEALTH_TIMEOUT:-60}
   SWITCH_TIMEOUT=${SWITCH_TIMEOUT:-10}
   DRAIN_TIMEOUT=${DRAIN_TIMEOUT:-60}
+  GUARD_TIMEOUT=${GUARD_TIMEOUT:-900}
   POLL_INTERVAL=${POLL_INTERVAL:-0.5}
   DEPLOY_STATE_DIR=${DEPLOY_STATE_DIR:-$KIT_DIR/.deploy-state}
   # Run by `bash -c` with the slot as $1 and the version as $2.
@@ -329,6 +330,42 @@ cut_over() {
     return
   fi
   fail "$EXIT_SWITCH" "switch to $slot refused: $why"
+}
+
+# Waits for switchyard's guard window on slot $1, the new active slot, to
+# end, while OLD keeps running: a breach fails back to a warm OLD in
+# milliseconds. Returns when the guard passed (or when there is none); a
+# rollback by the guard ends the run with EXIT_GUARD, and the new version
+# is stopped again like after any failure before the switch.
+await_guard() {
+  local slot=$1 active guard deadline=$((SECONDS + GUARD_TIMEOUT)) began=$SECONDS
+  STAGE=guard
+  while :; do
+    if read_route; then
+      active=$(jq -r .active <<<"$ROUTE_JSON")
+      guard=$(jq -r '.guard.slot // empty' <<<"$ROUTE_JSON")
+      if [[ $active != "$slot" ]]; then
+        SWITCHED=0
+        FAIL_CODE=$EXIT_GUARD
+        # Traffic is off the new version again: the EXIT trap stops it.
+        say "FAILED at guard: traffic went back to $active after $((SECONDS - began))s: $(last_reason)"
+        exit "$EXIT_GUARD"
+      fi
+      if [[ $guard != "$slot" ]]; then
+        say "guard: $slot passed after $((SECONDS - began))s ($(last_reason))"
+        return
+      fi
+    fi
+    ((SECONDS < deadline)) ||
+      fail "$EXIT_UNEXPECTED" "the guard on $slot still runs after ${GUARD_TIMEOUT}s (GUARD_TIMEOUT); $OLD is left running"
+    sleep "$POLL_INTERVAL"
+  done
+}
+
+# The reason of the route's newest history entry, for messages.
+last_reason() {
+  sy history "$ROUTE" --limit 1 --json 2>/dev/null |
+    jq -r '.result.entries[-1] | "\(.action): \(.reason // .result)"' 2>/dev/null || echo "see switchyard history"
 }
 
 # Waits until slot $1 has nothing in flight, then stops it.

@@ -1,9 +1,15 @@
 #!/usr/bin/env bash
-# deploy.sh VERSION: a blue/green deploy of VERSION behind switchyard.
+# deploy.sh [--no-wait] VERSION: a blue/green deploy of VERSION behind
+# switchyard.
 #
 #   start VERSION in the inactive slot → wait until switchyard's health
 #   checks pass → smoke-test it through the front door (override header) →
-#   switch → drain the old slot → stop it
+#   switch → wait for switchyard's guard window to pass, the old slot still
+#   running (a breach fails back to it at once) → drain the old slot → stop it
+#
+# --no-wait returns right after the switch, exit 0, and leaves the old slot
+# running: the guard can still fail back to it, and the next deploy stops it
+# before it starts the next version there.
 #
 # Nothing before the switch touches traffic: a failure there stops the new
 # slot again. One line per stage goes to stderr. Settings come from the
@@ -23,6 +29,8 @@
 #      running
 #   7  the old slot could not be stopped: traffic IS on the new version; the
 #      old slot is drained but running
+#   8  the guard rolled back: traffic is on the old version again (it was
+#      kept running for this); the new version is stopped again
 set -euo pipefail
 
 # shellcheck source=cutover.sh
@@ -30,17 +38,22 @@ source "$(dirname -- "${BASH_SOURCE[0]}")/cutover.sh"
 
 usage() {
   cat <<'USAGE'
-usage: deploy.sh VERSION
+usage: deploy.sh [--no-wait] VERSION
 Deploys VERSION to the inactive slot of $ROUTE (default app) and switches
 traffic to it. Exit codes and settings: the comment atop this script and
 README.md beside it.
 USAGE
 }
 
+WAIT_GUARD=1
 case ${1:-} in
 -h | --help)
   usage
   exit 0
+  ;;
+--no-wait)
+  WAIT_GUARD=0
+  shift
   ;;
 esac
 if [[ $# -ne 1 || -z $1 || $1 == -* ]]; then
@@ -68,6 +81,12 @@ bring_up "$NEW" "$VERSION"
 smoke_test "$NEW" "$VERSION"
 cut_over "$NEW" "deploy $VERSION to $NEW${REASON:+: $REASON}"
 record_version "$NEW" "$VERSION"
+if ((!WAIT_GUARD)); then
+  STAGE='done'
+  say "done: $VERSION is live on $NEW; $OLD is left running for the guard (the next deploy stops it)"
+  exit 0
+fi
+await_guard "$NEW"
 retire "$OLD"
 STAGE='done'
-say "done: $VERSION is live on $NEW; $OLD is stopped"
+say "done: $VERSION is live on $NEW and passed its guard; $OLD is stopped"

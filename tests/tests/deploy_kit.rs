@@ -17,12 +17,13 @@ use std::time::{Duration, Instant};
 use switchyard_tests::{switchyard_bin, wait_until, Proxy};
 
 /// The stages a deploy or rollback that goes all the way reports, in order.
-const EVERY_STAGE: [&str; 8] = [
+const EVERY_STAGE: [&str; 9] = [
     "preflight",
     "start",
     "health",
     "smoke",
     "switch",
+    "guard",
     "drain",
     "stop",
     "done",
@@ -33,7 +34,9 @@ const TOKEN: &str = "smoke-secret";
 
 /// A slot's app: every path answers `<slot> <version>`. A version
 /// containing "sick" fails `/health`; one containing "broken" answers 500
-/// on every other path; `/slow/<seconds>` answers after that long.
+/// on every other path; one containing "flaky" answers 500 under `/api/`
+/// (the smoke test's `/` passes, users' requests fail); `/slow/<seconds>`
+/// answers after that long.
 const APP: &str = r#"
 import sys, time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -49,6 +52,8 @@ class Handler(BaseHTTPRequestHandler):
             status = 503 if "sick" in version else 200
         else:
             status = 500 if "broken" in version else 200
+            if "flaky" in version and self.path.startswith("/api/"):
+                status = 500
         if self.path.startswith("/slow/"):
             time.sleep(float(self.path[len("/slow/"):]))
         body = f"{slot} {version}\n".encode()
@@ -149,6 +154,9 @@ rise = 2
 fall = 2
 [route.preview]
 override_token = "{TOKEN}"
+[route.guard]
+window = "1s"
+min_requests = 5
 "#
         );
         let proxy = Proxy::start(dir.path(), &routes);
@@ -441,7 +449,10 @@ fn rollback_after_a_deploy_puts_blue_back() {
     // blue was started before the kit: no version recorded for it.
     let run = kit.run("rollback.sh", &["v1"], &[]);
     assert_eq!(run.code, Some(0), "{run}");
-    assert_eq!(stages(&run, "rollback"), EVERY_STAGE, "{run}");
+    // A rollback is the way back to a known version: it does not wait for
+    // the guard before it stops what it replaced.
+    let rollback_stages: Vec<&str> = EVERY_STAGE.into_iter().filter(|s| *s != "guard").collect();
+    assert_eq!(stages(&run, "rollback"), rollback_stages, "{run}");
 
     assert!(kit.front_body("/").contains("blue v1"));
     assert_eq!(kit.active(), "blue");
@@ -690,4 +701,52 @@ fn the_compose_files_agree_with_each_other_and_the_scripts() {
         "examples/compose/Dockerfile"
     );
     assert!(dir.join("Dockerfile").exists());
+}
+
+#[test]
+fn a_release_the_guard_rolls_back_exits_8_with_traffic_on_the_warm_old_version() {
+    let kit = Kit::start();
+    let addr = kit.proxy.addr;
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // Users' traffic during the deploy: the flaky version fails it.
+    let users = {
+        let done = done.clone();
+        std::thread::spawn(move || {
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                get(addr, "/api/orders");
+            }
+        })
+    };
+    let run = kit.run("deploy.sh", &["v2-flaky"], &[("GUARD_TIMEOUT", "20")]);
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    users.join().unwrap();
+    assert_eq!(run.code, Some(8), "{run}");
+    assert!(run.stderr.contains("traffic went back to blue"), "{run}");
+    assert_eq!(kit.active(), "blue");
+    assert!(kit.running("blue"), "the old version was kept warm");
+    assert!(
+        !kit.running("green"),
+        "the rolled-back version is stopped again"
+    );
+    assert!(run.stderr.contains("cleanup: green stopped again"), "{run}");
+    assert!(kit.front_body("/").contains("blue v1"));
+}
+
+#[test]
+fn no_wait_returns_after_the_switch_and_the_next_deploy_stops_the_old_slot() {
+    let kit = Kit::start();
+    let run = kit.run("deploy.sh", &["--no-wait", "v2"], &[]);
+    assert_eq!(run.code, Some(0), "{run}");
+    assert!(
+        !stages(&run, "deploy").contains(&"guard".to_string()),
+        "{run}"
+    );
+    assert_eq!(kit.active(), "green");
+    assert!(kit.running("blue"), "left running for the guard");
+
+    let next = kit.run("deploy.sh", &["v3"], &[]);
+    assert_eq!(next.code, Some(0), "{next}");
+    assert_eq!(kit.active(), "blue");
+    assert!(kit.front_body("/").contains("blue v3"));
+    assert!(!kit.running("green"));
 }
