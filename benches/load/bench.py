@@ -34,6 +34,7 @@ import tempfile
 import time
 
 import failback
+import guard
 import idle
 
 BACKEND_PORTS = {"blue": 18180, "green": 18181}
@@ -388,6 +389,8 @@ def main():
     parser.add_argument("--results", default=f"{root}/benches/results")
     parser.add_argument("--only-failback", action="store_true",
                         help="measure only the fail-back window (no proxy comparison)")
+    parser.add_argument("--only-guard", action="store_true",
+                        help="measure only the guard's rollback of a failing release")
     parser.add_argument("--only-idle", action="store_true",
                         help="measure only the memory of idle kept-alive connections")
     parser.add_argument("--idle-connections", type=int, default=3000,
@@ -420,6 +423,9 @@ def main():
         if args.only_failback:
             print("\n".join(failback.failback_checks(sys.modules[__name__], args.switchyard, work, procs)))
             return
+        if args.only_guard:
+            print("\n".join(guard.guard_checks(sys.modules[__name__], args.switchyard, work, procs)))
+            return
         if args.only_idle:
             print("\n".join(idle.idle_checks(sys.modules[__name__], pids, args.idle_connections)))
             return
@@ -427,6 +433,7 @@ def main():
         check_no_errors(results)
         checks = switching_checks(args.switchyard, work)
         checks += failback.failback_checks(sys.modules[__name__], args.switchyard, work, procs)
+        checks += guard.guard_checks(sys.modules[__name__], args.switchyard, work, procs)
         idle_rows = idle.idle_checks(sys.modules[__name__], pids, args.idle_connections)
     finally:
         procs.stop_all()

@@ -18,8 +18,10 @@ use crate::rollout::{judge_against, Limits, Verdict};
 use crate::state_file::DecisionSource;
 use crate::table::StatsSnapshot;
 
-/// How often a guarded slot's counters are looked at.
-pub(super) const GUARD_TICK: Duration = Duration::from_millis(250);
+/// How often a guarded slot's counters are looked at: a look reads one
+/// slot's counters, and at 20,000 requests a second every 50 ms is about a
+/// thousand more requests on a failing release (bench: `--only-guard`).
+pub(super) const GUARD_TICK: Duration = Duration::from_millis(50);
 
 /// What the previous slot's p95 is called in a breach's reason.
 const BASELINE: &str = "the previous slot's";
