@@ -36,6 +36,7 @@ pub fn table_with_routes(n: usize) -> RoutingTable {
             upgrades: vec!["websocket".into()],
             pool_epoch: 0,
             maintenance: false,
+            error_pages: Default::default(),
         })
         .collect();
     RoutingTable::build(1, specs)

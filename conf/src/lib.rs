@@ -6,6 +6,7 @@ mod checks;
 mod guard;
 mod model;
 mod notify;
+mod pages;
 mod reader;
 mod schema;
 pub mod shrink;

@@ -172,6 +172,9 @@ pub struct RouteConfig {
     /// `maintenance = true`: the route answers 503 with a maintenance page
     /// (preview hosts and authorised overrides still reach the slots).
     pub maintenance: bool,
+    /// Status (502, 503, 504) → the HTML page answered instead of
+    /// switchyard's own text, read from `error_pages` when loaded.
+    pub error_pages: BTreeMap<u16, std::sync::Arc<[u8]>>,
 }
 
 /// `[route.guard]`: after every switch, the new active slot is watched for

@@ -53,6 +53,7 @@ const ROUTE_KEYS: &[&str] = &[
     "guard",
     "failover",
     "maintenance",
+    "error_pages",
 ];
 const HEALTH_KEYS: &[&str] = &[
     "path",
@@ -118,7 +119,7 @@ pub fn read(reader: &mut Reader, doc: &ImDocument<String>, base_dir: &Path) -> R
         .map(|(t, s)| read_tls(reader, t, &s, base_dir, &mut listeners));
     let routes: Vec<ReadRoute> = route_tables(reader, root)
         .into_iter()
-        .filter_map(|(table, span)| read_route(reader, table, &span))
+        .filter_map(|(table, span)| read_route(reader, table, &span, base_dir))
         .collect();
     for route in routes.iter().filter(|r| r.config.redirect_https) {
         if tls.is_none() {
@@ -485,7 +486,12 @@ pub fn host_pattern(reader: &mut Reader, text: &At<String>, context: &str) -> Op
     })
 }
 
-fn read_route(reader: &mut Reader, t: &dyn TableLike, span: &Span) -> Option<ReadRoute> {
+fn read_route(
+    reader: &mut Reader,
+    t: &dyn TableLike,
+    span: &Span,
+    base_dir: &Path,
+) -> Option<ReadRoute> {
     let name = reader.required_string(t, "name", "[[route]]", span);
     let cx = match &name {
         Some(n) => format!("route {:?}", n.value),
@@ -597,6 +603,7 @@ fn read_route(reader: &mut Reader, t: &dyn TableLike, span: &Span) -> Option<Rea
         .and_then(|(rt, rspan)| read_rollout(reader, rt, &rspan, &cx));
     let failover = crate::guard::read_failover(reader, t, &cx);
     let maintenance = reader.boolean(t, "maintenance", &cx).unwrap_or(false);
+    let error_pages = crate::pages::read_error_pages(reader, t, &cx, base_dir, &[502, 503, 504]);
     let guard = sub_table(reader, t, "guard", &cx)
         .map(|(gt, _)| crate::guard::read_guard(reader, gt, &cx))
         .unwrap_or_default();
@@ -625,6 +632,7 @@ fn read_route(reader: &mut Reader, t: &dyn TableLike, span: &Span) -> Option<Rea
             guard,
             failover,
             maintenance,
+            error_pages,
         },
     })
 }

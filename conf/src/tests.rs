@@ -852,3 +852,32 @@ fn notify_targets_are_webhooks_or_commands_with_known_events() {
         "{event}"
     );
 }
+
+#[test]
+fn error_pages_are_read_with_the_config_and_a_missing_one_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("502.html"), "<h1>be right back</h1>").unwrap();
+    let text = "[[route]]\nname = \"app\"\nactive = \"blue\"\nerror_pages = { 502 = \"502.html\" }\n[route.slots]\nblue = [\"127.0.0.1:3000\"]\n";
+    let parsed = parse("test.toml", &text, dir.path()).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        &*parsed.routes[0].error_pages[&502],
+        b"<h1>be right back</h1>"
+    );
+
+    let missing = text.replace("502.html", "gone.html");
+    let errors = parse("test.toml", &missing, dir.path())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        errors.contains("`error_pages.502` of route \"app\": cannot read"),
+        "{errors}"
+    );
+    let other = text.replace("502 = ", "418 = ");
+    let errors = parse("test.toml", &other, dir.path())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        errors.contains("the pages switchyard answers with here are 502, 503, 504"),
+        "{errors}"
+    );
+}

@@ -295,6 +295,7 @@ mod tests {
             guard: Default::default(),
             failover: true,
             maintenance: false,
+            error_pages: Default::default(),
         }
     }
 

@@ -63,6 +63,7 @@ fn table() -> RoutingTable {
             upgrades: vec!["websocket".into()],
             pool_epoch: 0,
             maintenance: false,
+            error_pages: Default::default(),
         })
         .collect();
     RoutingTable::build(1, specs)

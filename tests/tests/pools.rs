@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 use std::sync::atomic::Ordering;
 
 use switchyard_tests::wire::recording_backend;
-use switchyard_tests::{Backend, Client, Proxy};
+use switchyard_tests::{config_text, Backend, Client, Proxy};
 
 /// `app` on two recording backends; `other` on two plain ones, probed
 /// every 100 ms so that its blue backend can be made to flap quickly.
@@ -45,7 +45,14 @@ async fn pooled_connections_survive_unrelated_changes_but_not_a_switch() {
     let (blue, green) = (app_blue.addr.to_string(), app_green.addr.to_string());
     let others = [&other_blue, &other_green];
     let dir = tempfile::tempdir().unwrap();
-    let proxy = Proxy::start(dir.path(), &routes(&blue, &green, &others, 2));
+    // One data-plane thread: each worker thread has its own upstream pool,
+    // and with two, a request accepted on the other thread would open a
+    // second connection without anything having emptied a pool.
+    let config = dir.path().join("switchyard.toml");
+    let text =
+        config_text(&routes(&blue, &green, &others, 2)).replace("threads = 2", "threads = 1");
+    std::fs::write(&config, text).unwrap();
+    let proxy = Proxy::start_with_file(dir.path(), &config);
     proxy
         .wait_for_status("other's blue backend healthy", |s| {
             backend_state(s, "other") == "healthy"
@@ -91,7 +98,9 @@ async fn pooled_connections_survive_unrelated_changes_but_not_a_switch() {
         tokio::task::block_in_place(|| proxy.cli_ok(&["canary", "app", "green", weight]));
     }
     let reloads = proxy.reloads();
-    proxy.edit_config(&routes(&blue, &green, &others, 3));
+    let edited =
+        config_text(&routes(&blue, &green, &others, 3)).replace("threads = 2", "threads = 1");
+    proxy.write_config_text(&edited);
     proxy
         .wait_for_status("the edit of other applied", |s| {
             s["config"]["reloads"].as_u64() > Some(reloads)

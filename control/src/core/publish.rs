@@ -188,6 +188,11 @@ impl Core {
             },
             upgrades: route.upgrades.clone(),
             maintenance: state.maintenance.is_some(),
+            error_pages: route
+                .error_pages
+                .iter()
+                .map(|(status, page)| (*status, bytes::Bytes::from_owner(page.clone())))
+                .collect(),
             pool_epoch: self
                 .published
                 .pool_epochs

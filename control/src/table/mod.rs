@@ -108,6 +108,8 @@ pub struct Route {
     /// In maintenance: requests get 503 with a page, but those a preview
     /// host or an authorised override sends to a slot.
     pub maintenance: bool,
+    /// Status (502, 503, 504) → the route's own page for it.
+    pub error_pages: BTreeMap<u16, bytes::Bytes>,
     /// Stickiness, overrides and previews; see [`Route::choose`].
     assigner: assign::Assigner,
     slot_names: Vec<Arc<str>>,
@@ -299,6 +301,8 @@ pub struct RouteSpec {
     pub pool_epoch: u64,
     /// Answer 503 with the maintenance page (but to previews and overrides).
     pub maintenance: bool,
+    /// Status → the page switchyard answers with instead of its own text.
+    pub error_pages: BTreeMap<u16, bytes::Bytes>,
 }
 
 /// What a route does about HTTPS.
@@ -504,6 +508,7 @@ impl Route {
             }),
             upgrades: spec.upgrades.into_iter().map(Into::into).collect(),
             maintenance: spec.maintenance,
+            error_pages: spec.error_pages,
             assigner,
             slot_names,
         }

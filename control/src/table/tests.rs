@@ -31,6 +31,7 @@ fn spec(name: &str, hosts: &[&str], prefix: &str) -> RouteSpec {
         upgrades: vec!["websocket".into()],
         pool_epoch: 0,
         maintenance: false,
+        error_pages: Default::default(),
     }
 }
 

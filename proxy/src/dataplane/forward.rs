@@ -62,16 +62,20 @@ impl Forwarder {
         };
         let mut pick = pick(session, &table.routes[found.index], found.preview, incoming);
         if pick.route.maintenance && !matches!(pick.reason, Reason::Override | Reason::Preview) {
-            return Outcome::Maintenance;
+            return Outcome::Maintenance(pick.route.error_pages.get(&503).cloned());
         }
         let outcome = self
             .attempts(session, table, incoming, &mut pick, trail)
             .await;
-        // Our own 502 and 504 answers count against the slot that failed.
+        // Our own 502 and 504 answers count against the slot that failed,
+        // and go out as the route's own page when it has one.
         if let Outcome::Answer(status, _) = outcome {
             pick.counted
                 .load
                 .answered(status, pick.reply.started.elapsed());
+            if let Some(page) = pick.route.error_pages.get(&status) {
+                return Outcome::Page(status, page.clone());
+            }
         }
         outcome
     }

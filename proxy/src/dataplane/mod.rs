@@ -123,8 +123,12 @@ pub(crate) enum Outcome {
     Reject(u16, &'static [u8]),
     /// A plain-HTTP request to a route that wants HTTPS: 301 to here.
     Redirect(HeaderValue),
-    /// The route is in maintenance: 503 with the page and `Retry-After`.
-    Maintenance,
+    /// The route is in maintenance: 503 with the page (the route's own,
+    /// if it has one) and `Retry-After`.
+    Maintenance(Option<bytes::Bytes>),
+    /// Nothing was sent to the client yet: answer with this status and
+    /// the route's own page for it.
+    Page(u16, bytes::Bytes),
     /// The client is gone, or the response broke half-way: close.
     Abandon,
 }

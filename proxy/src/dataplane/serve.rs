@@ -227,12 +227,23 @@ async fn finish_request(
             session.shutdown().await;
             None
         }
-        Outcome::Maintenance => {
+        Outcome::Maintenance(page) => {
             if !session.is_body_done() {
                 session.set_keepalive(None);
             }
-            if let Err(e) = maintenance(session, request_id).await {
+            let page = page.unwrap_or_else(|| Bytes::from_static(MAINTENANCE_PAGE));
+            let retry = Some(MAINTENANCE_RETRY_AFTER);
+            if let Err(e) = page_answer(session, 503, page, retry, request_id).await {
                 tracing::debug!("cannot send the maintenance page: {e}");
+            }
+            Some(keepalive)
+        }
+        Outcome::Page(status, page) => {
+            if !session.is_body_done() {
+                session.set_keepalive(None);
+            }
+            if let Err(e) = page_answer(session, status, page, None, request_id).await {
+                tracing::debug!("cannot send the {status} page: {e}");
             }
             Some(keepalive)
         }
@@ -252,16 +263,47 @@ const MAINTENANCE_PAGE: &[u8] = b"<!doctype html>\n<html><head><meta charset=\"u
 /// again.
 const MAINTENANCE_RETRY_AFTER: &str = "60";
 
-/// 503 with the maintenance page and `Retry-After`.
-async fn maintenance(session: &mut ServerSession, request_id: &HeaderValue) -> pingora::Result<()> {
-    let mut header = ServerSession::generate_error(503);
-    header.set_content_length(MAINTENANCE_PAGE.len())?;
-    header.insert_header(http::header::CONTENT_TYPE, "text/html; charset=utf-8")?;
-    header.insert_header(http::header::RETRY_AFTER, MAINTENANCE_RETRY_AFTER)?;
+/// `status` with an HTML page — or, to a client that asks for JSON and not
+/// HTML (an API client), `{"status": 503, "error": "Service Unavailable"}`.
+async fn page_answer(
+    session: &mut ServerSession,
+    status: u16,
+    page: Bytes,
+    retry_after: Option<&str>,
+    request_id: &HeaderValue,
+) -> pingora::Result<()> {
+    let (content_type, body) = if wants_json(session) {
+        let reason = http::StatusCode::from_u16(status)
+            .ok()
+            .and_then(|s| s.canonical_reason())
+            .unwrap_or("error");
+        let json = format!("{{\"status\":{status},\"error\":\"{reason}\"}}\n");
+        ("application/json", Bytes::from(json))
+    } else {
+        ("text/html; charset=utf-8", page)
+    };
+    let mut header = ServerSession::generate_error(status);
+    header.set_content_length(body.len())?;
+    header.insert_header(http::header::CONTENT_TYPE, content_type)?;
+    if let Some(retry_after) = retry_after {
+        header.insert_header(http::header::RETRY_AFTER, retry_after)?;
+    }
     header.insert_header(request_id::HEADER, request_id.clone())?;
-    session
-        .write_error_response(header, Bytes::from_static(MAINTENANCE_PAGE))
-        .await
+    session.write_error_response(header, body).await
+}
+
+/// The client's `Accept` names JSON and not HTML.
+fn wants_json(session: &ServerSession) -> bool {
+    let accept = session
+        .req_header()
+        .headers
+        .get_all(http::header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect::<Vec<_>>()
+        .join(",")
+        .to_ascii_lowercase();
+    accept.contains("application/json") && !accept.contains("text/html")
 }
 
 /// One of our own answers (404, 502, 504), with the request's id.
