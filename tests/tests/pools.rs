@@ -45,9 +45,10 @@ async fn pooled_connections_survive_unrelated_changes_but_not_a_switch() {
     let (blue, green) = (app_blue.addr.to_string(), app_green.addr.to_string());
     let others = [&other_blue, &other_green];
     let dir = tempfile::tempdir().unwrap();
-    // One data-plane thread: each worker thread has its own upstream pool,
-    // and with two, a request accepted on the other thread would open a
-    // second connection without anything having emptied a pool.
+    // One data-plane thread: with two, a run once saw a second upstream
+    // connection although no pool key had changed (most likely a request
+    // accepted on the other worker thread, which does not reuse what the
+    // first one pooled).
     let config = dir.path().join("switchyard.toml");
     let text =
         config_text(&routes(&blue, &green, &others, 2)).replace("threads = 2", "threads = 1");
