@@ -858,7 +858,7 @@ fn error_pages_are_read_with_the_config_and_a_missing_one_is_an_error() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("502.html"), "<h1>be right back</h1>").unwrap();
     let text = "[[route]]\nname = \"app\"\nactive = \"blue\"\nerror_pages = { 502 = \"502.html\" }\n[route.slots]\nblue = [\"127.0.0.1:3000\"]\n";
-    let parsed = parse("test.toml", &text, dir.path()).unwrap_or_else(|e| panic!("{e}"));
+    let parsed = parse("test.toml", text, dir.path()).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(
         &*parsed.routes[0].error_pages[&502],
         b"<h1>be right back</h1>"
