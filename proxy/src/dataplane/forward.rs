@@ -14,6 +14,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use pingora::protocols::http::ServerSession;
 use switchyard_control::table::{Reason, RouteRef};
@@ -28,6 +29,13 @@ use super::upstream_request::upstream_request;
 use super::{authority, exchange, h2_upstream, Forwarder, Outcome, BAD_GATEWAY_BODY};
 
 const NO_ROUTE_BODY: &[u8] = b"switchyard: no route for this host and path\n";
+
+/// What a route in maintenance answers, unless it has its own 503 page.
+const MAINTENANCE_PAGE: &[u8] = b"<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>Down for maintenance</title>\n<meta name=\"viewport\" content=\"width=device-width\"></head>\n<body style=\"font-family:sans-serif;max-width:36em;margin:4em auto;padding:0 1em\">\n<h1>Down for maintenance</h1><p>We will be back shortly. Please try again in a minute.</p>\n</body></html>\n";
+
+/// How long a client is asked to wait before trying a route in maintenance
+/// again.
+const MAINTENANCE_RETRY_AFTER: &str = "60";
 
 /// What the proxy knows of a request besides its header.
 #[derive(Clone, Copy)]
@@ -62,7 +70,12 @@ impl Forwarder {
         };
         let mut pick = pick(session, &table.routes[found.index], found.preview, incoming);
         if pick.route.maintenance && !matches!(pick.reason, Reason::Override | Reason::Preview) {
-            return Outcome::Maintenance(pick.route.error_pages.get(&503).cloned());
+            return Outcome::Page {
+                status: 503,
+                page: (pick.route.error_pages.get(&503).cloned())
+                    .unwrap_or_else(|| Bytes::from_static(MAINTENANCE_PAGE)),
+                retry_after: Some(MAINTENANCE_RETRY_AFTER),
+            };
         }
         let outcome = self
             .attempts(session, table, incoming, &mut pick, trail)
@@ -74,7 +87,12 @@ impl Forwarder {
                 .load
                 .answered(status, pick.reply.started.elapsed());
             if let Some(page) = pick.route.error_pages.get(&status) {
-                return Outcome::Page(status, page.clone());
+                let page = page.clone();
+                return Outcome::Page {
+                    status,
+                    page,
+                    retry_after: None,
+                };
             }
         }
         outcome

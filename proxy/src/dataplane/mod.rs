@@ -123,12 +123,14 @@ pub(crate) enum Outcome {
     Reject(u16, &'static [u8]),
     /// A plain-HTTP request to a route that wants HTTPS: 301 to here.
     Redirect(HeaderValue),
-    /// The route is in maintenance: 503 with the page (the route's own,
-    /// if it has one) and `Retry-After`.
-    Maintenance(Option<bytes::Bytes>),
     /// Nothing was sent to the client yet: answer with this status and
-    /// the route's own page for it.
-    Page(u16, bytes::Bytes),
+    /// this HTML page (a route's own page, or the maintenance page), and
+    /// with `Retry-After` when it says when to come back.
+    Page {
+        status: u16,
+        page: bytes::Bytes,
+        retry_after: Option<&'static str>,
+    },
     /// The client is gone, or the response broke half-way: close.
     Abandon,
 }

@@ -227,22 +227,15 @@ async fn finish_request(
             session.shutdown().await;
             None
         }
-        Outcome::Maintenance(page) => {
+        Outcome::Page {
+            status,
+            page,
+            retry_after,
+        } => {
             if !session.is_body_done() {
                 session.set_keepalive(None);
             }
-            let page = page.unwrap_or_else(|| Bytes::from_static(MAINTENANCE_PAGE));
-            let retry = Some(MAINTENANCE_RETRY_AFTER);
-            if let Err(e) = page_answer(session, 503, page, retry, request_id).await {
-                tracing::debug!("cannot send the maintenance page: {e}");
-            }
-            Some(keepalive)
-        }
-        Outcome::Page(status, page) => {
-            if !session.is_body_done() {
-                session.set_keepalive(None);
-            }
-            if let Err(e) = page_answer(session, status, page, None, request_id).await {
+            if let Err(e) = page_answer(session, status, page, retry_after, request_id).await {
                 tracing::debug!("cannot send the {status} page: {e}");
             }
             Some(keepalive)
@@ -255,13 +248,6 @@ async fn finish_request(
         }
     }
 }
-
-/// What a route in maintenance answers.
-const MAINTENANCE_PAGE: &[u8] = b"<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>Down for maintenance</title>\n<meta name=\"viewport\" content=\"width=device-width\"></head>\n<body style=\"font-family:sans-serif;max-width:36em;margin:4em auto;padding:0 1em\">\n<h1>Down for maintenance</h1><p>We will be back shortly. Please try again in a minute.</p>\n</body></html>\n";
-
-/// How long a client is asked to wait before trying a route in maintenance
-/// again.
-const MAINTENANCE_RETRY_AFTER: &str = "60";
 
 /// `status` with an HTML page — or, to a client that asks for JSON and not
 /// HTML (an API client), `{"status": 503, "error": "Service Unavailable"}`.
@@ -294,16 +280,18 @@ async fn page_answer(
 
 /// The client's `Accept` names JSON and not HTML.
 fn wants_json(session: &ServerSession) -> bool {
-    let accept = session
-        .req_header()
-        .headers
-        .get_all(http::header::ACCEPT)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .collect::<Vec<_>>()
-        .join(",")
-        .to_ascii_lowercase();
-    accept.contains("application/json") && !accept.contains("text/html")
+    let (mut json, mut html) = (false, false);
+    for value in session.req_header().headers.get_all(http::header::ACCEPT) {
+        json |= contains_ignoring_case(value.as_bytes(), b"application/json");
+        html |= contains_ignoring_case(value.as_bytes(), b"text/html");
+    }
+    json && !html
+}
+
+fn contains_ignoring_case(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack
+        .windows(needle.len())
+        .any(|w| w.eq_ignore_ascii_case(needle))
 }
 
 /// One of our own answers (404, 502, 504), with the request's id.
