@@ -28,10 +28,11 @@ def config(work, blue_port):
             f'rise = 1\nfall = {FALL}\n')
 
 
-def ask(work, request):
-    """One admin request over the socket, without starting a CLI process."""
+def ask(work, request, sock="failback.sock"):
+    """One admin request over the socket `work/sock`, without starting a
+    CLI process."""
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-        s.connect(f"{work}/failback.sock")
+        s.connect(f"{work}/{sock}")
         s.sendall((json.dumps(request) + "\n").encode())
         data = b""
         while not data.endswith(b"\n"):

@@ -7,13 +7,13 @@ time) until switchyard's status shows the previous slot active again, and
 how many requests reached the bad slot (wrk's non-2xx answers). Used by
 bench.py."""
 
-import json
 import os
 import re
-import socket
 import statistics
 import subprocess
 import time
+
+import failback
 
 PORT = 18192
 BAD_PORT = 18193
@@ -30,17 +30,7 @@ def config(work, good_port):
 
 
 def ask(work, request):
-    """One admin request over the socket, without starting a CLI process."""
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-        s.connect(f"{work}/guard.sock")
-        s.sendall((json.dumps(request) + "\n").encode())
-        data = b""
-        while not data.endswith(b"\n"):
-            chunk = s.recv(65536)
-            if not chunk:
-                break
-            data += chunk
-    return json.loads(data)
+    return failback.ask(work, request, sock="guard.sock")
 
 
 def route(work):

@@ -315,9 +315,7 @@ impl Controller {
                     let event = self.read_config(trigger);
                     queue.extend(self.core.apply(event, now()));
                 }
-                Effect::SyncProbes => {
-                    // A config was applied: probe its backends, tell its
-                    // notify targets.
+                Effect::ConfigApplied => {
                     self.monitor.sync(self.core.config());
                     self.notifier.set_targets(&self.core.config().notify);
                 }

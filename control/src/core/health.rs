@@ -35,7 +35,7 @@ impl Core {
                 (route.name.clone(), slots)
             })
             .collect();
-        self.effects.push(super::Effect::SyncProbes);
+        self.effects.push(super::Effect::ConfigApplied);
     }
 
     /// Counts checks, then lets each route whose slot health changed react
@@ -108,14 +108,13 @@ impl Core {
         );
         let mut critical = None;
         for reaction in reactions {
-            if let Reaction::Critical { active, reason } = &reaction {
-                critical = Some(format!(
-                    "active slot {active} is unhealthy ({}) and {reason}: still routing to it",
-                    self.slot_evidence(&route, active)
-                ));
-                continue;
-            }
-            let (trigger, action, reason) = self.explain(&route, &reaction, &mut after);
+            let (trigger, action, reason) = match self.explain(&route, &reaction, &mut after) {
+                Explained::Change(trigger, action, reason) => (trigger, action, reason),
+                Explained::Critical(reason) => {
+                    critical = Some(reason);
+                    continue;
+                }
+            };
             self.log(
                 Level::Warn,
                 Some(route_name),
@@ -151,15 +150,16 @@ impl Core {
     }
 
     /// Who decided a reaction, what it did and why, for the history and
-    /// the log. A canary dropped while its rollout runs ends the rollout
-    /// (in `after`): health is one of its verdicts.
+    /// the log; or why the route is critical. A canary dropped while its
+    /// rollout runs ends the rollout (in `after`): health is one of its
+    /// verdicts.
     fn explain(
         &mut self,
         route: &RouteConfig,
         reaction: &Reaction,
         after: &mut RouteState,
-    ) -> (Trigger, Action, String) {
-        match reaction {
+    ) -> Explained {
+        let (trigger, action, reason) = match reaction {
             Reaction::FailBack { from, .. } => (
                 Trigger::Failback,
                 Action::Switch,
@@ -191,12 +191,14 @@ impl Core {
                 Action::Switch,
                 format!("held config switch applied: slot {to} is healthy"),
             ),
-            Reaction::Critical { active, reason } => (
-                Trigger::Failback,
-                Action::Switch,
-                format!("active slot {active}: {reason}"),
-            ),
-        }
+            Reaction::Critical { active, reason } => {
+                return Explained::Critical(format!(
+                    "active slot {active} is unhealthy ({}) and {reason}: still routing to it",
+                    self.slot_evidence(route, active)
+                ))
+            }
+        };
+        Explained::Change(trigger, action, reason)
     }
 
     /// Notes (and logs once) or clears that a route has nowhere to go.
@@ -246,6 +248,14 @@ impl Core {
         }
         evidence.join("; ")
     }
+}
+
+/// A reaction as the history and the log tell it.
+enum Explained {
+    /// The route changed: who decided, what, and why.
+    Change(Trigger, Action, String),
+    /// Nothing changed, and the route has nowhere to go: why.
+    Critical(String),
 }
 
 /// `pass 200 in 1.2ms`, `status 500 in 3.0ms`, `timed out in 1000.0ms`.

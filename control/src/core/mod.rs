@@ -137,8 +137,9 @@ pub enum Effect {
     /// Read the config file and apply [`Event::ConfigRead`] with this
     /// trigger.
     ReadConfig(ReloadTrigger),
-    /// Probe exactly the backends of [`Core::config`].
-    SyncProbes,
+    /// A config was applied: probe exactly the backends of
+    /// [`Core::config`], and notify its `[[notify]]` targets.
+    ConfigApplied,
     /// The `[tls]` certificates to serve changed.
     ServeCertificates(TlsConfig),
     Log(LogLine),

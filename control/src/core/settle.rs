@@ -56,6 +56,18 @@ impl PendingEdit {
     }
 }
 
+/// What the held edit removes and when it applies, as of `now`.
+fn edit_status(pending: &PendingEdit, now: Now) -> PendingEditStatus {
+    let left = pending.deadline.saturating_duration_since(now.at);
+    PendingEditStatus {
+        removes: pending.removals.iter().map(Removal::to_string).collect(),
+        since: rfc3339(pending.since),
+        applies_at: rfc3339(now.wall + left),
+        applies_in_ms: left.as_millis() as u64,
+        settle: settle_text(),
+    }
+}
+
 fn settle_text() -> String {
     humantime::format_duration(SHRINK_SETTLE).to_string()
 }
@@ -71,12 +83,8 @@ impl Core {
         now: Now,
     ) -> Response {
         self.effects.push(Effect::CountReload("held"));
-        if self
-            .pending_edit
-            .as_ref()
-            .is_some_and(|p| p.config == config)
-        {
-            return self.held_response(now);
+        if let Some(same) = self.pending_edit.as_ref().filter(|p| p.config == config) {
+            return self.held_response(same, now);
         }
         let described = shrink::describe(&removals);
         let settle = settle_text();
@@ -103,8 +111,9 @@ impl Core {
         self.record_pending(&pending, Outcome::Held(held), now);
         // The file parses again: an earlier error no longer describes it.
         self.config_error = None;
+        let response = self.held_response(&pending, now);
         self.pending_edit = Some(pending);
-        self.held_response(now)
+        response
     }
 
     /// The held edit's time is up and the file was read again (`config`,
@@ -164,32 +173,13 @@ impl Core {
 
     /// The held edit as `status` shows it; `None` when none is held.
     pub(super) fn pending_edit_status(&self, now: Now) -> Option<PendingEditStatus> {
-        let pending = self.pending_edit.as_ref()?;
-        let left = pending.deadline.saturating_duration_since(now.at);
-        Some(PendingEditStatus {
-            removes: pending.removals.iter().map(Removal::to_string).collect(),
-            since: rfc3339(pending.since),
-            applies_at: rfc3339(now.wall + left),
-            applies_in_ms: left.as_millis() as u64,
-            settle: settle_text(),
-        })
+        self.pending_edit.as_ref().map(|p| edit_status(p, now))
     }
 
-    fn held_response(&self, now: Now) -> Response {
-        let Some(pending) = self.pending_edit_status(now) else {
-            let unchanged = ReloadReply::unchanged(
-                self.generation,
-                self.route_count(),
-                self.needs_restart.clone(),
-            );
-            return Response::ok_with(&unchanged);
-        };
-        let held = ReloadReply::held(
-            self.generation,
-            self.route_count(),
-            self.needs_restart.clone(),
-            pending,
-        );
+    fn held_response(&self, pending: &PendingEdit, now: Now) -> Response {
+        let needs_restart = self.needs_restart.clone();
+        let status = edit_status(pending, now);
+        let held = ReloadReply::held(self.generation, self.route_count(), needs_restart, status);
         Response::ok_with(&held)
     }
 

@@ -245,8 +245,8 @@ fn a_result_of_another_shape_is_an_error_not_a_panic() {
     ));
 }
 
-/// What `backend_status` in the controller builds with `json!`, for the
-/// constructors to be checked against.
+/// The backend JSON the controller wrote with `json!` before its replies
+/// were typed: the wire shape the constructors must keep.
 fn controller_backend_json(
     addr: SocketAddr,
     state: BackendState,
@@ -376,7 +376,7 @@ fn sample_rollout() -> Rollout {
 fn rollout_status_is_what_the_controller_writes() {
     let rollout = sample_rollout();
     let left = Duration::from_millis(41_500);
-    // `rollout_status` in the controller, step by step.
+    // What the controller wrote before replies were typed, step by step.
     let mut expected = serde_json::to_value(&rollout).unwrap();
     expected["step_number"] = json!(rollout.step + 1);
     expected["steps_total"] = json!(rollout.plan.steps.len());

@@ -106,7 +106,7 @@ impl Rig {
                 Effect::ReplyHistory { .. } => self.history_reads += 1,
                 Effect::ReadConfig(trigger) => self.reads.push(trigger),
                 Effect::Notify(notice) => self.notices.push(notice),
-                Effect::SyncProbes
+                Effect::ConfigApplied
                 | Effect::ServeCertificates(_)
                 | Effect::Log(_)
                 | Effect::CountReload(_) => {}
