@@ -91,6 +91,9 @@ pub struct ServerConfig {
     pub log_format: LogFormat,
     /// One log line per request. Default off. Needs a restart.
     pub access_log: bool,
+    /// Pages for switchyard's own answers when the route has none of its
+    /// own, and the 404 page when no route's host matches.
+    pub error_pages: BTreeMap<u16, std::sync::Arc<[u8]>>,
     /// Plain-text listeners also take HTTP/2 with prior knowledge (h2c).
     /// Default off. Needs a restart.
     pub h2c: bool,

@@ -32,7 +32,12 @@ const SERVER_KEYS: &[&str] = &[
     "log_format",
     "access_log",
     "h2c",
+    "error_pages",
 ];
+/// The answers of switchyard's own that `error_pages` can replace: no route
+/// (404), no backend answered (502), maintenance (503), a backend too slow
+/// (504).
+const ERROR_PAGE_STATUSES: &[u16] = &[404, 502, 503, 504];
 const TLS_KEYS: &[&str] = &["listen", "certificates"];
 const SLOT_KEYS: &[&str] = &["backends", "protocol"];
 const CERT_KEYS: &[&str] = &["cert", "key"];
@@ -366,6 +371,7 @@ fn read_server(
         },
         access_log: reader.boolean(t, "access_log", CX).unwrap_or(false),
         h2c: reader.boolean(t, "h2c", CX).unwrap_or(false),
+        error_pages: crate::pages::read_error_pages(reader, t, CX, base_dir, ERROR_PAGE_STATUSES),
     }
 }
 
@@ -603,7 +609,7 @@ fn read_route(
         .and_then(|(rt, rspan)| read_rollout(reader, rt, &rspan, &cx));
     let failover = crate::guard::read_failover(reader, t, &cx);
     let maintenance = reader.boolean(t, "maintenance", &cx).unwrap_or(false);
-    let error_pages = crate::pages::read_error_pages(reader, t, &cx, base_dir, &[502, 503, 504]);
+    let error_pages = crate::pages::read_error_pages(reader, t, &cx, base_dir, ERROR_PAGE_STATUSES);
     let guard = sub_table(reader, t, "guard", &cx)
         .map(|(gt, _)| crate::guard::read_guard(reader, gt, &cx))
         .unwrap_or_default();

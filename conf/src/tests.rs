@@ -877,7 +877,25 @@ fn error_pages_are_read_with_the_config_and_a_missing_one_is_an_error() {
         .unwrap_err()
         .to_string();
     assert!(
-        errors.contains("the pages switchyard answers with here are 502, 503, 504"),
+        errors.contains("the pages switchyard answers with here are 404, 502, 503, 504"),
+        "{errors}"
+    );
+}
+
+#[test]
+fn server_error_pages_are_read_and_checked_like_a_routes() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("404.html"), "<h1>nothing here</h1>").unwrap();
+    let text = "[server]\nerror_pages = { 404 = \"404.html\" }\n[[route]]\nname = \"app\"\nactive = \"blue\"\n[route.slots]\nblue = [\"127.0.0.1:3000\"]\n";
+    let parsed = parse("test.toml", text, dir.path()).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(&*parsed.server.error_pages[&404], b"<h1>nothing here</h1>");
+
+    let missing = text.replace("404.html", "gone.html");
+    let errors = parse("test.toml", &missing, dir.path())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        errors.contains("`error_pages.404` of [server]: cannot read"),
         "{errors}"
     );
 }

@@ -53,6 +53,7 @@ pub fn after_config_load(route: &RouteConfig, prior: Option<&RouteState>, now: &
             changed_at: now.to_string(),
             maintenance: file_maintenance(route),
             file_maintenance: route.maintenance,
+            guard: None,
         };
     };
 

@@ -179,3 +179,35 @@ async fn a_breach_with_the_previous_slot_down_leaves_the_route_critical_and_conf
     let critical = status["routes"][0]["critical"].as_str().unwrap();
     assert!(critical.contains("guard breached"), "{critical}");
 }
+
+/// A restart in the middle of a window (a crash, a host reboot, an upgrade
+/// of switchyard) does not let the release off: the guard goes on for the
+/// rest of its window and still rolls back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_restart_in_the_window_goes_on_watching_and_still_rolls_back() {
+    let (proxy, blue, green, dir) = start("window = \"5m\"\nmin_requests = 20\n").await;
+    tokio::task::block_in_place(|| proxy.cli_ok(&["switch", "app", "green"]));
+    let exit = tokio::task::block_in_place(|| proxy.terminate());
+    assert!(exit.success(), "{exit}");
+
+    green.fail_percent.store(20, Ordering::Relaxed);
+    let proxy = Proxy::start(
+        dir.path(),
+        &route(&blue, &green, "window = \"5m\"\nmin_requests = 20\n"),
+    );
+    let status = tokio::task::block_in_place(|| proxy.status());
+    let guard = &status["routes"][0]["guard"];
+    assert_eq!(guard["slot"], "green", "{status:#}");
+    assert_eq!(guard["previous"], "blue", "{status:#}");
+    let left = guard["left_ms"].as_u64().unwrap();
+    assert!(left <= 300_000 && left > 200_000, "{status:#}");
+    both_healthy(&proxy).await;
+
+    until_active(&proxy, "blue", 500).await;
+    let entry = tokio::task::block_in_place(|| last_history(&proxy));
+    assert_eq!(
+        (&entry["trigger"], &entry["action"]),
+        (&"guard".into(), &"rollback".into()),
+        "{entry:#}"
+    );
+}

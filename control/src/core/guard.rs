@@ -6,7 +6,7 @@
 //! marked critical and stays. The counters are the data plane's per-slot
 //! statistics, read here: nothing on the request path takes a lock for it.
 
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use super::{describe, Core, Level, Now, ReplyTo};
 use crate::decisions;
@@ -15,7 +15,7 @@ use crate::history::{Action, HistoryEntry, Outcome, Trigger};
 use crate::notify::NoticeKind;
 use crate::protocol::{ConfirmReply, ErrorKind, GuardStatus, Response};
 use crate::rollout::{judge_against, Limits, Verdict};
-use crate::state_file::DecisionSource;
+use crate::state_file::{DecisionSource, GuardState};
 use crate::table::StatsSnapshot;
 
 /// How often a guarded slot's counters are looked at: a look reads one
@@ -33,8 +33,12 @@ pub(super) struct Guard {
     slot: String,
     /// The slot switched from: where a breach rolls back to.
     previous: Option<String>,
-    started: Instant,
+    /// The switch, on the wall clock (kept in the state file).
+    started_at: SystemTime,
+    /// The whole window, from the switch.
     window: Duration,
+    /// When the window ends on this process's clock.
+    ends: Instant,
     /// The slot's counters at the switch.
     base: StatsSnapshot,
     /// The previous slot's p95 over its time as active, up to the switch.
@@ -44,11 +48,21 @@ pub(super) struct Guard {
 
 impl Guard {
     fn ends(&self) -> Instant {
-        self.started + self.window
+        self.ends
+    }
+
+    /// What the state file keeps of it.
+    fn saved(&self) -> GuardState {
+        GuardState {
+            slot: self.slot.clone(),
+            previous: self.previous.clone(),
+            started_at: super::rfc3339(self.started_at),
+            ends_at: super::rfc3339(self.started_at + self.window),
+            baseline_p95_ms: self.baseline_p95.map(|d| d.as_secs_f64() * 1000.0),
+        }
     }
 
     /// The slot under watch.
-    #[cfg(test)]
     pub(super) fn slot(&self) -> &str {
         &self.slot
     }
@@ -69,22 +83,16 @@ impl Core {
             return;
         };
         let slot = self.routes[route].active.clone();
-        let stats = |slot: &str| {
-            self.loads
-                .get(route)
-                .and_then(|l| l.get(slot))
-                .map(|l| l.stats.snapshot())
-                .unwrap_or_default()
-        };
-        let before = stats(from).since(&from_since);
+        let before = self.slot_stats(route, from).since(&from_since);
         let baseline_p95 = (before.requests >= config.min_requests)
             .then(|| before.quantile(0.95))
             .flatten();
         let guard = Guard {
             previous: Some(from.to_string()),
-            started: now.at,
+            started_at: now.wall,
             window: config.window,
-            base: stats(&slot),
+            ends: now.at + config.window,
+            base: self.slot_stats(route, &slot),
             baseline_p95,
             limits: Limits {
                 max_error_rate: config.max_error_rate,
@@ -94,9 +102,93 @@ impl Core {
             slot,
         };
         if config.enabled {
-            self.guards.insert(route.to_string(), guard);
+            self.set_guard(route, guard);
         } else {
-            self.guards.remove(route);
+            self.drop_guard(route);
+        }
+    }
+
+    /// Starts watching with `guard`, in the core and in the route's saved
+    /// state alike.
+    fn set_guard(&mut self, route: &str, guard: Guard) {
+        if let Some(state) = self.routes.get_mut(route) {
+            state.guard = Some(guard.saved());
+        }
+        self.guards.insert(route.to_string(), guard);
+    }
+
+    /// Stops watching `route`, in the core and in its saved state alike.
+    pub(super) fn drop_guard(&mut self, route: &str) {
+        if let Some(state) = self.routes.get_mut(route) {
+            state.guard = None;
+        }
+        self.guards.remove(route);
+    }
+
+    /// At start: goes on watching the guard windows the state file says
+    /// were running, for the rest of their time, against the requests from
+    /// now on. A window that ended while switchyard was stopped passes.
+    pub(super) fn restore_guards(&mut self, now: Now) {
+        let saved: Vec<(String, GuardState)> = self
+            .routes
+            .iter()
+            .filter_map(|(route, state)| Some((route.clone(), state.guard.clone()?)))
+            .collect();
+        for (route, saved) in saved {
+            self.drop_guard(&route);
+            let Some(config) = self.config.route(&route).map(|r| r.guard.clone()) else {
+                continue;
+            };
+            let times = (humantime::parse_rfc3339(&saved.started_at).ok())
+                .zip(humantime::parse_rfc3339(&saved.ends_at).ok());
+            let Some((started_at, ends_at)) = times else {
+                let problem = format!(
+                    "the saved guard window of {} has unreadable times ({:?}, {:?}); it is dropped",
+                    saved.slot, saved.started_at, saved.ends_at
+                );
+                self.log(Level::Warn, Some(&route), problem);
+                continue;
+            };
+            if self.routes[&route].active != saved.slot || !config.enabled {
+                continue;
+            }
+            let guard = Guard {
+                base: self.slot_stats(&route, &saved.slot),
+                slot: saved.slot,
+                previous: saved.previous,
+                started_at,
+                window: ends_at.duration_since(started_at).unwrap_or_default(),
+                ends: now.at + ends_at.duration_since(now.wall).unwrap_or_default(),
+                baseline_p95: (saved.baseline_p95_ms)
+                    .filter(|ms| ms.is_finite() && *ms >= 0.0)
+                    .map(|ms| Duration::from_secs_f64(ms / 1000.0)),
+                limits: Limits {
+                    max_error_rate: config.max_error_rate,
+                    max_latency_increase: config.max_latency_increase,
+                    min_requests: config.min_requests,
+                },
+            };
+            if now.wall >= ends_at {
+                self.guard_passed(
+                    &route,
+                    &guard,
+                    "the window ended while switchyard was stopped",
+                    now,
+                );
+            } else {
+                let left = humantime::format_duration(Duration::from_secs(
+                    ends_at
+                        .duration_since(now.wall)
+                        .unwrap_or_default()
+                        .as_secs(),
+                ));
+                let message = format!(
+                    "guard on {} goes on for the {left} left of its window, judging requests from now on",
+                    guard.slot
+                );
+                self.log(Level::Info, Some(&route), message);
+                self.set_guard(&route, guard);
+            }
         }
     }
 
@@ -123,16 +215,16 @@ impl Core {
             {
                 // Switched again since (that switch has its own guard), or
                 // the route is gone.
-                self.guards.remove(&route);
+                self.drop_guard(&route);
                 continue;
             }
             let verdict = self.judge_guard(&route, &guard);
             if verdict.failed() {
-                self.guards.remove(&route);
+                self.drop_guard(&route);
                 self.breach(&route, &guard, &verdict, now);
             } else if now.at >= guard.ends() {
-                self.guards.remove(&route);
-                self.guard_passed(&route, &guard, &verdict, now);
+                self.drop_guard(&route);
+                self.guard_passed(&route, &guard, &verdict.reason, now);
             }
         }
     }
@@ -142,13 +234,9 @@ impl Core {
         judge_against(&guard.limits, &seen, guard.baseline_p95, BASELINE)
     }
 
-    /// The guarded slot's requests since the switch.
+    /// The guarded slot's requests since the switch (or the restart).
     fn guard_counters(&self, route: &str, guard: &Guard) -> StatsSnapshot {
-        self.loads
-            .get(route)
-            .and_then(|l| l.get(&guard.slot))
-            .map(|l| l.stats.snapshot().since(&guard.base))
-            .unwrap_or_default()
+        self.slot_stats(route, &guard.slot).since(&guard.base)
     }
 
     /// Rolls back to the previous slot if it is healthy; else the route is
@@ -180,6 +268,7 @@ impl Core {
                 guard.slot
             );
             self.mark_critical(route, Some(reason), now);
+            self.save();
             self.record(HistoryEntry {
                 from: Some(describe(&before)),
                 reason: Some(evidence),
@@ -216,12 +305,11 @@ impl Core {
         });
     }
 
-    fn guard_passed(&mut self, route: &str, guard: &Guard, verdict: &Verdict, now: Now) {
+    fn guard_passed(&mut self, route: &str, guard: &Guard, why: &str, now: Now) {
         let reason = format!(
-            "{} watched for {}: {}",
+            "{} watched for {}: {why}",
             guard.slot,
             humantime::format_duration(guard.window),
-            verdict.reason
         );
         self.log(Level::Info, Some(route), format!("guard passed: {reason}"));
         let slots = (Some(guard.slot.as_str()), None);
@@ -230,6 +318,7 @@ impl Core {
             reason: Some(reason),
             ..HistoryEntry::new(&now.rfc3339(), Trigger::Guard, route, Action::GuardPassed)
         });
+        self.save();
     }
 
     /// `confirm`: the route's guard ends now, as passed.
@@ -250,7 +339,8 @@ impl Core {
                 format!("route {route:?} has no guard window running; nothing to confirm");
             return self.reply(reply, Response::error(ErrorKind::Refused, message));
         };
-        self.guards.remove(route);
+        self.drop_guard(route);
+        self.save();
         self.record(HistoryEntry {
             uid,
             reason,

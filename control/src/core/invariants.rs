@@ -56,6 +56,13 @@ impl Core {
                     ));
                 }
             }
+            let saved_guard = state.guard.as_ref().map(|g| g.slot.as_str());
+            let running_guard = self.guards.get(name).map(|g| g.slot());
+            if saved_guard != running_guard {
+                return Err(format!(
+                    "route {name}: the state file's guard on {saved_guard:?} is not the running one on {running_guard:?}"
+                ));
+            }
             if let Some(pending) = &state.pending {
                 if pending == &state.active || !exists(pending) {
                     return Err(format!(

@@ -271,6 +271,7 @@ impl Core {
         };
         core.track_backends(now);
         core.publish(now);
+        core.restore_guards(now);
         core.save();
         core.check_invariants(now);
         let effects = std::mem::take(&mut core.effects);

@@ -53,7 +53,11 @@ impl Core {
             .iter()
             .map(|route| self.route_spec(route))
             .collect();
-        let table = RoutingTable::build(self.generation, specs).with_timeouts(self.timeouts());
+        let not_found_page = (self.config.server.error_pages.get(&404))
+            .map(|page| bytes::Bytes::from_owner(page.clone()));
+        let table = RoutingTable::build(self.generation, specs)
+            .with_timeouts(self.timeouts())
+            .with_not_found_page(not_found_page);
         self.effects.push(Effect::Publish(Arc::new(table)));
     }
 
@@ -85,7 +89,7 @@ impl Core {
                 .unwrap_or_default();
             let unguarded = matches!(source, DecisionSource::Failback | DecisionSource::Guard);
             if unguarded || self.skip_guard.remove(&route) {
-                self.guards.remove(&route);
+                self.drop_guard(&route);
             } else {
                 self.start_guard(&route, &from, from_since, now);
             }
@@ -95,10 +99,14 @@ impl Core {
 
     /// The route's active slot's counters now.
     fn active_stats(&self, route: &str) -> StatsSnapshot {
-        let active = &self.routes[route].active;
+        self.slot_stats(route, &self.routes[route].active)
+    }
+
+    /// A slot's counters now (zero for a slot not published yet).
+    pub(super) fn slot_stats(&self, route: &str, slot: &str) -> StatsSnapshot {
         self.loads
             .get(route)
-            .and_then(|l| l.get(active))
+            .and_then(|l| l.get(slot))
             .map(|l| l.stats.snapshot())
             .unwrap_or_default()
     }
@@ -188,9 +196,12 @@ impl Core {
             },
             upgrades: route.upgrades.clone(),
             maintenance: state.maintenance.is_some(),
-            error_pages: route
+            error_pages: self
+                .config
+                .server
                 .error_pages
                 .iter()
+                .chain(&route.error_pages)
                 .map(|(status, page)| (*status, bytes::Bytes::from_owner(page.clone())))
                 .collect(),
             pool_epoch: self

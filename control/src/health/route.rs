@@ -139,6 +139,7 @@ mod tests {
             pending: None,
             maintenance: None,
             file_maintenance: false,
+            guard: None,
         }
     }
 

@@ -90,6 +90,27 @@ pub struct RouteState {
     /// The config file's `maintenance` when this was decided.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub file_maintenance: bool,
+    /// The guard window watching `active` since a switch: kept so that a
+    /// restart goes on watching for the rest of it instead of letting the
+    /// release off unwatched.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guard: Option<GuardState>,
+}
+
+/// A running guard window, as the state file keeps it. The counters are
+/// not kept: after a restart the guard judges the requests from then on.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct GuardState {
+    /// The slot switched to (the route's `active`).
+    pub slot: String,
+    /// Where a breach rolls back to.
+    pub previous: Option<String>,
+    /// RFC 3339 UTC: the switch.
+    pub started_at: String,
+    /// RFC 3339 UTC: the window ends, as passed.
+    pub ends_at: String,
+    /// The previous slot's p95 before the switch, in milliseconds.
+    pub baseline_p95_ms: Option<f64>,
 }
 
 fn is_zero(n: &u64) -> bool {

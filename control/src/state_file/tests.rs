@@ -8,6 +8,7 @@ fn state(active: &str) -> RouteState {
         pending: None,
         maintenance: None,
         file_maintenance: false,
+        guard: None,
         active: active.into(),
         previous: Some("blue".into()),
         canary: Some(CanaryState {

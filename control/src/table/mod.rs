@@ -76,6 +76,8 @@ pub struct RoutingTable {
     suffixes: Vec<(Box<str>, Vec<RouteRef>)>,
     /// Routes without hosts, longest path prefix first.
     any_host: Vec<RouteRef>,
+    /// `[server] error_pages` 404: for a host no route's page covers.
+    not_found_page: Option<bytes::Bytes>,
 }
 
 /// A route a host leads to, and whether the host is one of its preview
@@ -373,12 +375,44 @@ impl RoutingTable {
             exact,
             suffixes,
             any_host,
+            not_found_page: None,
         }
     }
 
     pub fn with_timeouts(mut self, timeouts: Timeouts) -> RoutingTable {
         self.timeouts = timeouts;
         self
+    }
+
+    pub fn with_not_found_page(mut self, page: Option<bytes::Bytes>) -> RoutingTable {
+        self.not_found_page = page;
+        self
+    }
+
+    /// The page for a request no route took: the 404 page of the first
+    /// route the host leads to (in the order [`Self::route_ref_for`] tries
+    /// them, whatever their path prefix), else the server's.
+    pub fn not_found_page(&self, host: Option<&str>) -> Option<&bytes::Bytes> {
+        let mut buf = [0u8; MAX_HOST_LEN];
+        let page_of = |list: &[RouteRef]| {
+            list.iter()
+                .find_map(|r| self.routes[r.index].error_pages.get(&404))
+        };
+        let mut found = None;
+        if let Some(host) = host.and_then(|h| lower_host_without_port(h, &mut buf)) {
+            found = self.exact.get(host).and_then(|list| page_of(list));
+            for (suffix, list) in &self.suffixes {
+                if found.is_some() {
+                    break;
+                }
+                if host.len() > suffix.len() && host.ends_with(&**suffix) {
+                    found = page_of(list);
+                }
+            }
+        }
+        found
+            .or_else(|| page_of(&self.any_host))
+            .or(self.not_found_page.as_ref())
     }
 
     /// The route for a request: the Host header (any case, port ignored) and

@@ -172,3 +172,38 @@ fn pool_keys_differ_by_slot_and_epoch_not_by_generation() {
     assert_eq!(key(&one, 0), key(&two, 0));
     assert_ne!(key(&one, 0), key(&three, 0));
 }
+
+#[test]
+fn a_not_found_page_comes_from_the_most_specific_route_of_the_host_then_the_server() {
+    let with_page = |name: &str, hosts: &[&str], prefix: &str| {
+        let mut route = spec(name, hosts, prefix);
+        route
+            .error_pages
+            .insert(404, bytes::Bytes::from(format!("{name} 404")));
+        route
+    };
+    let table = RoutingTable::build(
+        1,
+        vec![
+            with_page("exact", &["www.example.com"], "/app"),
+            spec("bare", &["bare.example.com"], "/app"),
+            with_page("wild", &["*.example.com"], "/shop"),
+            with_page("deep", &["*.api.example.com"], "/v1"),
+        ],
+    )
+    .with_not_found_page(Some(bytes::Bytes::from_static(b"server 404")));
+    let page = |host: &str| table.not_found_page(Some(host)).map(|p| &p[..]);
+    assert_eq!(page("WWW.example.com:8080"), Some(&b"exact 404"[..]));
+    assert_eq!(page("x.api.example.com"), Some(&b"deep 404"[..]));
+    assert_eq!(page("shop.example.com"), Some(&b"wild 404"[..]));
+    // A host whose route has no page of its own falls to the wildcard's.
+    assert_eq!(page("bare.example.com"), Some(&b"wild 404"[..]));
+    assert_eq!(page("elsewhere.org"), Some(&b"server 404"[..]));
+    assert_eq!(
+        table.not_found_page(None).map(|p| &p[..]),
+        Some(&b"server 404"[..])
+    );
+
+    let table = RoutingTable::build(1, vec![spec("bare", &["bare.example.com"], "/app")]);
+    assert_eq!(table.not_found_page(Some("bare.example.com")), None);
+}

@@ -115,7 +115,14 @@ impl Forwarder {
                 Err(bad) => return Err(Outcome::Reject(400, bad.body())),
             };
         let Some(found) = table.route_ref_for(host, request.uri.path()) else {
-            return Err(Outcome::Answer(404, NO_ROUTE_BODY));
+            return Err(match table.not_found_page(host) {
+                Some(page) => Outcome::Page {
+                    status: 404,
+                    page: page.clone(),
+                    retry_after: None,
+                },
+                None => Outcome::Answer(404, NO_ROUTE_BODY),
+            });
         };
         let route = &table.routes[found.index];
         trail.route = Some(route.name.clone());

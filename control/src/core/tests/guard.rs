@@ -176,3 +176,81 @@ fn a_config_edit_of_active_and_a_rollback_are_guarded_too() {
     rig.result(rollback);
     assert_eq!(rig.core.guards["app"].slot(), "blue");
 }
+
+/// The state file as the rig last saved it, for a restart.
+fn saved(rig: &Rig) -> LoadedState {
+    LoadedState {
+        routes: rig.saved.clone().expect("the core saved its state"),
+        warnings: Vec::new(),
+    }
+}
+
+#[test]
+fn a_restart_goes_on_watching_the_rest_of_the_window_and_can_still_roll_back() {
+    let mut rig = switched(GUARD);
+    let kept = rig.saved.as_ref().unwrap()["app"].guard.clone().unwrap();
+    assert_eq!(kept.slot, "green");
+    assert_eq!(kept.previous.as_deref(), Some("blue"));
+    assert_eq!(kept.ends_at, "2027-01-15T08:01:00Z");
+    assert_eq!(kept.baseline_p95_ms.map(|ms| ms.round()), Some(4.0));
+    rig.advance(Duration::from_secs(20));
+
+    // Down for 5 s: 35 s of the window are left.
+    let mut restarted = Rig::restored_later(&app(GUARD), saved(&rig), Duration::from_secs(25));
+    restarted.all_healthy();
+    let status = restarted.result(Request::Status { route: None });
+    let guard = &status["routes"][0]["guard"];
+    assert_eq!(guard["slot"], "green");
+    assert_eq!(guard["left_ms"], 35_000);
+    assert_eq!(guard["window_ms"], 60_000);
+    assert_eq!(guard["requests"], 0, "counted from the restart");
+
+    traffic(&restarted, "green", 40, 8, Duration::from_millis(4));
+    restarted.advance(Duration::from_millis(100));
+    assert_eq!(restarted.active(), "blue", "rolled back after the restart");
+    assert_eq!(restarted.state().source, DecisionSource::Guard);
+    assert!(restarted.saved.as_ref().unwrap()["app"].guard.is_none());
+}
+
+#[test]
+fn a_window_that_ended_while_stopped_passes_at_start_and_one_on_another_slot_is_dropped() {
+    let rig = switched(GUARD);
+    let ended = Rig::restored_later(&app(GUARD), saved(&rig), Duration::from_secs(61));
+    assert!(ended.core.guards.is_empty());
+    assert_eq!(ended.active(), "green");
+    let entry = ended.history.last().unwrap();
+    assert_eq!(
+        (entry.trigger, entry.action),
+        (Trigger::Guard, Action::GuardPassed)
+    );
+    let reason = entry.reason.as_deref().unwrap();
+    assert!(
+        reason.contains("ended while switchyard was stopped"),
+        "{reason}"
+    );
+    assert!(ended.saved.as_ref().unwrap()["app"].guard.is_none());
+
+    // The file's `active` changed while stopped (saved as green, now
+    // blue): the config's slot is active and green's window is over.
+    let mut state = saved(&rig);
+    state.routes.get_mut("app").unwrap().file_active = "green".into();
+    let moved = Rig::restored_later(&app(GUARD), state, Duration::from_secs(5));
+    assert_eq!(moved.active(), "blue");
+    assert!(moved.core.guards.is_empty());
+    assert!(moved.saved.as_ref().unwrap()["app"].guard.is_none());
+}
+
+#[test]
+fn confirm_and_a_passed_window_clear_the_saved_guard() {
+    let mut rig = switched(GUARD);
+    rig.result(Request::Confirm {
+        route: "app".into(),
+        reason: None,
+    });
+    assert!(rig.saved.as_ref().unwrap()["app"].guard.is_none());
+
+    let mut rig = switched(GUARD);
+    rig.advance(Duration::from_secs(60));
+    assert!(rig.core.guards.is_empty());
+    assert!(rig.saved.as_ref().unwrap()["app"].guard.is_none());
+}

@@ -67,9 +67,14 @@ impl Rig {
 
     /// A core started over a state file that held `loaded`.
     pub fn restored(text: &str, loaded: LoadedState) -> Rig {
+        Rig::restored_later(text, loaded, Duration::ZERO)
+    }
+
+    /// [`Rig::restored`], `later` on the wall clock than a new rig starts.
+    pub fn restored_later(text: &str, loaded: LoadedState, later: Duration) -> Rig {
         let now = Now {
             at: Instant::now(),
-            wall: SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000),
+            wall: SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000) + later,
         };
         let (core, effects) = Core::new(parse(text), PathBuf::from("test.toml"), loaded, now);
         let mut rig = Rig {
