@@ -28,10 +28,14 @@ pub struct Config {
 /// One `[[notify]]` target: a webhook, a command, or both.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct NotifyConfig {
-    /// `http://host:port/path`: the event is POSTed there as JSON.
+    /// `http://` or `https://host:port/path`: the event is POSTed there as
+    /// JSON.
     pub url: Option<String>,
     /// Signs the webhook body: `X-Switchyard-Signature: sha256=<hex HMAC>`.
     pub secret: Option<String>,
+    /// PEM certificates an `https://` webhook's server is checked against
+    /// instead of the system's roots (a private CA).
+    pub ca: Option<std::sync::Arc<[u8]>>,
     /// A program and its arguments, run with the event JSON on stdin.
     pub exec: Option<Vec<String>>,
     /// The events it gets; empty: all of [`NOTIFY_EVENTS`].

@@ -1,14 +1,26 @@
 //! `[[notify]]`: who is told when switchyard acts by itself.
 
+use std::path::Path;
+use std::sync::Arc;
+
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::CertificateDer;
 use toml_edit::TableLike;
 
 use crate::model::{NotifyConfig, NOTIFY_EVENTS};
 use crate::reader::{Reader, Span};
 
-const NOTIFY_KEYS: &[&str] = &["url", "secret", "exec", "events"];
+const NOTIFY_KEYS: &[&str] = &["url", "secret", "ca", "exec", "events"];
+
+/// The largest `ca` file read: a bundle of a few hundred roots fits.
+const MAX_CA_BYTES: u64 = 4 * 1024 * 1024;
 
 /// Every `[[notify]]` table.
-pub(crate) fn read_notify(reader: &mut Reader, root: &dyn TableLike) -> Vec<NotifyConfig> {
+pub(crate) fn read_notify(
+    reader: &mut Reader,
+    root: &dyn TableLike,
+    base_dir: &Path,
+) -> Vec<NotifyConfig> {
     let Some(item) = root.get("notify") else {
         return Vec::new();
     };
@@ -25,7 +37,8 @@ pub(crate) fn read_notify(reader: &mut Reader, root: &dyn TableLike) -> Vec<Noti
         .enumerate()
         .filter_map(|(i, table)| {
             let span = table.span().unwrap_or(0..0);
-            read_target(reader, table, &span, &format!("[[notify]] #{}", i + 1))
+            let cx = format!("[[notify]] #{}", i + 1);
+            read_target(reader, table, &span, &cx, base_dir)
         })
         .collect()
 }
@@ -35,18 +48,35 @@ fn read_target(
     t: &dyn TableLike,
     span: &Span,
     cx: &str,
+    base_dir: &Path,
 ) -> Option<NotifyConfig> {
     reader.check_keys(t, NOTIFY_KEYS, cx);
     let url = reader.string(t, "url", cx).and_then(|url| {
-        let usable = url
-            .value
-            .strip_prefix("http://")
-            .is_some_and(|rest| !rest.is_empty() && url.value.parse::<http::Uri>().is_ok());
+        let usable = url.value.parse::<http::Uri>().is_ok_and(|uri| {
+            matches!(uri.scheme_str(), Some("http" | "https"))
+                && uri.host().is_some_and(|h| !h.is_empty())
+        });
         if usable {
             Some(url.value)
         } else {
-            reader.error(&url.span, format!("`url` of {cx} must be an http:// URL, like \"http://127.0.0.1:9000/hook\" (https webhooks are not supported yet), not {:?}", url.value));
+            reader.error(&url.span, format!("`url` of {cx} must be an http:// or https:// URL, like \"https://hooks.example.com/switchyard\", not {:?}", url.value));
             None
+        }
+    });
+    let ca = reader.string(t, "ca", cx).and_then(|ca| {
+        if !url.as_deref().is_some_and(|u| u.starts_with("https://")) {
+            reader.error(
+                &ca.span,
+                format!("`ca` of {cx} is for an https:// `url`: it names the certificates that webhook's server is checked against"),
+            );
+            return None;
+        }
+        match read_ca(&crate::schema::resolve(base_dir, &ca.value)) {
+            Ok(pem) => Some(pem),
+            Err(problem) => {
+                reader.error(&ca.span, format!("`ca` of {cx}: {problem}"));
+                None
+            }
         }
     });
     let secret = reader.string(t, "secret", cx).map(|s| s.value);
@@ -94,7 +124,32 @@ fn read_target(
     Some(NotifyConfig {
         url,
         secret,
+        ca,
         exec,
         events,
     })
+}
+
+/// The PEM certificates of a `ca` file, checked to hold at least one and
+/// nothing unreadable.
+fn read_ca(path: &Path) -> Result<Arc<[u8]>, String> {
+    let shown = path.display();
+    let len = std::fs::metadata(path)
+        .map_err(|e| format!("cannot read {shown}: {e}"))?
+        .len();
+    if len > MAX_CA_BYTES {
+        return Err(format!("{shown} has {len} bytes, more than 4 MiB"));
+    }
+    let pem = std::fs::read(path).map_err(|e| format!("cannot read {shown}: {e}"))?;
+    let mut found = 0;
+    for cert in CertificateDer::pem_slice_iter(&pem) {
+        cert.map_err(|e| format!("{shown} is not PEM certificates: {e}"))?;
+        found += 1;
+    }
+    if found == 0 {
+        return Err(format!(
+            "{shown} holds no PEM certificate (-----BEGIN CERTIFICATE-----)"
+        ));
+    }
+    Ok(Arc::from(pem))
 }

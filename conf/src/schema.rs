@@ -142,7 +142,7 @@ pub fn read(reader: &mut Reader, doc: &ImDocument<String>, base_dir: &Path) -> R
         server,
         tls,
         routes: routes.iter().map(|r| r.config.clone()).collect(),
-        notify: crate::notify::read_notify(reader, root),
+        notify: crate::notify::read_notify(reader, root, base_dir),
     };
     Read {
         config,
@@ -208,7 +208,7 @@ fn route_tables<'d>(
     Vec::new()
 }
 
-fn resolve(base_dir: &Path, path: &str) -> PathBuf {
+pub(crate) fn resolve(base_dir: &Path, path: &str) -> PathBuf {
     let path = Path::new(path);
     if path.is_absolute() {
         path.to_path_buf()

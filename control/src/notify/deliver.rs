@@ -4,12 +4,11 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::Full;
-use hyper_util::rt::TokioIo;
 use switchyard_conf::NotifyConfig;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::{mpsc, watch};
 
+use super::webhook::{self, Post};
 use super::Notice;
 
 /// Notices waiting for delivery; past this, new ones are dropped and
@@ -93,7 +92,15 @@ async fn run(
             .collect();
         for target in wanted {
             if let Some(url) = &target.url {
-                let send = || webhook(url, target.secret.as_deref(), event, body.clone());
+                let send = || {
+                    webhook::post(Post {
+                        url,
+                        secret: target.secret.as_deref(),
+                        ca: target.ca.as_deref(),
+                        event,
+                        body: body.clone(),
+                    })
+                };
                 report(with_retries(url.clone(), send).await);
             }
             if let Some(exec) = &target.exec {
@@ -140,47 +147,6 @@ where
         target,
         result: last,
         attempts: DELIVERY_ATTEMPTS,
-    }
-}
-
-/// `sha256=<hex>` of the body, keyed with `secret`.
-pub(crate) fn signature(secret: &str, body: &[u8]) -> String {
-    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret.as_bytes());
-    let tag = ring::hmac::sign(&key, body);
-    let hex: String = tag.as_ref().iter().map(|b| format!("{b:02x}")).collect();
-    format!("sha256={hex}")
-}
-
-/// One POST of the notice; a 2xx answer is a delivery.
-async fn webhook(url: &str, secret: Option<&str>, event: &str, body: Bytes) -> Result<(), String> {
-    let uri: http::Uri = url.parse().map_err(|e| format!("bad url: {e}"))?;
-    let host = uri.host().ok_or("the url has no host")?;
-    let port = uri.port_u16().unwrap_or(80);
-    let stream = tokio::net::TcpStream::connect((host, port))
-        .await
-        .map_err(|e| format!("connect: {e}"))?;
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .map_err(|e| e.to_string())?;
-    let driver = tokio::spawn(connection);
-    let authority = uri.authority().map_or(host, |a| a.as_str());
-    let path = uri.path_and_query().map_or("/", |p| p.as_str());
-    let mut request = hyper::Request::post(path)
-        .header(http::header::HOST, authority)
-        .header(http::header::CONTENT_TYPE, "application/json")
-        .header(http::header::USER_AGENT, "switchyard-notify")
-        .header("x-switchyard-event", event);
-    if let Some(secret) = secret {
-        request = request.header("x-switchyard-signature", signature(secret, &body));
-    }
-    let request = request.body(Full::new(body)).map_err(|e| e.to_string())?;
-    let answer = sender.send_request(request).await;
-    driver.abort();
-    let status = answer.map_err(|e| e.to_string())?.status();
-    if status.is_success() {
-        Ok(())
-    } else {
-        Err(format!("status {}", status.as_u16()))
     }
 }
 

@@ -7,6 +7,7 @@
 use serde::{Deserialize, Serialize};
 
 mod deliver;
+mod webhook;
 
 pub use deliver::{Delivered, Notifier, DELIVERY_ATTEMPTS};
 

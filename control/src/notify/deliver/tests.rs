@@ -2,12 +2,14 @@
 
 use std::sync::{Arc, Mutex};
 
-use http_body_util::BodyExt;
+use http_body_util::{BodyExt, Full};
 use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
 use super::*;
+use crate::notify::webhook::signature;
 use crate::notify::NoticeKind;
 
 fn notice() -> Notice {
@@ -89,6 +91,7 @@ async fn a_webhook_gets_the_notice_as_signed_json() {
     let target = NotifyConfig {
         url: Some(url.clone()),
         secret: Some("s3cret".into()),
+        ca: None,
         exec: None,
         events: vec![],
     };
@@ -117,6 +120,7 @@ async fn a_failing_webhook_is_retried_then_reported_and_other_events_are_filtere
     let target = NotifyConfig {
         url: Some(url.clone()),
         secret: None,
+        ca: None,
         exec: None,
         events: vec!["failback".into()],
     };
@@ -148,6 +152,7 @@ async fn a_command_gets_the_notice_on_stdin() {
     let target = NotifyConfig {
         url: None,
         secret: None,
+        ca: None,
         exec: Some(vec![
             "sh".into(),
             "-c".into(),
