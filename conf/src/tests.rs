@@ -839,7 +839,11 @@ fn notify_targets_are_webhooks_or_commands_with_known_events() {
         "{ROUTE}[[notify]]\nurl = \"https://hooks.example.com/x\"\n"
     ));
     assert_eq!(https.notify[0].ca, None, "the system's roots");
-    for bad in ["ftp://hooks.example.com/x", "hooks.example.com/x", "http://"] {
+    for bad in [
+        "ftp://hooks.example.com/x",
+        "hooks.example.com/x",
+        "http://",
+    ] {
         let error = one_error(&format!("{ROUTE}[[notify]]\nurl = \"{bad}\"\n"));
         assert!(
             error.contains("must be an http:// or https:// URL"),
@@ -913,11 +917,13 @@ fn an_https_webhooks_ca_is_read_with_the_config_and_must_hold_certificates() {
     let pem = "-----BEGIN CERTIFICATE-----\nMIIBszCCAVmgAwIBAgIUBmQ=\n-----END CERTIFICATE-----\n";
     std::fs::write(dir.path().join("ca.pem"), pem).unwrap();
     std::fs::write(dir.path().join("empty.pem"), "not a certificate\n").unwrap();
-    let text = |url: &str, ca: &str| {
-        format!("{ROUTE}[[notify]]\nurl = \"{url}\"\nca = \"{ca}\"\n")
-    };
-    let parsed = parse("test.toml", &text("https://hooks.test/x", "ca.pem"), dir.path())
-        .unwrap_or_else(|e| panic!("{e}"));
+    let text = |url: &str, ca: &str| format!("{ROUTE}[[notify]]\nurl = \"{url}\"\nca = \"{ca}\"\n");
+    let parsed = parse(
+        "test.toml",
+        &text("https://hooks.test/x", "ca.pem"),
+        dir.path(),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(parsed.notify[0].ca.as_deref(), Some(pem.as_bytes()));
 
     let error = |text: String| {
@@ -928,7 +934,13 @@ fn an_https_webhooks_ca_is_read_with_the_config_and_must_hold_certificates() {
     let empty = error(text("https://hooks.test/x", "empty.pem"));
     assert!(empty.contains("holds no PEM certificate"), "{empty}");
     let missing = error(text("https://hooks.test/x", "gone.pem"));
-    assert!(missing.contains("`ca` of [[notify]] #1: cannot read"), "{missing}");
+    assert!(
+        missing.contains("`ca` of [[notify]] #1: cannot read"),
+        "{missing}"
+    );
     let plain = error(text("http://hooks.test/x", "ca.pem"));
-    assert!(plain.contains("`ca` of [[notify]] #1 is for an https:// `url`"), "{plain}");
+    assert!(
+        plain.contains("`ca` of [[notify]] #1 is for an https:// `url`"),
+        "{plain}"
+    );
 }
