@@ -56,11 +56,12 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
 def ensure_tools():
-    """nginx, HAProxy and wrk from Debian's packages, installed when missing."""
-    missing = [t for t in ("nginx", "haproxy", "wrk", "taskset") if shutil.which(t) is None]
+    """nginx, HAProxy, wrk and h2load from Debian's packages, installed when missing."""
+    missing = [t for t in ("nginx", "haproxy", "wrk", "h2load", "taskset") if shutil.which(t) is None]
     if not missing:
         return
-    packages = {"nginx": "nginx-light", "haproxy": "haproxy", "wrk": "wrk", "taskset": "util-linux"}
+    packages = {"nginx": "nginx-light", "haproxy": "haproxy", "wrk": "wrk", "h2load": "nghttp2-client",
+                "taskset": "util-linux"}
     wanted = sorted({packages[t] for t in missing})
     if os.geteuid() != 0:
         sys.exit(f"bench: missing {', '.join(missing)}; install them: sudo apt-get install {' '.join(wanted)}")
