@@ -43,6 +43,17 @@ PROXY_PORTS = {"nginx": 18182, "haproxy": 18183, "switchyard": 18184}
 TLS_OFFSET = 100
 # Proxies whose HTTPS listener does not answer (an older switchyard build).
 NO_TLS = set()
+# Each proxy's HTTP/2-over-TLS listener (ALPN h2): its HTTP port + 200. nginx
+# and HAProxy get a listener of their own for it, so the HTTPS rows' listeners
+# stay HTTP/1.1-only; switchyard offers h2 on every TLS listener, this is a
+# second address of its [tls] section.
+H2_OFFSET = 200
+# Proxies that do not negotiate h2 by ALPN (an older switchyard build).
+NO_H2 = set()
+# The h2 row: h2load's connections and concurrent streams on each.
+H2_CONNECTIONS = 8
+H2_STREAMS = 100
+H2_LABEL = f"16 B, HTTP/2 over TLS ({H2_CONNECTIONS} conn × {H2_STREAMS} streams)"
 # (label, path, new connection per request, over TLS)
 SCENARIOS = [
     ("16 B, keep-alive", "/16b", False, False),
@@ -148,7 +159,8 @@ def switchyard_conf(work, weight=0, name="switchyard"):
     suffix = "" if name == "switchyard" else "-" + name.split(":", 1)[1]
     return (f'[server]\nlisten = ["127.0.0.1:{PROXY_PORTS[name]}"]\nthreads = 1\n'
             f'admin_socket = "{work}/admin{suffix}.sock"\nstate_dir = "{work}/state{suffix}"\n\n'
-            f'[tls]\nlisten = ["127.0.0.1:{PROXY_PORTS[name] + TLS_OFFSET}"]\n'
+            f'[tls]\nlisten = ["127.0.0.1:{PROXY_PORTS[name] + TLS_OFFSET}", '
+            f'"127.0.0.1:{PROXY_PORTS[name] + H2_OFFSET}"]\n'
             f'certificates = [{{ cert = "{work}/bench.crt", key = "{work}/bench.key" }}]\n\n'
             f'[[route]]\nname = "bench"\nactive = "blue"\n[route.slots]\n'
             f'blue = ["127.0.0.1:{BACKEND_PORTS["blue"]}"]\ngreen = ["127.0.0.1:{BACKEND_PORTS["green"]}"]\n{canary}')
@@ -180,12 +192,24 @@ def start_all(procs, work, switchyard, variants):
     nginx_worker(work, "backend")
     blue = BACKEND_PORTS["blue"]
 
+    # The h2 listener is a server of its own with its own upstream: up to
+    # H2_CONNECTIONS × H2_STREAMS requests are in flight there, and with the
+    # other rows' `keepalive 32` nginx would close and reopen backend
+    # connections past 32, which the other proxies (HAProxy's unbounded
+    # idle pool) need not do.
     procs.start(["nginx", "-c", nginx_conf(work, "proxy",
                  f'upstream b {{ server 127.0.0.1:{blue}; keepalive 32; }} '
                  f'server {{ listen 127.0.0.1:{PROXY_PORTS["nginx"]} backlog=8192; '
                  f'listen 127.0.0.1:{PROXY_PORTS["nginx"] + TLS_OFFSET} ssl backlog=8192; '
                  f'ssl_certificate {work}/bench.crt; ssl_certificate_key {work}/bench.key; '
                  f'location / {{ proxy_pass http://b; '
+                 f'proxy_http_version 1.1; proxy_set_header Connection ""; }} }} '
+                 f'upstream b2 {{ server 127.0.0.1:{blue}; keepalive {H2_CONNECTIONS * H2_STREAMS}; }} '
+                 f'server {{ {nginx_h2_listen(PROXY_PORTS["nginx"] + H2_OFFSET)} '
+                 f'ssl_certificate {work}/bench.crt; ssl_certificate_key {work}/bench.key; '
+                 # nginx before 1.23.4 leaves TLS 1.3 out by default.
+                 f'ssl_protocols TLSv1.2 TLSv1.3; '
+                 f'location / {{ proxy_pass http://b2; '
                  f'proxy_http_version 1.1; proxy_set_header Connection ""; }} }}')], 0)
     pids = {"nginx": nginx_worker(work, "proxy")}
 
@@ -194,6 +218,7 @@ def start_all(procs, work, switchyard, variants):
                 f"  timeout client 30s\n  timeout server 30s\n  http-reuse always\n"
                 f"frontend front\n  bind 127.0.0.1:{PROXY_PORTS['haproxy']}\n"
                 f"  bind 127.0.0.1:{PROXY_PORTS['haproxy'] + TLS_OFFSET} ssl crt {work}/bench.pem\n"
+                f"  bind 127.0.0.1:{PROXY_PORTS['haproxy'] + H2_OFFSET} ssl crt {work}/bench.pem alpn h2,http/1.1\n"
                 f"  default_backend back\n"
                 f"backend back\n  server blue 127.0.0.1:{blue}\n")
     pids["haproxy"] = procs.start(["haproxy", "-db", "-f", f"{work}/haproxy.cfg"], 0).pid
@@ -218,19 +243,35 @@ def start_all(procs, work, switchyard, variants):
             # A build from before `[tls]` was served (a --compare "before").
             print(f"bench: {name} serves no HTTPS; its HTTPS rows are left out", file=sys.stderr)
             NO_TLS.add(name)
+        if serves_tls(PROXY_PORTS[name] + H2_OFFSET, alpn="h2") != "h2":
+            print(f"bench: {name} does not negotiate h2; its HTTP/2 row is left out", file=sys.stderr)
+            NO_H2.add(name)
     return pids
 
 
-def serves_tls(port):
+def nginx_h2_listen(port):
+    """nginx's HTTP/2-over-TLS listener: `http2 on;` from nginx 1.25.1, the
+    `listen` parameter before (Debian 12 has 1.22)."""
+    out = subprocess.run(["nginx", "-v"], capture_output=True, text=True).stderr
+    version = tuple(int(x) for x in re.search(r"nginx/(\d+)\.(\d+)\.(\d+)", out).groups())
+    if version >= (1, 25, 1):
+        return f"listen 127.0.0.1:{port} ssl backlog=8192; http2 on;"
+    return f"listen 127.0.0.1:{port} ssl http2 backlog=8192;"
+
+
+def serves_tls(port, alpn=None):
     """Whether a TLS handshake on `port` completes (the certificate is not
-    checked: it is the run's own)."""
+    checked: it is the run's own). With `alpn`, offers that protocol alone
+    and returns the one the server chose (None for none), or False."""
     context = ssl.create_default_context()
     context.check_hostname = False
     context.verify_mode = ssl.CERT_NONE
+    if alpn:
+        context.set_alpn_protocols([alpn])
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=2) as raw:
-            with context.wrap_socket(raw, server_hostname="bench.test"):
-                return True
+            with context.wrap_socket(raw, server_hostname="bench.test") as conn:
+                return conn.selected_alpn_protocol() if alpn else True
     except OSError:
         return False
 
