@@ -6,14 +6,16 @@ core 1. Each proxy is driven in interleaved rounds (A B C A B C ...) so that
 machine drift hits all of them alike. For every scenario the table gives
 requests/s, p50/p99 latency, the proxy's CPU per request (utime+stime of
 its process over the run, divided by the requests), its RSS, errors, and
-the CPU and p99 ratios to nginx measured in the same run.
+the CPU and p99 ratios to nginx measured in the same run. One more row,
+HTTP/2 over TLS, is driven by h2load (8 connections of 100 streams) instead
+of wrk; `--only-h2` runs just that row.
 
 Then, against switchyard only: errors across 100 switches and 20 config
 reloads under load, and the time from a `switch` command to the first
 response from the new slot.
 
 Loopback only; every run is bounded in time. Usage (see README.md here):
-    python3 benches/load/bench.py [--rounds 3] [--duration 5]
+    python3 benches/load/bench.py [--rounds 3] [--duration 5] [--only-h2]
         [--switchyard BINARY] [--compare NAME=BINARY[,VAR=VALUE...]]...
 """
 
@@ -298,9 +300,65 @@ def wrk(port, path, close, duration, tls=False, connections=32):
     }
 
 
-def measure(pids, rounds, duration):
+def h2load(port, path, duration):
+    """One h2load run over HTTP/2 with TLS (ALPN offers h2 alone), with
+    H2_CONNECTIONS connections of H2_STREAMS concurrent streams each.
+
+    h2load prints only min/max/mean/sd of its "time for request" (a
+    request's start to its stream's close); p50 and p99 of that same time
+    come from its per-request log (`--log-file`, on /dev/shm when there).
+    `errors` is h2load's "failed" count, which includes its "errored" and
+    timed-out requests and responses other than 2xx/3xx; a run h2load could
+    not make at all counts one error and says why in `detail`."""
+    url = f"https://127.0.0.1:{port + H2_OFFSET}{path}"
+    logdir = "/dev/shm" if os.path.isdir("/dev/shm") else None
+    with tempfile.NamedTemporaryFile(prefix="switchyard-h2load-", suffix=".log", dir=logdir) as log:
+        cmd = ["taskset", "-c", "1", "h2load", "-c", str(H2_CONNECTIONS), "-m", str(H2_STREAMS),
+               # --npn-list is the ALPN list in Debian 12's h2load (1.52);
+               # later ones call it --alpn-list and still take this name.
+               "-D", str(duration), "--npn-list=h2", f"--log-file={log.name}",
+               # One TLS 1.3 cipher offered: each server would pick its own.
+               "--tls13-ciphers=TLS_AES_128_GCM_SHA256", url]
+        try:
+            done = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 60)
+            out, err = done.stdout, done.stderr
+        except subprocess.TimeoutExpired as e:
+            out, err = e.stdout or "", f"h2load did not finish within {duration + 60} s"
+            out = out.decode() if isinstance(out, bytes) else out
+        times = sorted(int(cols[2]) for cols in (line.split("\t") for line in open(log.name))
+                       if len(cols) >= 3 and cols[1] != "-1")
+    counts = re.search(r"requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded, "
+                       r"(\d+) failed, (\d+) errored, (\d+) timeout", out)
+    codes = re.search(r"status codes: (\d+) 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx", out)
+    rps = re.search(r"finished in [^,]+, ([\d.]+) req/s", out)
+    protocol = re.search(r"Application protocol: (\S+)", out)
+    tls = [m.group(1).strip() for m in re.finditer(r"(?:TLS Protocol|Cipher|Server Temp Key): (.+)", out)]
+    if not (counts and codes and rps) or not times:
+        why = err.strip().splitlines()[0] if err.strip() else (out.strip() or "no output").splitlines()[-1]
+        return {"requests": 0, "rps": 0.0, "p50": 0.0, "p99": 0.0, "errors": 1,
+                "detail": f"h2load: {why}", "tls": ""}
+    _, _, _, succeeded, failed, errored, timeout = map(int, counts.groups())
+    run = {
+        "requests": succeeded,
+        "rps": float(rps.group(1)),
+        "p50": times[len(times) // 2],
+        "p99": times[min(len(times) - 1, int(len(times) * 0.99))],
+        "errors": failed,
+        "detail": "",
+        "tls": " ".join(tls + ([f"ALPN {protocol.group(1)}"] if protocol else [])),
+    }
+    if failed:
+        run["detail"] = (f"failed {failed}: errored {errored}, timeout {timeout}, 4xx {codes.group(3)}, "
+                         f"5xx {codes.group(4)}")
+    if protocol and protocol.group(1) != "h2":
+        run["errors"] += 1
+        run["detail"] = f"negotiated {protocol.group(1)}, not h2; " + run["detail"]
+    return run
+
+
+def measure(pids, rounds, duration, scenarios=True, h2=True):
     results = {}
-    for label, path, close, tls in SCENARIOS:
+    for label, path, close, tls in SCENARIOS if scenarios else []:
         for _ in range(rounds):
             for name, pid in pids.items():
                 if tls and name in NO_TLS:
@@ -310,37 +368,76 @@ def measure(pids, rounds, duration):
                 run["cpu_us"] = (cpu_seconds(pid) - before) * 1e6 / max(run["requests"], 1)
                 run["rss"] = rss_kib(pid)
                 results.setdefault((label, name), []).append(run)
+    for _ in range(rounds if h2 else 0):
+        for name, pid in pids.items():
+            if name in NO_H2:
+                continue
+            before = cpu_seconds(pid)
+            run = h2load(PROXY_PORTS[name], "/16b", duration)
+            run["cpu_us"] = (cpu_seconds(pid) - before) * 1e6 / max(run["requests"], 1)
+            run["rss"] = rss_kib(pid)
+            results.setdefault((H2_LABEL, name), []).append(run)
     return results
 
 
 def check_no_errors(results):
     """Error responses are cheaper than real ones: figures with errors would
-    flatter whoever failed. Refuse to report them."""
-    failed = [f"{label} via {name}" for (label, name), runs in results.items() if sum(r["errors"] for r in runs)]
+    flatter whoever failed. Refuse to report them. The h2 row is exempt: it
+    shows its errors in place of its figures (see `table`), so that one
+    proxy failing HTTP/2 does not cost the rest of the run."""
+    failed = [f"{label} via {name}" for (label, name), runs in results.items()
+              if label != H2_LABEL and sum(r["errors"] for r in runs)]
     if failed:
         sys.exit("bench: errors during " + ", ".join(failed) + "; figures not reported")
 
 
 def table(results, names):
+    """Medians over the rounds. A row with errors (only the h2 row gets
+    here with any) shows the errors and no figures."""
     lines = ["| scenario | proxy | req/s | p50 | p99 | CPU µs/req | RSS MiB | errors | CPU ÷ nginx | p99 ÷ nginx |",
              "|---|---|---|---|---|---|---|---|---|---|"]
-    for label, _, _, _ in SCENARIOS:
-        base = results[(label, "nginx")]
-        base_cpu = statistics.median(r["cpu_us"] for r in base)
-        base_p99 = statistics.median(r["p99"] for r in base)
+    for label in [scenario[0] for scenario in SCENARIOS] + [H2_LABEL]:
+        base = results.get((label, "nginx"))
+        if base and not sum(r["errors"] for r in base):
+            base_cpu = statistics.median(r["cpu_us"] for r in base)
+            base_p99 = statistics.median(r["p99"] for r in base)
+        else:
+            base_cpu = base_p99 = None
         for name in names:
             if (label, name) not in results:
                 continue
             runs = results[(label, name)]
+            errors = sum(r["errors"] for r in runs)
+            if errors:
+                detail = "; ".join(sorted({r["detail"] for r in runs if r.get("detail")}))
+                lines.append(f"| {label} | {name} | — | — | — | — | — | {errors} ({detail}; "
+                             f"figures not reported) | — | — |")
+                continue
 
             def med(key):
                 return statistics.median(r[key] for r in runs)
 
+            cpu_ratio = f"{med('cpu_us') / base_cpu:.2f}" if base_cpu else "—"
+            p99_ratio = f"{med('p99') / base_p99:.2f}" if base_p99 else "—"
             lines.append(f"| {label} | {name} | {med('rps'):,.0f} | {med('p50') / 1000:.2f} ms | "
                          f"{med('p99') / 1000:.2f} ms | {med('cpu_us'):.1f} | {med('rss') / 1024:.1f} | "
-                         f"{sum(r['errors'] for r in runs)} | {med('cpu_us') / base_cpu:.2f} | "
-                         f"{med('p99') / base_p99:.2f} |")
+                         f"{errors} | {cpu_ratio} | {p99_ratio} |")
     return "\n".join(lines)
+
+
+def h2_notes(results):
+    """How the h2 row was made, and what each proxy negotiated with h2load."""
+    negotiated = {name: sorted({r["tls"] for r in runs if r["tls"]})
+                  for (label, name), runs in results.items() if label == H2_LABEL}
+    lines = [f"- h2 row: h2load -c{H2_CONNECTIONS} -m{H2_STREAMS} (ALPN offers h2 alone) on core 1 against each "
+             f"proxy's HTTP/2 TLS listener, backend HTTP/1.1 kept alive; p50/p99 are h2load's \"time for request\" "
+             f"(a request's start to its stream's close) from its per-request log; errors are h2load's \"failed\" "
+             f"requests (errored, timed out and 4xx/5xx included)"]
+    lines += [f"  - {name}: {', '.join(tls) or 'nothing negotiated'}" for name, tls in negotiated.items()]
+    left_out = sorted(NO_H2)
+    if left_out:
+        lines.append(f"  - left out, no h2 by ALPN: {', '.join(left_out)}")
+    return lines
 
 
 def admin(switchyard, work, *args):
@@ -435,6 +532,8 @@ def main():
                         help="measure only the guard's rollback of a failing release")
     parser.add_argument("--only-idle", action="store_true",
                         help="measure only the memory of idle kept-alive connections")
+    parser.add_argument("--only-h2", action="store_true",
+                        help="measure only the HTTP/2-over-TLS row (h2load)")
     parser.add_argument("--idle-connections", type=int, default=3000,
                         help="idle kept-alive connections per proxy (default 3000)")
     parser.add_argument("--compare", action="append", default=[], metavar="NAME=BINARY[,VAR=VALUE...]",
@@ -453,7 +552,8 @@ def main():
     if not os.path.exists(args.switchyard):
         sys.exit(f"bench: {args.switchyard} is missing; build it: cargo build --release -p switchyard")
     ensure_tools()
-    expected = len(SCENARIOS) * args.rounds * len(PROXY_PORTS) * args.duration + 20
+    rows = 1 if args.only_h2 else len(SCENARIOS) + 1
+    expected = rows * args.rounds * len(PROXY_PORTS) * args.duration + 20
     print(f"bench: about {expected // 60} min {expected % 60} s", file=sys.stderr)
 
     # Room for the idle-connection row: the proxies inherit the limit.
@@ -470,6 +570,10 @@ def main():
             return
         if args.only_idle:
             print("\n".join(idle.idle_checks(sys.modules[__name__], pids, args.idle_connections)))
+            return
+        if args.only_h2:
+            results = measure(pids, args.rounds, args.duration, scenarios=False)
+            print("\n".join([table(results, list(PROXY_PORTS)), "", *h2_notes(results)]))
             return
         results = measure(pids, args.rounds, args.duration)
         check_no_errors(results)
@@ -497,6 +601,7 @@ def main():
         f"- command: `{command}`",
         f"- setup: nginx backend and each proxy with one worker on core 0, wrk -t1 -c32 on core 1, "
         f"{args.rounds} interleaved rounds of {args.duration} s, medians; CPU is the proxy process's utime+stime per request",
+        *h2_notes(results),
         "",
         table(results, list(PROXY_PORTS)),
         "",
