@@ -293,6 +293,11 @@ fn start_data_plane(
     let threads = server
         .threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    // pingora's sessions time their reads and writes with its "fast"
+    // timers, whose clock thread wakes every millisecond for as long as the
+    // process lives. Timeouts of a second or more (all of ours) go to each
+    // worker's own tokio timer instead, which wakes nobody until one is due.
+    pingora_timeout::fast_timeout::set_fast_timeout_to_tokio_threshold(Some(Duration::ZERO));
     let dataplane = pingora_runtime::Runtime::new_no_steal(threads, "switchyard-worker");
     let open_files = crate::limits::raise_open_file_limit();
     let max_connections = server

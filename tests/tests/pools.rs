@@ -5,7 +5,7 @@
 //! connection pooled before it.
 
 use std::collections::BTreeSet;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use switchyard_tests::wire::recording_backend;
 use switchyard_tests::{config_text, Backend, Client, Proxy};
@@ -124,4 +124,100 @@ async fn pooled_connections_survive_unrelated_changes_but_not_a_switch() {
     assert_eq!(after.len(), 2, "a new connection after the switch");
     assert!(after.is_superset(&before));
     drop(app_green);
+}
+
+/// A backend that closes a connection after `idle` without a request (as
+/// Node's 5 s keep-alive timeout does), answering each request with its
+/// body; it counts the connections that carried a request, and those of
+/// them it closed (the health checks' bare connects are not counted).
+async fn closing_backend(
+    idle: std::time::Duration,
+) -> (
+    switchyard_tests::raw::ScriptedBackend,
+    std::sync::Arc<(AtomicU64, AtomicU64)>,
+) {
+    use switchyard_tests::wire::Conn;
+    use tokio::io::AsyncWriteExt;
+    let counts = std::sync::Arc::new((AtomicU64::new(0), AtomicU64::new(0)));
+    let seen = counts.clone();
+    let backend = switchyard_tests::raw::ScriptedBackend::start(move |stream| {
+        let seen = seen.clone();
+        async move {
+            let mut conn = Conn::new(stream);
+            let mut served = false;
+            while let Ok(Ok(request)) = tokio::time::timeout(idle, conn.read_message(false)).await {
+                if !std::mem::replace(&mut served, true) {
+                    seen.0.fetch_add(1, Ordering::SeqCst);
+                }
+                let mut response = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n",
+                    request.body.len()
+                )
+                .into_bytes();
+                response.extend_from_slice(&request.body);
+                if conn.stream.write_all(&response).await.is_err() {
+                    break;
+                }
+            }
+            drop(conn);
+            if served {
+                seen.1.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+    })
+    .await;
+    (backend, counts)
+}
+
+/// Our pool notices a backend that closed an idle connection before a
+/// request is written to it, so even a POST (which may not be sent twice)
+/// right after the close gets through: 0 errors. Requests close together
+/// share one connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_connection_the_backend_closed_while_idle_is_not_used_again() {
+    let (backend, counts) = closing_backend(std::time::Duration::from_secs(1)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("switchyard.toml");
+    let routes = format!(
+        "[[route]]\nname = \"app\"\nactive = \"blue\"\n[route.slots]\nblue = [\"{}\"]\n",
+        backend.addr
+    );
+    std::fs::write(
+        &config,
+        config_text(&routes).replace("threads = 2", "threads = 1"),
+    )
+    .unwrap();
+    let proxy = Proxy::start_with_file(dir.path(), &config);
+    let mut client = Client::new(proxy.addr);
+    for round in 1..=3u64 {
+        for i in 0..5 {
+            let body = format!("round {round} request {i}");
+            let reply = client
+                .send(
+                    "POST",
+                    "x",
+                    "/orders",
+                    &[],
+                    bytes::Bytes::from(body.clone()),
+                )
+                .await
+                .unwrap();
+            assert_eq!((reply.status, reply.body.as_str()), (200, body.as_str()));
+        }
+        assert_eq!(
+            counts.0.load(Ordering::SeqCst),
+            round,
+            "one connection a round"
+        );
+        // The backend times the idle connection out; the next request
+        // follows right behind its close.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while counts.1.load(Ordering::SeqCst) < round {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the backend never closed"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    }
 }

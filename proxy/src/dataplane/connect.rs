@@ -15,6 +15,7 @@ use switchyard_control::table::FailureKind;
 use switchyard_control::{Route, RoutingTable};
 
 use super::pick::{advance, Pick};
+use super::pool::{self, PoolKey};
 use super::retry::Retry;
 use super::{
     Forwarder, Outcome, BAD_GATEWAY_BODY, GATEWAY_TIMEOUT_BODY, H2_STREAMS_PER_CONNECTION,
@@ -26,6 +27,8 @@ use crate::hop_by_hop;
 pub(super) struct Connection {
     pub upstream: Upstream,
     pub peer: HttpPeer,
+    /// Where an HTTP/1.1 connection goes back to when it is done.
+    pub pool: PoolKey,
 }
 
 /// The session an attempt talks to its backend on.
@@ -83,10 +86,14 @@ impl Forwarder {
                 }
             }
             let (backend, peer) = pick.target.next_peer(route, table);
+            let key = PoolKey {
+                slot_pool: route.slot(pick.target.slot).pool_key,
+                backend,
+            };
             let connected = if h2c {
-                self.connect_h2c(peer).await
+                self.connect_h2c(peer, key).await
             } else {
-                self.connect_http1(peer, fresh).await
+                self.connect_http1(peer, key, fresh).await
             };
             match connected {
                 Ok(connection) => {
@@ -105,23 +112,33 @@ impl Forwarder {
         }
     }
 
-    /// An HTTP/1.1 connection to `peer`: from the pool unless `fresh`.
-    async fn connect_http1(&self, peer: HttpPeer, fresh: bool) -> pingora::Result<Connection> {
-        let (session, reused) = if fresh {
-            let stream = self.fresh.new_stream(&peer).await?;
-            (UpstreamSession::new_with_options(stream, &peer), false)
-        } else {
-            self.connector.get_http_session(&peer).await?
+    /// An HTTP/1.1 connection to `peer`: an idle one of `pool` unless
+    /// `fresh`, else a new one.
+    async fn connect_http1(
+        &self,
+        peer: HttpPeer,
+        pool: PoolKey,
+        fresh: bool,
+    ) -> pingora::Result<Connection> {
+        let idle = if fresh { None } else { pool::take(pool) };
+        let reused = idle.is_some();
+        let stream = match idle {
+            Some(stream) => stream,
+            None => self.fresh.new_stream(&peer).await?,
         };
         Ok(Connection {
-            upstream: Upstream::Http1 { session, reused },
+            upstream: Upstream::Http1 {
+                session: UpstreamSession::new_with_options(stream, &peer),
+                reused,
+            },
             peer,
+            pool,
         })
     }
 
     /// One HTTP/2 stream to `peer` (h2c, prior knowledge): on a connection
     /// already open to it when one has a free stream, else on a new one.
-    async fn connect_h2c(&self, mut peer: HttpPeer) -> pingora::Result<Connection> {
+    async fn connect_h2c(&self, mut peer: HttpPeer, pool: PoolKey) -> pingora::Result<Connection> {
         peer.options.set_http_version(2, 2);
         peer.options.max_h2_streams = H2_STREAMS_PER_CONNECTION;
         let session = match self.h2.reused_http_session(&peer).await {
@@ -139,6 +156,7 @@ impl Forwarder {
         Ok(Connection {
             upstream: Upstream::H2c(session),
             peer,
+            pool,
         })
     }
 
@@ -159,12 +177,19 @@ impl Forwarder {
     /// Gives a connection whose exchange finished cleanly back for the next
     /// request: to the pool (HTTP/1.1) or to the shared connection (h2c).
     pub(super) async fn release(&self, connection: Connection) {
-        let Connection { upstream, peer } = connection;
+        let Connection {
+            upstream,
+            peer,
+            pool,
+        } = connection;
         match upstream {
-            Upstream::Http1 { session, .. } => {
-                self.connector
-                    .release_http_session(session, &peer, Some(UPSTREAM_IDLE_TIMEOUT))
-                    .await;
+            Upstream::Http1 { mut session, .. } => {
+                // A backend's `Connection: close` (or HTTP/1.0 without
+                // keep-alive) ends the connection here.
+                session.respect_keepalive();
+                if let Some(stream) = session.reuse().await {
+                    pool::put(pool, stream);
+                }
             }
             Upstream::H2c(session) => {
                 self.h2

@@ -22,7 +22,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::header::HeaderValue;
-use pingora::connectors::http::v1::Connector;
 use pingora::connectors::http::v2::Connector as H2Connector;
 use pingora::connectors::TransportConnector;
 use switchyard_control::{ControllerHandle, SharedTable};
@@ -40,6 +39,7 @@ mod h2_upstream;
 mod head;
 mod in_flight;
 mod pick;
+mod pool;
 mod redirect;
 pub mod request_id;
 mod retry;
@@ -67,10 +67,9 @@ pub struct Forwarder {
     /// Told about connect failures of real requests (passive health check).
     controller: ControllerHandle,
     in_flight: Arc<InFlight>,
-    connector: Connector,
     /// HTTP/2 connections to h2c slots, shared by their streams.
     h2: H2Connector,
-    /// Opens connections outside the pool, for a retry after a stale one.
+    /// Opens new HTTP/1.1 connections (idle ones are in `pool`).
     fresh: TransportConnector,
     /// Set when the service stops listening: requests still arriving on
     /// kept-alive connections are answered with `Connection: close`.
@@ -97,7 +96,6 @@ impl Forwarder {
             controller,
             in_flight,
             connections,
-            connector: Connector::new(None),
             h2: H2Connector::new(None),
             fresh: TransportConnector::new(None),
             stopping: AtomicBool::new(false),
