@@ -11,16 +11,33 @@
 //! for).
 
 use std::collections::BTreeSet;
+use std::ffi::OsString;
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::{self, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
-use notify::{RecommendedWatcher, Watcher};
+use inotify::{EventMask, Inotify, WatchMask};
+
+/// What a directory watch asks the kernel for: names created, removed,
+/// renamed, written or changed in their metadata. Not opens, reads or
+/// closes after reading: every process reading a file beside the config
+/// (a web server serving from that directory, a reload reading the
+/// certificates) would wake the watcher, for nothing.
+const CHANGES: WatchMask = WatchMask::CREATE
+    .union(WatchMask::DELETE)
+    .union(WatchMask::MODIFY)
+    .union(WatchMask::CLOSE_WRITE)
+    .union(WatchMask::MOVED_FROM)
+    .union(WatchMask::MOVED_TO)
+    .union(WatchMask::ATTRIB);
 
 /// Calls back after edits of one config file settle. Dropping it stops the
 /// watch.
 pub struct ConfigWatcher {
-    _watcher: RecommendedWatcher,
+    /// The write end of a pipe the watcher thread also waits on: dropping
+    /// it wakes the thread, which then ends.
+    _stop: OwnedFd,
 }
 
 impl ConfigWatcher {
@@ -34,7 +51,7 @@ impl ConfigWatcher {
         path: &Path,
         settle: Duration,
         on_change: impl Fn() + Send + 'static,
-    ) -> Result<ConfigWatcher, notify::Error> {
+    ) -> io::Result<ConfigWatcher> {
         Self::start_many(std::slice::from_ref(&path.to_path_buf()), settle, on_change)
     }
 
@@ -46,7 +63,7 @@ impl ConfigWatcher {
         paths: &[PathBuf],
         settle: Duration,
         on_change: impl Fn() + Send + 'static,
-    ) -> Result<ConfigWatcher, notify::Error> {
+    ) -> io::Result<ConfigWatcher> {
         let mut dirs = BTreeSet::new();
         let mut names = BTreeSet::new();
         let mut follow_any = false;
@@ -61,59 +78,124 @@ impl ConfigWatcher {
                 .map(|m| m.file_type().is_symlink())
                 .unwrap_or(false);
         }
-        let touches_file = move |event: &notify::Event| {
-            // Reading a file is an event too (inotify's IN_CLOSE_NOWRITE,
-            // and IN_CLOSE_WRITE follows the writes it closes): a reload
-            // that reads the files must not set off the next one.
-            if matches!(event.kind, notify::EventKind::Access(_)) {
-                return false;
-            }
-            // The kernel's queue overflowed: anything may have changed.
-            if event.need_rescan() || follow_any {
-                return true;
-            }
-            event
-                .paths
-                .iter()
-                .any(|p| p.file_name().is_some_and(|n| names.contains(n)))
-        };
-        let (events, received) = mpsc::channel();
-        let mut watcher = notify::recommended_watcher(events)?;
+        let inotify = Inotify::init()?;
         for dir in &dirs {
-            watcher.watch(dir, notify::RecursiveMode::NonRecursive)?;
+            inotify
+                .watches()
+                .add(dir, CHANGES)
+                .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", dir.display())))?;
         }
-        // The watcher's thread sends every raw event; this one waits for
-        // them to stop. It ends when the watcher is dropped (the sender
-        // with it).
+        let (stop_read, stop_write) = pipe()?;
+        let touches = Touches { names, follow_any };
         std::thread::Builder::new()
             .name("config-watch".into())
-            .spawn(move || {
-                let mut due: Option<Instant> = None;
-                loop {
-                    let next = match due {
-                        None => received.recv().map_err(|_| RecvTimeoutError::Disconnected),
-                        Some(at) => {
-                            received.recv_timeout(at.saturating_duration_since(Instant::now()))
+            .spawn(move || watch(inotify, stop_read, &touches, settle, on_change))?;
+        Ok(ConfigWatcher { _stop: stop_write })
+    }
+}
+
+/// Which events are about the watched files.
+struct Touches {
+    names: BTreeSet<OsString>,
+    follow_any: bool,
+}
+
+impl Touches {
+    fn event(&self, mask: EventMask, name: Option<&std::ffi::OsStr>) -> bool {
+        // The kernel's queue overflowed: anything may have changed.
+        mask.contains(EventMask::Q_OVERFLOW)
+            || self.follow_any
+            || name.is_some_and(|n| self.names.contains(n))
+    }
+}
+
+/// The watcher thread: waits for events, and calls back once they have
+/// stopped for `settle`; ends when the [`ConfigWatcher`] is dropped.
+fn watch(
+    mut inotify: Inotify,
+    stop: OwnedFd,
+    touches: &Touches,
+    settle: Duration,
+    on_change: impl Fn(),
+) {
+    let mut buffer = [0u8; 4096];
+    let mut due: Option<Instant> = None;
+    loop {
+        let wait = due.map(|at| at.saturating_duration_since(Instant::now()));
+        match wait_readable(inotify.as_fd().as_raw_fd(), stop.as_raw_fd(), wait) {
+            Ready::Stopped => return,
+            Ready::TimedOut => {
+                due = None;
+                on_change();
+            }
+            Ready::Events => match inotify.read_events(&mut buffer) {
+                Ok(events) => {
+                    for event in events {
+                        if touches.event(event.mask, event.name) {
+                            due = Some(Instant::now() + settle);
                         }
-                    };
-                    match next {
-                        Ok(Ok(event)) => {
-                            if touches_file(&event) {
-                                due = Some(Instant::now() + settle);
-                            }
-                        }
-                        Ok(Err(e)) => tracing::warn!("file watch: {e}"),
-                        Err(RecvTimeoutError::Timeout) => {
-                            due = None;
-                            on_change();
-                        }
-                        Err(RecvTimeoutError::Disconnected) => return,
                     }
                 }
-            })
-            .map_err(notify::Error::io)?;
-        Ok(ConfigWatcher { _watcher: watcher })
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => {
+                    tracing::warn!("file watch: {e}; edits are no longer noticed");
+                    return;
+                }
+            },
+        }
     }
+}
+
+enum Ready {
+    Events,
+    TimedOut,
+    Stopped,
+}
+
+/// Waits until the inotify descriptor has events, `wait` passes (`None`:
+/// no limit), or the stop pipe's write end is closed.
+fn wait_readable(events: i32, stop: i32, wait: Option<Duration>) -> Ready {
+    let timeout = wait.map_or(-1, |w| {
+        // Rounded up, so the call does not come back just before `due`.
+        i32::try_from(w.as_nanos().div_ceil(1_000_000)).unwrap_or(i32::MAX)
+    });
+    let mut fds = [
+        libc::pollfd {
+            fd: events,
+            events: libc::POLLIN,
+            revents: 0,
+        },
+        libc::pollfd {
+            fd: stop,
+            events: libc::POLLIN,
+            revents: 0,
+        },
+    ];
+    loop {
+        // SAFETY: `fds` is a valid array of two pollfd for the call.
+        let n = unsafe { libc::poll(fds.as_mut_ptr(), 2, timeout) };
+        if n < 0 && io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
+            continue;
+        }
+        if n < 0 || fds[1].revents != 0 {
+            return Ready::Stopped;
+        }
+        if n == 0 {
+            return Ready::TimedOut;
+        }
+        return Ready::Events;
+    }
+}
+
+/// A close-on-exec pipe: (read end, write end).
+fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0i32; 2];
+    // SAFETY: `fds` has room for the two descriptors pipe2 writes.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: pipe2 succeeded, so both are open descriptors we now own.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
 }
 
 #[cfg(test)]
@@ -231,5 +313,56 @@ mod tests {
         assert_eq!(changes.load(Ordering::SeqCst), 0);
         std::fs::write(&file, "b").unwrap();
         wait_for(&changes, 1);
+    }
+
+    /// Threads of this process named `config-watch`.
+    fn watcher_threads() -> usize {
+        std::fs::read_dir("/proc/self/task")
+            .unwrap()
+            .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
+            .filter(|comm| comm.trim() == "config-watch")
+            .count()
+    }
+
+    #[test]
+    fn reads_of_the_file_call_nothing_and_dropping_the_watcher_ends_its_thread() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("switchyard.toml");
+        std::fs::write(&file, "a").unwrap();
+        let changes = Arc::new(AtomicUsize::new(0));
+        let seen = changes.clone();
+        let before = watcher_threads();
+        let watcher = ConfigWatcher::start(&file, Duration::from_millis(20), move || {
+            seen.fetch_add(1, Ordering::SeqCst);
+        })
+        .unwrap();
+        // The thread names itself once it runs.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while watcher_threads() == before {
+            assert!(Instant::now() < deadline, "no watcher thread");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        for _ in 0..50 {
+            assert_eq!(std::fs::read_to_string(&file).unwrap(), "a");
+        }
+        // A change after the reads is the first thing called back.
+        std::fs::write(&file, "b").unwrap();
+        wait_for(&changes, 1);
+        std::thread::sleep(Duration::from_millis(100));
+        assert_eq!(
+            changes.load(Ordering::SeqCst),
+            1,
+            "the reads were not changes"
+        );
+
+        drop(watcher);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while watcher_threads() > before {
+            assert!(
+                Instant::now() < deadline,
+                "the watcher thread outlived its watcher"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
     }
 }
