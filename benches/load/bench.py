@@ -572,6 +572,9 @@ def main():
     work = tempfile.mkdtemp(prefix="switchyard-bench-")
     try:
         pids = start_all(procs, work, args.switchyard, variants)
+        # Each proxy as it starts, before any request (one worker each).
+        at_start = [f"{name} {rss_kib(pid) / 1024:.1f} MiB" for name, pid in pids.items()]
+        rss_at_start = [f"RSS at start, before any request: {', '.join(at_start)}"]
         if args.only_failback:
             print("\n".join(failback.failback_checks(sys.modules[__name__], args.switchyard, work, procs)))
             return
@@ -579,7 +582,7 @@ def main():
             print("\n".join(guard.guard_checks(sys.modules[__name__], args.switchyard, work, procs)))
             return
         if args.only_idle:
-            print("\n".join(idle.idle_checks(sys.modules[__name__], pids, args.idle_connections)))
+            print("\n".join(rss_at_start + [""] + idle.idle_checks(sys.modules[__name__], pids, args.idle_connections)))
             return
         if args.only_h2:
             results = measure(pids, args.rounds, args.duration, scenarios=False)
@@ -614,6 +617,8 @@ def main():
         *h2_notes(results),
         "",
         table(results, list(PROXY_PORTS)),
+        "",
+        *rss_at_start,
         "",
         *idle_rows,
         "",
