@@ -221,3 +221,64 @@ async fn a_connection_the_backend_closed_while_idle_is_not_used_again() {
         }
     }
 }
+
+/// An idle connection its backend closed is closed by the proxy too, even
+/// when no request comes to take it: the pool's sweep leaves no socket
+/// half-open. The backend half-closes after its idle timeout and waits for
+/// the proxy's end of the stream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_idle_connection_closed_by_its_backend_is_closed_without_further_traffic() {
+    use switchyard_tests::wire::Conn;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (closed_tx, mut closed_rx) = tokio::sync::mpsc::unbounded_channel();
+    let backend = switchyard_tests::raw::ScriptedBackend::start(move |stream| {
+        let closed_tx = closed_tx.clone();
+        async move {
+            let mut conn = Conn::new(stream);
+            let idle = std::time::Duration::from_millis(300);
+            let mut served = false;
+            while let Ok(Ok(request)) = tokio::time::timeout(idle, conn.read_message(false)).await {
+                served = true;
+                let response = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n",
+                    request.body.len()
+                );
+                if conn.stream.write_all(response.as_bytes()).await.is_err() {
+                    return;
+                }
+            }
+            if !served {
+                return; // a health check's bare connect
+            }
+            let _ = conn.stream.shutdown().await;
+            let started = std::time::Instant::now();
+            let mut rest = Vec::new();
+            let _ = conn.stream.read_to_end(&mut rest).await;
+            let _ = closed_tx.send(started.elapsed());
+        }
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("switchyard.toml");
+    let routes = format!(
+        "[[route]]\nname = \"app\"\nactive = \"blue\"\n[route.slots]\nblue = [\"{}\"]\n",
+        backend.addr
+    );
+    std::fs::write(
+        &config,
+        config_text(&routes).replace("threads = 2", "threads = 1"),
+    )
+    .unwrap();
+    let proxy = Proxy::start_with_file(dir.path(), &config);
+    let mut client = Client::new(proxy.addr);
+    assert_eq!(client.get("x", "/").await.unwrap().status, 200);
+    // The sweep runs every 5 s: the proxy's close follows within that.
+    let waited = tokio::time::timeout(std::time::Duration::from_secs(15), closed_rx.recv())
+        .await
+        .expect("the proxy kept the closed connection open")
+        .unwrap();
+    assert!(
+        waited <= std::time::Duration::from_secs(6),
+        "closed after {waited:?}"
+    );
+}
