@@ -16,6 +16,7 @@ use std::time::Instant;
 use switchyard_conf::HostPattern;
 
 mod assign;
+mod lookup;
 mod series;
 mod stats;
 
@@ -23,10 +24,6 @@ pub use assign::{AssignmentSpec, Choice, Reason, Split, TOKEN_HEADER};
 use series::SlotSeries;
 pub use series::{FailureKind, REQUESTS, REQUEST_DURATION, UPSTREAM_FAILURES};
 pub use stats::{SlotStats, StatsSnapshot};
-
-/// Hosts longer than this cannot be valid DNS names (253 bytes); they match
-/// only any-host routes.
-const MAX_HOST_LEN: usize = 255;
 
 /// Timeouts of the data plane, published with the table so that an edit
 /// applies to new requests at once.
@@ -388,107 +385,6 @@ impl RoutingTable {
         self.not_found_page = page;
         self
     }
-
-    /// The page for a request no route took: the 404 page of the first
-    /// route the host leads to (in the order [`Self::route_ref_for`] tries
-    /// them, whatever their path prefix), else the server's.
-    pub fn not_found_page(&self, host: Option<&str>) -> Option<&bytes::Bytes> {
-        let mut buf = [0u8; MAX_HOST_LEN];
-        let page_of = |list: &[RouteRef]| {
-            list.iter()
-                .find_map(|r| self.routes[r.index].error_pages.get(&404))
-        };
-        let mut found = None;
-        if let Some(host) = host.and_then(|h| lower_host_without_port(h, &mut buf)) {
-            found = self.exact.get(host).and_then(|list| page_of(list));
-            for (suffix, list) in &self.suffixes {
-                if found.is_some() {
-                    break;
-                }
-                if host.len() > suffix.len() && host.ends_with(&**suffix) {
-                    found = page_of(list);
-                }
-            }
-        }
-        found
-            .or_else(|| page_of(&self.any_host))
-            .or(self.not_found_page.as_ref())
-    }
-
-    /// The route for a request: the Host header (any case, port ignored) and
-    /// the path. Exact hosts beat wildcards, wildcards beat any-host routes,
-    /// and within each the longest matching path prefix wins.
-    pub fn route_for(&self, host: Option<&str>, path: &str) -> Option<&Route> {
-        self.route_ref_for(host, path)
-            .map(|r| &self.routes[r.index])
-    }
-
-    /// [`Self::route_for`], as an index into `routes`, and whether the host
-    /// is a preview host of the route.
-    pub fn route_ref_for(&self, host: Option<&str>, path: &str) -> Option<RouteRef> {
-        let mut buf = [0u8; MAX_HOST_LEN];
-        if let Some(host) = host.and_then(|h| lower_host_without_port(h, &mut buf)) {
-            if let Some(list) = self.exact.get(host) {
-                if let Some(index) = self.first_prefix_match(list, path) {
-                    return Some(index);
-                }
-            }
-            for (suffix, list) in &self.suffixes {
-                if host.len() > suffix.len() && host.ends_with(&**suffix) {
-                    if let Some(index) = self.first_prefix_match(list, path) {
-                        return Some(index);
-                    }
-                }
-            }
-        }
-        self.first_prefix_match(&self.any_host, path)
-    }
-
-    fn first_prefix_match(&self, candidates: &[RouteRef], path: &str) -> Option<RouteRef> {
-        candidates
-            .iter()
-            .copied()
-            .find(|r| path_has_prefix(path, &self.routes[r.index].path_prefix))
-    }
-}
-
-/// `/api` matches `/api`, `/api/x` and `/api?q`, not `/apiary`; a prefix
-/// ending in `/` matches anything below it.
-fn path_has_prefix(path: &str, prefix: &str) -> bool {
-    if !path.starts_with(prefix) {
-        return false;
-    }
-    if prefix.ends_with('/') || path.len() == prefix.len() {
-        return true;
-    }
-    matches!(path.as_bytes()[prefix.len()], b'/' | b'?')
-}
-
-/// Lower-cases `host` into `buf` and drops a `:port` (and IPv6 brackets'
-/// port), without allocating. `None` when it does not fit.
-fn lower_host_without_port<'a>(host: &str, buf: &'a mut [u8; MAX_HOST_LEN]) -> Option<&'a str> {
-    let name = if host.starts_with('[') {
-        // [::1]:8080 → [::1]
-        match host.find(']') {
-            Some(end) => &host[..=end],
-            None => host,
-        }
-    } else {
-        match host.rfind(':') {
-            Some(colon) => &host[..colon],
-            None => host,
-        }
-    };
-    let name = name.strip_suffix('.').unwrap_or(name);
-    let bytes = name.as_bytes();
-    if bytes.is_empty() || bytes.len() > buf.len() {
-        return None;
-    }
-    for (dst, src) in buf.iter_mut().zip(bytes) {
-        *dst = src.to_ascii_lowercase();
-    }
-    // Lower-casing ASCII keeps UTF-8 valid.
-    std::str::from_utf8(&buf[..bytes.len()]).ok()
 }
 
 impl Route {
