@@ -8,9 +8,13 @@ use std::time::{Duration, Instant};
 
 use switchyard_tests::*;
 
+/// The guard is off: a promotion starts a guard window, and its latency
+/// judgement of two equal backends, on a debug build beside the rest of the
+/// suite, once rolled a promoted rollout back (tests/tests/guard.rs tests
+/// the guard).
 fn rollout_route(blue: &Backend, green: &Backend, rollout: &str) -> String {
     format!(
-        "{}[route.rollout]\n{rollout}\n",
+        "{}[route.rollout]\n{rollout}\n[route.guard]\nenabled = false\n",
         two_slot_route("app", "blue", blue, green)
     )
 }

@@ -91,7 +91,8 @@ impl Forwarder {
                 backend,
             };
             let connected = if h2c {
-                self.connect_h2c(peer, key).await
+                // Boxed for the same reason as a new HTTP/1.1 connection.
+                Box::pin(self.connect_h2c(peer, key)).await
             } else {
                 self.connect_http1(peer, key, fresh).await
             };
@@ -124,7 +125,10 @@ impl Forwarder {
         let reused = idle.is_some();
         let stream = match idle {
             Some(stream) => stream,
-            None => self.fresh.new_stream(&peer).await?,
+            // Boxed: pingora's connect future is 8 KiB, and unboxed it would
+            // size every request's state (copied into its box per request)
+            // for the rare request that opens a connection.
+            None => Box::pin(self.fresh.new_stream(&peer)).await?,
         };
         Ok(Connection {
             upstream: Upstream::Http1 {
