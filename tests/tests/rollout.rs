@@ -10,8 +10,8 @@ use switchyard_tests::*;
 
 /// The guard is off: a promotion starts a guard window, and its latency
 /// judgement of two equal backends, on a debug build beside the rest of the
-/// suite, once rolled a promoted rollout back (tests/tests/guard.rs tests
-/// the guard).
+/// suite, is the likely reason a promoted rollout was once found off its
+/// slot (tests/tests/guard.rs tests the guard).
 fn rollout_route(blue: &Backend, green: &Backend, rollout: &str) -> String {
     format!(
         "{}[route.rollout]\n{rollout}\n[route.guard]\nenabled = false\n",
