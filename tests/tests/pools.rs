@@ -126,6 +126,19 @@ async fn pooled_connections_survive_unrelated_changes_but_not_a_switch() {
     drop(app_green);
 }
 
+/// The proxy with one data-plane thread (so every request sees one pool)
+/// and one route to `backend`.
+fn one_worker_proxy(backend: std::net::SocketAddr) -> (Proxy, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("switchyard.toml");
+    let routes = format!(
+        "[[route]]\nname = \"app\"\nactive = \"blue\"\n[route.slots]\nblue = [\"{backend}\"]\n"
+    );
+    let text = config_text(&routes).replace("threads = 2", "threads = 1");
+    std::fs::write(&config, text).unwrap();
+    (Proxy::start_with_file(dir.path(), &config), dir)
+}
+
 /// A backend that closes a connection after `idle` without a request (as
 /// Node's 5 s keep-alive timeout does), answering each request with its
 /// body; it counts the connections that carried a request, and those of
@@ -176,18 +189,7 @@ async fn closing_backend(
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_connection_the_backend_closed_while_idle_is_not_used_again() {
     let (backend, counts) = closing_backend(std::time::Duration::from_secs(1)).await;
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("switchyard.toml");
-    let routes = format!(
-        "[[route]]\nname = \"app\"\nactive = \"blue\"\n[route.slots]\nblue = [\"{}\"]\n",
-        backend.addr
-    );
-    std::fs::write(
-        &config,
-        config_text(&routes).replace("threads = 2", "threads = 1"),
-    )
-    .unwrap();
-    let proxy = Proxy::start_with_file(dir.path(), &config);
+    let (proxy, _dir) = one_worker_proxy(backend.addr);
     let mut client = Client::new(proxy.addr);
     for round in 1..=3u64 {
         for i in 0..5 {
@@ -258,18 +260,7 @@ async fn an_idle_connection_closed_by_its_backend_is_closed_without_further_traf
         }
     })
     .await;
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("switchyard.toml");
-    let routes = format!(
-        "[[route]]\nname = \"app\"\nactive = \"blue\"\n[route.slots]\nblue = [\"{}\"]\n",
-        backend.addr
-    );
-    std::fs::write(
-        &config,
-        config_text(&routes).replace("threads = 2", "threads = 1"),
-    )
-    .unwrap();
-    let proxy = Proxy::start_with_file(dir.path(), &config);
+    let (proxy, _dir) = one_worker_proxy(backend.addr);
     let mut client = Client::new(proxy.addr);
     assert_eq!(client.get("x", "/").await.unwrap().status, 200);
     // The sweep runs every 5 s: the proxy's close follows within that.

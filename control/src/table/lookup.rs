@@ -13,26 +13,11 @@ impl RoutingTable {
     /// route the host leads to (in the order [`Self::route_ref_for`] tries
     /// them, whatever their path prefix), else the server's.
     pub fn not_found_page(&self, host: Option<&str>) -> Option<&bytes::Bytes> {
-        let mut buf = [0u8; MAX_HOST_LEN];
-        let page_of = |list: &[RouteRef]| {
+        self.first_in_host_order(host, |list| {
             list.iter()
                 .find_map(|r| self.routes[r.index].error_pages.get(&404))
-        };
-        let mut found = None;
-        if let Some(host) = host.and_then(|h| lower_host_without_port(h, &mut buf)) {
-            found = self.exact.get(host).and_then(|list| page_of(list));
-            for (suffix, list) in &self.suffixes {
-                if found.is_some() {
-                    break;
-                }
-                if host.len() > suffix.len() && host.ends_with(&**suffix) {
-                    found = page_of(list);
-                }
-            }
-        }
-        found
-            .or_else(|| page_of(&self.any_host))
-            .or(self.not_found_page.as_ref())
+        })
+        .or(self.not_found_page.as_ref())
     }
 
     /// The route for a request: the Host header (any case, port ignored) and
@@ -46,22 +31,31 @@ impl RoutingTable {
     /// [`Self::route_for`], as an index into `routes`, and whether the host
     /// is a preview host of the route.
     pub fn route_ref_for(&self, host: Option<&str>, path: &str) -> Option<RouteRef> {
+        self.first_in_host_order(host, |list| self.first_prefix_match(list, path))
+    }
+
+    /// The first answer `found` gives for the route lists `host` leads to,
+    /// most specific first: its exact host, the wildcards it matches
+    /// (longest first), then the routes without hosts.
+    fn first_in_host_order<'t, T>(
+        &'t self,
+        host: Option<&str>,
+        mut found: impl FnMut(&'t [RouteRef]) -> Option<T>,
+    ) -> Option<T> {
         let mut buf = [0u8; MAX_HOST_LEN];
         if let Some(host) = host.and_then(|h| lower_host_without_port(h, &mut buf)) {
-            if let Some(list) = self.exact.get(host) {
-                if let Some(index) = self.first_prefix_match(list, path) {
-                    return Some(index);
-                }
+            if let Some(hit) = self.exact.get(host).and_then(|list| found(list)) {
+                return Some(hit);
             }
             for (suffix, list) in &self.suffixes {
                 if host.len() > suffix.len() && host.ends_with(&**suffix) {
-                    if let Some(index) = self.first_prefix_match(list, path) {
-                        return Some(index);
+                    if let Some(hit) = found(list) {
+                        return Some(hit);
                     }
                 }
             }
         }
-        self.first_prefix_match(&self.any_host, path)
+        found(&self.any_host)
     }
 
     fn first_prefix_match(&self, candidates: &[RouteRef], path: &str) -> Option<RouteRef> {

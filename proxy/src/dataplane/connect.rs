@@ -27,8 +27,6 @@ use crate::hop_by_hop;
 pub(super) struct Connection {
     pub upstream: Upstream,
     pub peer: HttpPeer,
-    /// Where an HTTP/1.1 connection goes back to when it is done.
-    pub pool: PoolKey,
 }
 
 /// The session an attempt talks to its backend on.
@@ -37,6 +35,8 @@ pub(super) enum Upstream {
     Http1 {
         session: UpstreamSession,
         reused: bool,
+        /// Where it goes back to when it is done.
+        pool: PoolKey,
     },
     /// One stream; the connection is shared with other requests.
     H2c(Http2Session),
@@ -86,15 +86,15 @@ impl Forwarder {
                 }
             }
             let (backend, peer) = pick.target.next_peer(route, table);
-            let key = PoolKey {
-                slot_pool: route.slot(pick.target.slot).pool_key,
-                backend,
-            };
             let connected = if h2c {
                 // Boxed for the same reason as a new HTTP/1.1 connection.
-                Box::pin(self.connect_h2c(peer, key)).await
+                Box::pin(self.connect_h2c(peer)).await
             } else {
-                self.connect_http1(peer, key, fresh).await
+                let pool = PoolKey {
+                    slot_pool: route.slot(pick.target.slot).pool_key,
+                    backend,
+                };
+                self.connect_http1(peer, pool, fresh).await
             };
             match connected {
                 Ok(connection) => {
@@ -134,15 +134,15 @@ impl Forwarder {
             upstream: Upstream::Http1 {
                 session: UpstreamSession::new_with_options(stream, &peer),
                 reused,
+                pool,
             },
             peer,
-            pool,
         })
     }
 
     /// One HTTP/2 stream to `peer` (h2c, prior knowledge): on a connection
     /// already open to it when one has a free stream, else on a new one.
-    async fn connect_h2c(&self, mut peer: HttpPeer, pool: PoolKey) -> pingora::Result<Connection> {
+    async fn connect_h2c(&self, mut peer: HttpPeer) -> pingora::Result<Connection> {
         peer.options.set_http_version(2, 2);
         peer.options.max_h2_streams = H2_STREAMS_PER_CONNECTION;
         let session = match self.h2.reused_http_session(&peer).await {
@@ -160,7 +160,6 @@ impl Forwarder {
         Ok(Connection {
             upstream: Upstream::H2c(session),
             peer,
-            pool,
         })
     }
 
@@ -181,13 +180,11 @@ impl Forwarder {
     /// Gives a connection whose exchange finished cleanly back for the next
     /// request: to the pool (HTTP/1.1) or to the shared connection (h2c).
     pub(super) async fn release(&self, connection: Connection) {
-        let Connection {
-            upstream,
-            peer,
-            pool,
-        } = connection;
+        let Connection { upstream, peer } = connection;
         match upstream {
-            Upstream::Http1 { mut session, .. } => {
+            Upstream::Http1 {
+                mut session, pool, ..
+            } => {
                 // A backend's `Connection: close` (or HTTP/1.0 without
                 // keep-alive) ends the connection here.
                 session.respect_keepalive();
