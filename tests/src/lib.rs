@@ -184,9 +184,21 @@ impl Backend {
         .await;
     }
 
-    /// Closes the listener and every open connection.
+    /// Tells the listener and every open connection to close, and returns
+    /// at once: they close a moment later. A test that needs the backend
+    /// gone before its next step uses [`Backend::stop_and_wait`].
     pub fn stop(&self) {
         let _ = self.stop.send(true);
+    }
+
+    /// Closes the listener and every open connection, and returns once all
+    /// of them are closed: each holds a receiver of the stop channel until
+    /// its socket is dropped, so the channel closing proves it.
+    pub async fn stop_and_wait(&self) {
+        self.stop();
+        tokio::time::timeout(Duration::from_secs(5), self.stop.closed())
+            .await
+            .unwrap_or_else(|_| panic!("backend {} still open 5 s after stop", self.slot));
     }
 }
 

@@ -85,7 +85,7 @@ async fn the_active_backend_dying_under_load_fails_back_with_no_failed_request()
     })
     .await;
     let killed = Instant::now();
-    green.stop();
+    green.stop_and_wait().await;
     eventually(Duration::from_secs(10), "fail-back to blue", || {
         route_status(&proxy)["active"] == "blue"
     })
@@ -395,7 +395,7 @@ async fn metrics_show_backend_up_inflight_and_failback_switches() {
     let metrics_addr = proxy.admin_http_addr();
     both_healthy(&proxy).await;
     tokio::task::block_in_place(|| proxy.cli_ok(&["switch", "app", "green"]));
-    green.stop();
+    green.stop_and_wait().await;
     eventually(Duration::from_secs(10), "fail-back to blue", || {
         route_status(&proxy)["active"] == "blue"
     })

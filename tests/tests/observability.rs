@@ -32,7 +32,7 @@ async fn get(addr: std::net::SocketAddr, path: &str) -> switchyard_tests::Reply 
 async fn metrics_count_requests_by_code_durations_upstream_failures_and_reloads() {
     let blue = Backend::start("blue").await;
     let gone = Backend::start("gone").await;
-    gone.stop();
+    gone.stop_and_wait().await;
     let dir = tempfile::tempdir().unwrap();
     // Blue's second backend refuses connections: its requests are retried
     // on the first and counted as connect failures.

@@ -294,7 +294,7 @@ async fn a_dead_active_backend_is_retried_on_the_previous_slot() {
         Some("green")
     );
 
-    green.stop();
+    green.stop_and_wait().await;
     for _ in 0..20 {
         let reply = client.get("x", "/").await.unwrap();
         assert_eq!(reply.status, 200, "{}", reply.body);
@@ -334,9 +334,9 @@ async fn a_client_hanging_up_is_not_logged_as_an_error_but_a_dead_upstream_is() 
     )
     .await;
 
-    green.stop();
+    green.stop_and_wait().await;
     tokio::task::block_in_place(|| proxy.cli_ok(&["switch", "app", "green", "--force"]));
-    blue.stop();
+    blue.stop_and_wait().await;
     let mut client = Client::new(proxy.addr);
     assert_eq!(client.get("x", "/").await.unwrap().status, 502);
     eventually(
