@@ -146,6 +146,49 @@ fn strip(headers: &mut impl Headers, upgrades: &[Box<str>]) {
     }
 }
 
+/// The hop-by-hop test for a head read or written as bytes, without a
+/// header map: `connection` holds the values of its `Connection` headers
+/// that name other headers ([`connection_names_others`]). `keep_upgrade`:
+/// the message carries an upgrade, so `Upgrade` stays; `Connection` is
+/// always reported, and the caller writes `Connection: upgrade` itself.
+pub fn is_hop_by_hop_field(name: &[u8], connection: &[bytes::Bytes], keep_upgrade: bool) -> bool {
+    if FIXED
+        .iter()
+        .any(|fixed| name.eq_ignore_ascii_case(fixed.as_str().as_bytes()))
+    {
+        return true;
+    }
+    if name.eq_ignore_ascii_case(b"upgrade") {
+        return !keep_upgrade;
+    }
+    if NEVER_HOP
+        .iter()
+        .any(|never| name.eq_ignore_ascii_case(never.as_str().as_bytes()))
+    {
+        return false;
+    }
+    connection.iter().any(|value| {
+        value
+            .split(|&b| b == b',')
+            .any(|token| token.trim_ascii().eq_ignore_ascii_case(name))
+    })
+}
+
+/// Whether a `Connection` value names any header beyond the ones every
+/// proxy handles anyway (`close`, `keep-alive`, `upgrade`): only such a
+/// value need be kept for [`is_hop_by_hop_field`].
+pub fn connection_names_others(value: &[u8]) -> bool {
+    value
+        .split(|&b| b == b',')
+        .map(<[u8]>::trim_ascii)
+        .any(|token| {
+            !token.is_empty()
+                && !token.eq_ignore_ascii_case(b"close")
+                && !token.eq_ignore_ascii_case(b"keep-alive")
+                && !token.eq_ignore_ascii_case(b"upgrade")
+        })
+}
+
 fn connection_lists(map: &HeaderMap, token: &str) -> bool {
     map.get_all(header::CONNECTION)
         .iter()

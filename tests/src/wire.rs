@@ -50,6 +50,16 @@ impl Message {
     pub fn target(&self) -> &str {
         self.first_line.split(' ').nth(1).unwrap_or_default()
     }
+
+    /// The numbers among a request target's path segments, in order:
+    /// `/r/3/17` gives `[3, 17]` (how scripted backends are told what to
+    /// answer).
+    pub fn target_numbers(&self) -> Vec<usize> {
+        self.target()
+            .split('/')
+            .filter_map(|p| p.parse().ok())
+            .collect()
+    }
 }
 
 /// The result of reading a buffer.

@@ -119,11 +119,7 @@ async fn response_bodies_arrive_exactly_at_every_split_position() {
             let mut conn = Conn::new(stream);
             while let Ok(request) = conn.read_message(false).await {
                 // `/r/CASE/SPLIT`, or anything else for a short answer.
-                let parts: Vec<usize> = request
-                    .target()
-                    .split('/')
-                    .filter_map(|p| p.parse().ok())
-                    .collect();
+                let parts = request.target_numbers();
                 let written = match parts[..] {
                     [case, split] => {
                         let mut response =
@@ -580,4 +576,197 @@ async fn a_route_upgrades_only_to_the_protocols_it_lists() {
     .await;
     let seen = String::from_utf8(response.body).unwrap();
     assert!(!seen.contains("upgrade"), "{seen}");
+}
+
+/// One way a backend may frame its answer, and what the client must get.
+struct ResponseCase {
+    method: &'static str,
+    /// What the backend writes, split at every position.
+    response: &'static [u8],
+    /// The statuses the client gets, informational ones first.
+    statuses: &'static [u16],
+    body: &'static [u8],
+    /// Splits only up to here: bytes a backend sends after its answer can
+    /// be told from an answer to the next request only while they come
+    /// with the answer's last piece.
+    split_before: Option<usize>,
+    /// The pipelined request after it is answered (our own 502 closes the
+    /// connection instead).
+    then_next: bool,
+}
+
+const RESPONSE_CASES: &[ResponseCase] = &[
+    ResponseCase {
+        method: "GET",
+        response: b"HTTP/1.1 200 OK\r\nContent-Length: 11\r\n\r\nhello world",
+        statuses: &[200],
+        body: b"hello world",
+        split_before: None,
+        then_next: true,
+    },
+    // Identical duplicate lengths are one length (RFC 9110 §8.6).
+    ResponseCase {
+        method: "GET",
+        response: b"HTTP/1.1 200 OK\r\nContent-Length: 5, 5\r\nContent-Length: 5\r\n\r\nfives",
+        statuses: &[200],
+        body: b"fives",
+        split_before: None,
+        then_next: true,
+    },
+    // Transfer-Encoding wins over Content-Length.
+    ResponseCase {
+        method: "GET",
+        response: b"HTTP/1.1 200 OK\r\nContent-Length: 99\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+        statuses: &[200],
+        body: b"abc",
+        split_before: None,
+        then_next: true,
+    },
+    // Informational answers pass, then the final one.
+    ResponseCase {
+        method: "GET",
+        response: b"HTTP/1.1 103 Early Hints\r\nLink: </s.css>\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+        statuses: &[103, 200],
+        body: b"ok",
+        split_before: None,
+        then_next: true,
+    },
+    // No body, whatever the length says.
+    ResponseCase {
+        method: "GET",
+        response: b"HTTP/1.1 304 Not Modified\r\nContent-Length: 99\r\n\r\n",
+        statuses: &[304],
+        body: b"",
+        split_before: None,
+        then_next: true,
+    },
+    ResponseCase {
+        method: "GET",
+        response: b"HTTP/1.1 204 No Content\r\n\r\n",
+        statuses: &[204],
+        body: b"",
+        split_before: None,
+        then_next: true,
+    },
+    ResponseCase {
+        method: "HEAD",
+        response: b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n",
+        statuses: &[200],
+        body: b"",
+        split_before: None,
+        then_next: true,
+    },
+    // An HTTP/1.0 backend closes after its answer; the client's connection
+    // goes on.
+    ResponseCase {
+        method: "GET",
+        response: b"HTTP/1.0 200 OK\r\nContent-Length: 3\r\n\r\nold",
+        statuses: &[200],
+        body: b"old",
+        split_before: None,
+        then_next: true,
+    },
+    // Bytes after the answer's end are not passed on, and that connection
+    // is not used again.
+    ResponseCase {
+        method: "GET",
+        response: b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokHTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nextra",
+        statuses: &[200],
+        body: b"ok",
+        split_before: Some(40),
+        then_next: true,
+    },
+    // A body that ends when the backend closes reaches an HTTP/1.1 client
+    // framed, on a connection that stays open.
+    ResponseCase {
+        method: "GET",
+        response: b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nuntil the end",
+        statuses: &[200],
+        body: b"until the end",
+        split_before: None,
+        then_next: true,
+    },
+    // A length that is not one number is a bad gateway.
+    ResponseCase {
+        method: "GET",
+        response: b"HTTP/1.1 200 OK\r\nContent-Length: 5, 6\r\n\r\nfives",
+        statuses: &[502],
+        body: b"switchyard: the upstream failed to answer\n",
+        split_before: None,
+        then_next: false,
+    },
+];
+
+/// Every response framing a backend may use, split at every position: the
+/// client gets each answer exactly, and the pipelined request after it is
+/// answered whole on the same connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn response_framings_arrive_exactly_at_every_split_position() {
+    let backend = ScriptedBackend::start(|stream: TcpStream| async move {
+        let mut conn = Conn::new(stream);
+        while let Ok(request) = conn.read_message(false).await {
+            let parts = request.target_numbers();
+            let [case, split] = parts[..] else {
+                let next = b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nnext";
+                if conn.stream.write_all(next).await.is_err() {
+                    return;
+                }
+                continue;
+            };
+            let response = RESPONSE_CASES[case].response;
+            let split = split.min(response.len());
+            let _ = conn
+                .write_parts(&[&response[..split], &response[split..]], SPLIT_PAUSE)
+                .await;
+            // Every case but a plain keep-alive one ends the connection
+            // here: the proxy must not need it again.
+            let keeps = response.starts_with(b"HTTP/1.1") && !response.ends_with(b"extra");
+            let framed = keeps && !response.ends_with(b"until the end");
+            if !framed {
+                return;
+            }
+        }
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = Proxy::start(dir.path(), &route(backend.addr));
+
+    for (case, expected) in RESPONSE_CASES.iter().enumerate() {
+        let end = expected.split_before.unwrap_or(expected.response.len());
+        for split in 1..end {
+            let what = format!("case {case}, split at {split}");
+            let mut conn = Conn::connect(proxy.addr).await;
+            let request = format!(
+                "{} /r/{case}/{split} HTTP/1.1\r\nHost: app.test\r\n\r\nGET /next HTTP/1.1\r\nHost: app.test\r\n\r\n",
+                expected.method
+            );
+            conn.stream.write_all(request.as_bytes()).await.unwrap();
+            let mut statuses = Vec::new();
+            let response = loop {
+                let message = conn
+                    .read_message(expected.method == "HEAD")
+                    .await
+                    .unwrap_or_else(|e| panic!("{what}: {e}"));
+                statuses.push(message.status());
+                if message.status() >= 200 {
+                    break message;
+                }
+            };
+            assert_eq!(statuses, expected.statuses, "{what}");
+            assert_eq!(
+                response.body,
+                expected.body,
+                "{what}: the client got {:?}",
+                String::from_utf8_lossy(&response.body)
+            );
+            if !expected.then_next {
+                continue;
+            }
+            let next = conn
+                .read_message(false)
+                .await
+                .unwrap_or_else(|e| panic!("{what}, next: {e}"));
+            assert_eq!(next.body, b"next", "{what}");
+        }
+    }
 }

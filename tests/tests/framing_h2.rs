@@ -263,11 +263,7 @@ async fn chunked_responses_cut_at_every_position_reach_an_h2_client_exactly() {
         async move {
             let mut conn = Conn::new(stream);
             while let Ok(request) = conn.read_message(false).await {
-                let parts: Vec<usize> = request
-                    .target()
-                    .split('/')
-                    .filter_map(|p| p.parse().ok())
-                    .collect();
+                let parts = request.target_numbers();
                 let [case, split] = parts[..] else { return };
                 let mut response =
                     b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();

@@ -6,7 +6,6 @@
 use std::net::SocketAddr;
 
 use pingora::protocols::http::client::HttpSession;
-use pingora::protocols::http::v1::client::HttpSession as UpstreamSession;
 use pingora::protocols::http::v2::client::Http2Session;
 use pingora::protocols::http::ServerSession;
 use pingora::upstreams::peer::HttpPeer;
@@ -14,6 +13,7 @@ use pingora::ErrorType;
 use switchyard_control::table::FailureKind;
 use switchyard_control::{Route, RoutingTable};
 
+use super::h1::upstream::Http1Upstream;
 use super::pick::{advance, Pick};
 use super::pool::{self, PoolKey};
 use super::retry::Retry;
@@ -33,13 +33,15 @@ pub(super) struct Connection {
 pub(super) enum Upstream {
     /// `reused`: it came from the pool.
     Http1 {
-        session: UpstreamSession,
+        session: Http1Upstream,
         reused: bool,
         /// Where it goes back to when it is done.
         pool: PoolKey,
     },
-    /// One stream; the connection is shared with other requests.
-    H2c(Http2Session),
+    /// One stream; the connection is shared with other requests. Boxed:
+    /// pingora's session is 400 bytes, and the rare h2c path should not
+    /// size every request's state.
+    H2c(Box<Http2Session>),
 }
 
 impl Connection {
@@ -132,7 +134,7 @@ impl Forwarder {
         };
         Ok(Connection {
             upstream: Upstream::Http1 {
-                session: UpstreamSession::new_with_options(stream, &peer),
+                session: Http1Upstream::new(stream),
                 reused,
                 pool,
             },
@@ -158,7 +160,7 @@ impl Forwarder {
             },
         };
         Ok(Connection {
-            upstream: Upstream::H2c(session),
+            upstream: Upstream::H2c(Box::new(session)),
             peer,
         })
     }
@@ -182,19 +184,16 @@ impl Forwarder {
     pub(super) async fn release(&self, connection: Connection) {
         let Connection { upstream, peer } = connection;
         match upstream {
-            Upstream::Http1 {
-                mut session, pool, ..
-            } => {
+            Upstream::Http1 { session, pool, .. } => {
                 // A backend's `Connection: close` (or HTTP/1.0 without
                 // keep-alive) ends the connection here.
-                session.respect_keepalive();
-                if let Some(stream) = session.reuse().await {
+                if let Some(stream) = session.reuse() {
                     pool::put(pool, stream);
                 }
             }
             Upstream::H2c(session) => {
                 self.h2
-                    .release_http_session(session, &peer, Some(UPSTREAM_IDLE_TIMEOUT));
+                    .release_http_session(*session, &peer, Some(UPSTREAM_IDLE_TIMEOUT));
             }
         }
     }

@@ -8,27 +8,27 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
-use pingora::http::{RequestHeader, ResponseHeader};
-use pingora::protocols::http::v1::client::HttpSession as UpstreamSession;
+use pingora::http::ResponseHeader;
 use pingora::protocols::http::ServerSession;
 use pingora::{Error, ErrorType};
 
+use super::h1::request_head::Written;
+use super::h1::upstream::Http1Upstream;
 use super::retry::{after_header, Retry};
 use super::{request_id, Outcome, BAD_GATEWAY_BODY, BAD_REQUEST_BODY, GATEWAY_TIMEOUT_BODY};
-use crate::hop_by_hop;
 use switchyard_control::table::{FailureKind, LoadGuard, Timeouts};
 
 /// The next thing the backend sent: its (next) response header, or body.
 enum FromUpstream {
-    Header(pingora::Result<usize>),
+    Header(pingora::Result<Box<ResponseHeader>>),
     Body(pingora::Result<Option<Bytes>>),
 }
 
 /// One future for both upstream reads, so the pump's `select!` borrows the
 /// upstream session once.
-async fn next_from_upstream(upstream: &mut UpstreamSession, header_sent: bool) -> FromUpstream {
+async fn next_from_upstream(upstream: &mut Http1Upstream, header_sent: bool) -> FromUpstream {
     if header_sent {
-        FromUpstream::Body(upstream.read_body_bytes().await)
+        FromUpstream::Body(upstream.read_body().await)
     } else {
         FromUpstream::Header(upstream.read_response().await)
     }
@@ -48,10 +48,9 @@ pub(super) struct Reply<'t> {
 }
 
 impl Reply<'_> {
-    /// What the proxy does to every response it passes on: hop-by-hop
-    /// headers out; the sticky cookie, HSTS and the request id in.
+    /// What the proxy adds to every response it passes on, its hop-by-hop
+    /// headers already out: the sticky cookie, HSTS and the request id.
     pub(super) fn decorate(&self, response: &mut ResponseHeader) {
-        hop_by_hop::strip_response(response);
         if let Some(cookie) = self.set_cookie {
             let _ = response.append_header(header::SET_COOKIE, cookie.clone());
         }
@@ -86,10 +85,12 @@ pub(super) enum Exchange {
 /// second task per request. While waiting for the backend it also watches
 /// the client, so a client that hangs up ends the upstream request at once.
 /// `retry`: what a drop allows before the header went out.
+#[allow(clippy::too_many_arguments)]
 pub(super) async fn exchange(
     session: &mut ServerSession,
-    upstream: &mut UpstreamSession,
-    request: Box<RequestHeader>,
+    upstream: &mut Http1Upstream,
+    head: &[u8],
+    written: Written,
     retry: Retry,
     load: &mut LoadGuard,
     reply: &Reply<'_>,
@@ -97,7 +98,10 @@ pub(super) async fn exchange(
 ) -> Exchange {
     upstream.read_timeout = Some(timeouts.upstream_read);
     upstream.write_timeout = Some(timeouts.upstream_read);
-    if let Err(e) = upstream.write_request_header(request).await {
+    let sent = upstream
+        .write_request_head(head, written.framing, written.head_request, written.upgrade)
+        .await;
+    if let Err(e) = sent {
         // The backend cannot have acted on a request it did not get whole:
         // any method may go again.
         return Exchange::Dropped(retry, e);
@@ -123,7 +127,7 @@ pub(super) async fn exchange(
 /// its loop has a handler of its own.
 struct Pump<'a, 'r> {
     session: &'a mut ServerSession,
-    upstream: &'a mut UpstreamSession,
+    upstream: &'a mut Http1Upstream,
     load: &'a mut LoadGuard,
     reply: &'a Reply<'r>,
     timeouts: &'a Timeouts,
@@ -178,15 +182,15 @@ impl Pump<'_, '_> {
 
     /// The backend's (next) response header: passed on, 1xx included.
     /// `Some` when the exchange ends here.
-    async fn response_header(&mut self, read: pingora::Result<usize>) -> Option<Exchange> {
-        if let Err(e) = read {
-            return Some(upstream_failed(e, self.retry, self.load));
-        }
-        let Some(head) = self.upstream.resp_header() else {
-            self.load.upstream_failed(FailureKind::Protocol);
-            return Some(Exchange::Failed(Outcome::Answer(502, BAD_GATEWAY_BODY)));
+    async fn response_header(
+        &mut self,
+        read: pingora::Result<Box<ResponseHeader>>,
+    ) -> Option<Exchange> {
+        let mut response = match read {
+            Ok(response) => response,
+            Err(e) => return Some(upstream_failed(e, self.retry, self.load)),
         };
-        let status = head.status.as_u16();
+        let status = response.status.as_u16();
         if status == 101 && !self.upstream.was_upgraded() {
             // A switch of protocols the client did not ask for (or asked
             // for one we do not carry): passing it on would turn the client
@@ -198,20 +202,22 @@ impl Pump<'_, '_> {
         if (100..200).contains(&status) && status != 101 {
             // Informational answers go to the client as they are; the final
             // one follows.
-            let informational = Box::new(head.clone());
-            if self
-                .session
-                .write_response_header(informational)
-                .await
-                .is_err()
-            {
+            if self.session.write_response_header(response).await.is_err() {
                 return Some(Exchange::Failed(Outcome::Abandon));
             }
             return None;
         }
         self.load.answered(status, self.reply.started.elapsed());
-        let mut response: Box<ResponseHeader> = Box::new(head.clone());
         self.reply.decorate(&mut response);
+        if self.upstream.body_runs_until_close()
+            && self.session.req_header().version == http::Version::HTTP_11
+            && !response.headers.contains_key(header::TRANSFER_ENCODING)
+        {
+            // A body that ends when the backend closes goes to an HTTP/1.1
+            // client chunked, as nginx sends it: the client's connection
+            // need not close with the backend's.
+            let _ = response.insert_header(header::TRANSFER_ENCODING, "chunked");
+        }
         if let Err(e) = self.session.write_response_header(response).await {
             tracing::debug!("client went away: {e}");
             return Some(Exchange::Failed(Outcome::Abandon));
@@ -226,7 +232,7 @@ impl Pump<'_, '_> {
     /// Both directions now carry raw bytes until one side closes, or the
     /// upgrade's idle timeout or its slot's drain ends it.
     fn start_upgrade(&mut self) {
-        self.upstream.maybe_upgrade_body_writer();
+        self.upstream.upgrade_body_writer();
         // Quiet is the upgrade's own business, timed by `upgrade_idle` in
         // `check_upgrade`: the per-read timeouts of either side would race
         // with it (each loop turn restarts them, so whichever fired first

@@ -22,6 +22,7 @@ use switchyard_control::RoutingTable;
 
 use super::connect::{Connection, Upstream};
 use super::exchange::Exchange;
+use super::h1::request_head;
 use super::pick::{pick, Pick};
 use super::redirect::https_location;
 use super::retry::Retry;
@@ -165,9 +166,15 @@ impl Forwarder {
             };
             trail.slot = Some(route.slot(pick.target.slot).name.clone());
             trail.backend = connection.peer._address.as_inet().copied();
-            let chunked = unframed_body && matches!(connection.upstream, Upstream::Http1 { .. });
-            let request = upstream_request(session, incoming, chunked, &route.upgrades);
-            let ended = exchange(session, &mut connection, request, pick, table).await;
+            let ended = exchange(
+                session,
+                &mut connection,
+                incoming,
+                unframed_body,
+                pick,
+                table,
+            )
+            .await;
             match ended {
                 Exchange::Finished { reusable_upstream } => {
                     if reusable_upstream {
@@ -196,23 +203,45 @@ impl Forwarder {
     }
 }
 
-/// The exchange phase, on whichever protocol the connection speaks.
+/// The exchange phase, on whichever protocol the connection speaks, with
+/// the request as that protocol's backend gets it. `unframed_body`: an
+/// HTTP/2 request body of no declared length (chunked to an HTTP/1.1
+/// backend).
 async fn exchange(
     session: &mut ServerSession,
     connection: &mut Connection,
-    request: Box<pingora::http::RequestHeader>,
+    incoming: Incoming<'_>,
+    unframed_body: bool,
     pick: &mut Pick<'_>,
     table: &RoutingTable,
 ) -> Exchange {
     let retry = connection.retry();
+    let upgrades = &pick.route.upgrades;
     let load = &mut pick.counted.load;
     let reply = &pick.reply;
     let timeouts = &table.timeouts;
     match &mut connection.upstream {
         Upstream::Http1 { session: up, .. } => {
-            exchange::exchange(session, up, request, retry, load, reply, timeouts).await
+            let client = session
+                .client_addr()
+                .and_then(|a| a.as_inet())
+                .map(|a| a.ip());
+            let mut head = Vec::with_capacity(512);
+            let request = session.req_header();
+            let Some(written) = request_head::write(
+                &mut head,
+                request,
+                client,
+                incoming,
+                unframed_body,
+                upgrades,
+            ) else {
+                return Exchange::Failed(Outcome::Reject(400, super::BAD_REQUEST_BODY));
+            };
+            exchange::exchange(session, up, &head, written, retry, load, reply, timeouts).await
         }
         Upstream::H2c(up) => {
+            let request = upstream_request(session, incoming, false, upgrades);
             h2_upstream::exchange(session, up, request, retry, load, reply, timeouts).await
         }
     }

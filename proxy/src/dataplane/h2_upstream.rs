@@ -141,6 +141,7 @@ async fn relay_response(
 /// framing (chunked when the backend gave no length, so the connection
 /// stays reusable).
 fn for_client(response: &mut ResponseHeader, session: &ServerSession, reply: &Reply<'_>) {
+    crate::hop_by_hop::strip_response(response);
     reply.decorate(response);
     if session.req_header().version != http::Version::HTTP_2 {
         response.set_version(http::Version::HTTP_11);

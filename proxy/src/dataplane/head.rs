@@ -4,7 +4,7 @@
 //!
 //! - between requests the connection holds no buffer at all: the wait for
 //!   the next request is a read into this thread's scratch buffer
-//!   ([`FirstBytes`]), and only the bytes that arrived are copied out — the
+//!   (`h1/read.rs`), and only the bytes that arrived are copied out — the
 //!   same one read pingora would have made into a 4 KiB buffer of its own;
 //! - from that byte on the whole head must arrive within `header_timeout`
 //!   (`408`), and be at most [`MAX_HEAD`] bytes (`431`);
@@ -14,54 +14,22 @@
 //! The bytes read (the head and whatever came after it) go to pingora's
 //! session as its first bytes, the way a pipelined request's do.
 
-use std::cell::RefCell;
-use std::future::Future;
-use std::pin::Pin;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::BytesMut;
 use pingora::protocols::Stream;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::Instant;
+
+use super::h1::read::read_into;
 
 /// The largest request head accepted: 64 KiB. nginx takes up to 32 KiB
 /// (4 × 8 KiB buffers) and HAProxy 16 KiB; pingora alone would take 1 MiB.
 pub(crate) const MAX_HEAD: usize = 64 * 1024;
 
-/// The first read of a head goes into a per-thread buffer of this size: a
-/// head of an API client or a browser fits in one read; a longer one is read
-/// on into a buffer of its own, doubling.
+/// A head longer than its first read is read on into a buffer of its own,
+/// growing by at least this much, doubling.
 const FIRST_READ: usize = 8 * 1024;
-
-thread_local! {
-    /// Where [`FirstBytes`] reads: one per thread, borrowed only inside a
-    /// single poll, so no waiting connection holds it.
-    static SCRATCH: RefCell<Box<[u8]>> = RefCell::new(vec![0; FIRST_READ].into_boxed_slice());
-}
-
-/// The next bytes on a connection, read without a buffer of the
-/// connection's own: each poll reads into the thread's scratch buffer, and
-/// only what arrived is copied out. Empty at end of stream.
-struct FirstBytes<'s> {
-    stream: &'s mut Stream,
-}
-
-impl Future for FirstBytes<'_> {
-    type Output = std::io::Result<BytesMut>;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        SCRATCH.with(|scratch| {
-            let mut scratch = scratch.borrow_mut();
-            let mut read = ReadBuf::new(&mut scratch[..]);
-            match Pin::new(&mut *self.stream).poll_read(cx, &mut read) {
-                Poll::Ready(Ok(())) => Poll::Ready(Ok(BytesMut::from(read.filled()))),
-                Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
-                Poll::Pending => Poll::Pending,
-            }
-        })
-    }
-}
 
 /// What reading a head found.
 #[derive(Debug)]
@@ -84,10 +52,13 @@ pub(crate) async fn read_head(
 ) -> Head {
     let mut buf = match already {
         Some(bytes) if !bytes.is_empty() => bytes,
-        _ => match tokio::time::timeout(keepalive, FirstBytes { stream }).await {
-            Ok(Ok(bytes)) if !bytes.is_empty() => bytes,
-            _ => return Head::Closed,
-        },
+        _ => {
+            let mut first = BytesMut::new();
+            match tokio::time::timeout(keepalive, read_into(stream, &mut first)).await {
+                Ok(Ok(n)) if n > 0 => first,
+                _ => return Head::Closed,
+            }
+        }
     };
     let deadline = Instant::now() + header_timeout;
     let mut scanned = 0;

@@ -35,6 +35,7 @@ mod connect;
 mod exchange;
 mod forward;
 mod front;
+mod h1;
 mod h2_upstream;
 mod head;
 mod in_flight;

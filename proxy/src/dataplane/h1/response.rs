@@ -1,0 +1,330 @@
+//! A backend's response head, parsed once into the header the client's
+//! session writes, with what the proxy must know of it: how its body is
+//! framed (RFC 9112 §6.3) and whether the connection may carry another
+//! request. Hop-by-hop headers are left out as it is built, so the header
+//! is neither cloned nor edited for them afterwards.
+
+use bytes::{Bytes, BytesMut};
+use http::header::HeaderValue;
+use http::Version;
+use pingora::http::ResponseHeader;
+
+use crate::hop_by_hop;
+
+/// Headers a response head may have; more is a bad gateway (pingora's
+/// limit too).
+const MAX_HEADERS: usize = 256;
+
+/// How the body after a response head ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Framing {
+    /// No body: a 1xx, 204 or 304, or the answer to a HEAD.
+    Empty,
+    Length(u64),
+    Chunked,
+    /// The body runs until the backend closes: no length given, or a
+    /// transfer coding other than chunked last (RFC 9112 §6.3 item 7).
+    UntilClose,
+}
+
+/// A parsed response head and what it means for the exchange.
+pub(crate) struct Parsed {
+    pub header: Box<ResponseHeader>,
+    pub framing: Framing,
+    /// The backend lets the connection carry another request after this
+    /// response.
+    pub keep_alive: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum HeadError {
+    #[error("bad response head: {0}")]
+    Syntax(#[from] httparse::Error),
+    #[error("the response's Content-Length is not one number")]
+    BadLength,
+    #[error("bad response head: {0}")]
+    Header(String),
+}
+
+/// One header field, as offsets into the head.
+#[derive(Clone, Copy, Default)]
+struct Span {
+    name: (usize, usize),
+    value: (usize, usize),
+}
+
+/// What the fields say about framing and the connection.
+#[derive(Default)]
+struct Fields {
+    close: bool,
+    keep_alive: bool,
+    transfer_encoding: bool,
+    chunked_last: bool,
+    length: Option<u64>,
+    /// Content-Length values seen, counting each in a list.
+    length_tokens: usize,
+    bad_length: bool,
+    /// `Connection` values that name other headers, to be left out.
+    connection: Vec<Bytes>,
+}
+
+/// Parses the response head at the start of `buf` and takes it off:
+/// `Ok(None)` when it is not whole yet (`buf` untouched).
+/// `request_was_head`: the request was a HEAD, so the response has no body
+/// whatever it says.
+pub(crate) fn parse(
+    buf: &mut BytesMut,
+    request_was_head: bool,
+) -> Result<Option<Parsed>, HeadError> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut response = httparse::Response::new(&mut headers);
+    let mut config = httparse::ParserConfig::default();
+    // As pingora's client, which backends were proxied through before:
+    // tolerated in responses (never in requests).
+    config.allow_spaces_after_header_name_in_responses(true);
+    config.allow_obsolete_multiline_headers_in_responses(true);
+    let head_len = match config.parse_response(&mut response, buf)? {
+        httparse::Status::Complete(len) => len,
+        httparse::Status::Partial => return Ok(None),
+    };
+    let status = response.code.unwrap_or_default();
+    let version = if response.version == Some(0) {
+        Version::HTTP_10
+    } else {
+        Version::HTTP_11
+    };
+    let base = buf.as_ptr() as usize;
+    let offsets = |s: &[u8]| (s.as_ptr() as usize - base, s.len());
+    let mut spans = Vec::with_capacity(response.headers.len());
+    spans.extend(response.headers.iter().map(|h| Span {
+        name: offsets(h.name.as_bytes()),
+        value: offsets(h.value),
+    }));
+    let reason = response.reason.map(|r| offsets(r.as_bytes()));
+    // The head's bytes are frozen and shared by the header's names and
+    // values: no copy per field.
+    let head = buf.split_to(head_len).freeze();
+    let slice = |(at, len): (usize, usize)| head.slice(at..at + len);
+
+    let mut fields = Fields::default();
+    for span in &spans {
+        read_field(&mut fields, &slice(span.name), slice(span.value));
+    }
+    let framing = framing(status, request_was_head, &fields)?;
+    let keep_alive = framing != Framing::UntilClose
+        && match version {
+            Version::HTTP_10 => fields.keep_alive && !fields.close && !fields.transfer_encoding,
+            _ => !fields.close,
+        };
+
+    let mut header = ResponseHeader::build(status, Some(spans.len()))
+        .map_err(|e| HeadError::Header(e.to_string()))?;
+    header.set_version(version);
+    if let Some(reason) = reason {
+        let reason = std::str::from_utf8(&head[reason.0..reason.0 + reason.1]).ok();
+        header
+            .set_reason_phrase(reason)
+            .map_err(|e| HeadError::Header(e.to_string()))?;
+    }
+    let mut length_written = false;
+    for span in &spans {
+        let name = slice(span.name);
+        // A 101 goes as the backend wrote it: it is the upgrade itself.
+        if status != 101 && hop_by_hop::is_hop_by_hop_field(&name, &fields.connection, false) {
+            continue;
+        }
+        // Transfer-Encoding wins over Content-Length, which must not reach
+        // the client beside it (RFC 9112 §6.3 item 3).
+        if name.eq_ignore_ascii_case(b"content-length") {
+            if fields.transfer_encoding || length_written {
+                continue;
+            }
+            if fields.length_tokens > 1 {
+                // Identical duplicates go on as the one length they are, so
+                // no reader after us has to reconcile them.
+                let length = fields.length.unwrap_or_default();
+                header
+                    .append_header(name, HeaderValue::from(length))
+                    .map_err(|e| HeadError::Header(e.to_string()))?;
+                length_written = true;
+                continue;
+            }
+        }
+        // httparse checked the value's bytes (no CR, LF or NUL).
+        let value = HeaderValue::from_maybe_shared(slice(span.value))
+            .map_err(|e| HeadError::Header(e.to_string()))?;
+        header
+            .append_header(name, value)
+            .map_err(|e| HeadError::Header(e.to_string()))?;
+    }
+    Ok(Some(Parsed {
+        header: Box::new(header),
+        framing,
+        keep_alive,
+    }))
+}
+
+fn read_field(fields: &mut Fields, name: &[u8], value: Bytes) {
+    if name.eq_ignore_ascii_case(b"connection") {
+        for token in value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
+            fields.close |= token.eq_ignore_ascii_case(b"close");
+            fields.keep_alive |= token.eq_ignore_ascii_case(b"keep-alive");
+        }
+        if hop_by_hop::connection_names_others(&value) {
+            fields.connection.push(value);
+        }
+    } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+        fields.transfer_encoding = true;
+        // The last coding of the last header decides (RFC 9112 §6.3).
+        let last = value.rsplit(|&b| b == b',').next().unwrap_or_default();
+        fields.chunked_last = last.trim_ascii().eq_ignore_ascii_case(b"chunked");
+    } else if name.eq_ignore_ascii_case(b"content-length") {
+        // Identical duplicates, and identical values in a list, are one
+        // length (RFC 9110 §8.6); anything else is ambiguous.
+        for token in value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
+            fields.length_tokens += 1;
+            match (digits(token), fields.length) {
+                (Some(n), None) => fields.length = Some(n),
+                (Some(n), Some(seen)) if n == seen => {}
+                _ => fields.bad_length = true,
+            }
+        }
+    }
+}
+
+/// How the body ends (RFC 9112 §6.3).
+fn framing(status: u16, request_was_head: bool, fields: &Fields) -> Result<Framing, HeadError> {
+    Ok(
+        if request_was_head || (100..200).contains(&status) || status == 204 || status == 304 {
+            Framing::Empty
+        } else if fields.transfer_encoding {
+            if fields.chunked_last {
+                Framing::Chunked
+            } else {
+                Framing::UntilClose
+            }
+        } else if fields.bad_length {
+            return Err(HeadError::BadLength);
+        } else if let Some(n) = fields.length {
+            Framing::Length(n)
+        } else {
+            Framing::UntilClose
+        },
+    )
+}
+
+/// A Content-Length token: digits only (no sign, no space), at most 19.
+fn digits(token: &[u8]) -> Option<u64> {
+    if token.is_empty() || token.len() > 19 || !token.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(token).ok()?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parsed(head: &str, request_was_head: bool) -> Result<Option<Parsed>, HeadError> {
+        parse(&mut BytesMut::from(head.as_bytes()), request_was_head)
+    }
+
+    fn framing_of(head: &str) -> Framing {
+        parsed(head, false).unwrap().unwrap().framing
+    }
+
+    #[test]
+    fn the_framing_follows_rfc_9112() {
+        assert_eq!(
+            framing_of("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n"),
+            Framing::Length(5)
+        );
+        assert_eq!(
+            framing_of("HTTP/1.1 200 OK\r\nContent-Length: 5, 5\r\nContent-Length: 5\r\n\r\n"),
+            Framing::Length(5)
+        );
+        assert_eq!(
+            framing_of(
+                "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\nContent-Length: 5\r\n\r\n"
+            ),
+            Framing::Chunked
+        );
+        assert_eq!(
+            framing_of("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked, gzip\r\n\r\n"),
+            Framing::UntilClose
+        );
+        assert_eq!(framing_of("HTTP/1.1 200 OK\r\n\r\n"), Framing::UntilClose);
+        for status in [
+            "100 Continue",
+            "103 Early Hints",
+            "204 No Content",
+            "304 Not Modified",
+        ] {
+            assert_eq!(
+                framing_of(&format!("HTTP/1.1 {status}\r\nContent-Length: 5\r\n\r\n")),
+                Framing::Empty,
+                "{status}"
+            );
+        }
+        let head = parsed("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", true)
+            .unwrap()
+            .unwrap();
+        assert_eq!(head.framing, Framing::Empty);
+    }
+
+    #[test]
+    fn an_ambiguous_length_is_an_error() {
+        for bad in ["5, 6", "+5", " ", "5x", "-1", "99999999999999999999"] {
+            let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {bad}\r\n\r\n");
+            assert!(
+                matches!(parsed(&head, false), Err(HeadError::BadLength)),
+                "{bad:?}"
+            );
+        }
+        let twice = "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n";
+        assert!(matches!(parsed(twice, false), Err(HeadError::BadLength)));
+    }
+
+    #[test]
+    fn keep_alive_is_what_the_version_and_connection_say() {
+        let keep = |head: &str| parsed(head, false).unwrap().unwrap().keep_alive;
+        assert!(keep("HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"));
+        assert!(!keep(
+            "HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
+        ));
+        assert!(!keep("HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n"));
+        assert!(keep(
+            "HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 0\r\n\r\n"
+        ));
+        assert!(!keep("HTTP/1.1 200 OK\r\n\r\n"), "a body until close");
+    }
+
+    #[test]
+    fn hop_by_hop_headers_are_left_out_in_their_case_and_order() {
+        let head = "HTTP/1.1 200 Fine\r\nX-First: 1\r\nConnection: keep-alive, X-Secret\r\nX-Secret: s\r\nKeep-Alive: timeout=5\r\nUpgrade: h2c\r\nContent-Length: 0\r\nx-last: 2\r\n\r\nBODY";
+        let mut buf = BytesMut::from(head.as_bytes());
+        let parsed = parse(&mut buf, false).unwrap().unwrap();
+        assert_eq!(&buf[..], b"BODY", "the head is taken off, the body stays");
+        let mut wire = BytesMut::new();
+        parsed.header.header_to_h1_wire(&mut wire);
+        assert_eq!(
+            std::str::from_utf8(&wire).unwrap(),
+            "X-First: 1\r\nContent-Length: 0\r\nx-last: 2\r\n"
+        );
+        assert_eq!(parsed.header.get_reason_phrase(), Some("Fine"));
+    }
+
+    #[test]
+    fn a_101_is_left_whole_and_a_partial_head_waits() {
+        let head =
+            "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n";
+        let parsed_101 = parsed(head, false).unwrap().unwrap();
+        assert_eq!(parsed_101.header.headers.len(), 2);
+        for cut in 0..head.len() {
+            let mut buf = BytesMut::from(&head.as_bytes()[..cut]);
+            assert!(parse(&mut buf, false).unwrap().is_none(), "cut at {cut}");
+            assert_eq!(buf.len(), cut);
+        }
+        assert!(parsed("HTTP/1.1 200 OK\r\nBad Header\r\n\r\n", false).is_err());
+    }
+}

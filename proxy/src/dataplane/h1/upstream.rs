@@ -1,0 +1,375 @@
+//! One HTTP/1.1 exchange with a backend, on a connection that is ours from
+//! the pool to the pool: the request head goes out as the bytes
+//! `request_head.rs` wrote, its body framed as that head says, and the
+//! response is read into one buffer per exchange, its head parsed once
+//! (`response.rs`) and its body decoded as it arrives.
+//!
+//! Reads go through the worker's scratch buffer (`read.rs`) and only what
+//! arrived is copied out, so a small response costs one small allocation
+//! and a 16 KiB one arrives, head and body, in one `recv`. Every read is
+//! safe to cancel: bytes are moved into the buffer in the same poll that
+//! reads them, so the exchange's `select!` may drop a read at any point.
+
+use std::time::Duration;
+
+use bytes::{Buf, Bytes, BytesMut};
+use pingora::http::ResponseHeader;
+use pingora::protocols::Stream;
+use pingora::{Error, ErrorType, Result};
+use tokio::io::AsyncWriteExt;
+
+use super::chunked::{ChunkedDecoder, Step};
+use super::read::read_into;
+use super::response::{self, Framing};
+
+/// How the request body goes to the backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RequestFraming {
+    /// No body, or a body of this many bytes, passed as it is.
+    Length(u64),
+    /// Each piece as a chunk, the last chunk at the end.
+    Chunked,
+}
+
+/// Where the response body stands.
+#[derive(Debug)]
+enum Body {
+    /// The response head has not been read (or only a 1xx has).
+    NotYet,
+    Length(u64),
+    Chunked(ChunkedDecoder),
+    /// Until the backend closes (also an upgraded connection's bytes).
+    UntilClose,
+    Done,
+}
+
+/// An HTTP/1.1 connection to a backend, for one exchange.
+pub(crate) struct Http1Upstream {
+    stream: Stream,
+    /// Bytes read and not yet passed on.
+    buf: BytesMut,
+    pub read_timeout: Option<Duration>,
+    pub write_timeout: Option<Duration>,
+    request: RequestFraming,
+    request_was_head: bool,
+    /// The request asked for an upgrade the route carries.
+    upgrade_requested: bool,
+    upgraded: bool,
+    /// After the request's body: raw bytes, for an upgraded connection.
+    raw_request_body: bool,
+    request_finished: bool,
+    body: Body,
+    /// The response said the connection may carry another request.
+    keep_alive: bool,
+    /// Bytes came after the response's end: the connection cannot be
+    /// trusted with another request.
+    overread: bool,
+}
+
+impl Http1Upstream {
+    pub(crate) fn new(stream: Stream) -> Http1Upstream {
+        Http1Upstream {
+            stream,
+            buf: BytesMut::new(),
+            read_timeout: None,
+            write_timeout: None,
+            request: RequestFraming::Length(0),
+            request_was_head: false,
+            upgrade_requested: false,
+            upgraded: false,
+            raw_request_body: false,
+            request_finished: false,
+            body: Body::NotYet,
+            keep_alive: false,
+            overread: false,
+        }
+    }
+
+    /// Sends the request head. `framing` is how the head says its body is
+    /// framed; `head_request` and `upgrade` say what the response may be.
+    pub(crate) async fn write_request_head(
+        &mut self,
+        head: &[u8],
+        framing: RequestFraming,
+        head_request: bool,
+        upgrade: bool,
+    ) -> Result<()> {
+        self.request = framing;
+        self.request_was_head = head_request;
+        self.upgrade_requested = upgrade;
+        self.write_all(&[head], "writing the request head").await
+    }
+
+    /// Sends a piece of the request body in the head's framing (or as it
+    /// is, once upgraded).
+    pub(crate) async fn write_body(&mut self, data: &[u8]) -> Result<()> {
+        if data.is_empty() {
+            return Ok(());
+        }
+        if self.raw_request_body {
+            return self.write_all(&[data], "writing upgraded bytes").await;
+        }
+        match &mut self.request {
+            RequestFraming::Length(left) => {
+                // The client's session framed the body by the same length:
+                // more than that cannot arrive.
+                if data.len() as u64 > *left {
+                    return Err(Error::explain(
+                        ErrorType::WriteError,
+                        "request body longer than its Content-Length",
+                    ));
+                }
+                *left -= data.len() as u64;
+                self.write_all(&[data], "writing the request body").await
+            }
+            RequestFraming::Chunked => {
+                let mut size = [0u8; 18];
+                let size = chunk_size_line(data.len(), &mut size);
+                self.write_all(&[size, data, b"\r\n"], "writing the request body")
+                    .await
+            }
+        }
+    }
+
+    /// Ends the request body: the last chunk when it is chunked.
+    pub(crate) async fn finish_body(&mut self) -> Result<()> {
+        if self.request_finished || self.raw_request_body {
+            return Ok(());
+        }
+        self.request_finished = true;
+        match self.request {
+            RequestFraming::Chunked => {
+                self.write_all(&[b"0\r\n\r\n"], "ending the request body")
+                    .await
+            }
+            RequestFraming::Length(_) => Ok(()),
+        }
+    }
+
+    /// Writes `parts` and flushes them (the stream gathers small writes).
+    async fn write_all(&mut self, parts: &[&[u8]], what: &str) -> Result<()> {
+        let write = async {
+            for part in parts {
+                self.stream.write_all(part).await?;
+            }
+            self.stream.flush().await
+        };
+        let timed_out = ErrorType::WriteTimedout;
+        within(
+            self.write_timeout,
+            write,
+            (timed_out, ErrorType::WriteError),
+            what,
+        )
+        .await
+    }
+
+    /// Reads the next response head: a 1xx, then (on the next call) the
+    /// final one. Hop-by-hop headers are already left out.
+    pub(crate) async fn read_response(&mut self) -> Result<Box<ResponseHeader>> {
+        loop {
+            match response::parse(&mut self.buf, self.request_was_head) {
+                Ok(Some(parsed)) => return Ok(self.start_body(parsed)),
+                Ok(None) => {}
+                Err(e) => return Err(Error::explain(ErrorType::InvalidHTTPHeader, e.to_string())),
+            }
+            if self.buf.len() > MAX_RESPONSE_HEAD {
+                return Err(Error::explain(
+                    ErrorType::InvalidHTTPHeader,
+                    format!("response head over {MAX_RESPONSE_HEAD} bytes"),
+                ));
+            }
+            let already = self.buf.len();
+            if self.fill("reading the response head").await? == 0 {
+                // An empty answer on a pooled connection is a backend that
+                // closed it while idle: the caller may try a fresh one.
+                return Err(Error::explain(
+                    ErrorType::ConnectionClosed,
+                    format!(
+                        "the backend closed the connection after {already} bytes of response head"
+                    ),
+                ));
+            }
+        }
+    }
+
+    fn start_body(&mut self, parsed: response::Parsed) -> Box<ResponseHeader> {
+        let status = parsed.header.status.as_u16();
+        if status == 101 && self.upgrade_requested {
+            self.upgraded = true;
+            self.body = Body::UntilClose;
+        } else if (100..200).contains(&status) {
+            // An informational answer: the final one follows.
+            self.body = Body::NotYet;
+        } else {
+            self.keep_alive = parsed.keep_alive;
+            self.body = match parsed.framing {
+                Framing::Empty | Framing::Length(0) => Body::Done,
+                Framing::Length(n) => Body::Length(n),
+                Framing::Chunked => Body::Chunked(ChunkedDecoder::default()),
+                Framing::UntilClose => Body::UntilClose,
+            };
+        }
+        parsed.header
+    }
+
+    /// The next piece of the response body; `None` at its end.
+    pub(crate) async fn read_body(&mut self) -> Result<Option<Bytes>> {
+        loop {
+            match &mut self.body {
+                Body::NotYet | Body::Done => {
+                    self.overread |= !self.buf.is_empty();
+                    return Ok(None);
+                }
+                Body::Length(left) => {
+                    if !self.buf.is_empty() {
+                        let take = self
+                            .buf
+                            .len()
+                            .min(usize::try_from(*left).unwrap_or(usize::MAX));
+                        *left -= take as u64;
+                        if *left == 0 {
+                            self.body = Body::Done;
+                            self.overread |= self.buf.len() > take;
+                        }
+                        return Ok(Some(self.buf.split_to(take).freeze()));
+                    }
+                }
+                Body::Chunked(decoder) => {
+                    if !self.buf.is_empty() {
+                        let step = decoder.decode(&self.buf).map_err(|e| {
+                            Error::explain(ErrorType::Custom("InvalidChunk"), e.to_string())
+                        })?;
+                        match step {
+                            Step::Data { skip, len } => {
+                                self.buf.advance(skip);
+                                return Ok(Some(self.buf.split_to(len).freeze()));
+                            }
+                            Step::NeedMore { consumed } => self.buf.advance(consumed),
+                            Step::Done { consumed } => {
+                                self.buf.advance(consumed);
+                                self.body = Body::Done;
+                                continue;
+                            }
+                        }
+                    }
+                }
+                Body::UntilClose => {
+                    if !self.buf.is_empty() {
+                        return Ok(Some(self.buf.split().freeze()));
+                    }
+                }
+            }
+            if self.fill("reading the response body").await? == 0 {
+                return match self.body {
+                    Body::UntilClose => {
+                        self.body = Body::Done;
+                        Ok(None)
+                    }
+                    _ => Err(Error::explain(
+                        ErrorType::ConnectionClosed,
+                        "the backend closed the connection inside the response body",
+                    )),
+                };
+            }
+        }
+    }
+
+    /// Reads what the backend sent next into the buffer: the number of
+    /// bytes, 0 at the end of the stream.
+    async fn fill(&mut self, what: &str) -> Result<usize> {
+        let read = read_into(&mut self.stream, &mut self.buf);
+        let timed_out = ErrorType::ReadTimedout;
+        within(
+            self.read_timeout,
+            read,
+            (timed_out, ErrorType::ReadError),
+            what,
+        )
+        .await
+    }
+
+    /// The response body runs until the backend closes (it gave no length
+    /// and no transfer coding), the connection not being upgraded.
+    pub(crate) fn body_runs_until_close(&self) -> bool {
+        matches!(self.body, Body::UntilClose) && !self.upgraded
+    }
+
+    /// The backend answered 101 to an upgrade the route carries.
+    pub(crate) fn was_upgraded(&self) -> bool {
+        self.upgraded
+    }
+
+    /// From now on, what the client sends goes up as it is.
+    pub(crate) fn upgrade_body_writer(&mut self) {
+        if self.upgraded {
+            self.raw_request_body = true;
+        }
+    }
+
+    /// The stream, when it may carry another request: the backend allows
+    /// it, both messages ended exactly, and nothing came after the response.
+    pub(crate) fn reuse(self) -> Option<Stream> {
+        let clean = self.keep_alive
+            && !self.upgraded
+            && self.request_finished
+            && matches!(self.body, Body::Done)
+            && !self.overread
+            && self.buf.is_empty()
+            && matches!(
+                self.request,
+                RequestFraming::Chunked | RequestFraming::Length(0)
+            );
+        clean.then_some(self.stream)
+    }
+}
+
+/// `io`, within `limit` when there is one; its failures as pingora errors
+/// of the two kinds given (timed out, failed), which say whether the
+/// request may go again (`exchange::upstream_failed`).
+async fn within<T>(
+    limit: Option<Duration>,
+    io: impl std::future::Future<Output = std::io::Result<T>>,
+    (timed_out, failed): (ErrorType, ErrorType),
+    what: &str,
+) -> Result<T> {
+    let done = match limit {
+        Some(limit) => match tokio::time::timeout(limit, io).await {
+            Ok(done) => done,
+            Err(_) => return Err(Error::explain(timed_out, format!("{what} (timeout)"))),
+        },
+        None => io.await,
+    };
+    done.map_err(|e| Error::because(failed, what.to_string(), e))
+}
+
+/// The largest response head read: as much as a request head may be.
+const MAX_RESPONSE_HEAD: usize = crate::dataplane::head::MAX_HEAD;
+
+/// `{size:x}\r\n` in `buf`.
+fn chunk_size_line(size: usize, buf: &mut [u8; 18]) -> &[u8] {
+    let digits = (usize::BITS - size.leading_zeros()).div_ceil(4).max(1) as usize;
+    for (i, digit) in buf[..digits].iter_mut().enumerate() {
+        let nibble = (size >> (4 * (digits - 1 - i))) & 0xf;
+        *digit = b"0123456789abcdef"[nibble];
+    }
+    buf[digits] = b'\r';
+    buf[digits + 1] = b'\n';
+    &buf[..digits + 2]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunk_size_lines_are_lower_hex() {
+        let mut buf = [0u8; 18];
+        for size in [0usize, 1, 15, 16, 255, 4096, 16 * 1024, usize::MAX] {
+            assert_eq!(
+                chunk_size_line(size, &mut buf),
+                format!("{size:x}\r\n").as_bytes()
+            );
+        }
+    }
+}
