@@ -95,11 +95,15 @@ pub(crate) fn parse(
     };
     let base = buf.as_ptr() as usize;
     let offsets = |s: &[u8]| (s.as_ptr() as usize - base, s.len());
-    let mut spans = Vec::with_capacity(response.headers.len());
-    spans.extend(response.headers.iter().map(|h| Span {
-        name: offsets(h.name.as_bytes()),
-        value: offsets(h.value),
-    }));
+    // On the stack, like httparse's own array: no allocation per response.
+    let mut all_spans = [Span::default(); MAX_HEADERS];
+    for (span, h) in all_spans.iter_mut().zip(response.headers.iter()) {
+        *span = Span {
+            name: offsets(h.name.as_bytes()),
+            value: offsets(h.value),
+        };
+    }
+    let spans = &all_spans[..response.headers.len()];
     let reason = response.reason.map(|r| offsets(r.as_bytes()));
     // The head's bytes are frozen and shared by the header's names and
     // values: no copy per field.
@@ -107,7 +111,7 @@ pub(crate) fn parse(
     let slice = |(at, len): (usize, usize)| head.slice(at..at + len);
 
     let mut fields = Fields::default();
-    for span in &spans {
+    for span in spans {
         read_field(&mut fields, &slice(span.name), slice(span.value));
     }
     let framing = framing(status, request_was_head, &fields)?;
@@ -127,7 +131,7 @@ pub(crate) fn parse(
             .map_err(|e| HeadError::Header(e.to_string()))?;
     }
     let mut length_written = false;
-    for span in &spans {
+    for span in spans {
         let name = slice(span.name);
         // A 101 goes as the backend wrote it: it is the upgrade itself.
         if status != 101 && hop_by_hop::is_hop_by_hop_field(&name, &fields.connection, false) {
