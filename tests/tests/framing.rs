@@ -504,6 +504,22 @@ async fn connection_cannot_remove_framing_headers_and_only_websocket_upgrades_pa
         "no h2c upgrade reaches the backend: {seen}"
     );
     assert!(!seen.contains("http2-settings"), "{seen}");
+
+    // HTTP/1.0 has no upgrades (RFC 9110 §7.8): a WebSocket one goes on as
+    // a plain request, and identical duplicate lengths as one.
+    let response = exchange(
+        proxy.addr,
+        b"POST / HTTP/1.0\r\nHost: app.test\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nContent-Length: 4\r\nContent-Length: 4\r\n\r\ndata",
+    )
+    .await;
+    assert_eq!(response.status(), 200);
+    let seen = String::from_utf8(response.body)
+        .unwrap()
+        .to_ascii_lowercase();
+    assert!(seen.starts_with("post / http/1.0"), "{seen}");
+    assert!(!seen.contains("upgrade"), "{seen}");
+    assert_eq!(seen.matches("content-length: 4").count(), 1, "{seen}");
+    assert!(seen.contains("\nbody: data"), "{seen}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

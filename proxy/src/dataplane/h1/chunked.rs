@@ -4,22 +4,25 @@
 //! line, an extension, a chunk's CRLF, the last chunk or a trailer.
 //!
 //! It is strict where a lenient reading would let two parties disagree on
-//! where the body ends: lines end in CRLF, a size is hex digits only (at
-//! most 15 of them), an extension starts with `;` or whitespace and holds
-//! no control byte, and the size line and the trailer section are bounded.
+//! where the body ends: lines end in CRLF, a size is hex digits only (below
+//! 2^60, leading zeros allowed), an extension starts with `;` (after
+//! optional whitespace) and holds no control byte, and the size line and
+//! the trailer section are bounded.
 //! Trailers are read and dropped.
 
 /// The longest chunk extension accepted, per chunk.
 const MAX_EXTENSION: usize = 4 * 1024;
 /// The longest trailer section accepted.
 const MAX_TRAILERS: usize = 16 * 1024;
-/// Hex digits in a chunk size: 15 keep it below 2^60.
-const MAX_SIZE_DIGITS: u8 = 15;
+/// The largest chunk size accepted, so that the size never overflows.
+const MAX_SIZE: u64 = 1 << 60;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
     /// Reading the size's hex digits.
     Size,
+    /// Whitespace after the size, before `;` or the CR.
+    SizeWs,
     /// Past the size, before the CR that ends its line.
     Extension,
     /// The size line's CR was read; its LF comes next.
@@ -56,7 +59,7 @@ pub(crate) enum Step {
 pub(crate) enum ChunkError {
     #[error("invalid byte {0:#04x} in chunked framing")]
     InvalidByte(u8),
-    #[error("chunk size over {MAX_SIZE_DIGITS} hex digits")]
+    #[error("chunk size over 2^60")]
     SizeTooLong,
     #[error("chunk extension over {MAX_EXTENSION} bytes")]
     ExtensionTooLong,
@@ -70,7 +73,8 @@ pub(crate) struct ChunkedDecoder {
     state: State,
     /// The size being read, then the data left in the current chunk.
     size: u64,
-    digits: u8,
+    /// A digit of the size was read.
+    digits: bool,
     /// Bytes of the current extension, or of the trailer section.
     counted: usize,
 }
@@ -80,7 +84,7 @@ impl Default for ChunkedDecoder {
         ChunkedDecoder {
             state: State::Size,
             size: 0,
-            digits: 0,
+            digits: false,
             counted: 0,
         }
     }
@@ -116,20 +120,25 @@ impl ChunkedDecoder {
         let invalid = Err(ChunkError::InvalidByte(byte));
         self.state = match (self.state, byte) {
             (State::Size, _) if byte.is_ascii_hexdigit() => {
-                if self.digits == MAX_SIZE_DIGITS {
+                // Checked before the shift, so it cannot overflow.
+                if self.size > MAX_SIZE >> 4 {
                     return Err(ChunkError::SizeTooLong);
                 }
-                self.digits += 1;
+                self.digits = true;
                 self.size = self.size * 16 + u64::from(hex_value(byte));
+                if self.size > MAX_SIZE {
+                    return Err(ChunkError::SizeTooLong);
+                }
                 State::Size
             }
-            (State::Size, _) if self.digits == 0 => return invalid,
-            (State::Size, b'\r') => State::SizeLf,
-            (State::Size, b';' | b' ' | b'\t') => {
+            (State::Size, _) if !self.digits => return invalid,
+            (State::Size | State::SizeWs, b'\r') => State::SizeLf,
+            (State::Size | State::SizeWs, b' ' | b'\t') => State::SizeWs,
+            (State::Size | State::SizeWs, b';') => {
                 self.counted = 1;
                 State::Extension
             }
-            (State::Size, _) => return invalid,
+            (State::Size | State::SizeWs, _) => return invalid,
             (State::Extension, b'\r') => State::SizeLf,
             (State::Extension, _) if is_text(byte) => {
                 self.counted += 1;
@@ -140,7 +149,7 @@ impl ChunkedDecoder {
             }
             (State::Extension, _) => return invalid,
             (State::SizeLf, b'\n') => {
-                self.digits = 0;
+                self.digits = false;
                 self.counted = 0;
                 if self.size == 0 {
                     State::TrailerStart
@@ -251,6 +260,12 @@ mod tests {
     }
 
     #[test]
+    fn leading_zeros_and_whitespace_before_an_extension_are_fine() {
+        let body = b"0000000000000000000005 \t;x=1\r\nhello\r\n0 \r\n\r\n";
+        assert_eq!(decode_in_pieces(body, &[]).unwrap().0, b"hello");
+    }
+
+    #[test]
     fn an_empty_body_and_upper_case_sizes() {
         assert_eq!(
             decode_in_pieces(b"0\r\n\r\n", &[]).unwrap(),
@@ -279,7 +294,9 @@ mod tests {
             b"5;a\x01b\r\nhello\r\n0\r\n\r\n", // a control byte in an extension
             b"0\r\nX: a\x00\r\n\r\n",          // a control byte in a trailer
             b"0\r\n\n",                        // bare LF ending the trailers
-            b"1000000000000000\r\n",           // 16 hex digits
+            b"1000000000000001\r\n",           // over 2^60
+            b"ffffffffffffffffffff\r\n",       // would overflow
+            b"5 junk\r\nhello\r\n0\r\n\r\n",   // not an extension
         ] {
             assert!(
                 decode_in_pieces(bad, &[]).is_err(),

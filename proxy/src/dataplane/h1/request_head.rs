@@ -45,7 +45,10 @@ pub(crate) fn write(
     upgrades: &[Box<str>],
 ) -> Option<Written> {
     let headers = &request.headers;
-    let upgrade = hop_by_hop::requests_upgrade(headers, upgrades);
+    // An upgrade is HTTP/1.1 only (RFC 9110 §7.8), as pingora's client
+    // side sees it too: an HTTP/1.0 request's Upgrade is dropped.
+    let upgrade =
+        request.version == Version::HTTP_11 && hop_by_hop::requests_upgrade(headers, upgrades);
     // An authority in the target (an HTTP/2 request's `:authority`, an
     // HTTP/1 absolute-form target) is what the request was routed by: it
     // becomes the Host header and wins over one the client also sent
@@ -77,6 +80,8 @@ pub(crate) fn write(
         .filter(|v| hop_by_hop::connection_names_others(v.as_bytes()))
         .map(|v| bytes::Bytes::copy_from_slice(v.as_bytes()))
         .collect();
+    let framing = framing(headers, unframed_body);
+    let mut length_written = false;
     let _ = request.map(|name, value| {
         let name: &[u8] = match name {
             HeaderNameVariant::Case(name) => name.as_slice(),
@@ -88,9 +93,22 @@ pub(crate) fn write(
             // proxy.
             || name.eq_ignore_ascii_case(TOKEN_HEADER.as_bytes())
             || (authority.is_some() && name.eq_ignore_ascii_case(b"host"));
-        if !left_out {
-            header_line(out, name, value.as_bytes());
+        if left_out {
+            return Ok(());
         }
+        if name.eq_ignore_ascii_case(b"content-length") {
+            // Identical duplicates (which pingora's session accepted) go on
+            // as the one length they are, so the backend cannot read them
+            // differently.
+            if let (RequestFraming::Length(length), false) = (framing, length_written) {
+                use std::io::Write;
+                out.extend_from_slice(name);
+                let _ = write!(out, ": {length}\r\n");
+                length_written = true;
+            }
+            return Ok(());
+        }
+        header_line(out, name, value.as_bytes());
         Ok(())
     });
 
@@ -111,7 +129,7 @@ pub(crate) fn write(
     out.extend_from_slice(b"\r\n");
 
     Some(Written {
-        framing: framing(headers, unframed_body),
+        framing,
         upgrade,
         head_request: request.method == Method::HEAD,
     })
@@ -269,6 +287,27 @@ mod tests {
             "{head}"
         );
         assert!(written.upgrade);
+    }
+
+    #[test]
+    fn identical_duplicate_lengths_go_up_as_one() {
+        let request = build(
+            "POST",
+            b"/",
+            &[
+                ("Host", "a"),
+                ("Content-Length", "3, 3"),
+                ("content-length", "3"),
+            ],
+        );
+        let (head, written) = written(&request, false);
+        assert_eq!(
+            head.matches("ontent-Length").count() + head.matches("ontent-length").count(),
+            1,
+            "{head}"
+        );
+        assert!(head.contains("Content-Length: 3\r\n"), "{head}");
+        assert_eq!(written.framing, RequestFraming::Length(3));
     }
 
     #[test]

@@ -7,7 +7,7 @@
 use bytes::{Bytes, BytesMut};
 use http::header::HeaderValue;
 use http::Version;
-use pingora::http::ResponseHeader;
+use pingora::http::{header_value_from_raw, ResponseHeader};
 
 use crate::hop_by_hop;
 
@@ -154,9 +154,9 @@ pub(crate) fn parse(
                 continue;
             }
         }
-        // httparse checked the value's bytes (no CR, LF or NUL).
-        let value = HeaderValue::from_maybe_shared(slice(span.value))
-            .map_err(|e| HeadError::Header(e.to_string()))?;
+        // httparse checked the value's bytes; an obs-fold (allowed above)
+        // keeps its CRLF, which becomes a space (RFC 9112 §5.2).
+        let value = header_value_from_raw(slice(span.value));
         header
             .append_header(name, value)
             .map_err(|e| HeadError::Header(e.to_string()))?;
@@ -316,6 +316,21 @@ mod tests {
             "X-First: 1\r\nContent-Length: 0\r\nx-last: 2\r\n"
         );
         assert_eq!(parsed.header.get_reason_phrase(), Some("Fine"));
+    }
+
+    #[test]
+    fn a_folded_header_value_is_one_line() {
+        let head = "HTTP/1.1 200 OK\r\nX-Folded: a\r\n b\r\nContent-Length: 0\r\n\r\n";
+        let parsed = parsed(head, false).unwrap().unwrap();
+        let value = parsed.header.headers["x-folded"].as_bytes();
+        assert!(
+            !value.contains(&b'\r') && !value.contains(&b'\n'),
+            "{value:?}"
+        );
+        assert!(
+            value.starts_with(b"a") && value.ends_with(b"b"),
+            "{value:?}"
+        );
     }
 
     #[test]

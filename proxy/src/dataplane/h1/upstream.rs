@@ -21,6 +21,7 @@ use tokio::io::AsyncWriteExt;
 use super::chunked::{ChunkedDecoder, Step};
 use super::read::read_into;
 use super::response::{self, Framing};
+use crate::dataplane::head::head_end;
 
 /// How the request body goes to the backend.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,6 +65,9 @@ pub(crate) struct Http1Upstream {
     /// Bytes came after the response's end: the connection cannot be
     /// trusted with another request.
     overread: bool,
+    /// A write to the backend failed or timed out: where the request
+    /// stopped is unknown, so the connection must not carry another.
+    write_failed: bool,
 }
 
 impl Http1Upstream {
@@ -82,6 +86,7 @@ impl Http1Upstream {
             body: Body::NotYet,
             keep_alive: false,
             overread: false,
+            write_failed: false,
         }
     }
 
@@ -136,14 +141,14 @@ impl Http1Upstream {
         if self.request_finished || self.raw_request_body {
             return Ok(());
         }
-        self.request_finished = true;
-        match self.request {
-            RequestFraming::Chunked => {
-                self.write_all(&[b"0\r\n\r\n"], "ending the request body")
-                    .await
-            }
-            RequestFraming::Length(_) => Ok(()),
+        if self.request == RequestFraming::Chunked {
+            self.write_all(&[b"0\r\n\r\n"], "ending the request body")
+                .await?;
         }
+        // Only once the last chunk is out: a connection whose body did not
+        // end must never go back to the pool.
+        self.request_finished = true;
+        Ok(())
     }
 
     /// Writes `parts` and flushes them (the stream gathers small writes).
@@ -155,24 +160,30 @@ impl Http1Upstream {
             self.stream.flush().await
         };
         let timed_out = ErrorType::WriteTimedout;
-        within(
-            self.write_timeout,
-            write,
-            (timed_out, ErrorType::WriteError),
-            what,
-        )
-        .await
+        let kinds = (timed_out, ErrorType::WriteError);
+        let written = within(self.write_timeout, write, kinds, what).await;
+        self.write_failed |= written.is_err();
+        written
     }
 
     /// Reads the next response head: a 1xx, then (on the next call) the
     /// final one. Hop-by-hop headers are already left out.
     pub(crate) async fn read_response(&mut self) -> Result<Box<ResponseHeader>> {
+        // Parsed only once its end is in: a backend that sends its head a
+        // byte at a time costs one scan of it, not a parse per byte.
+        let mut scanned = 0;
         loop {
-            match response::parse(&mut self.buf, self.request_was_head) {
-                Ok(Some(parsed)) => return Ok(self.start_body(parsed)),
-                Ok(None) => {}
-                Err(e) => return Err(Error::explain(ErrorType::InvalidHTTPHeader, e.to_string())),
+            if head_end(&self.buf, scanned).is_some() {
+                match response::parse(&mut self.buf, self.request_was_head) {
+                    Ok(Some(parsed)) => return Ok(self.start_body(parsed)),
+                    Ok(None) => {}
+                    Err(e) => {
+                        return Err(Error::explain(ErrorType::InvalidHTTPHeader, e.to_string()))
+                    }
+                }
             }
+            // The end may straddle reads: look again from just before.
+            scanned = self.buf.len().saturating_sub(3);
             if self.buf.len() > MAX_RESPONSE_HEAD {
                 return Err(Error::explain(
                     ErrorType::InvalidHTTPHeader,
@@ -195,7 +206,10 @@ impl Http1Upstream {
 
     fn start_body(&mut self, parsed: response::Parsed) -> Box<ResponseHeader> {
         let status = parsed.header.status.as_u16();
-        if status == 101 && self.upgrade_requested {
+        // An upgrade is HTTP/1.1 both ways (RFC 9110 §7.8); an HTTP/1.0
+        // 101 is not one, and is answered 502 like an unsolicited one.
+        let http11 = parsed.header.version == http::Version::HTTP_11;
+        if status == 101 && self.upgrade_requested && http11 {
             self.upgraded = true;
             self.body = Body::UntilClose;
         } else if (100..200).contains(&status) {
@@ -311,6 +325,7 @@ impl Http1Upstream {
     /// it, both messages ended exactly, and nothing came after the response.
     pub(crate) fn reuse(self) -> Option<Stream> {
         let clean = self.keep_alive
+            && !self.write_failed
             && !self.upgraded
             && self.request_finished
             && matches!(self.body, Body::Done)
@@ -361,6 +376,55 @@ fn chunk_size_line(size: usize, buf: &mut [u8; 18]) -> &[u8] {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::net::{TcpListener, TcpStream};
+
+    /// A backend that answered at once and then stopped reading: the
+    /// request body cannot get out, so its end never reaches the backend
+    /// and the connection must not carry another request (the backend
+    /// would read that request as body).
+    #[tokio::test]
+    async fn a_connection_whose_body_did_not_get_out_is_never_reused() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (client, accepted) = tokio::join!(TcpStream::connect(addr), listener.accept());
+        let (mut backend, _) = accepted.unwrap();
+        backend
+            .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+            .await
+            .unwrap();
+        let stream: Stream = Box::new(pingora::protocols::l4::stream::Stream::from(
+            client.unwrap(),
+        ));
+        let mut upstream = Http1Upstream::new(stream);
+        upstream.write_timeout = Some(Duration::from_millis(100));
+        let head = b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n";
+        upstream
+            .write_request_head(head, RequestFraming::Chunked, false, false)
+            .await
+            .unwrap();
+        let response = upstream.read_response().await.unwrap();
+        assert_eq!(response.status, 200);
+        assert_eq!(upstream.read_body().await.unwrap(), None);
+
+        let piece = vec![b'x'; 1 << 20];
+        let mut failed = false;
+        for _ in 0..256 {
+            if upstream.write_body(&piece).await.is_err() {
+                failed = true;
+                break;
+            }
+        }
+        assert!(
+            failed,
+            "a backend that never reads fills the socket buffers"
+        );
+        let _ = upstream.finish_body().await;
+        assert!(
+            upstream.reuse().is_none(),
+            "a connection inside an unfinished body went back to the pool"
+        );
+        drop(backend);
+    }
 
     #[test]
     fn chunk_size_lines_are_lower_hex() {
