@@ -18,6 +18,13 @@ use tracing_subscriber::EnvFilter;
 /// unless `SWITCHYARD_LOG` names that target.
 const QUIET_POOL: &str = "pingora_core::connectors=off";
 
+/// rustls warns about a client's quirks once per handshake (an IP address
+/// sent as SNI, as wrk and some health checkers do): a line per connection
+/// that any client can cause. Its warnings and below are dropped unless
+/// `SWITCHYARD_LOG` names `rustls`; a handshake that fails is counted
+/// ([`HANDSHAKE_FAILURES`]) either way.
+const QUIET_RUSTLS: &str = "rustls=error";
+
 /// Where pingora logs, at ERROR, every TLS handshake a client fails or
 /// abandons: a scanner on port 443, a client that does not trust the
 /// certificate. On a public port that would bury the errors that matter,
@@ -95,8 +102,17 @@ fn filter() -> EnvFilter {
         .as_deref()
         .and_then(|spec| EnvFilter::try_new(spec).ok())
         .unwrap_or_else(|| EnvFilter::new("info,pingora_core=warn"));
-    if !from_env.is_some_and(|spec| spec.contains("pingora_core::connectors")) {
-        if let Ok(directive) = QUIET_POOL.parse() {
+    for (quiet, unless_named) in [
+        (QUIET_POOL, "pingora_core::connectors"),
+        (QUIET_RUSTLS, "rustls"),
+    ] {
+        if from_env
+            .as_deref()
+            .is_some_and(|spec| spec.contains(unless_named))
+        {
+            continue;
+        }
+        if let Ok(directive) = quiet.parse() {
             filter = filter.add_directive(directive);
         }
     }

@@ -527,3 +527,76 @@ async fn failed_handshakes_are_counted_not_logged_as_errors() {
     let log = proxy.log_text();
     assert!(!log.contains("Downstream handshake"), "{log}");
 }
+
+/// rustls warns about some clients' quirks once per handshake (an IP
+/// address sent as SNI, as wrk and some health checkers send it): on a
+/// public port that would let any client write a log line per connection.
+/// Those warnings are not logged; the handshake goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_quirk_in_the_handshake_writes_no_log_line() {
+    let site = Site::new().await;
+    site.issue("a", &["a.test"]);
+    site.configure(&[("a.pem", "a.key")], "", "");
+    let proxy = site.start();
+    let mut tcp = tokio::net::TcpStream::connect(proxy.tls_addr())
+        .await
+        .unwrap();
+    tcp.write_all(&client_hello_with_sni(b"127.0.0.1"))
+        .await
+        .unwrap();
+    // The server answers with a handshake record: the hello was taken.
+    let mut record = [0u8; 5];
+    tcp.read_exact(&mut record).await.unwrap();
+    assert_eq!(record[0], 0x16, "a handshake record, not an alert");
+    drop(tcp);
+    // The drain's line comes after anything the handshake logged.
+    // SAFETY: kill only sends a signal to our own child.
+    unsafe { libc::kill(proxy.pid(), libc::SIGTERM) };
+    switchyard_tests::eventually(Duration::from_secs(10), "the drain's log line", || {
+        proxy.log_text().contains("SIGTERM")
+    })
+    .await;
+    let log = proxy.log_text();
+    assert!(!log.contains("Illegal SNI"), "{log}");
+}
+
+/// A TLS 1.3 ClientHello (x25519, AES-128-GCM) naming `sni` as its server
+/// name, written out byte by byte as a client that puts an IP address there
+/// sends it.
+fn client_hello_with_sni(sni: &[u8]) -> Vec<u8> {
+    fn with_len16(body: &[u8]) -> Vec<u8> {
+        let mut out = (body.len() as u16).to_be_bytes().to_vec();
+        out.extend_from_slice(body);
+        out
+    }
+    fn extension(kind: u16, body: &[u8]) -> Vec<u8> {
+        let mut out = kind.to_be_bytes().to_vec();
+        out.extend(with_len16(body));
+        out
+    }
+    let mut name = vec![0u8]; // host_name
+    name.extend(with_len16(sni));
+    let mut key_share = 0x001du16.to_be_bytes().to_vec(); // x25519
+    key_share.extend(with_len16(&[9u8; 32]));
+    let extensions = [
+        extension(0x0000, &with_len16(&name)),
+        extension(0x002b, &[2, 0x03, 0x04]), // supported_versions: TLS 1.3
+        extension(0x000a, &with_len16(&[0x00, 0x1d])), // supported_groups: x25519
+        extension(0x000d, &with_len16(&[0x04, 0x03, 0x08, 0x04, 0x08, 0x07])), // signature_algorithms
+        extension(0x0033, &with_len16(&key_share)),
+    ]
+    .concat();
+    let mut hello = vec![0x03, 0x03]; // legacy_version
+    hello.extend_from_slice(&[7u8; 32]); // random
+    hello.push(32); // legacy_session_id
+    hello.extend_from_slice(&[5u8; 32]);
+    hello.extend(with_len16(&[0x13, 0x01])); // TLS_AES_128_GCM_SHA256
+    hello.extend_from_slice(&[1, 0]); // no compression
+    hello.extend(with_len16(&extensions));
+    let mut handshake = vec![1u8]; // client_hello
+    handshake.extend_from_slice(&(hello.len() as u32).to_be_bytes()[1..]);
+    handshake.extend(hello);
+    let mut record = vec![0x16, 0x03, 0x01];
+    record.extend(with_len16(&handshake));
+    record
+}
