@@ -214,6 +214,11 @@ def start_all(procs, work, switchyard, variants):
                  # it out by default, and the HTTPS rows then compared
                  # nginx's TLS 1.2 with the others' 1.3).
                  f'ssl_protocols TLSv1.2 TLSv1.3; '
+                 # A session cache, so that wrk resumes its TLS sessions
+                 # with nginx as it does with switchyard and HAProxy (whose
+                 # caches are on by default): the handshake-per-request row
+                 # then compares the same kind of handshake.
+                 f'ssl_session_cache shared:SSL:10m; '
                  f'location / {{ proxy_pass http://b; '
                  f'proxy_http_version 1.1; proxy_set_header Connection ""; }} }} '
                  f'upstream b2 {{ server 127.0.0.1:{blue}; keepalive {H2_CONNECTIONS * H2_STREAMS}; }} '
