@@ -14,7 +14,7 @@ use switchyard_control::table::FailureKind;
 use switchyard_control::{Route, RoutingTable};
 
 use super::h1::upstream::Http1Upstream;
-use super::pick::{advance, Pick};
+use super::pick::{advance, peer_for, Pick};
 use super::pool::{self, PoolKey};
 use super::retry::Retry;
 use super::{
@@ -26,7 +26,13 @@ use crate::hop_by_hop;
 /// A connection to a backend, for one attempt.
 pub(super) struct Connection {
     pub upstream: Upstream,
-    pub peer: HttpPeer,
+    pub backend: SocketAddr,
+}
+
+/// A stream of a shared h2c connection, and the peer it goes back to.
+pub(super) struct H2Stream {
+    pub session: Http2Session,
+    peer: HttpPeer,
 }
 
 /// The session an attempt talks to its backend on.
@@ -39,9 +45,9 @@ pub(super) enum Upstream {
         pool: PoolKey,
     },
     /// One stream; the connection is shared with other requests. Boxed:
-    /// pingora's session is 400 bytes, and the rare h2c path should not
-    /// size every request's state.
-    H2c(Box<Http2Session>),
+    /// pingora's session and peer are over 1 KiB, and the rare h2c path
+    /// should not size every request's state.
+    H2c(Box<H2Stream>),
 }
 
 impl Connection {
@@ -87,16 +93,17 @@ impl Forwarder {
                     return Err(Outcome::Answer(502, BAD_GATEWAY_BODY));
                 }
             }
-            let (backend, peer) = pick.target.next_peer(route, table);
+            let backend = pick.target.next_backend(route);
+            let pool_key = route.slot(pick.target.slot).pool_key;
             let connected = if h2c {
                 // Boxed for the same reason as a new HTTP/1.1 connection.
-                Box::pin(self.connect_h2c(peer)).await
+                Box::pin(self.connect_h2c(peer_for(backend, pool_key, table))).await
             } else {
                 let pool = PoolKey {
-                    slot_pool: route.slot(pick.target.slot).pool_key,
+                    slot_pool: pool_key,
                     backend,
                 };
-                self.connect_http1(peer, pool, fresh).await
+                self.connect_http1(pool, fresh, table).await
             };
             match connected {
                 Ok(connection) => {
@@ -115,22 +122,23 @@ impl Forwarder {
         }
     }
 
-    /// An HTTP/1.1 connection to `peer`: an idle one of `pool` unless
-    /// `fresh`, else a new one.
+    /// An HTTP/1.1 connection to `pool`'s backend: an idle one of `pool`
+    /// unless `fresh`, else a new one.
     async fn connect_http1(
         &self,
-        peer: HttpPeer,
         pool: PoolKey,
         fresh: bool,
+        table: &RoutingTable,
     ) -> pingora::Result<Connection> {
         let idle = if fresh { None } else { pool::take(pool) };
         let reused = idle.is_some();
         let stream = match idle {
             Some(stream) => stream,
-            // Boxed: pingora's connect future is 8 KiB, and unboxed it would
-            // size every request's state (copied into its box per request)
-            // for the rare request that opens a connection.
-            None => Box::pin(self.fresh.new_stream(&peer)).await?,
+            // Boxed: pingora's connect future is 8 KiB (and its peer 672
+            // bytes), and unboxed they would size every request's state
+            // (copied into its box per request) for the rare request that
+            // opens a connection.
+            None => Box::pin(self.open_http1(pool, table)).await?,
         };
         Ok(Connection {
             upstream: Upstream::Http1 {
@@ -138,13 +146,24 @@ impl Forwarder {
                 reused,
                 pool,
             },
-            peer,
+            backend: pool.backend,
         })
+    }
+
+    /// A new connection to `pool`'s backend.
+    async fn open_http1(
+        &self,
+        pool: PoolKey,
+        table: &RoutingTable,
+    ) -> pingora::Result<pingora::protocols::Stream> {
+        let peer = peer_for(pool.backend, pool.slot_pool, table);
+        self.fresh.new_stream(&peer).await
     }
 
     /// One HTTP/2 stream to `peer` (h2c, prior knowledge): on a connection
     /// already open to it when one has a free stream, else on a new one.
     async fn connect_h2c(&self, mut peer: HttpPeer) -> pingora::Result<Connection> {
+        let backend = peer._address.as_inet().copied();
         peer.options.set_http_version(2, 2);
         peer.options.max_h2_streams = H2_STREAMS_PER_CONNECTION;
         let session = match self.h2.reused_http_session(&peer).await {
@@ -159,9 +178,12 @@ impl Forwarder {
                 }
             },
         };
+        let backend = backend.ok_or_else(|| {
+            pingora::Error::explain(ErrorType::InternalError, "an h2c peer without an address")
+        })?;
         Ok(Connection {
-            upstream: Upstream::H2c(Box::new(session)),
-            peer,
+            upstream: Upstream::H2c(Box::new(H2Stream { session, peer })),
+            backend,
         })
     }
 
@@ -182,8 +204,7 @@ impl Forwarder {
     /// Gives a connection whose exchange finished cleanly back for the next
     /// request: to the pool (HTTP/1.1) or to the shared connection (h2c).
     pub(super) async fn release(&self, connection: Connection) {
-        let Connection { upstream, peer } = connection;
-        match upstream {
+        match connection.upstream {
             Upstream::Http1 { session, pool, .. } => {
                 // A backend's `Connection: close` (or HTTP/1.0 without
                 // keep-alive) ends the connection here.
@@ -191,9 +212,10 @@ impl Forwarder {
                     pool::put(pool, stream);
                 }
             }
-            Upstream::H2c(session) => {
+            Upstream::H2c(stream) => {
+                let H2Stream { session, peer } = *stream;
                 self.h2
-                    .release_http_session(*session, &peer, Some(UPSTREAM_IDLE_TIMEOUT));
+                    .release_http_session(session, &peer, Some(UPSTREAM_IDLE_TIMEOUT));
             }
         }
     }

@@ -165,7 +165,7 @@ impl Forwarder {
                 Err(answer) => return answer,
             };
             trail.slot = Some(route.slot(pick.target.slot).name.clone());
-            trail.backend = connection.peer._address.as_inet().copied();
+            trail.backend = Some(connection.backend);
             let ended = exchange(
                 session,
                 &mut connection,
@@ -191,7 +191,7 @@ impl Forwarder {
                     fresh = true;
                 }
                 Exchange::Dropped(Retry::Elsewhere, e) => {
-                    if !self.dropped(pick, &connection.peer, &e) {
+                    if !self.dropped(pick, connection.backend, &e) {
                         return Outcome::Answer(502, BAD_GATEWAY_BODY);
                     }
                     fresh = false;
@@ -242,6 +242,7 @@ async fn exchange(
         }
         Upstream::H2c(up) => {
             let request = upstream_request(session, incoming, false, upgrades);
+            let up = &mut up.session;
             h2_upstream::exchange(session, up, request, retry, load, reply, timeouts).await
         }
     }

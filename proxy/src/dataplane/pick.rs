@@ -86,23 +86,27 @@ impl Pick<'_> {
 }
 
 impl Target {
-    /// The next backend to try and its pingora peer (pooled per slot and
-    /// generation), counting the attempt.
-    pub(super) fn next_peer(
-        &mut self,
-        route: &Route,
-        table: &RoutingTable,
-    ) -> (SocketAddr, HttpPeer) {
-        let slot = route.slot(self.slot);
-        let backend = slot.backend(self.backend_start, self.attempts_on_slot);
+    /// The next backend to try, counting the attempt.
+    pub(super) fn next_backend(&mut self, route: &Route) -> SocketAddr {
+        let backend = route
+            .slot(self.slot)
+            .backend(self.backend_start, self.attempts_on_slot);
         self.attempts += 1;
         self.attempts_on_slot += 1;
-        let mut peer = HttpPeer::new(backend, false, String::new());
-        peer.group_key = slot.pool_key;
-        peer.options.connection_timeout = Some(table.timeouts.upstream_connect);
-        peer.options.idle_timeout = Some(UPSTREAM_IDLE_TIMEOUT);
-        (backend, peer)
+        backend
     }
+}
+
+/// pingora's description of `backend` on a slot whose pool key is
+/// `pool_key`, for opening a connection (or an h2c stream) to it. Built only
+/// then: it is 672 bytes, and a request served from the pool never needs
+/// one.
+pub(super) fn peer_for(backend: SocketAddr, pool_key: u64, table: &RoutingTable) -> HttpPeer {
+    let mut peer = HttpPeer::new(backend, false, String::new());
+    peer.group_key = pool_key;
+    peer.options.connection_timeout = Some(table.timeouts.upstream_connect);
+    peer.options.idle_timeout = Some(UPSTREAM_IDLE_TIMEOUT);
+    peer
 }
 
 /// Moves `target` on after a failed attempt: the slot's next backend, then

@@ -10,7 +10,8 @@
 //! a failure then ends the request (`Exchange::Failed`).
 
 use pingora::protocols::http::ServerSession;
-use pingora::upstreams::peer::HttpPeer;
+use std::net::SocketAddr;
+
 use switchyard_control::table::FailureKind;
 
 use super::pick::{advance, Pick};
@@ -55,20 +56,22 @@ impl Forwarder {
     /// A backend dropped a request before answering ([`Retry::Elsewhere`]):
     /// counted, told to the health checks, and `target` moved on. `false`
     /// when no retry is left.
-    pub(super) fn dropped(&self, pick: &mut Pick<'_>, peer: &HttpPeer, e: &pingora::Error) -> bool {
+    pub(super) fn dropped(
+        &self,
+        pick: &mut Pick<'_>,
+        backend: SocketAddr,
+        e: &pingora::Error,
+    ) -> bool {
         let route = pick.route;
         let slot = route.slot(pick.target.slot);
-        let backend = peer._address.as_inet().copied();
         slot.load.upstream_failed(FailureKind::Dropped);
-        tracing::warn!(route = &*route.name, slot = &*slot.name, backend = ?backend, "upstream dropped the request: {e}");
-        if let Some(backend) = backend {
-            self.controller.connect_failed(
-                &route.name,
-                &slot.name,
-                backend,
-                format!("dropped the connection before answering: {e}"),
-            );
-        }
+        tracing::warn!(route = &*route.name, slot = &*slot.name, %backend, "upstream dropped the request: {e}");
+        self.controller.connect_failed(
+            &route.name,
+            &slot.name,
+            backend,
+            format!("dropped the connection before answering: {e}"),
+        );
         if advance(route, &mut pick.target) {
             return true;
         }
