@@ -122,36 +122,37 @@ fn strip(headers: &mut impl Headers, upgrades: &[Box<str>]) {
         return;
     }
     let upgrading = requests_upgrade(map, upgrades);
-    if has_connection {
-        let named: Vec<HeaderName> = map
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|value| value.to_str().ok())
-            .flat_map(|list| list.split(','))
-            .filter_map(|token| HeaderName::from_bytes(token.trim().as_bytes()).ok())
-            .filter(|name| !(upgrading && *name == header::UPGRADE))
-            .filter(|name| !NEVER_HOP.contains(name))
-            .collect();
-        for name in &named {
-            headers.remove(name);
-        }
-    }
-    for name in &FIXED {
+    // The same rule as for heads handled as bytes: one place says what is
+    // hop-by-hop.
+    let connection: Vec<&[u8]> = map
+        .get_all(header::CONNECTION)
+        .iter()
+        .map(HeaderValue::as_bytes)
+        .collect();
+    let hop: Vec<HeaderName> = map
+        .keys()
+        .filter(|name| is_hop_by_hop_field(name.as_str().as_bytes(), &connection, upgrading))
+        .cloned()
+        .collect();
+    for name in &hop {
         headers.remove(name);
     }
     if upgrading {
         headers.set_connection_upgrade();
-    } else {
-        headers.remove(&header::UPGRADE);
     }
 }
 
-/// The hop-by-hop test for a head read or written as bytes, without a
-/// header map: `connection` holds the values of its `Connection` headers
-/// that name other headers ([`connection_names_others`]). `keep_upgrade`:
-/// the message carries an upgrade, so `Upgrade` stays; `Connection` is
-/// always reported, and the caller writes `Connection: upgrade` itself.
-pub fn is_hop_by_hop_field(name: &[u8], connection: &[bytes::Bytes], keep_upgrade: bool) -> bool {
+/// Whether the field `name` stays on its hop: `connection` holds the
+/// values of the message's `Connection` headers (those that name only
+/// `close`, `keep-alive` or `upgrade` may be left out,
+/// [`connection_names_others`]). `keep_upgrade`: the message carries an
+/// upgrade, so `Upgrade` stays; `Connection` is always reported, and the
+/// caller writes `Connection: upgrade` itself.
+pub fn is_hop_by_hop_field(
+    name: &[u8],
+    connection: &[impl AsRef<[u8]>],
+    keep_upgrade: bool,
+) -> bool {
     if FIXED
         .iter()
         .any(|fixed| name.eq_ignore_ascii_case(fixed.as_str().as_bytes()))
@@ -169,6 +170,7 @@ pub fn is_hop_by_hop_field(name: &[u8], connection: &[bytes::Bytes], keep_upgrad
     }
     connection.iter().any(|value| {
         value
+            .as_ref()
             .split(|&b| b == b',')
             .any(|token| token.trim_ascii().eq_ignore_ascii_case(name))
     })

@@ -97,7 +97,8 @@ impl Forwarder {
             let pool_key = route.slot(pick.target.slot).pool_key;
             let connected = if h2c {
                 // Boxed for the same reason as a new HTTP/1.1 connection.
-                Box::pin(self.connect_h2c(peer_for(backend, pool_key, table))).await
+                let peer = peer_for(backend, pool_key, table);
+                Box::pin(self.connect_h2c(backend, peer)).await
             } else {
                 let pool = PoolKey {
                     slot_pool: pool_key,
@@ -162,8 +163,11 @@ impl Forwarder {
 
     /// One HTTP/2 stream to `peer` (h2c, prior knowledge): on a connection
     /// already open to it when one has a free stream, else on a new one.
-    async fn connect_h2c(&self, mut peer: HttpPeer) -> pingora::Result<Connection> {
-        let backend = peer._address.as_inet().copied();
+    async fn connect_h2c(
+        &self,
+        backend: SocketAddr,
+        mut peer: HttpPeer,
+    ) -> pingora::Result<Connection> {
         peer.options.set_http_version(2, 2);
         peer.options.max_h2_streams = H2_STREAMS_PER_CONNECTION;
         let session = match self.h2.reused_http_session(&peer).await {
@@ -178,9 +182,6 @@ impl Forwarder {
                 }
             },
         };
-        let backend = backend.ok_or_else(|| {
-            pingora::Error::explain(ErrorType::InternalError, "an h2c peer without an address")
-        })?;
         Ok(Connection {
             upstream: Upstream::H2c(Box::new(H2Stream { session, peer })),
             backend,

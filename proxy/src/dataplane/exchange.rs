@@ -98,10 +98,7 @@ pub(super) async fn exchange(
 ) -> Exchange {
     upstream.read_timeout = Some(timeouts.upstream_read);
     upstream.write_timeout = Some(timeouts.upstream_read);
-    let sent = upstream
-        .write_request_head(head, written.framing, written.head_request, written.upgrade)
-        .await;
-    if let Err(e) = sent {
+    if let Err(e) = upstream.write_request_head(head, written).await {
         // The backend cannot have acted on a request it did not get whole:
         // any method may go again.
         return Exchange::Dropped(retry, e);

@@ -241,7 +241,7 @@ async fn exchange(
             exchange::exchange(session, up, &head, written, retry, load, reply, timeouts).await
         }
         Upstream::H2c(up) => {
-            let request = upstream_request(session, incoming, false, upgrades);
+            let request = upstream_request(session, incoming, upgrades);
             let up = &mut up.session;
             h2_upstream::exchange(session, up, request, retry, load, reply, timeouts).await
         }

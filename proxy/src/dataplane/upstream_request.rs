@@ -1,5 +1,7 @@
-//! The request header as a backend gets it: what the proxy removes from the
-//! client's header and what it adds.
+//! The request header as an h2c backend gets it (pingora's HTTP/2 client
+//! takes a `RequestHeader`): what the proxy removes from the client's
+//! header and what it adds. An HTTP/1.1 backend gets the same head written
+//! as bytes by `h1/request_head.rs`.
 
 use http::header::{self, HeaderValue};
 use pingora::http::RequestHeader;
@@ -15,7 +17,6 @@ use crate::hop_by_hop;
 pub(super) fn upstream_request(
     session: &ServerSession,
     incoming: Incoming<'_>,
-    unframed_body: bool,
     upgrades: &[Box<str>],
 ) -> Box<RequestHeader> {
     let mut request = Box::new(session.req_header().clone());
@@ -31,9 +32,6 @@ pub(super) fn upstream_request(
         request.set_uri(target);
     }
     hop_by_hop::strip_request(&mut request, upgrades);
-    if unframed_body {
-        let _ = request.insert_header(header::TRANSFER_ENCODING, "chunked");
-    }
     let _ = request.insert_header(request_id::HEADER, incoming.id.clone());
     // The override token is a secret between the tester and the proxy.
     request.remove_header(TOKEN_HEADER);

@@ -74,11 +74,11 @@ pub(crate) fn write(
         header_line(out, b"Host", authority);
     }
 
-    let connection: Vec<bytes::Bytes> = headers
+    let connection: Vec<&[u8]> = headers
         .get_all(http::header::CONNECTION)
         .iter()
-        .filter(|v| hop_by_hop::connection_names_others(v.as_bytes()))
-        .map(|v| bytes::Bytes::copy_from_slice(v.as_bytes()))
+        .map(|v| v.as_bytes())
+        .filter(|v| hop_by_hop::connection_names_others(v))
         .collect();
     let framing = framing(headers, unframed_body);
     let mut length_written = false;

@@ -20,6 +20,7 @@ use tokio::io::AsyncWriteExt;
 
 use super::chunked::{ChunkedDecoder, Step};
 use super::read::read_into;
+use super::request_head::Written;
 use super::response::{self, Framing};
 use crate::dataplane::head::head_end;
 
@@ -90,18 +91,12 @@ impl Http1Upstream {
         }
     }
 
-    /// Sends the request head. `framing` is how the head says its body is
-    /// framed; `head_request` and `upgrade` say what the response may be.
-    pub(crate) async fn write_request_head(
-        &mut self,
-        head: &[u8],
-        framing: RequestFraming,
-        head_request: bool,
-        upgrade: bool,
-    ) -> Result<()> {
-        self.request = framing;
-        self.request_was_head = head_request;
-        self.upgrade_requested = upgrade;
+    /// Sends the request head; `written` says how its body is framed and
+    /// what the response may be.
+    pub(crate) async fn write_request_head(&mut self, head: &[u8], written: Written) -> Result<()> {
+        self.request = written.framing;
+        self.request_was_head = written.head_request;
+        self.upgrade_requested = written.upgrade;
         self.write_all(&[head], "writing the request head").await
     }
 
@@ -399,7 +394,14 @@ mod tests {
         upstream.write_timeout = Some(Duration::from_millis(100));
         let head = b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n";
         upstream
-            .write_request_head(head, RequestFraming::Chunked, false, false)
+            .write_request_head(
+                head,
+                Written {
+                    framing: RequestFraming::Chunked,
+                    upgrade: false,
+                    head_request: false,
+                },
+            )
             .await
             .unwrap();
         let response = upstream.read_response().await.unwrap();
