@@ -7,12 +7,12 @@ use std::net::SocketAddr;
 
 use pingora::protocols::http::client::HttpSession;
 use pingora::protocols::http::v2::client::Http2Session;
-use pingora::protocols::http::ServerSession;
 use pingora::upstreams::peer::HttpPeer;
 use pingora::ErrorType;
 use switchyard_control::table::FailureKind;
 use switchyard_control::{Route, RoutingTable};
 
+use super::downstream::Downstream;
 use super::h1::upstream::Http1Upstream;
 use super::pick::{advance, peer_for, Pick};
 use super::pool::{self, PoolKey};
@@ -72,7 +72,7 @@ impl Forwarder {
     /// client's answer.
     pub(super) async fn connect_with_retries(
         &self,
-        session: &ServerSession,
+        session: &Downstream,
         table: &RoutingTable,
         pick: &mut Pick<'_>,
         fresh: bool,

@@ -9,9 +9,9 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use pingora::http::ResponseHeader;
-use pingora::protocols::http::ServerSession;
 use pingora::{Error, ErrorType};
 
+use super::downstream::Downstream;
 use super::h1::request_head::Written;
 use super::h1::upstream::Http1Upstream;
 use super::retry::{after_header, Retry};
@@ -87,7 +87,7 @@ pub(super) enum Exchange {
 /// `retry`: what a drop allows before the header went out.
 #[allow(clippy::too_many_arguments)]
 pub(super) async fn exchange(
-    session: &mut ServerSession,
+    session: &mut Downstream,
     upstream: &mut Http1Upstream,
     head: &[u8],
     written: Written,
@@ -123,7 +123,7 @@ pub(super) async fn exchange(
 /// One exchange's two sessions and where it stands, so that each event of
 /// its loop has a handler of its own.
 struct Pump<'a, 'r> {
-    session: &'a mut ServerSession,
+    session: &'a mut Downstream,
     upstream: &'a mut Http1Upstream,
     load: &'a mut LoadGuard,
     reply: &'a Reply<'r>,

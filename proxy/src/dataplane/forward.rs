@@ -16,11 +16,11 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
-use pingora::protocols::http::ServerSession;
 use switchyard_control::table::{Reason, RouteRef};
 use switchyard_control::RoutingTable;
 
 use super::connect::{Connection, Upstream};
+use super::downstream::Downstream;
 use super::exchange::Exchange;
 use super::h1::request_head;
 use super::pick::{pick, Pick};
@@ -60,7 +60,7 @@ impl Forwarder {
     /// the outcome.
     pub(super) async fn forward(
         &self,
-        session: &mut ServerSession,
+        session: &mut Downstream,
         table: &RoutingTable,
         incoming: Incoming<'_>,
         trail: &mut Trail,
@@ -104,7 +104,7 @@ impl Forwarder {
     /// 301 when the route wants HTTPS and this is plain HTTP.
     fn route(
         &self,
-        session: &ServerSession,
+        session: &Downstream,
         table: &RoutingTable,
         tls: bool,
         trail: &mut Trail,
@@ -142,7 +142,7 @@ impl Forwarder {
     /// allows ([`Retry`]) is used up.
     async fn attempts(
         &self,
-        session: &mut ServerSession,
+        session: &mut Downstream,
         table: &RoutingTable,
         incoming: Incoming<'_>,
         pick: &mut Pick<'_>,
@@ -208,7 +208,7 @@ impl Forwarder {
 /// HTTP/2 request body of no declared length (chunked to an HTTP/1.1
 /// backend).
 async fn exchange(
-    session: &mut ServerSession,
+    session: &mut Downstream,
     connection: &mut Connection,
     incoming: Incoming<'_>,
     unframed_body: bool,
@@ -222,10 +222,7 @@ async fn exchange(
     let timeouts = &table.timeouts;
     match &mut connection.upstream {
         Upstream::Http1 { session: up, .. } => {
-            let client = session
-                .client_addr()
-                .and_then(|a| a.as_inet())
-                .map(|a| a.ip());
+            let client = session.client_ip();
             let mut head = Vec::with_capacity(512);
             let request = session.req_header();
             let Some(written) = request_head::write(

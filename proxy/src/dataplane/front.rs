@@ -16,6 +16,7 @@ use pingora::protocols::http::ServerSession;
 use pingora::protocols::{Stream, ALPN};
 use pingora::server::ShutdownWatch;
 
+use super::downstream::Downstream;
 use super::{Forwarder, InFlightGuard};
 
 /// What an HTTP/2 client connection opens with (RFC 9113 §3.4).
@@ -132,13 +133,19 @@ struct H2Streams {
 impl HttpServerApp for H2Streams {
     async fn process_new_http(
         self: &Arc<Self>,
-        mut session: ServerSession,
+        session: ServerSession,
         shutdown: &ShutdownWatch,
     ) -> Option<ReusedHttpStream> {
         let tls = session
             .digest()
             .is_some_and(|digest| digest.ssl_digest.is_some());
-        self.forwarder.serve_one(&mut session, tls, shutdown).await;
+        let mut downstream = Downstream::H2(Box::new(session));
+        self.forwarder
+            .serve_one(&mut downstream, tls, shutdown)
+            .await;
+        let Downstream::H2(session) = downstream else {
+            unreachable!("an HTTP/2 stream stays one");
+        };
         // Ends the stream (END_STREAM or RST) if the exchange did not.
         if let Err(e) = session.finish().await {
             tracing::debug!("HTTP/2 stream ended badly: {e}");

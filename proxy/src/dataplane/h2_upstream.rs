@@ -12,9 +12,9 @@ use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::protocols::http::v2::client::Http2Session;
-use pingora::protocols::http::ServerSession;
 use switchyard_control::table::{FailureKind, LoadGuard, Timeouts};
 
+use super::downstream::Downstream;
 use super::exchange::{client_body_failed, upstream_failed, Exchange, Reply};
 use super::retry::{after_header, Retry};
 use super::Outcome;
@@ -22,7 +22,7 @@ use super::Outcome;
 /// Sends the request (header and whole body) on the stream, then relays
 /// the response. `retry`: what a drop allows before the header went out.
 pub(super) async fn exchange(
-    session: &mut ServerSession,
+    session: &mut Downstream,
     upstream: &mut Http2Session,
     request: Box<RequestHeader>,
     retry: Retry,
@@ -45,7 +45,7 @@ pub(super) async fn exchange(
 /// Sends the request header and the whole body. `Ok` with what a drop
 /// still allows once it went out; `Err` when the exchange ends here.
 async fn send_request(
-    session: &mut ServerSession,
+    session: &mut Downstream,
     upstream: &mut Http2Session,
     mut request: Box<RequestHeader>,
     retry: Retry,
@@ -91,7 +91,7 @@ async fn send_request(
 
 /// Passes the response on, its header read: header, body, end.
 async fn relay_response(
-    session: &mut ServerSession,
+    session: &mut Downstream,
     upstream: &mut Http2Session,
     load: &mut LoadGuard,
     reply: &Reply<'_>,
@@ -140,7 +140,7 @@ async fn relay_response(
 /// adds to every response, and for an HTTP/1.1 client its version and
 /// framing (chunked when the backend gave no length, so the connection
 /// stays reusable).
-fn for_client(response: &mut ResponseHeader, session: &ServerSession, reply: &Reply<'_>) {
+fn for_client(response: &mut ResponseHeader, session: &Downstream, reply: &Reply<'_>) {
     crate::hop_by_hop::strip_response(response);
     reply.decorate(response);
     if session.req_header().version != http::Version::HTTP_2 {

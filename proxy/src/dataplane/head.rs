@@ -94,6 +94,16 @@ const TOO_LARGE: &[u8] = b"HTTP/1.1 431 Request Header Fields Too Large\r\nConte
 const TIMED_OUT: &[u8] =
     b"HTTP/1.1 408 Request Timeout\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
 
+/// Answers a head that cannot be parsed `400`, and closes: `None`, as
+/// the connection's loop then returns.
+pub(crate) async fn refuse_bad_request<T>(stream: &mut Stream, why: &str) -> Option<T> {
+    tracing::debug!("bad request head: {why}");
+    refuse(stream, BAD_REQUEST).await;
+    None
+}
+
+const BAD_REQUEST: &[u8] = b"HTTP/1.1 400 Bad Request\r\nContent-Length: 42\r\nConnection: close\r\n\r\nswitchyard: the request head is not valid\n";
+
 /// Answers a head we will not read, best effort, and says close.
 async fn refuse(stream: &mut Stream, answer: &[u8]) -> Head {
     let _ = tokio::time::timeout(Duration::from_secs(1), async {
@@ -135,7 +145,7 @@ mod tests {
 
     #[test]
     fn the_refusals_are_framed_by_their_length() {
-        for answer in [TOO_LARGE, TIMED_OUT] {
+        for answer in [TOO_LARGE, TIMED_OUT, BAD_REQUEST] {
             let text = std::str::from_utf8(answer).unwrap();
             let (head, body) = text.split_once("\r\n\r\n").unwrap();
             let length: usize = head

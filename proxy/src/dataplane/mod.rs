@@ -1,7 +1,9 @@
-//! The data plane, written directly on pingora-core: a `ServerApp` that
-//! reads each request with pingora's `ServerSession`, sends it upstream on a
-//! pooled HTTP/1.1 connection from pingora's `Connector`, and pumps both
-//! bodies in one task.
+//! The data plane, written directly on pingora-core's listeners, TLS and
+//! HTTP/2: a `ServerApp` that reads each HTTP/1.x request with our own
+//! codec (`h1/`; an HTTP/2 stream comes through pingora's server session,
+//! and both meet as a `Downstream`), sends it upstream on a pooled
+//! HTTP/1.1 connection of our own (or an h2c stream through pingora's
+//! connector), and pumps both bodies in one task.
 //!
 //! Why not pingora-proxy's `ProxyHttp`: its per-request glue (two channels
 //! and a second task per request, boxed callback futures, a body buffer
@@ -13,7 +15,7 @@
 //!
 //! The modules, in the order a request meets them: `accept.rs` and
 //! `front.rs` take connections, `head.rs` and `serve.rs` read and answer
-//! requests, `forward.rs` runs one request through its phases (`pick.rs`,
+//! requests (`downstream.rs` is the client's side of one), `forward.rs` runs one request through its phases (`pick.rs`,
 //! `connect.rs`, then `exchange.rs` or `h2_upstream.rs`), `retry.rs` says
 //! what may follow a failed attempt.
 
@@ -32,6 +34,7 @@ mod accept;
 mod authority;
 mod client_conn;
 mod connect;
+mod downstream;
 mod exchange;
 mod forward;
 mod front;

@@ -5,11 +5,11 @@
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use pingora::protocols::http::ServerSession;
 use pingora::upstreams::peer::HttpPeer;
 use switchyard_control::table::{LoadGuard, Reason};
 use switchyard_control::{Route, RoutingTable};
 
+use super::downstream::Downstream;
 use super::exchange::Reply;
 use super::forward::Incoming;
 use super::UPSTREAM_IDLE_TIMEOUT;
@@ -41,15 +41,12 @@ pub(super) struct Target {
 /// Picks the request's slot. Counted from here: [`Reply::started`] is
 /// when its latency starts.
 pub(super) fn pick<'t>(
-    session: &ServerSession,
+    session: &Downstream,
     route: &'t Route,
     preview: bool,
     incoming: Incoming<'t>,
 ) -> Pick<'t> {
-    let client_ip = session
-        .client_addr()
-        .and_then(|a| a.as_inet())
-        .map(|a| a.ip());
+    let client_ip = session.client_ip();
     let choice = route.choose(&session.req_header().headers, client_ip, preview);
     // A client placed by its bucket gets the cookie that keeps it there.
     let reply = Reply {

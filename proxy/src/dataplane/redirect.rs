@@ -3,17 +3,17 @@
 
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
-use pingora::protocols::http::ServerSession;
 
+use super::downstream::Downstream;
 use super::request_id;
 
 /// A 301 to HTTPS, with the request's id.
 pub(super) async fn redirect(
-    session: &mut ServerSession,
+    session: &mut Downstream,
     location: HeaderValue,
     request_id: &HeaderValue,
 ) -> pingora::Result<()> {
-    let mut header = ServerSession::generate_error(301);
+    let mut header = pingora::protocols::http::ServerSession::generate_error(301);
     header.set_content_length(0)?;
     header.insert_header(header::LOCATION, location)?;
     header.insert_header(request_id::HEADER, request_id.clone())?;

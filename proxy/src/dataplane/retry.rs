@@ -9,11 +9,11 @@
 //! a retry could run the request twice or the client saw the answer begin;
 //! a failure then ends the request (`Exchange::Failed`).
 
-use pingora::protocols::http::ServerSession;
 use std::net::SocketAddr;
 
 use switchyard_control::table::FailureKind;
 
+use super::downstream::Downstream;
 use super::pick::{advance, Pick};
 use super::Forwarder;
 
@@ -39,11 +39,11 @@ pub(super) enum Retry {
 /// run twice may go again: an idempotent method without a body (RFC 9110
 /// §9.2.2). Before the header went out, any method may (the backend cannot
 /// have acted on a request it did not get whole).
-pub(super) fn after_header(retry: Retry, session: &mut ServerSession) -> Option<Retry> {
+pub(super) fn after_header(retry: Retry, session: &mut Downstream) -> Option<Retry> {
     replayable(session).then_some(retry)
 }
 
-fn replayable(session: &mut ServerSession) -> bool {
+fn replayable(session: &mut Downstream) -> bool {
     use http::Method;
     let idempotent = matches!(
         session.req_header().method,

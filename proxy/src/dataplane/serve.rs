@@ -10,29 +10,33 @@ use http::header::HeaderValue;
 use pingora::protocols::http::ServerSession;
 use pingora::protocols::Stream;
 use pingora::server::ShutdownWatch;
-use pingora::ErrorType;
 
+use super::downstream::Downstream;
 use super::forward::{Incoming, Trail};
+use super::h1::downstream::Http1Downstream;
+use super::h1::request;
 use super::redirect::redirect;
 use super::{head, request_id, Forwarder, InFlightGuard, Outcome};
 use crate::access_log;
 
 impl Forwarder {
-    /// Serves one HTTP/1.1 client connection: its requests one after
+    /// Serves one HTTP/1.x client connection: its requests one after
     /// another, for as long as it stays reusable. One task and one boxed
     /// future per connection, not per request.
     ///
     /// Each request head is read by [`head::read_head`] (size and time
-    /// limits of our own, a small buffer while idle) and handed to a new
-    /// pingora session as its first bytes; the request's own state is
-    /// boxed, so an idle connection holds only its socket, that buffer and
-    /// this loop.
+    /// limits of our own, no buffer while idle) and parsed by
+    /// [`request::parse`]; the request's own state is boxed, so an idle
+    /// connection holds only its socket and this loop.
     pub(crate) async fn serve_http1(
         &self,
         mut stream: Stream,
         tls: bool,
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
+        let client_ip = stream
+            .get_socket_digest()
+            .and_then(|digest| digest.peer_addr().and_then(|a| a.as_inet()).map(|a| a.ip()));
         // A new connection gets as long for its first request as a kept-alive
         // one gets for its next: an idle connection is never held forever.
         let mut wait = self.first_request_wait();
@@ -46,41 +50,45 @@ impl Forwarder {
                 header_timeout,
             )
             .await;
-            let head::Head::Read(bytes) = head else {
+            let head::Head::Read(mut bytes) = head else {
                 return None;
             };
-            // Boxed: the session and the request's state (the exchange, its
-            // select!, retries) live on the heap only while the request
-            // does, instead of inflating every connection's task for its
-            // whole life.
-            let served = Box::pin(self.serve_request(stream, bytes, wait, tls, shutdown));
+            let parsed = match request::parse(&mut bytes) {
+                Ok(Some(parsed)) => parsed,
+                // `read_head` found the head's end, so a head httparse
+                // still finds partial is one it reads differently: bad.
+                Ok(None) => {
+                    return head::refuse_bad_request(&mut stream, "an unreadable request head")
+                        .await
+                }
+                Err(e) => return head::refuse_bad_request(&mut stream, &e.to_string()).await,
+            };
+            let downstream = Http1Downstream::new(stream, parsed, bytes, client_ip);
+            // Boxed: the request's state (the exchange, its select!,
+            // retries) lives on the heap only while the request does,
+            // instead of inflating every connection's task for its whole
+            // life.
+            let served = Box::pin(self.serve_request(downstream, tls, shutdown));
             (stream, pipelined, wait) = served.await?;
         }
     }
 
-    /// Serves the request whose head is in `head` on a new pingora session
-    /// over `stream`, and hands the stream back when it can take another:
-    /// with any bytes read past this request and the keep-alive timeout.
+    /// Serves one request, and hands the stream back when it can take
+    /// another: with any bytes read past this request and the keep-alive
+    /// timeout.
     async fn serve_request(
         &self,
-        stream: Stream,
-        head: BytesMut,
-        wait: u64,
+        downstream: Http1Downstream,
         tls: bool,
         shutdown: &ShutdownWatch,
     ) -> Option<(Stream, Option<BytesMut>, u64)> {
-        let mut session = ServerSession::new_http1(stream);
-        // Pipelined requests are answered in order, one after another
-        // (RFC 9112 §9.3.2), as nginx and HAProxy do.
-        session.set_pipelining_enabled(true);
-        session.set_keepalive(Some(wait));
-        session.set_pipelined_prefix(head);
-        let wait = self.serve_one(&mut session, tls, shutdown).await?;
-        match session.finish().await {
-            Ok(Some(reusable)) => {
-                let (stream, pipelined) = reusable.into_parts();
-                Some((stream, pipelined, wait))
-            }
+        let mut downstream = Downstream::H1(downstream);
+        let wait = self.serve_one(&mut downstream, tls, shutdown).await?;
+        let Downstream::H1(downstream) = downstream else {
+            unreachable!("an HTTP/1 request stays one");
+        };
+        match downstream.finish().await {
+            Ok(Some((stream, pipelined))) => Some((stream, pipelined, wait)),
             Ok(None) => None,
             Err(e) => {
                 tracing::debug!("client connection ended: {e}");
@@ -110,13 +118,10 @@ impl Forwarder {
     /// otherwise the keep-alive timeout, in seconds, for the next request.
     pub(super) async fn serve_one(
         &self,
-        session: &mut ServerSession,
+        session: &mut Downstream,
         tls: bool,
         shutdown: &ShutdownWatch,
     ) -> Option<u64> {
-        if !read_request(session).await {
-            return None;
-        }
         let _in_flight = InFlightGuard::new(&self.in_flight);
         let table = self.table.load_full();
         let keepalive = table.timeouts.client_keepalive.as_secs().max(1);
@@ -144,24 +149,21 @@ impl Forwarder {
     /// The access log's record of a request, when the log is on.
     fn record_access(
         &self,
-        session: &ServerSession,
+        session: &Downstream,
         trail: Trail,
         started: Instant,
         request_id: HeaderValue,
     ) {
         if let Some(log) = &self.access_log {
             log.record(access_log::Entry {
-                client: session
-                    .client_addr()
-                    .and_then(|a| a.as_inet())
-                    .map(|a| a.ip()),
+                client: session.client_ip(),
                 method: session.req_header().method.clone(),
                 uri: session.req_header().uri.clone(),
                 route: trail.route,
                 slot: trail.slot,
                 backend: trail.backend,
                 // 0: the client left before any answer.
-                status: session.response_written().map_or(0, |r| r.status.as_u16()),
+                status: session.response_status().unwrap_or(0),
                 bytes: session.body_bytes_sent(),
                 duration: started.elapsed(),
                 request_id,
@@ -170,31 +172,11 @@ impl Forwarder {
     }
 }
 
-/// Reads a request's header into `session`. `false` when there is none to
-/// serve: the client closed, or sent one that cannot be read (answered 400
-/// when its header is bad).
-async fn read_request(session: &mut ServerSession) -> bool {
-    // No deadline here: an HTTP/1 head is already whole (`head.rs` read
-    // it under `header_timeout`), and an HTTP/2 stream's came with it.
-    match session.read_request().await {
-        Ok(true) => true,
-        Ok(false) => false,
-        Err(e) => {
-            tracing::debug!("bad or broken request: {e}");
-            if matches!(e.etype(), ErrorType::InvalidHTTPHeader) {
-                let _ = session.respond_error(400).await;
-            }
-            session.shutdown().await;
-            false
-        }
-    }
-}
-
 /// Sends what `forward` left to answer (our own answers, a redirect) and
 /// decides whether the connection takes another request: `None` when it
 /// must close, else the keep-alive timeout for the next one.
 async fn finish_request(
-    session: &mut ServerSession,
+    session: &mut Downstream,
     outcome: Outcome,
     keepalive: u64,
     request_id: &HeaderValue,
@@ -252,7 +234,7 @@ async fn finish_request(
 /// `status` with an HTML page — or, to a client that asks for JSON and not
 /// HTML (an API client), `{"status": 503, "error": "Service Unavailable"}`.
 async fn page_answer(
-    session: &mut ServerSession,
+    session: &mut Downstream,
     status: u16,
     page: Bytes,
     retry_after: Option<&str>,
@@ -279,7 +261,7 @@ async fn page_answer(
 }
 
 /// The client's `Accept` names JSON and not HTML.
-fn wants_json(session: &ServerSession) -> bool {
+fn wants_json(session: &Downstream) -> bool {
     let (mut json, mut html) = (false, false);
     for value in session.req_header().headers.get_all(http::header::ACCEPT) {
         json |= contains_ignoring_case(value.as_bytes(), b"application/json");
@@ -296,7 +278,7 @@ fn contains_ignoring_case(haystack: &[u8], needle: &[u8]) -> bool {
 
 /// One of our own answers (404, 502, 504), with the request's id.
 async fn answer(
-    session: &mut ServerSession,
+    session: &mut Downstream,
     status: u16,
     body: &'static [u8],
     request_id: &HeaderValue,

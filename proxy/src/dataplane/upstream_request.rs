@@ -5,9 +5,9 @@
 
 use http::header::{self, HeaderValue};
 use pingora::http::RequestHeader;
-use pingora::protocols::http::ServerSession;
 use switchyard_control::table::TOKEN_HEADER;
 
+use super::downstream::Downstream;
 use super::forward::Incoming;
 use super::request_id;
 use crate::hop_by_hop;
@@ -15,7 +15,7 @@ use crate::hop_by_hop;
 /// The request as the backend gets it: hop-by-hop headers removed, the
 /// client's address, scheme and host added.
 pub(super) fn upstream_request(
-    session: &ServerSession,
+    session: &Downstream,
     incoming: Incoming<'_>,
     upgrades: &[Box<str>],
 ) -> Box<RequestHeader> {
@@ -35,9 +35,9 @@ pub(super) fn upstream_request(
     let _ = request.insert_header(request_id::HEADER, incoming.id.clone());
     // The override token is a secret between the tester and the proxy.
     request.remove_header(TOKEN_HEADER);
-    if let Some(client) = session.client_addr().and_then(|a| a.as_inet()) {
+    if let Some(client) = session.client_ip() {
         let mut ip_buf = [0u8; 64];
-        let ip = format_ip(client.ip(), &mut ip_buf);
+        let ip = format_ip(client, &mut ip_buf);
         let forwarded_for: Vec<u8> = match request.headers.get("x-forwarded-for") {
             Some(existing) => [existing.as_bytes(), b", ", ip].concat(),
             None => ip.to_vec(),

@@ -12,16 +12,17 @@
 
 use std::time::Duration;
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use pingora::http::ResponseHeader;
 use pingora::protocols::Stream;
 use pingora::{Error, ErrorType, Result};
 use tokio::io::AsyncWriteExt;
 
-use super::chunked::{ChunkedDecoder, Step};
+use super::body::{Body, Piece};
 use super::read::read_into;
 use super::request_head::Written;
 use super::response::{self, Framing};
+use super::wire::{chunk_size_line, within};
 use crate::dataplane::head::head_end;
 
 /// How the request body goes to the backend.
@@ -31,18 +32,6 @@ pub(crate) enum RequestFraming {
     Length(u64),
     /// Each piece as a chunk, the last chunk at the end.
     Chunked,
-}
-
-/// Where the response body stands.
-#[derive(Debug)]
-enum Body {
-    /// The response head has not been read (or only a 1xx has).
-    NotYet,
-    Length(u64),
-    Chunked(ChunkedDecoder),
-    /// Until the backend closes (also an upgraded connection's bytes).
-    UntilClose,
-    Done,
 }
 
 /// An HTTP/1.1 connection to a backend, for one exchange.
@@ -60,7 +49,8 @@ pub(crate) struct Http1Upstream {
     /// After the request's body: raw bytes, for an upgraded connection.
     raw_request_body: bool,
     request_finished: bool,
-    body: Body,
+    /// The response body: `None` until a final (or 101) head is read.
+    body: Option<Body>,
     /// The response said the connection may carry another request.
     keep_alive: bool,
     /// Bytes came after the response's end: the connection cannot be
@@ -84,7 +74,7 @@ impl Http1Upstream {
             upgraded: false,
             raw_request_body: false,
             request_finished: false,
-            body: Body::NotYet,
+            body: None,
             keep_alive: false,
             overread: false,
             write_failed: false,
@@ -206,18 +196,18 @@ impl Http1Upstream {
         let http11 = parsed.header.version == http::Version::HTTP_11;
         if status == 101 && self.upgrade_requested && http11 {
             self.upgraded = true;
-            self.body = Body::UntilClose;
+            self.body = Some(Body::UntilClose);
         } else if (100..200).contains(&status) {
             // An informational answer: the final one follows.
-            self.body = Body::NotYet;
+            self.body = None;
         } else {
             self.keep_alive = parsed.keep_alive;
-            self.body = match parsed.framing {
-                Framing::Empty | Framing::Length(0) => Body::Done,
-                Framing::Length(n) => Body::Length(n),
-                Framing::Chunked => Body::Chunked(ChunkedDecoder::default()),
+            self.body = Some(match parsed.framing {
+                Framing::Empty => Body::Done,
+                Framing::Length(n) => Body::of_length(n),
+                Framing::Chunked => Body::chunked(),
                 Framing::UntilClose => Body::UntilClose,
-            };
+            });
         }
         parsed.header
     }
@@ -225,61 +215,31 @@ impl Http1Upstream {
     /// The next piece of the response body; `None` at its end.
     pub(crate) async fn read_body(&mut self) -> Result<Option<Bytes>> {
         loop {
-            match &mut self.body {
-                Body::NotYet | Body::Done => {
+            let Some(body) = &mut self.body else {
+                self.overread |= !self.buf.is_empty();
+                return Ok(None);
+            };
+            let piece = body
+                .take(&mut self.buf)
+                .map_err(|e| Error::explain(ErrorType::Custom("InvalidChunk"), e.to_string()))?;
+            match piece {
+                Piece::Data(bytes) => return Ok(Some(bytes)),
+                Piece::End => {
+                    // Bytes after the response: the connection cannot be
+                    // trusted with another request.
                     self.overread |= !self.buf.is_empty();
                     return Ok(None);
                 }
-                Body::Length(left) => {
-                    if !self.buf.is_empty() {
-                        let take = self
-                            .buf
-                            .len()
-                            .min(usize::try_from(*left).unwrap_or(usize::MAX));
-                        *left -= take as u64;
-                        if *left == 0 {
-                            self.body = Body::Done;
-                            self.overread |= self.buf.len() > take;
-                        }
-                        return Ok(Some(self.buf.split_to(take).freeze()));
-                    }
-                }
-                Body::Chunked(decoder) => {
-                    if !self.buf.is_empty() {
-                        let step = decoder.decode(&self.buf).map_err(|e| {
-                            Error::explain(ErrorType::Custom("InvalidChunk"), e.to_string())
-                        })?;
-                        match step {
-                            Step::Data { skip, len } => {
-                                self.buf.advance(skip);
-                                return Ok(Some(self.buf.split_to(len).freeze()));
-                            }
-                            Step::NeedMore { consumed } => self.buf.advance(consumed),
-                            Step::Done { consumed } => {
-                                self.buf.advance(consumed);
-                                self.body = Body::Done;
-                                continue;
-                            }
-                        }
-                    }
-                }
-                Body::UntilClose => {
-                    if !self.buf.is_empty() {
-                        return Ok(Some(self.buf.split().freeze()));
-                    }
-                }
+                Piece::NeedMore => {}
             }
             if self.fill("reading the response body").await? == 0 {
-                return match self.body {
-                    Body::UntilClose => {
-                        self.body = Body::Done;
-                        Ok(None)
-                    }
-                    _ => Err(Error::explain(
-                        ErrorType::ConnectionClosed,
-                        "the backend closed the connection inside the response body",
-                    )),
-                };
+                if body_closed(&mut self.body) {
+                    return Ok(None);
+                }
+                return Err(Error::explain(
+                    ErrorType::ConnectionClosed,
+                    "the backend closed the connection inside the response body",
+                ));
             }
         }
     }
@@ -301,7 +261,7 @@ impl Http1Upstream {
     /// The response body runs until the backend closes (it gave no length
     /// and no transfer coding), the connection not being upgraded.
     pub(crate) fn body_runs_until_close(&self) -> bool {
-        matches!(self.body, Body::UntilClose) && !self.upgraded
+        matches!(self.body, Some(Body::UntilClose)) && !self.upgraded
     }
 
     /// The backend answered 101 to an upgrade the route carries.
@@ -323,7 +283,7 @@ impl Http1Upstream {
             && !self.write_failed
             && !self.upgraded
             && self.request_finished
-            && matches!(self.body, Body::Done)
+            && matches!(self.body, Some(Body::Done))
             && !self.overread
             && self.buf.is_empty()
             && matches!(
@@ -334,39 +294,13 @@ impl Http1Upstream {
     }
 }
 
-/// `io`, within `limit` when there is one; its failures as pingora errors
-/// of the two kinds given (timed out, failed), which say whether the
-/// request may go again (`exchange::upstream_failed`).
-async fn within<T>(
-    limit: Option<Duration>,
-    io: impl std::future::Future<Output = std::io::Result<T>>,
-    (timed_out, failed): (ErrorType, ErrorType),
-    what: &str,
-) -> Result<T> {
-    let done = match limit {
-        Some(limit) => match tokio::time::timeout(limit, io).await {
-            Ok(done) => done,
-            Err(_) => return Err(Error::explain(timed_out, format!("{what} (timeout)"))),
-        },
-        None => io.await,
-    };
-    done.map_err(|e| Error::because(failed, what.to_string(), e))
+/// The end of the stream ends a body that runs until then.
+fn body_closed(body: &mut Option<Body>) -> bool {
+    body.as_mut().is_some_and(Body::closed)
 }
 
 /// The largest response head read: as much as a request head may be.
 const MAX_RESPONSE_HEAD: usize = crate::dataplane::head::MAX_HEAD;
-
-/// `{size:x}\r\n` in `buf`.
-fn chunk_size_line(size: usize, buf: &mut [u8; 18]) -> &[u8] {
-    let digits = (usize::BITS - size.leading_zeros()).div_ceil(4).max(1) as usize;
-    for (i, digit) in buf[..digits].iter_mut().enumerate() {
-        let nibble = (size >> (4 * (digits - 1 - i))) & 0xf;
-        *digit = b"0123456789abcdef"[nibble];
-    }
-    buf[digits] = b'\r';
-    buf[digits + 1] = b'\n';
-    &buf[..digits + 2]
-}
 
 #[cfg(test)]
 mod tests {

@@ -1,0 +1,355 @@
+//! A client's request head, parsed from the bytes `head.rs` read, into the
+//! `RequestHeader` the rest of the data plane routes by. It keeps what
+//! pingora's server session did, so nothing a client could send is read
+//! differently than before:
+//!
+//! - a request line httparse refuses for a space or a `<`, `>`, `"` or
+//!   control byte in its target gets those bytes percent-encoded and is
+//!   parsed again (browsers and scripts send such targets);
+//! - the authority is checked by pingora's own `validate_request_authority`;
+//! - Transfer-Encoding wins over Content-Length, which is dropped, and the
+//!   connection then closes after the answer (RFC 9112 §6.1);
+//!   Transfer-Encoding on HTTP/1.0, or with a final coding other than
+//!   chunked, is refused; Content-Length must be one number (identical
+//!   duplicates are one);
+//! - keep-alive: `Connection: keep-alive` wins, then `close`, then the
+//!   version's default (HTTP/1.1 on, HTTP/1.0 off).
+
+use bytes::{Buf, Bytes, BytesMut};
+use http::Version;
+use pingora::http::{header_value_from_raw, RequestHeader};
+use pingora::protocols::http::authority::validate_request_authority;
+
+/// Headers a request head may have (pingora's limit too).
+const MAX_HEADERS: usize = 256;
+
+/// How the request's body is framed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RequestBody {
+    /// No body (no length, or a length of 0): a request never runs until
+    /// the connection closes (RFC 9112 §6.3).
+    None,
+    Length(u64),
+    Chunked,
+}
+
+/// A parsed request head and what it means for the connection.
+pub(crate) struct ParsedRequest {
+    pub header: Box<RequestHeader>,
+    pub body: RequestBody,
+    /// The client lets the connection carry another request.
+    pub keep_alive: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum RequestError {
+    #[error("bad request head: {0}")]
+    Syntax(#[from] httparse::Error),
+    #[error("bad request head: {0}")]
+    Invalid(String),
+}
+
+/// Parses the request head at the start of `buf` and takes it off (the
+/// body, or pipelined requests, stay): `Ok(None)` when it is not whole.
+pub(crate) fn parse(buf: &mut BytesMut) -> Result<Option<ParsedRequest>, RequestError> {
+    match parse_as_is(buf) {
+        Err(e @ RequestError::Syntax(httparse::Error::Token | httparse::Error::Version)) => {
+            let (Some(mut escaped), Some(end)) = (escape_target(buf), head_len(buf)) else {
+                return Err(e);
+            };
+            let parsed = parse_as_is(&mut escaped)?;
+            if parsed.is_some() {
+                // The escaped head stands for the original, which comes
+                // off; what followed it (body, pipelined bytes) stays.
+                buf.advance(end);
+            }
+            Ok(parsed)
+        }
+        other => other,
+    }
+}
+
+fn parse_as_is(buf: &mut BytesMut) -> Result<Option<ParsedRequest>, RequestError> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut request = httparse::Request::new(&mut headers);
+    let head_len = match request.parse(buf)? {
+        httparse::Status::Complete(len) => len,
+        httparse::Status::Partial => return Ok(None),
+    };
+    let version = match request.version {
+        Some(0) => Version::HTTP_10,
+        _ => Version::HTTP_11,
+    };
+    let mut header = Box::new(
+        RequestHeader::build(
+            request.method.unwrap_or_default(),
+            request.path.unwrap_or_default().as_bytes(),
+            Some(request.headers.len()),
+        )
+        .map_err(|e| RequestError::Invalid(e.to_string()))?,
+    );
+    header.set_version(version);
+    let base = buf.as_ptr() as usize;
+    let mut spans = [(0usize, 0usize, 0usize, 0usize); MAX_HEADERS];
+    let count = request.headers.len();
+    for (span, h) in spans.iter_mut().zip(request.headers.iter()) {
+        *span = (
+            h.name.as_ptr() as usize - base,
+            h.name.len(),
+            h.value.as_ptr() as usize - base,
+            h.value.len(),
+        );
+    }
+    let head: Bytes = buf.split_to(head_len).freeze();
+    for &(name, name_len, value, value_len) in &spans[..count] {
+        header
+            .append_header(
+                head.slice(name..name + name_len),
+                header_value_from_raw(head.slice(value..value + value_len)),
+            )
+            .map_err(|e| RequestError::Invalid(e.to_string()))?;
+    }
+    finish(header).map(Some)
+}
+
+/// Framing, keep-alive and validation of a built header.
+fn finish(mut header: Box<RequestHeader>) -> Result<ParsedRequest, RequestError> {
+    let invalid = |why: &str| RequestError::Invalid(why.to_string());
+    let headers = &header.headers;
+    let transfer_encoding = headers.contains_key(http::header::TRANSFER_ENCODING);
+    let both = transfer_encoding && headers.contains_key(http::header::CONTENT_LENGTH);
+    let mut keep_alive = match connection_keep_alive(headers.get(http::header::CONNECTION)) {
+        Some(keep) => keep,
+        None => header.version == Version::HTTP_11,
+    };
+    if both {
+        header.remove_header(&http::header::CONTENT_LENGTH);
+        keep_alive = false;
+    }
+    validate_request_authority(&header).map_err(|e| RequestError::Invalid(e.to_string()))?;
+    let headers = &header.headers;
+    let body = if transfer_encoding {
+        if header.version == Version::HTTP_10 {
+            return Err(invalid("Transfer-Encoding on an HTTP/1.0 request"));
+        }
+        let last = headers
+            .get_all(http::header::TRANSFER_ENCODING)
+            .iter()
+            .next_back()
+            .map(|v| v.as_bytes())
+            .unwrap_or_default();
+        let final_coding = last.rsplit(|&b| b == b',').next().unwrap_or_default();
+        if !final_coding.trim_ascii().eq_ignore_ascii_case(b"chunked") {
+            return Err(invalid("a final Transfer-Encoding other than chunked"));
+        }
+        RequestBody::Chunked
+    } else {
+        match content_length(headers)? {
+            Some(0) | None => RequestBody::None,
+            Some(n) => RequestBody::Length(n),
+        }
+    };
+    Ok(ParsedRequest {
+        header,
+        body,
+        keep_alive,
+    })
+}
+
+/// The request's length: every Content-Length value, in every header and
+/// list, must be the same number.
+fn content_length(headers: &pingora::http::HMap) -> Result<Option<u64>, RequestError> {
+    let mut length = None;
+    for value in headers.get_all(http::header::CONTENT_LENGTH) {
+        for token in value
+            .as_bytes()
+            .split(|&b| b == b',')
+            .map(<[u8]>::trim_ascii)
+        {
+            let n = digits(token).ok_or_else(|| {
+                RequestError::Invalid("a Content-Length that is not a number".into())
+            })?;
+            match length {
+                Some(seen) if seen != n => {
+                    return Err(RequestError::Invalid(
+                        "two different Content-Lengths".into(),
+                    ))
+                }
+                _ => length = Some(n),
+            }
+        }
+    }
+    Ok(length)
+}
+
+fn digits(token: &[u8]) -> Option<u64> {
+    if token.is_empty() || token.len() > 19 || !token.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(token).ok()?.parse().ok()
+}
+
+/// What the first `Connection` header says: `keep-alive` wins, then
+/// `close`; `None` when it says neither.
+fn connection_keep_alive(value: Option<&http::HeaderValue>) -> Option<bool> {
+    let value = value?;
+    let tokens = || {
+        value
+            .as_bytes()
+            .split(|&b| b == b',')
+            .map(<[u8]>::trim_ascii)
+    };
+    if tokens().any(|t| t.eq_ignore_ascii_case(b"keep-alive")) {
+        Some(true)
+    } else if tokens().any(|t| t.eq_ignore_ascii_case(b"close")) {
+        Some(false)
+    } else {
+        None
+    }
+}
+
+/// Where the head ends, if it does (CRLF CRLF, or bare LFs).
+fn head_len(buf: &[u8]) -> Option<usize> {
+    crate::dataplane::head::head_end(buf, 0)
+}
+
+/// The head with the bytes of its target that httparse refuses (space,
+/// `<`, `>`, `"`, controls) percent-encoded; `None` when it is not a
+/// request line of the form `METHOD TARGET HTTP/x[.y]`, or nothing changes.
+fn escape_target(buf: &[u8]) -> Option<BytesMut> {
+    let end = head_len(buf)?;
+    let line_end = buf[..end].iter().position(|&b| b == b'\n')?;
+    let line = &buf[..line_end];
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    let method_end = line.iter().position(|&b| b == b' ')?;
+    if method_end == 0
+        || !line[..method_end]
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || *b == b'_')
+    {
+        return None;
+    }
+    // The version is the last " HTTP/d[.d]" on the line; the target is
+    // everything between.
+    let version_at = line.windows(6).rposition(|w| w == b" HTTP/")?;
+    if version_at <= method_end + 1 {
+        return None;
+    }
+    let version = &line[version_at + 6..];
+    let version_ok = matches!(version, [d] if d.is_ascii_digit())
+        || matches!(version, [d, b'.', e] if d.is_ascii_digit() && e.is_ascii_digit());
+    if !version_ok {
+        return None;
+    }
+    let target = &line[method_end + 1..version_at];
+    let mut escaped = BytesMut::with_capacity(buf.len() + 32);
+    escaped.extend_from_slice(&buf[..method_end + 1]);
+    let mut changed = false;
+    for &b in target {
+        if b <= 0x20 || b >= 0x7f || matches!(b, b'<' | b'>' | b'"') {
+            escaped.extend_from_slice(format!("%{b:02X}").as_bytes());
+            changed = true;
+        } else {
+            escaped.extend_from_slice(&[b]);
+        }
+    }
+    if !changed {
+        return None;
+    }
+    escaped.extend_from_slice(&buf[version_at..end]);
+    Some(escaped)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parsed(head: &str) -> Result<Option<ParsedRequest>, RequestError> {
+        parse(&mut BytesMut::from(head.as_bytes()))
+    }
+
+    #[test]
+    fn framing_and_keep_alive_follow_rfc_9112() {
+        let p = parsed(
+            "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5, 5\r\nContent-Length: 5\r\n\r\n",
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(p.body, RequestBody::Length(5));
+        assert!(p.keep_alive);
+        let p = parsed(
+            "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n",
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(p.body, RequestBody::Chunked);
+        assert!(!p.keep_alive, "TE with CL closes after the answer");
+        assert!(p.header.headers.get("content-length").is_none());
+        let p = parsed("GET / HTTP/1.0\r\n\r\n").unwrap().unwrap();
+        assert_eq!(p.body, RequestBody::None);
+        assert!(!p.keep_alive);
+        let p = parsed("GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+            .unwrap()
+            .unwrap();
+        assert!(p.keep_alive);
+        let p = parsed("GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+            .unwrap()
+            .unwrap();
+        assert!(!p.keep_alive);
+    }
+
+    #[test]
+    fn ambiguous_framing_is_refused() {
+        for bad in [
+            "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5, 6\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: +5\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n",
+            "POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, gzip\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+        ] {
+            assert!(parsed(bad).is_err(), "{bad:?} was accepted");
+        }
+    }
+
+    #[test]
+    fn an_unescaped_target_is_escaped_and_what_follows_stays() {
+        let mut buf = BytesMut::from(&b"GET /a b\"c HTTP/1.1\r\nHost: a\r\n\r\nNEXT"[..]);
+        let p = parse(&mut buf).unwrap().unwrap();
+        assert_eq!(p.header.raw_path(), b"/a%20b%22c");
+        assert_eq!(&buf[..], b"NEXT");
+    }
+
+    #[test]
+    fn parity_details_with_pingoras_server_session() {
+        // keep-alive wins over close when a Connection header says both.
+        let p = parsed("GET / HTTP/1.1\r\nHost: a\r\nConnection: close, keep-alive\r\n\r\n")
+            .unwrap()
+            .unwrap();
+        assert!(p.keep_alive);
+        // An absolute-form target must agree with Host.
+        assert!(parsed("GET http://a.test/ HTTP/1.1\r\nHost: b.test\r\n\r\n").is_err());
+        let p = parsed("GET http://a.test/x HTTP/1.1\r\nHost: a.test\r\n\r\n")
+            .unwrap()
+            .unwrap();
+        assert_eq!(p.header.uri.path(), "/x");
+        // A control byte in the target is escaped too; one elsewhere is not
+        // forgiven.
+        let p = parsed("GET /a\x01b HTTP/1.1\r\nHost: a\r\n\r\n")
+            .unwrap()
+            .unwrap();
+        assert_eq!(p.header.raw_path(), b"/a%01b");
+        assert!(parsed("GET / HTTP/1.1\r\nHost: a\x01\r\n\r\n").is_err());
+        assert!(parsed("GET / HTTP/2.0\r\nHost: a\r\n\r\n").is_err());
+    }
+
+    #[test]
+    fn a_partial_head_waits_and_leaves_the_buffer() {
+        let head = "GET /x HTTP/1.1\r\nHost: a\r\n\r\n";
+        for cut in 0..head.len() {
+            let mut buf = BytesMut::from(&head.as_bytes()[..cut]);
+            assert!(parse(&mut buf).unwrap().is_none(), "cut at {cut}");
+            assert_eq!(buf.len(), cut);
+        }
+    }
+}
