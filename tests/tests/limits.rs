@@ -132,12 +132,12 @@ async fn head_cut_off(proxy: std::net::SocketAddr) {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_client_that_reads_nothing_of_its_response_is_closed_after_send_timeout() {
+/// A backend that answers with far more than socket buffers hold — one
+/// length-framed body, or many small chunks — and tells, through its flag,
+/// when the proxy closed its connection mid-response.
+async fn flooding_backend(chunked: bool) -> (ScriptedBackend, Arc<AtomicBool>) {
     const CHUNK: usize = 64 * 1024;
     const CHUNKS: usize = 4096; // 256 MiB: more than any socket buffers hold
-
-    // Set when the proxy closes the backend's connection mid-response.
     let cut = Arc::new(AtomicBool::new(false));
     let backend = ScriptedBackend::start({
         let cut = cut.clone();
@@ -148,14 +148,25 @@ async fn a_client_that_reads_nothing_of_its_response_is_closed_after_send_timeou
                 if conn.read_message(false).await.is_err() {
                     return;
                 }
-                let head = format!(
-                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n",
-                    CHUNK * CHUNKS
-                );
+                let head = if chunked {
+                    "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n".to_string()
+                } else {
+                    format!(
+                        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n",
+                        CHUNK * CHUNKS
+                    )
+                };
                 if conn.stream.write_all(head.as_bytes()).await.is_err() {
                     return;
                 }
-                let chunk = vec![b'x'; CHUNK];
+                let chunk: Vec<u8> = if chunked {
+                    // Small chunks: each goes to the client as a small write
+                    // the proxy gathers before sending.
+                    let one: Vec<u8> = [&b"100\r\n"[..], &[b'x'; 256], b"\r\n"].concat();
+                    one.repeat(CHUNK / one.len())
+                } else {
+                    vec![b'x'; CHUNK]
+                };
                 for _ in 0..CHUNKS {
                     if conn.stream.write_all(&chunk).await.is_err() {
                         cut.store(true, Ordering::SeqCst);
@@ -166,6 +177,13 @@ async fn a_client_that_reads_nothing_of_its_response_is_closed_after_send_timeou
         }
     })
     .await;
+    (backend, cut)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_reads_nothing_of_its_response_is_closed_after_send_timeout() {
+    const ALL: usize = 256 * 1024 * 1024;
+    let (backend, cut) = flooding_backend(false).await;
     let dir = tempfile::tempdir().unwrap();
     let proxy = start(
         dir.path(),
@@ -205,9 +223,46 @@ async fn a_client_that_reads_nothing_of_its_response_is_closed_after_send_timeou
         "the connection stayed open ({total} bytes read)"
     );
     assert!(
-        total < CHUNK * CHUNKS,
+        total < ALL,
         "the whole response arrived: the stalled client was never closed"
     );
+}
+
+/// The same client, sent small chunks: what the proxy gathered and could
+/// not send is given up with the connection, so the request ends and a
+/// stop does not wait for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_client_does_not_hold_its_request_open_after_send_timeout() {
+    let (backend, cut) = flooding_backend(true).await;
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = start(
+        dir.path(),
+        &config("send_timeout = \"1s\"\naccess_log = true\n", backend.addr),
+    );
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut stream = socket.connect(proxy.addr).await.unwrap();
+    stream
+        .write_all(b"GET /chunks HTTP/1.1\r\nHost: app.test\r\n\r\n")
+        .await
+        .unwrap();
+    eventually(
+        Duration::from_secs(20),
+        "the proxy to drop the response it could not send",
+        || cut.load(Ordering::SeqCst),
+    )
+    .await;
+    // Never read. The request must still end (its access log line is
+    // written when it does), and then a stop has nothing to wait for.
+    eventually(
+        Duration::from_secs(10),
+        "the stalled request to end and be logged",
+        || proxy.log_text().contains("/chunks"),
+    )
+    .await;
+    let status = tokio::task::block_in_place(|| proxy.terminate());
+    assert!(status.success(), "exit status {status:?}");
+    drop(stream);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

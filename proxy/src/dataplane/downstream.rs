@@ -10,7 +10,9 @@ use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::protocols::http::ServerSession;
 use pingora::Result;
 
+use super::exchange::Reply;
 use super::h1::downstream::{is_upgrade_request, Http1Downstream};
+use super::h1::response_head::ResponseHead;
 
 pub(crate) enum Downstream {
     H1(Http1Downstream),
@@ -127,6 +129,41 @@ impl Downstream {
         match self {
             Downstream::H1(s) => s.write_response_header(response).await,
             Downstream::H2(s) => s.write_response_header(response).await,
+        }
+    }
+
+    /// An HTTP/1 backend's response head, with what the proxy adds to it
+    /// (`reply`; none to a 1xx) and, when `chunk_it`, chunked framing for a
+    /// body that would otherwise end with the connection.
+    pub(crate) async fn write_backend_head(
+        &mut self,
+        head: ResponseHead,
+        reply: Option<&Reply<'_>>,
+        chunk_it: bool,
+    ) -> Result<()> {
+        match self {
+            Downstream::H1(s) => {
+                // At most the three of `extra_fields` and the coding.
+                let mut extra: [(&[u8], &[u8]); 4] = [(b"", b""); 4];
+                let mut count = 0;
+                let has = |name: &str| head.has(name.as_bytes());
+                for (name, value) in reply.into_iter().flat_map(|r| r.extra_fields(has)) {
+                    extra[count] = (name.as_bytes(), value.as_bytes());
+                    count += 1;
+                }
+                if chunk_it {
+                    extra[count] = (b"Transfer-Encoding", b"chunked");
+                    count += 1;
+                }
+                s.write_response_head(&head, &extra[..count]).await
+            }
+            Downstream::H2(s) => {
+                let mut response = head.to_response_header()?;
+                if let Some(reply) = reply {
+                    reply.decorate(&mut response);
+                }
+                s.write_response_header(response).await
+            }
         }
     }
 

@@ -13,6 +13,7 @@ use pingora::{Error, ErrorType};
 
 use super::downstream::Downstream;
 use super::h1::request_head::Written;
+use super::h1::response_head::ResponseHead;
 use super::h1::upstream::Http1Upstream;
 use super::retry::{after_header, Retry};
 use super::{request_id, Outcome, BAD_GATEWAY_BODY, BAD_REQUEST_BODY, GATEWAY_TIMEOUT_BODY};
@@ -20,7 +21,7 @@ use switchyard_control::table::{FailureKind, LoadGuard, Timeouts};
 
 /// The next thing the backend sent: its (next) response header, or body.
 enum FromUpstream {
-    Header(pingora::Result<Box<ResponseHeader>>),
+    Header(pingora::Result<ResponseHead>),
     Body(pingora::Result<Option<Bytes>>),
 }
 
@@ -51,20 +52,33 @@ impl Reply<'_> {
     /// What the proxy adds to every response it passes on, its hop-by-hop
     /// headers already out: the sticky cookie, HSTS and the request id.
     pub(super) fn decorate(&self, response: &mut ResponseHeader) {
-        if let Some(cookie) = self.set_cookie {
-            let _ = response.append_header(header::SET_COOKIE, cookie.clone());
+        let headers = &response.headers;
+        let extra: Vec<_> = self
+            .extra_fields(|name| headers.contains_key(name))
+            .collect();
+        for (name, value) in extra {
+            let _ = response.append_header(name, value.clone());
         }
-        if let Some(hsts) = self.hsts {
-            if !response
-                .headers
-                .contains_key(header::STRICT_TRANSPORT_SECURITY)
-            {
-                let _ = response.insert_header(header::STRICT_TRANSPORT_SECURITY, hsts.clone());
-            }
-        }
-        if !response.headers.contains_key(request_id::HEADER) {
-            let _ = response.insert_header(request_id::HEADER, self.request_id.clone());
-        }
+    }
+
+    /// The fields [`Self::decorate`] adds, for a response that `has` the
+    /// fields it has: the cookie always, HSTS and the request id unless
+    /// the backend gave its own.
+    pub(super) fn extra_fields(
+        &self,
+        has: impl Fn(&'static str) -> bool,
+    ) -> impl Iterator<Item = (&'static str, &HeaderValue)> {
+        let hsts = self
+            .hsts
+            .filter(|_| !has(header::STRICT_TRANSPORT_SECURITY.as_str()));
+        let request_id = Some(self.request_id).filter(|_| !has(request_id::HEADER));
+        [
+            self.set_cookie.map(|v| (header::SET_COOKIE.as_str(), v)),
+            hsts.map(|v| (header::STRICT_TRANSPORT_SECURITY.as_str(), v)),
+            request_id.map(|v| (request_id::HEADER, v)),
+        ]
+        .into_iter()
+        .flatten()
     }
 }
 
@@ -179,15 +193,12 @@ impl Pump<'_, '_> {
 
     /// The backend's (next) response header: passed on, 1xx included.
     /// `Some` when the exchange ends here.
-    async fn response_header(
-        &mut self,
-        read: pingora::Result<Box<ResponseHeader>>,
-    ) -> Option<Exchange> {
-        let mut response = match read {
-            Ok(response) => response,
+    async fn response_header(&mut self, read: pingora::Result<ResponseHead>) -> Option<Exchange> {
+        let head = match read {
+            Ok(head) => head,
             Err(e) => return Some(upstream_failed(e, self.retry, self.load)),
         };
-        let status = response.status.as_u16();
+        let status = head.status.as_u16();
         if status == 101 && !self.upstream.was_upgraded() {
             // A switch of protocols the client did not ask for (or asked
             // for one we do not carry): passing it on would turn the client
@@ -199,23 +210,28 @@ impl Pump<'_, '_> {
         if (100..200).contains(&status) && status != 101 {
             // Informational answers go to the client as they are; the final
             // one follows.
-            if self.session.write_response_header(response).await.is_err() {
+            if self
+                .session
+                .write_backend_head(head, None, false)
+                .await
+                .is_err()
+            {
                 return Some(Exchange::Failed(Outcome::Abandon));
             }
             return None;
         }
         self.load.answered(status, self.reply.started.elapsed());
-        self.reply.decorate(&mut response);
-        if self.upstream.body_runs_until_close()
+        // A body that ends when the backend closes goes to an HTTP/1.1
+        // client chunked, as nginx sends it: the client's connection need
+        // not close with the backend's.
+        let chunk_it = self.upstream.body_runs_until_close()
             && self.session.req_header().version == http::Version::HTTP_11
-            && !response.headers.contains_key(header::TRANSFER_ENCODING)
-        {
-            // A body that ends when the backend closes goes to an HTTP/1.1
-            // client chunked, as nginx sends it: the client's connection
-            // need not close with the backend's.
-            let _ = response.insert_header(header::TRANSFER_ENCODING, "chunked");
-        }
-        if let Err(e) = self.session.write_response_header(response).await {
+            && !head.transfer_encoding;
+        let written = self
+            .session
+            .write_backend_head(head, Some(self.reply), chunk_it)
+            .await;
+        if let Err(e) = written {
             tracing::debug!("client went away: {e}");
             return Some(Exchange::Failed(Outcome::Abandon));
         }

@@ -28,11 +28,15 @@ use tokio::io::AsyncWriteExt;
 use super::body::{Body, Piece};
 use super::read::read_into;
 use super::request::{ParsedRequest, RequestBody};
+use super::response_head::ResponseHead;
 use super::wire::{chunk_size_line, within};
 
 /// How long a read of the request body may wait, as pingora's session
 /// waited.
 const BODY_READ_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How long the last bytes of a connection may take to leave.
+const SHUTDOWN_WAIT: Duration = Duration::from_secs(1);
 
 /// How the response body goes out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -232,12 +236,30 @@ impl Http1Downstream {
         )
     }
 
-    /// Writes a response header: 1xx ones as they come (101 included),
-    /// then the final one, whose framing the body then follows. Nothing is
-    /// written after the final header.
+    /// Writes a response header of ours (or an h2c backend's): 1xx ones as
+    /// they come (101 included), then the final one, whose framing the
+    /// body then follows. Nothing is written after the final header.
     pub(crate) async fn write_response_header(
         &mut self,
         response: Box<ResponseHeader>,
+    ) -> Result<()> {
+        self.write_head(&*response, &[]).await
+    }
+
+    /// Writes an HTTP/1 backend's response head as it came, then the
+    /// `extra` fields; as [`Self::write_response_header`] otherwise.
+    pub(crate) async fn write_response_head(
+        &mut self,
+        response: &ResponseHead,
+        extra: &[(&[u8], &[u8])],
+    ) -> Result<()> {
+        self.write_head(response, extra).await
+    }
+
+    async fn write_head(
+        &mut self,
+        response: &(dyn Head + Sync),
+        extra: &[(&[u8], &[u8])],
     ) -> Result<()> {
         if let Some(previous) = self.status {
             if !previous.is_informational() || self.upgraded {
@@ -245,33 +267,51 @@ impl Http1Downstream {
                 return Ok(());
             }
         }
-        let status = response.status;
+        let Some((head, flush)) = self.head_bytes(response, extra) else {
+            return Ok(());
+        };
+        self.write(&[&head], flush, "writing the response header")
+            .await
+    }
+
+    /// The bytes of a response head, and whether they go out at once.
+    fn head_bytes(
+        &mut self,
+        response: &dyn Head,
+        extra: &[(&[u8], &[u8])],
+    ) -> Option<(Vec<u8>, bool)> {
+        let facts = response.facts(extra);
+        let status = facts.status;
         let informational = status.is_informational() && status != StatusCode::SWITCHING_PROTOCOLS;
         let mut head = Vec::with_capacity(256);
+        write_status_line(&mut head, facts.version, status, response.reason());
         if informational {
             // A 1xx does not answer the request: the connection's future
             // is decided by the final header. (pingora's session closed
             // the connection after any header written before the request
             // body ended, a 100 Continue included.)
-            write_status_line(&mut head, &response);
-            write_fields(&mut head, &response, |_| false);
-            head.extend_from_slice(b"\r\n");
+            response.for_each_field(&mut |name, value| field(&mut head, name, value));
         } else {
             if !self.is_body_done() {
                 // An answer before the request ended: what is left of the
                 // request cannot be told from a next request.
                 self.keep_alive = false;
             }
-            self.outgoing = self.framing(&response);
-            write_status_line(&mut head, &response);
+            self.outgoing = self.framing(&facts);
             let final_header = status != StatusCode::SWITCHING_PROTOCOLS;
             // A chunked body unchunked for HTTP/1.0 loses its coding.
-            let unchunked =
-                self.outgoing == Outgoing::UntilClose && last_coding_is_chunked(&response);
-            write_fields(&mut head, &response, |name| {
-                (final_header && (is(name, b"date") || is(name, b"connection")))
-                    || (unchunked && is(name, b"transfer-encoding"))
-            });
+            let unchunked = self.outgoing == Outgoing::UntilClose && facts.chunked;
+            let mut each = |name: &[u8], value: &[u8]| {
+                let ours = final_header && (is(name, b"date") || is(name, b"connection"));
+                let unchunked_coding = unchunked && is(name, b"transfer-encoding");
+                if !ours && !unchunked_coding {
+                    field(&mut head, name, value);
+                }
+            };
+            response.for_each_field(&mut each);
+            for (name, value) in extra {
+                each(name, value);
+            }
             if final_header {
                 field(&mut head, b"Date", get_cached_date().as_bytes());
                 let connection: &[u8] = if self.will_keep_alive() {
@@ -281,25 +321,24 @@ impl Http1Downstream {
                 };
                 field(&mut head, b"Connection", connection);
             }
-            head.extend_from_slice(b"\r\n");
         }
+        head.extend_from_slice(b"\r\n");
         self.status = Some(status);
         // A header without a length goes out now: its body may come slowly
         // (a stream of events); one with a length goes with its body.
         let flush = informational
             || status == StatusCode::SWITCHING_PROTOCOLS
             || matches!(self.outgoing, Outgoing::Done)
-            || !response.headers.contains_key(header::CONTENT_LENGTH);
-        self.write(&[&head], flush, "writing the response header")
-            .await
+            || facts.content_length.is_none();
+        Some((head, flush))
     }
 
     /// How the final response's body goes out, and what it does to the
     /// connection.
-    fn framing(&mut self, response: &ResponseHeader) -> Outgoing {
-        let status = response.status;
+    fn framing(&mut self, facts: &Facts) -> Outgoing {
+        let status = facts.status;
         if status == StatusCode::SWITCHING_PROTOCOLS {
-            if is_upgrade_request(&self.request) && response.version == Version::HTTP_11 {
+            if is_upgrade_request(&self.request) && facts.version == Version::HTTP_11 {
                 // From here both ways carry the upgraded protocol: what the
                 // client sends (and sent already) goes up as it is.
                 self.upgraded = true;
@@ -313,7 +352,7 @@ impl Http1Downstream {
         {
             return Outgoing::Done;
         }
-        if last_coding_is_chunked(response) {
+        if facts.chunked {
             if self.request.version == Version::HTTP_10 {
                 // HTTP/1.0 has no chunked coding: the body goes as it is and
                 // ends with the connection, as nginx sends it.
@@ -322,7 +361,7 @@ impl Http1Downstream {
             }
             return Outgoing::Chunked;
         }
-        match content_length(response) {
+        match facts.content_length {
             Some(0) => Outgoing::Done,
             Some(n) => Outgoing::Length(n),
             None => {
@@ -446,9 +485,15 @@ impl Http1Downstream {
         within(self.write_timeout, flush, kinds, "flushing the response").await
     }
 
-    /// Closes the connection's sending side, after what is pending.
+    /// Closes the connection's sending side, after what is pending — for
+    /// at most [`SHUTDOWN_WAIT`]: a client that reads nothing would hold
+    /// the request (and a stop's drain) for ever. Dropping the stream then
+    /// closes it whatever is left.
     pub(crate) async fn shutdown(&mut self) {
-        pingora::protocols::Shutdown::shutdown(&mut *self.stream).await;
+        let close = pingora::protocols::Shutdown::shutdown(&mut *self.stream);
+        if tokio::time::timeout(SHUTDOWN_WAIT, close).await.is_err() {
+            tracing::debug!("the client took nothing of what was left to send: closing");
+        }
     }
 
     /// Ends the request: the response's end goes out, and the connection
@@ -473,36 +518,94 @@ pub(crate) fn is_upgrade_request(request: &RequestHeader) -> bool {
     request.version == Version::HTTP_11 && request.headers.contains_key(header::UPGRADE)
 }
 
-fn write_status_line(out: &mut Vec<u8>, response: &ResponseHeader) {
-    out.extend_from_slice(match response.version {
+/// What a response head says about its body.
+struct Facts {
+    status: StatusCode,
+    version: Version,
+    /// The last transfer coding is chunked.
+    chunked: bool,
+    content_length: Option<u64>,
+}
+
+/// A response head the client's codec can write: pingora's header (ours,
+/// an h2c backend's) or an HTTP/1 backend's head as it came.
+trait Head: Sync {
+    /// With `extra` fields written after it (one may be a
+    /// `Transfer-Encoding: chunked` the proxy adds).
+    fn facts(&self, extra: &[(&[u8], &[u8])]) -> Facts;
+    fn reason(&self) -> Option<&[u8]>;
+    fn for_each_field(&self, each: &mut dyn FnMut(&[u8], &[u8]));
+}
+
+/// Whether `extra` adds `Transfer-Encoding: chunked`.
+fn chunked_by_extra(extra: &[(&[u8], &[u8])]) -> bool {
+    extra
+        .iter()
+        .any(|(name, value)| is(name, b"transfer-encoding") && is(value, b"chunked"))
+}
+
+impl Head for ResponseHeader {
+    fn facts(&self, extra: &[(&[u8], &[u8])]) -> Facts {
+        Facts {
+            status: self.status,
+            version: self.version,
+            chunked: last_coding_is_chunked(self) || chunked_by_extra(extra),
+            content_length: content_length(self),
+        }
+    }
+
+    fn reason(&self) -> Option<&[u8]> {
+        self.get_reason_phrase().map(str::as_bytes)
+    }
+
+    fn for_each_field(&self, each: &mut dyn FnMut(&[u8], &[u8])) {
+        let _ = self.map(|name, value| {
+            let name: &[u8] = match name {
+                HeaderNameVariant::Case(name) => name.as_slice(),
+                HeaderNameVariant::Titled(name) => name.as_bytes(),
+            };
+            each(name, value.as_bytes());
+            Ok(())
+        });
+    }
+}
+
+impl Head for ResponseHead {
+    fn facts(&self, extra: &[(&[u8], &[u8])]) -> Facts {
+        Facts {
+            status: self.status,
+            version: self.version,
+            chunked: (self.transfer_encoding && self.chunked) || chunked_by_extra(extra),
+            content_length: self.content_length,
+        }
+    }
+
+    fn reason(&self) -> Option<&[u8]> {
+        ResponseHead::reason(self)
+    }
+
+    fn for_each_field(&self, each: &mut dyn FnMut(&[u8], &[u8])) {
+        ResponseHead::for_each_field(self, each);
+    }
+}
+
+fn write_status_line(
+    out: &mut Vec<u8>,
+    version: Version,
+    status: StatusCode,
+    reason: Option<&[u8]>,
+) {
+    out.extend_from_slice(match version {
         Version::HTTP_10 => b"HTTP/1.0 ",
         _ => b"HTTP/1.1 ",
     });
-    out.extend_from_slice(response.status.as_str().as_bytes());
+    out.extend_from_slice(status.as_str().as_bytes());
     out.push(b' ');
-    if let Some(reason) = response.get_reason_phrase() {
-        out.extend_from_slice(reason.as_bytes());
+    match reason {
+        Some(reason) => out.extend_from_slice(reason),
+        None => out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes()),
     }
     out.extend_from_slice(b"\r\n");
-}
-
-/// The header's fields in their own case and order, but those `skip`
-/// names.
-fn write_fields(out: &mut Vec<u8>, response: &ResponseHeader, skip: impl Fn(&[u8]) -> bool) {
-    let _ = response.map(|name, value| {
-        let name: &[u8] = match name {
-            HeaderNameVariant::Case(name) => name.as_slice(),
-            HeaderNameVariant::Titled(name) => name.as_bytes(),
-        };
-        if !skip(name) {
-            field(out, name, value.as_bytes());
-        }
-        Ok(())
-    });
-}
-
-fn is(name: &[u8], lower_case: &[u8]) -> bool {
-    name.eq_ignore_ascii_case(lower_case)
 }
 
 fn field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
@@ -510,6 +613,10 @@ fn field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
     out.extend_from_slice(b": ");
     out.extend_from_slice(value);
     out.extend_from_slice(b"\r\n");
+}
+
+fn is(name: &[u8], lower_case: &[u8]) -> bool {
+    name.eq_ignore_ascii_case(lower_case)
 }
 
 /// The last transfer coding is chunked (RFC 9112 §6.3).

@@ -9,7 +9,8 @@
 //! - `request.rs`: a client's request head, its framing and keep-alive;
 //! - `downstream.rs`: one request on a client connection, and its response;
 //! - `request_head.rs`: the request head a backend gets;
-//! - `response.rs`: a backend's response head and its framing;
+//! - `response.rs` and `response_head.rs`: a backend's response head, its
+//!   framing, and its bytes as the client gets them;
 //! - `upstream.rs`: one exchange on one backend connection;
 //! - `body.rs` and `chunked.rs`: bodies as their heads frame them, in any
 //!   pieces;
@@ -23,5 +24,6 @@ pub(crate) mod read;
 pub(crate) mod request;
 pub(crate) mod request_head;
 pub(crate) mod response;
+pub(crate) mod response_head;
 pub(crate) mod upstream;
 pub(crate) mod wire;

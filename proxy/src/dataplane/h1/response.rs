@@ -1,13 +1,13 @@
-//! A backend's response head, parsed once into the header the client's
-//! session writes, with what the proxy must know of it: how its body is
+//! A backend's response head, parsed once into the [`ResponseHead`] the
+//! client gets, with what the proxy must know of it: how its body is
 //! framed (RFC 9112 §6.3) and whether the connection may carry another
-//! request. Hop-by-hop headers are left out as it is built, so the header
-//! is neither cloned nor edited for them afterwards.
+//! request. Hop-by-hop fields are left out as it is parsed, so nothing is
+//! cloned or edited for them afterwards.
 
 use bytes::{Bytes, BytesMut};
-use http::header::HeaderValue;
-use http::Version;
-use pingora::http::{header_value_from_raw, ResponseHeader};
+use http::{StatusCode, Version};
+
+use super::response_head::{Field, ResponseHead};
 
 use crate::hop_by_hop;
 
@@ -29,7 +29,7 @@ pub(crate) enum Framing {
 
 /// A parsed response head and what it means for the exchange.
 pub(crate) struct Parsed {
-    pub header: Box<ResponseHeader>,
+    pub head: ResponseHead,
     pub framing: Framing,
     /// The backend lets the connection carry another request after this
     /// response.
@@ -121,20 +121,12 @@ pub(crate) fn parse(
             _ => !fields.close,
         };
 
-    let mut header = ResponseHeader::build(status, Some(spans.len()))
-        .map_err(|e| HeadError::Header(e.to_string()))?;
-    header.set_version(version);
-    if let Some(reason) = reason {
-        let reason = std::str::from_utf8(&head[reason.0..reason.0 + reason.1]).ok();
-        header
-            .set_reason_phrase(reason)
-            .map_err(|e| HeadError::Header(e.to_string()))?;
-    }
+    let mut kept = Vec::with_capacity(spans.len());
     let mut length_written = false;
     for span in spans {
-        let name = slice(span.name);
+        let name = &head[span.name.0..span.name.0 + span.name.1];
         // A 101 goes as the backend wrote it: it is the upgrade itself.
-        if status != 101 && hop_by_hop::is_hop_by_hop_field(&name, &fields.connection, false) {
+        if status != 101 && hop_by_hop::is_hop_by_hop_field(name, &fields.connection, false) {
             continue;
         }
         // Transfer-Encoding wins over Content-Length, which must not reach
@@ -146,23 +138,31 @@ pub(crate) fn parse(
             if fields.length_tokens > 1 {
                 // Identical duplicates go on as the one length they are, so
                 // no reader after us has to reconcile them.
-                let length = fields.length.unwrap_or_default();
-                header
-                    .append_header(name, HeaderValue::from(length))
-                    .map_err(|e| HeadError::Header(e.to_string()))?;
+                kept.push(Field::length(span.name, fields.length.unwrap_or_default()));
                 length_written = true;
                 continue;
             }
         }
-        // httparse checked the value's bytes; an obs-fold (allowed above)
-        // keeps its CRLF, which becomes a space (RFC 9112 §5.2).
-        let value = header_value_from_raw(slice(span.value));
-        header
-            .append_header(name, value)
-            .map_err(|e| HeadError::Header(e.to_string()))?;
+        kept.push(Field::raw(span.name, span.value));
     }
+    let status = StatusCode::from_u16(status).map_err(|e| HeadError::Header(e.to_string()))?;
+    let content_length = if fields.transfer_encoding {
+        None
+    } else {
+        fields.length
+    };
+    let head = ResponseHead::new(
+        status,
+        version,
+        head,
+        reason,
+        kept,
+        fields.transfer_encoding,
+        fields.chunked_last,
+        content_length,
+    );
     Ok(Some(Parsed {
-        header: Box::new(header),
+        head,
         framing,
         keep_alive,
     }))
@@ -233,6 +233,19 @@ mod tests {
         parse(&mut BytesMut::from(head.as_bytes()), request_was_head)
     }
 
+    /// The fields as the client gets them.
+    fn lines(head: &ResponseHead) -> String {
+        let mut out = String::new();
+        head.for_each_field(|name, value| {
+            out.push_str(&format!(
+                "{}: {}\r\n",
+                String::from_utf8_lossy(name),
+                String::from_utf8_lossy(value)
+            ))
+        });
+        out
+    }
+
     fn framing_of(head: &str) -> Framing {
         parsed(head, false).unwrap().unwrap().framing
     }
@@ -247,6 +260,9 @@ mod tests {
             framing_of("HTTP/1.1 200 OK\r\nContent-Length: 5, 5\r\nContent-Length: 5\r\n\r\n"),
             Framing::Length(5)
         );
+        let repeated = "HTTP/1.1 200 OK\r\nContent-Length: 5, 5\r\nContent-Length: 5\r\n\r\n";
+        let head = parsed(repeated, false).unwrap().unwrap().head;
+        assert_eq!(lines(&head), "Content-Length: 5\r\n", "one length");
         assert_eq!(
             framing_of(
                 "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\nContent-Length: 5\r\n\r\n"
@@ -309,20 +325,26 @@ mod tests {
         let mut buf = BytesMut::from(head.as_bytes());
         let parsed = parse(&mut buf, false).unwrap().unwrap();
         assert_eq!(&buf[..], b"BODY", "the head is taken off, the body stays");
-        let mut wire = BytesMut::new();
-        parsed.header.header_to_h1_wire(&mut wire);
         assert_eq!(
-            std::str::from_utf8(&wire).unwrap(),
+            lines(&parsed.head),
             "X-First: 1\r\nContent-Length: 0\r\nx-last: 2\r\n"
         );
-        assert_eq!(parsed.header.get_reason_phrase(), Some("Fine"));
+        assert_eq!(parsed.head.reason(), Some(&b"Fine"[..]));
+        let header = parsed.head.to_response_header().unwrap();
+        assert_eq!(header.headers.len(), 3);
+        assert_eq!(header.get_reason_phrase(), Some("Fine"));
     }
 
     #[test]
     fn a_folded_header_value_is_one_line() {
         let head = "HTTP/1.1 200 OK\r\nX-Folded: a\r\n b\r\nContent-Length: 0\r\n\r\n";
         let parsed = parsed(head, false).unwrap().unwrap();
-        let value = parsed.header.headers["x-folded"].as_bytes();
+        let header = parsed.head.to_response_header().unwrap();
+        assert_eq!(
+            lines(&parsed.head),
+            "X-Folded: a b\r\nContent-Length: 0\r\n"
+        );
+        let value = header.headers["x-folded"].as_bytes();
         assert!(
             !value.contains(&b'\r') && !value.contains(&b'\n'),
             "{value:?}"
@@ -338,7 +360,10 @@ mod tests {
         let head =
             "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n";
         let parsed_101 = parsed(head, false).unwrap().unwrap();
-        assert_eq!(parsed_101.header.headers.len(), 2);
+        assert_eq!(
+            lines(&parsed_101.head),
+            "Connection: Upgrade\r\nUpgrade: websocket\r\n"
+        );
         for cut in 0..head.len() {
             let mut buf = BytesMut::from(&head.as_bytes()[..cut]);
             assert!(parse(&mut buf, false).unwrap().is_none(), "cut at {cut}");

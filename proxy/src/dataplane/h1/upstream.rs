@@ -13,7 +13,6 @@
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use pingora::http::ResponseHeader;
 use pingora::protocols::Stream;
 use pingora::{Error, ErrorType, Result};
 use tokio::io::AsyncWriteExt;
@@ -22,6 +21,7 @@ use super::body::{Body, Piece};
 use super::read::read_into;
 use super::request_head::Written;
 use super::response::{self, Framing};
+use super::response_head::ResponseHead;
 use super::wire::{chunk_size_line, within};
 use crate::dataplane::head::head_end;
 
@@ -153,7 +153,7 @@ impl Http1Upstream {
 
     /// Reads the next response head: a 1xx, then (on the next call) the
     /// final one. Hop-by-hop headers are already left out.
-    pub(crate) async fn read_response(&mut self) -> Result<Box<ResponseHeader>> {
+    pub(crate) async fn read_response(&mut self) -> Result<ResponseHead> {
         // Parsed only once its end is in: a backend that sends its head a
         // byte at a time costs one scan of it, not a parse per byte.
         let mut scanned = 0;
@@ -189,11 +189,11 @@ impl Http1Upstream {
         }
     }
 
-    fn start_body(&mut self, parsed: response::Parsed) -> Box<ResponseHeader> {
-        let status = parsed.header.status.as_u16();
+    fn start_body(&mut self, parsed: response::Parsed) -> ResponseHead {
+        let status = parsed.head.status.as_u16();
         // An upgrade is HTTP/1.1 both ways (RFC 9110 §7.8); an HTTP/1.0
         // 101 is not one, and is answered 502 like an unsolicited one.
-        let http11 = parsed.header.version == http::Version::HTTP_11;
+        let http11 = parsed.head.version == http::Version::HTTP_11;
         if status == 101 && self.upgrade_requested && http11 {
             self.upgraded = true;
             self.body = Some(Body::UntilClose);
@@ -209,7 +209,7 @@ impl Http1Upstream {
                 Framing::UntilClose => Body::UntilClose,
             });
         }
-        parsed.header
+        parsed.head
     }
 
     /// The next piece of the response body; `None` at its end.
