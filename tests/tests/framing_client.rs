@@ -173,8 +173,8 @@ async fn an_http10_client_gets_what_http10_can_read() {
     }
 }
 
-/// Answers `Expect: 100-continue` with a 100, then reads the body and
-/// echoes it.
+/// Answers `Expect: 100-continue` with a 100 (even when the body came
+/// with the head), then reads the body and echoes it.
 async fn continuing_backend() -> ScriptedBackend {
     ScriptedBackend::start(|mut stream: TcpStream| async move {
         let mut buf = Vec::new();
@@ -195,7 +195,7 @@ async fn continuing_backend() -> ScriptedBackend {
                 .lines()
                 .find_map(|l| l.strip_prefix("content-length: "))
                 .map_or(0, |v| v.trim().parse().unwrap());
-            if head.contains("expect: 100-continue") && buf.len() == end + 4 {
+            if head.contains("expect: 100-continue") {
                 let _ = stream.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await;
             }
             while buf.len() < end + 4 + length {
@@ -242,4 +242,44 @@ async fn a_100_continue_passes_and_the_connection_carries_on() {
         assert_eq!(response.body, b"hello", "round {round}");
         assert_eq!(response.header("connection"), Some("keep-alive"));
     }
+}
+
+/// `CONNECT` asks for a tunnel, which a reverse proxy does not open: 405,
+/// the connection closed, and the backend sees nothing. An HTTP/1.0 client
+/// is not sent the backend's `100 Continue` (it would take it for the
+/// answer).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_is_refused_and_http10_gets_no_interim_answer() {
+    let (backend, seen) = recording_backend().await;
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = Proxy::start(dir.path(), &route(backend.addr));
+    let mut conn = Conn::connect(proxy.addr).await;
+    conn.stream
+        .write_all(
+            b"CONNECT app.test:443 HTTP/1.1\r\nHost: app.test:443\r\n\r\nGET / HTTP/1.1\r\n\r\n",
+        )
+        .await
+        .unwrap();
+    let response = conn.read_message(false).await.unwrap();
+    assert_eq!(response.status(), 405);
+    assert_eq!(response.header("connection"), Some("close"));
+    assert!(conn.closes().await);
+    assert!(seen.lock().unwrap().requests.is_empty());
+    drop(backend);
+
+    let backend = continuing_backend().await;
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = Proxy::start(dir.path(), &route(backend.addr));
+    let mut conn = Conn::connect(proxy.addr).await;
+    conn.stream
+        .write_all(b"PUT /upload HTTP/1.0\r\nHost: app.test\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\nhello")
+        .await
+        .unwrap();
+    let response = conn.read_message(false).await.unwrap();
+    assert_eq!(
+        response.status(),
+        200,
+        "the first thing it reads is the answer"
+    );
+    assert_eq!(response.body, b"hello");
 }

@@ -31,6 +31,8 @@ use super::{authority, exchange, h2_upstream, Forwarder, Outcome, BAD_GATEWAY_BO
 
 const NO_ROUTE_BODY: &[u8] = b"switchyard: no route for this host and path\n";
 
+const NO_CONNECT_BODY: &[u8] = b"switchyard: CONNECT is not served by a reverse proxy\n";
+
 /// What a route in maintenance answers, unless it has its own 503 page.
 const MAINTENANCE_PAGE: &[u8] = b"<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>Down for maintenance</title>\n<meta name=\"viewport\" content=\"width=device-width\"></head>\n<body style=\"font-family:sans-serif;max-width:36em;margin:4em auto;padding:0 1em\">\n<h1>Down for maintenance</h1><p>We will be back shortly. Please try again in a minute.</p>\n</body></html>\n";
 
@@ -110,6 +112,12 @@ impl Forwarder {
         trail: &mut Trail,
     ) -> Result<RouteRef, Outcome> {
         let request = session.req_header();
+        if request.method == http::Method::CONNECT {
+            // A tunnel to wherever the client names is a forward proxy's
+            // job; passed on, the tunnel's bytes would be read as HTTP
+            // (RFC 9112 §6.3 item 2).
+            return Err(Outcome::Reject(405, NO_CONNECT_BODY));
+        }
         let host =
             match authority::request_authority(request.version, &request.uri, &request.headers) {
                 Ok(host) => host,

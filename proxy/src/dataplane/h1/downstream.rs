@@ -283,6 +283,11 @@ impl Http1Downstream {
         let facts = response.facts(extra);
         let status = facts.status;
         let informational = status.is_informational() && status != StatusCode::SWITCHING_PROTOCOLS;
+        if informational && self.request.version == Version::HTTP_10 {
+            // HTTP/1.0 has no interim answers: its client would take one
+            // for the answer (RFC 9110 §15.2).
+            return None;
+        }
         let mut head = Vec::with_capacity(256);
         write_status_line(&mut head, facts.version, status, response.reason());
         if informational {
@@ -506,6 +511,15 @@ impl Http1Downstream {
             return Ok(None);
         }
         while self.read_body().await?.is_some() {}
+        // Empty lines before the next request line are not part of it
+        // (RFC 9112 §2.2): a client that ends a body with a stray CRLF
+        // still gets the keep-alive wait, not the head's deadline.
+        let blank = self
+            .buf
+            .iter()
+            .take_while(|&&b| b == b'\r' || b == b'\n')
+            .count();
+        let _ = self.buf.split_to(blank);
         let pipelined = (!self.buf.is_empty()).then_some(self.buf);
         Ok(Some((self.stream, pipelined)))
     }

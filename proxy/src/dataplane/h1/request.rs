@@ -118,7 +118,7 @@ fn finish(mut header: Box<RequestHeader>) -> Result<ParsedRequest, RequestError>
     let headers = &header.headers;
     let transfer_encoding = headers.contains_key(http::header::TRANSFER_ENCODING);
     let both = transfer_encoding && headers.contains_key(http::header::CONTENT_LENGTH);
-    let mut keep_alive = match connection_keep_alive(headers.get(http::header::CONNECTION)) {
+    let mut keep_alive = match connection_keep_alive(headers) {
         Some(keep) => keep,
         None => header.version == Version::HTTP_11,
     };
@@ -132,15 +132,20 @@ fn finish(mut header: Box<RequestHeader>) -> Result<ParsedRequest, RequestError>
         if header.version == Version::HTTP_10 {
             return Err(invalid("Transfer-Encoding on an HTTP/1.0 request"));
         }
-        let last = headers
+        // Chunked once, and last (RFC 9112 §6.1, §6.3): the body is
+        // chunked up to the backend once, whatever else was claimed.
+        let codings: Vec<&[u8]> = headers
             .get_all(http::header::TRANSFER_ENCODING)
             .iter()
-            .next_back()
-            .map(|v| v.as_bytes())
-            .unwrap_or_default();
-        let final_coding = last.rsplit(|&b| b == b',').next().unwrap_or_default();
-        if !final_coding.trim_ascii().eq_ignore_ascii_case(b"chunked") {
+            .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+            .map(<[u8]>::trim_ascii)
+            .collect();
+        let chunked = |c: &[u8]| c.eq_ignore_ascii_case(b"chunked");
+        if !codings.last().is_some_and(|c| chunked(c)) {
             return Err(invalid("a final Transfer-Encoding other than chunked"));
+        }
+        if codings.iter().filter(|c| chunked(c)).count() > 1 {
+            return Err(invalid("Transfer-Encoding applies chunked more than once"));
         }
         RequestBody::Chunked
     } else {
@@ -189,23 +194,26 @@ fn digits(token: &[u8]) -> Option<u64> {
     std::str::from_utf8(token).ok()?.parse().ok()
 }
 
-/// What the first `Connection` header says: `keep-alive` wins, then
-/// `close`; `None` when it says neither.
-fn connection_keep_alive(value: Option<&http::HeaderValue>) -> Option<bool> {
-    let value = value?;
-    let tokens = || {
-        value
+/// What the `Connection` headers say: `close` in any of them wins (RFC
+/// 9112 §9.3; pingora's session read only the first and let `keep-alive`
+/// win), then `keep-alive`; `None` when they say neither.
+fn connection_keep_alive(headers: &pingora::http::HMap) -> Option<bool> {
+    let mut keep_alive = None;
+    for value in headers.get_all(http::header::CONNECTION) {
+        for token in value
             .as_bytes()
             .split(|&b| b == b',')
             .map(<[u8]>::trim_ascii)
-    };
-    if tokens().any(|t| t.eq_ignore_ascii_case(b"keep-alive")) {
-        Some(true)
-    } else if tokens().any(|t| t.eq_ignore_ascii_case(b"close")) {
-        Some(false)
-    } else {
-        None
+        {
+            if token.eq_ignore_ascii_case(b"close") {
+                return Some(false);
+            }
+            if token.eq_ignore_ascii_case(b"keep-alive") {
+                keep_alive = Some(true);
+            }
+        }
     }
+    keep_alive
 }
 
 /// Where the head ends, if it does (CRLF CRLF, or bare LFs).
@@ -306,6 +314,8 @@ mod tests {
             "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n",
             "POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n",
             "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, gzip\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, chunked\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n",
             "GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
         ] {
             assert!(parsed(bad).is_err(), "{bad:?} was accepted");
@@ -322,11 +332,15 @@ mod tests {
 
     #[test]
     fn parity_details_with_pingoras_server_session() {
-        // keep-alive wins over close when a Connection header says both.
-        let p = parsed("GET / HTTP/1.1\r\nHost: a\r\nConnection: close, keep-alive\r\n\r\n")
-            .unwrap()
-            .unwrap();
-        assert!(p.keep_alive);
+        // close wins over keep-alive, in any Connection header (RFC 9112
+        // §9.3; pingora's session let keep-alive win).
+        for head in [
+            "GET / HTTP/1.1\r\nHost: a\r\nConnection: close, keep-alive\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: a\r\nConnection: foo\r\nConnection: close\r\n\r\n",
+            "GET / HTTP/1.0\r\nConnection: keep-alive\r\nConnection: close\r\n\r\n",
+        ] {
+            assert!(!parsed(head).unwrap().unwrap().keep_alive, "{head:?}");
+        }
         // An absolute-form target must agree with Host.
         assert!(parsed("GET http://a.test/ HTTP/1.1\r\nHost: b.test\r\n\r\n").is_err());
         let p = parsed("GET http://a.test/x HTTP/1.1\r\nHost: a.test\r\n\r\n")

@@ -92,7 +92,8 @@ pub(crate) fn write(
             // The override token is a secret between the tester and the
             // proxy.
             || name.eq_ignore_ascii_case(TOKEN_HEADER.as_bytes())
-            || (authority.is_some() && name.eq_ignore_ascii_case(b"host"));
+            || (authority.is_some() && name.eq_ignore_ascii_case(b"host"))
+            || framing_lookalike(name);
         if left_out {
             return Ok(());
         }
@@ -133,6 +134,23 @@ pub(crate) fn write(
         upgrade,
         head_request: request.method == Method::HEAD,
     })
+}
+
+/// `Content_Length` or `Transfer_Encoding` (any case): a backend (or its
+/// framework) that reads `_` as `-` would frame the request by a field the
+/// proxy did not, so they are left out, as nginx leaves out every name
+/// with `_` by default.
+fn framing_lookalike(name: &[u8]) -> bool {
+    name.contains(&b'_')
+        && [&b"content-length"[..], b"transfer-encoding"]
+            .iter()
+            .any(|framing| {
+                name.len() == framing.len()
+                    && name
+                        .iter()
+                        .zip(framing.iter())
+                        .all(|(&a, &b)| a.to_ascii_lowercase() == b || (a == b'_' && b == b'-'))
+            })
 }
 
 /// The target as the backend gets it: the client's own bytes when it was
@@ -241,12 +259,15 @@ mod tests {
                 ("X-Switchyard-Token", "secret"),
                 ("Content-Length", "3"),
                 ("X-Kept", "yes"),
+                ("Content_Length", "9"),
+                ("transfer_ENCODING", "chunked"),
+                ("X_Kept_Too", "yes"),
             ],
         );
         let (head, written) = written(&request, true);
         assert_eq!(
             head,
-            "POST /a?b=1 HTTP/1.1\r\nHost: app.test\r\nContent-Length: 3\r\nX-Kept: yes\r\n\
+            "POST /a?b=1 HTTP/1.1\r\nHost: app.test\r\nContent-Length: 3\r\nX-Kept: yes\r\nX_Kept_Too: yes\r\n\
              x-request-id: id-1\r\nx-forwarded-for: 1.1.1.1, 2.2.2.2, 10.0.0.9\r\n\
              x-forwarded-proto: https\r\nx-forwarded-host: app.test\r\n\r\n"
         );
