@@ -8,7 +8,10 @@ requests/s, p50/p99 latency, the proxy's CPU per request (utime+stime of
 its process over the run, divided by the requests), its RSS, errors, and
 the CPU and p99 ratios to nginx measured in the same run. One more row,
 HTTP/2 over TLS, is driven by h2load (8 connections of 100 streams) instead
-of wrk; `--only-h2` runs just that row.
+of wrk; `--only-h2` runs just that row. With a TLS handshake per request,
+wrk's latency leaves the handshake out and counts wrk's own delays in
+(`tls_phases.py`): the run also reads that row's phases off the wire with
+tcpdump (`--only-tls-phases` runs just that).
 
 Then, against switchyard only: errors across 100 switches and 20 config
 reloads under load, and the time from a `switch` command to the first
@@ -16,7 +19,8 @@ response from the new slot.
 
 Loopback only; every run is bounded in time. Usage (see README.md here):
     python3 benches/load/bench.py [--rounds 3] [--duration 5] [--only-h2]
-        [--switchyard BINARY] [--compare NAME=BINARY[,VAR=VALUE...]]...
+        [--only-tls-phases] [--switchyard BINARY]
+        [--compare NAME=BINARY[,VAR=VALUE...]]...
 """
 
 import argparse
@@ -38,6 +42,7 @@ import time
 import failback
 import guard
 import idle
+import tls_phases
 
 BACKEND_PORTS = {"blue": 18180, "green": 18181}
 PROXY_PORTS = {"nginx": 18182, "haproxy": 18183, "switchyard": 18184}
@@ -549,6 +554,9 @@ def main():
                         help="measure only the memory of idle kept-alive connections")
     parser.add_argument("--only-h2", action="store_true",
                         help="measure only the HTTP/2-over-TLS row (h2load)")
+    parser.add_argument("--only-tls-phases", action="store_true",
+                        help="measure only where an HTTPS request with a handshake per connection "
+                             "spends its time, off the wire (tcpdump)")
     parser.add_argument("--idle-connections", type=int, default=3000,
                         help="idle kept-alive connections per proxy (default 3000)")
     parser.add_argument("--compare", action="append", default=[], metavar="NAME=BINARY[,VAR=VALUE...]",
@@ -589,6 +597,9 @@ def main():
         if args.only_idle:
             print("\n".join(rss_at_start + [""] + idle.idle_checks(sys.modules[__name__], pids, args.idle_connections)))
             return
+        if args.only_tls_phases:
+            print("\n".join(tls_phases.tls_phase_checks(sys.modules[__name__], list(PROXY_PORTS))))
+            return
         if args.only_h2:
             results = measure(pids, args.rounds, args.duration, scenarios=False)
             print("\n".join([table(results, list(PROXY_PORTS)), "", *h2_notes(results)]))
@@ -599,6 +610,7 @@ def main():
         checks += failback.failback_checks(sys.modules[__name__], args.switchyard, work, procs)
         checks += guard.guard_checks(sys.modules[__name__], args.switchyard, work, procs)
         idle_rows = idle.idle_checks(sys.modules[__name__], pids, args.idle_connections)
+        tls_rows = tls_phases.tls_phase_checks(sys.modules[__name__], list(PROXY_PORTS))
     finally:
         procs.stop_all()
         shutil.rmtree(work, ignore_errors=True)
@@ -622,6 +634,8 @@ def main():
         *h2_notes(results),
         "",
         table(results, list(PROXY_PORTS)),
+        "",
+        *tls_rows,
         "",
         *rss_at_start,
         "",
