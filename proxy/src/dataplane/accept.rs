@@ -167,6 +167,17 @@ async fn serve_connection(
     shutdown: watch::Receiver<bool>,
 ) {
     let _ = tcp.set_nodelay(true);
+    if tls.is_some() {
+        // A ClientHello costs a key exchange and a signature; a request on
+        // a connection already open costs little and is what a client is
+        // waiting on. Once the hello is here, requests that woke with it
+        // go first (a yielded task runs after the next look at the
+        // sockets).
+        if tcp.readable().await.is_err() {
+            return;
+        }
+        tokio::task::yield_now().await;
+    }
     // L4 buffers off (`From<TcpStream>`): `ClientConn` gathers writes, and
     // reads go into the HTTP layer's own buffers.
     let mut l4 = L4Stream::from(tcp);
