@@ -283,3 +283,83 @@ async fn connect_is_refused_and_http10_gets_no_interim_answer() {
     );
     assert_eq!(response.body, b"hello");
 }
+
+/// A body of known length that the backend sends in pieces, waiting
+/// between them: each piece reaches the client before the next is sent
+/// (the backend waits for the client to have it), as nginx passes them on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_of_known_length_reaches_the_client_piece_by_piece() {
+    let (client_has_it, got) = std::sync::mpsc::channel::<()>();
+    let got = std::sync::Arc::new(std::sync::Mutex::new(got));
+    let backend = ScriptedBackend::start(move |stream: TcpStream| {
+        let got = got.clone();
+        async move {
+            let mut conn = Conn::new(stream);
+            if conn.read_message(false).await.is_err() {
+                return;
+            }
+            let pieces: [&[u8]; 3] = [b"first ", b"second ", b"third"];
+            let head = "HTTP/1.1 200 OK\r\nContent-Length: 18\r\n\r\n";
+            if conn.stream.write_all(head.as_bytes()).await.is_err() {
+                return;
+            }
+            for piece in pieces {
+                if conn.stream.write_all(piece).await.is_err() {
+                    return;
+                }
+                let got = got.clone();
+                let seen = tokio::task::spawn_blocking(move || {
+                    got.lock()
+                        .unwrap()
+                        .recv_timeout(std::time::Duration::from_secs(10))
+                })
+                .await
+                .unwrap();
+                if seen.is_err() {
+                    return;
+                }
+            }
+        }
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = Proxy::start(dir.path(), &route(backend.addr));
+    let mut stream = TcpStream::connect(proxy.addr).await.unwrap();
+    stream
+        .write_all(b"GET /slowly HTTP/1.1\r\nHost: app.test\r\n\r\n")
+        .await
+        .unwrap();
+    let mut received = Vec::new();
+    for expected in ["first ", "first second ", "first second third"] {
+        let wanted_body = expected.as_bytes();
+        let arrived = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+            loop {
+                let body_at = received
+                    .windows(4)
+                    .position(|w| w == b"\r\n\r\n")
+                    .map(|p| p + 4);
+                if body_at.is_some_and(|at| {
+                    received[at..].ends_with(wanted_body)
+                        && received.len() - at == wanted_body.len()
+                }) {
+                    return;
+                }
+                let mut buf = [0u8; 1024];
+                let n = stream.read(&mut buf).await.unwrap();
+                assert!(
+                    n > 0,
+                    "closed early: {}",
+                    String::from_utf8_lossy(&received)
+                );
+                received.extend_from_slice(&buf[..n]);
+            }
+        })
+        .await;
+        assert!(
+            arrived.is_ok(),
+            "{expected:?} did not reach the client while the backend waited: got {:?}",
+            String::from_utf8_lossy(&received)
+        );
+        client_has_it.send(()).unwrap();
+    }
+}

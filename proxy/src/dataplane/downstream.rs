@@ -174,6 +174,15 @@ impl Downstream {
         }
     }
 
+    /// Sends what is gathered of the response (HTTP/1; an HTTP/2 stream
+    /// sends each piece as it is written).
+    pub(crate) async fn flush(&mut self) -> Result<()> {
+        match self {
+            Downstream::H1(s) => s.flush().await,
+            Downstream::H2(_) => Ok(()),
+        }
+    }
+
     /// One of our own answers; the connection closes after it.
     pub(crate) async fn write_error_response(
         &mut self,

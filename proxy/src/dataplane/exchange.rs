@@ -272,6 +272,16 @@ impl Pump<'_, '_> {
                     tracing::debug!("client went away: {e}");
                     return Some(Exchange::Failed(Outcome::Abandon));
                 }
+                // Nothing more of the body is at hand: what was written goes
+                // out now, not when more arrives. A body of known length
+                // may still come slowly (a progress report, a long export),
+                // and its client should see each piece as nginx sends it.
+                if !self.upstream.has_buffered() {
+                    if let Err(e) = self.session.flush().await {
+                        tracing::debug!("client went away: {e}");
+                        return Some(Exchange::Failed(Outcome::Abandon));
+                    }
+                }
             }
             Ok(None) => {
                 self.response_done = true;

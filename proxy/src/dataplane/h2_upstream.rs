@@ -114,7 +114,13 @@ async fn relay_response(
             // be the last chunk.
             Ok(Some(bytes)) if bytes.is_empty() => {}
             Ok(Some(bytes)) => {
-                if let Err(e) = session.write_response_body(bytes, false).await {
+                // Each frame goes out as it came (an HTTP/1 client's
+                // connection gathers writes until a flush).
+                let written = match session.write_response_body(bytes, false).await {
+                    Ok(()) => session.flush().await,
+                    Err(e) => Err(e),
+                };
+                if let Err(e) = written {
                     tracing::debug!("client went away: {e}");
                     return Exchange::Failed(Outcome::Abandon);
                 }

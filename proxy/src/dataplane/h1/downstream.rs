@@ -395,8 +395,9 @@ impl Http1Downstream {
                     Outgoing::Length(left)
                 };
                 self.body_bytes_sent += take;
-                // Buffered until its last byte: a body of known length is
-                // less likely to be watched as it arrives.
+                // Gathered with what follows; the exchange flushes when no
+                // more of the body is at hand, and the last byte always
+                // goes out.
                 self.write(&[&data[..take]], left == 0, "writing the response body")
                     .await
             }
@@ -484,7 +485,8 @@ impl Http1Downstream {
         within(self.write_timeout, write, kinds, what).await
     }
 
-    async fn flush(&mut self) -> Result<()> {
+    /// Sends what is gathered of the response.
+    pub(crate) async fn flush(&mut self) -> Result<()> {
         let kinds = (ErrorType::WriteTimedout, ErrorType::WriteError);
         let flush = self.stream.flush();
         within(self.write_timeout, flush, kinds, "flushing the response").await

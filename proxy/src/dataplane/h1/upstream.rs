@@ -264,6 +264,11 @@ impl Http1Upstream {
         matches!(self.body, Some(Body::UntilClose)) && !self.upgraded
     }
 
+    /// Bytes of the response are read and not yet passed on.
+    pub(crate) fn has_buffered(&self) -> bool {
+        !self.buf.is_empty()
+    }
+
     /// The backend answered 101 to an upgrade the route carries.
     pub(crate) fn was_upgraded(&self) -> bool {
         self.upgraded
