@@ -147,7 +147,8 @@ impl Downstream {
                 let mut extra: [(&[u8], &[u8]); 4] = [(b"", b""); 4];
                 let mut count = 0;
                 let has = |name: &str| head.has(name.as_bytes());
-                for (name, value) in reply.into_iter().flat_map(|r| r.extra_fields(has)) {
+                let ours = reply.map(|r| r.extra_fields(has)).unwrap_or_default();
+                for (name, value) in ours.into_iter().flatten() {
                     extra[count] = (name.as_bytes(), value.as_bytes());
                     count += 1;
                 }

@@ -52,11 +52,8 @@ impl Reply<'_> {
     /// What the proxy adds to every response it passes on, its hop-by-hop
     /// headers already out: the sticky cookie, HSTS and the request id.
     pub(super) fn decorate(&self, response: &mut ResponseHeader) {
-        let headers = &response.headers;
-        let extra: Vec<_> = self
-            .extra_fields(|name| headers.contains_key(name))
-            .collect();
-        for (name, value) in extra {
+        let extra = self.extra_fields(|name| response.headers.contains_key(name));
+        for (name, value) in extra.into_iter().flatten() {
             let _ = response.append_header(name, value.clone());
         }
     }
@@ -67,7 +64,7 @@ impl Reply<'_> {
     pub(super) fn extra_fields(
         &self,
         has: impl Fn(&'static str) -> bool,
-    ) -> impl Iterator<Item = (&'static str, &HeaderValue)> {
+    ) -> [Option<(&'static str, &HeaderValue)>; 3] {
         let hsts = self
             .hsts
             .filter(|_| !has(header::STRICT_TRANSPORT_SECURITY.as_str()));
@@ -77,8 +74,6 @@ impl Reply<'_> {
             hsts.map(|v| (header::STRICT_TRANSPORT_SECURITY.as_str(), v)),
             request_id.map(|v| (request_id::HEADER, v)),
         ]
-        .into_iter()
-        .flatten()
     }
 }
 

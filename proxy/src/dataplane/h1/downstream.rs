@@ -4,10 +4,11 @@
 //! connection handed back for the next request with whatever was read past
 //! this one (a pipelined request).
 //!
-//! What pingora's server session did for us is kept, with three changes
-//! named where they are made: a 1xx answer no longer closes the connection
-//! after the request, an HTTP/1.0 client gets a chunked response as a body
-//! that ends with the connection (it cannot read chunked), and `Connection:
+//! What pingora's server session did for us is kept, with the changes
+//! named where they are made (and listed in `docs/limits.md`): a 1xx answer
+//! no longer closes the connection after the request, and none goes to an
+//! HTTP/1.0 client; an HTTP/1.0 client gets a chunked response as a body
+//! that ends with the connection (it cannot read chunked); `Connection:
 //! keep-alive` is said only when the connection is kept.
 //!
 //! Reads go through the worker's scratch buffer (`read.rs`) and are safe to
@@ -17,7 +18,7 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use http::header::{self, HeaderValue};
+use http::header;
 use http::{Method, StatusCode, Version};
 use pingora::http::{HeaderNameVariant, RequestHeader, ResponseHeader};
 use pingora::protocols::http::date::get_cached_date;
@@ -29,7 +30,7 @@ use super::body::{Body, Piece};
 use super::read::read_into;
 use super::request::{ParsedRequest, RequestBody};
 use super::response_head::ResponseHead;
-use super::wire::{chunk_size_line, within};
+use super::wire::{agreed_length, chunk_size_line, tokens, within};
 
 /// How long a read of the request body may wait, as pingora's session
 /// waited.
@@ -487,9 +488,7 @@ impl Http1Downstream {
 
     /// Sends what is gathered of the response.
     pub(crate) async fn flush(&mut self) -> Result<()> {
-        let kinds = (ErrorType::WriteTimedout, ErrorType::WriteError);
-        let flush = self.stream.flush();
-        within(self.write_timeout, flush, kinds, "flushing the response").await
+        self.write(&[], true, "flushing the response").await
     }
 
     /// Closes the connection's sending side, after what is pending — for
@@ -566,7 +565,9 @@ impl Head for ResponseHeader {
             status: self.status,
             version: self.version,
             chunked: last_coding_is_chunked(self) || chunked_by_extra(extra),
-            content_length: content_length(self),
+            // Lengths that are not one number: the body then ends with the
+            // connection, which is always safe to write.
+            content_length: agreed_length(&self.headers).ok().flatten(),
         }
     }
 
@@ -591,7 +592,7 @@ impl Head for ResponseHead {
         Facts {
             status: self.status,
             version: self.version,
-            chunked: (self.transfer_encoding && self.chunked) || chunked_by_extra(extra),
+            chunked: self.chunked || chunked_by_extra(extra),
             content_length: self.content_length,
         }
     }
@@ -637,28 +638,7 @@ fn is(name: &[u8], lower_case: &[u8]) -> bool {
 
 /// The last transfer coding is chunked (RFC 9112 §6.3).
 fn last_coding_is_chunked(response: &ResponseHeader) -> bool {
-    response
-        .headers
-        .get_all(header::TRANSFER_ENCODING)
-        .iter()
-        .next_back()
-        .and_then(|v: &HeaderValue| v.as_bytes().rsplit(|&b| b == b',').next())
-        .is_some_and(|coding| coding.trim_ascii().eq_ignore_ascii_case(b"chunked"))
-}
-
-/// The response's length: its Content-Length when every value agrees
-/// (identical duplicates are one), else none (the body then ends with the
-/// connection, which is always safe to write).
-fn content_length(response: &ResponseHeader) -> Option<u64> {
-    let mut length = None;
-    for value in response.headers.get_all(header::CONTENT_LENGTH) {
-        for token in value.as_bytes().split(|&b| b == b',') {
-            let n: u64 = std::str::from_utf8(token.trim_ascii()).ok()?.parse().ok()?;
-            if length.is_some_and(|seen| seen != n) {
-                return None;
-            }
-            length = Some(n);
-        }
-    }
-    length
+    tokens(&response.headers, header::TRANSFER_ENCODING)
+        .last()
+        .is_some_and(|coding| coding.eq_ignore_ascii_case(b"chunked"))
 }

@@ -20,6 +20,8 @@ use http::Version;
 use pingora::http::{header_value_from_raw, RequestHeader};
 use pingora::protocols::http::authority::validate_request_authority;
 
+use super::wire::{agreed_length, tokens};
+
 /// Headers a request head may have (pingora's limit too).
 const MAX_HEADERS: usize = 256;
 
@@ -134,24 +136,20 @@ fn finish(mut header: Box<RequestHeader>) -> Result<ParsedRequest, RequestError>
         }
         // Chunked once, and last (RFC 9112 §6.1, §6.3): the body is
         // chunked up to the backend once, whatever else was claimed.
-        let codings: Vec<&[u8]> = headers
-            .get_all(http::header::TRANSFER_ENCODING)
-            .iter()
-            .flat_map(|v| v.as_bytes().split(|&b| b == b','))
-            .map(<[u8]>::trim_ascii)
-            .collect();
         let chunked = |c: &[u8]| c.eq_ignore_ascii_case(b"chunked");
-        if !codings.last().is_some_and(|c| chunked(c)) {
+        let codings = || tokens(headers, http::header::TRANSFER_ENCODING);
+        if !codings().last().is_some_and(chunked) {
             return Err(invalid("a final Transfer-Encoding other than chunked"));
         }
-        if codings.iter().filter(|c| chunked(c)).count() > 1 {
+        if codings().filter(|c| chunked(c)).count() > 1 {
             return Err(invalid("Transfer-Encoding applies chunked more than once"));
         }
         RequestBody::Chunked
     } else {
-        match content_length(headers)? {
-            Some(0) | None => RequestBody::None,
-            Some(n) => RequestBody::Length(n),
+        match agreed_length(headers) {
+            Ok(Some(0) | None) => RequestBody::None,
+            Ok(Some(n)) => RequestBody::Length(n),
+            Err(()) => return Err(invalid("Content-Length values that are not one number")),
         }
     };
     Ok(ParsedRequest {
@@ -161,56 +159,17 @@ fn finish(mut header: Box<RequestHeader>) -> Result<ParsedRequest, RequestError>
     })
 }
 
-/// The request's length: every Content-Length value, in every header and
-/// list, must be the same number.
-fn content_length(headers: &pingora::http::HMap) -> Result<Option<u64>, RequestError> {
-    let mut length = None;
-    for value in headers.get_all(http::header::CONTENT_LENGTH) {
-        for token in value
-            .as_bytes()
-            .split(|&b| b == b',')
-            .map(<[u8]>::trim_ascii)
-        {
-            let n = digits(token).ok_or_else(|| {
-                RequestError::Invalid("a Content-Length that is not a number".into())
-            })?;
-            match length {
-                Some(seen) if seen != n => {
-                    return Err(RequestError::Invalid(
-                        "two different Content-Lengths".into(),
-                    ))
-                }
-                _ => length = Some(n),
-            }
-        }
-    }
-    Ok(length)
-}
-
-fn digits(token: &[u8]) -> Option<u64> {
-    if token.is_empty() || token.len() > 19 || !token.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    std::str::from_utf8(token).ok()?.parse().ok()
-}
-
 /// What the `Connection` headers say: `close` in any of them wins (RFC
 /// 9112 §9.3; pingora's session read only the first and let `keep-alive`
 /// win), then `keep-alive`; `None` when they say neither.
 fn connection_keep_alive(headers: &pingora::http::HMap) -> Option<bool> {
     let mut keep_alive = None;
-    for value in headers.get_all(http::header::CONNECTION) {
-        for token in value
-            .as_bytes()
-            .split(|&b| b == b',')
-            .map(<[u8]>::trim_ascii)
-        {
-            if token.eq_ignore_ascii_case(b"close") {
-                return Some(false);
-            }
-            if token.eq_ignore_ascii_case(b"keep-alive") {
-                keep_alive = Some(true);
-            }
+    for token in tokens(headers, http::header::CONNECTION) {
+        if token.eq_ignore_ascii_case(b"close") {
+            return Some(false);
+        }
+        if token.eq_ignore_ascii_case(b"keep-alive") {
+            keep_alive = Some(true);
         }
     }
     keep_alive

@@ -7,7 +7,8 @@
 use bytes::{Bytes, BytesMut};
 use http::{StatusCode, Version};
 
-use super::response_head::{Field, ResponseHead};
+use super::response_head::{self, Field, ResponseHead};
+use super::wire::length_digits;
 
 use crate::hop_by_hop;
 
@@ -136,14 +137,19 @@ pub(crate) fn parse(
                 continue;
             }
             if fields.length_tokens > 1 {
-                // Identical duplicates go on as the one length they are, so
-                // no reader after us has to reconcile them.
-                kept.push(Field::length(span.name, fields.length.unwrap_or_default()));
+                // Identical duplicates go on as the one length they are
+                // (its first token), so no reader after us has to
+                // reconcile them.
+                let (at, len) = span.value;
+                let first = head[at..at + len].split(|&b| b == b',').next();
+                let first = first.unwrap_or_default();
+                let lead = first.len() - first.trim_ascii_start().len();
+                kept.push(Field::new(span.name, (at + lead, first.trim_ascii().len())));
                 length_written = true;
                 continue;
             }
         }
-        kept.push(Field::raw(span.name, span.value));
+        kept.push(Field::new(span.name, span.value));
     }
     let status = StatusCode::from_u16(status).map_err(|e| HeadError::Header(e.to_string()))?;
     let content_length = if fields.transfer_encoding {
@@ -151,16 +157,12 @@ pub(crate) fn parse(
     } else {
         fields.length
     };
-    let head = ResponseHead::new(
-        status,
-        version,
-        head,
-        reason,
-        kept,
-        fields.transfer_encoding,
-        fields.chunked_last,
+    let body = response_head::BodyFacts {
+        transfer_encoding: fields.transfer_encoding,
+        chunked: fields.chunked_last,
         content_length,
-    );
+    };
+    let head = ResponseHead::new((status, version), head, reason, kept, body);
     Ok(Some(Parsed {
         head,
         framing,
@@ -187,7 +189,7 @@ fn read_field(fields: &mut Fields, name: &[u8], value: Bytes) {
         // length (RFC 9110 §8.6); anything else is ambiguous.
         for token in value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
             fields.length_tokens += 1;
-            match (digits(token), fields.length) {
+            match (length_digits(token), fields.length) {
                 (Some(n), None) => fields.length = Some(n),
                 (Some(n), Some(seen)) if n == seen => {}
                 _ => fields.bad_length = true,
@@ -215,14 +217,6 @@ fn framing(status: u16, request_was_head: bool, fields: &Fields) -> Result<Frami
             Framing::UntilClose
         },
     )
-}
-
-/// A Content-Length token: digits only (no sign, no space), at most 19.
-fn digits(token: &[u8]) -> Option<u64> {
-    if token.is_empty() || token.len() > 19 || !token.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    std::str::from_utf8(token).ok()?.parse().ok()
 }
 
 #[cfg(test)]

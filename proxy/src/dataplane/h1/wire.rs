@@ -1,9 +1,11 @@
 //! What both sides of the codec share on the wire: I/O within a time
-//! limit, its failures as the pingora errors the exchange sorts by, and
-//! chunk size lines.
+//! limit, its failures as the pingora errors the exchange sorts by, chunk
+//! size lines, and how list-valued fields and lengths are read.
 
 use std::time::Duration;
 
+use http::header::HeaderName;
+use pingora::http::HMap;
 use pingora::{Error, ErrorType, Result};
 
 /// `io`, within `limit` when there is one; its failures as pingora errors
@@ -35,4 +37,65 @@ pub(crate) fn chunk_size_line(size: usize, buf: &mut [u8; 18]) -> &[u8] {
     buf[digits] = b'\r';
     buf[digits + 1] = b'\n';
     &buf[..digits + 2]
+}
+
+/// The comma-separated tokens of every `name` field, in order, trimmed
+/// (RFC 9110 §5.6.1: two lines of a list are one list).
+pub(crate) fn tokens(headers: &HMap, name: HeaderName) -> impl Iterator<Item = &[u8]> {
+    headers
+        .get_all(name)
+        .into_iter()
+        .flat_map(|value| value.as_bytes().split(|&b| b == b','))
+        .map(<[u8]>::trim_ascii)
+}
+
+/// A Content-Length token: digits only (no sign, no space), at most 19.
+pub(crate) fn length_digits(token: &[u8]) -> Option<u64> {
+    if token.is_empty() || token.len() > 19 || !token.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(token).ok()?.parse().ok()
+}
+
+/// The message's length when every Content-Length value, in every field
+/// and list, is the same number (RFC 9110 §8.6); `Ok(None)` without one,
+/// `Err` when they are not one number.
+pub(crate) fn agreed_length(headers: &HMap) -> std::result::Result<Option<u64>, ()> {
+    let mut length = None;
+    for token in tokens(headers, http::header::CONTENT_LENGTH) {
+        match (length_digits(token), length) {
+            (Some(n), Some(seen)) if n != seen => return Err(()),
+            (Some(n), _) => length = Some(n),
+            (None, _) => return Err(()),
+        }
+    }
+    Ok(length)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lengths_agree_across_lines_and_lists_or_are_refused() {
+        let of = |values: &[&str]| {
+            let mut headers = HMap::new();
+            for v in values {
+                headers.append(http::header::CONTENT_LENGTH, v.parse().unwrap());
+            }
+            agreed_length(&headers)
+        };
+        assert_eq!(of(&[]), Ok(None));
+        assert_eq!(of(&["5"]), Ok(Some(5)));
+        assert_eq!(of(&["5, 5", "05"]), Ok(Some(5)));
+        for bad in [
+            &["5, 6"][..],
+            &["+5"],
+            &["5", "6"],
+            &[""],
+            &["99999999999999999999"],
+        ] {
+            assert_eq!(of(bad), Err(()), "{bad:?}");
+        }
+    }
 }
