@@ -124,7 +124,8 @@ pub(super) async fn exchange(
         header_sent: false,
         response_done: false,
         upgrade_watch: None,
-        last_byte: Instant::now(),
+        // Set again when an upgrade starts; until then unread.
+        last_byte: reply.started,
     };
     pump.run().await
 }

@@ -13,6 +13,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
@@ -46,6 +47,9 @@ pub(super) struct Incoming<'r> {
     pub id: &'r HeaderValue,
     /// It came over TLS.
     pub tls: bool,
+    /// When its head had been read: the start of its latency, for the
+    /// slot's series and the access log alike (one clock read).
+    pub started: Instant,
 }
 
 /// Where a request went, for the access log.

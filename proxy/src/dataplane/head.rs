@@ -22,6 +22,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::Instant;
 
 use super::h1::read::read_into;
+use super::h1::wire::timed;
 
 /// The largest request head accepted: 64 KiB. nginx takes up to 32 KiB
 /// (4 × 8 KiB buffers) and HAProxy 16 KiB; pingora alone would take 1 MiB.
@@ -54,13 +55,15 @@ pub(crate) async fn read_head(
         Some(bytes) if !bytes.is_empty() => bytes,
         _ => {
             let mut first = BytesMut::new();
-            match tokio::time::timeout(keepalive, read_into(stream, &mut first)).await {
-                Ok(Ok(n)) if n > 0 => first,
+            match timed(keepalive, read_into(stream, &mut first)).await {
+                Some(Ok(n)) if n > 0 => first,
                 _ => return Head::Closed,
             }
         }
     };
-    let deadline = Instant::now() + header_timeout;
+    // Read only when the head needs more than its first read: most heads
+    // arrive whole, and a clock read per request is worth saving.
+    let mut deadline = None;
     let mut scanned = 0;
     loop {
         if let Some(end) = head_end(&buf, scanned) {
@@ -79,6 +82,7 @@ pub(crate) async fn read_head(
             let room = MAX_HEAD + 1 - buf.len().min(MAX_HEAD);
             buf.reserve(buf.capacity().max(FIRST_READ).min(room));
         }
+        let deadline = *deadline.get_or_insert_with(|| Instant::now() + header_timeout);
         match tokio::time::timeout_at(deadline, stream.read_buf(&mut buf)).await {
             Ok(Ok(0)) | Ok(Err(_)) => return Head::Closed,
             Ok(Ok(_)) => {}

@@ -3,7 +3,6 @@
 //! backend in it ([`Target`]), moved on by [`advance`] after a failure.
 
 use std::net::SocketAddr;
-use std::time::Instant;
 
 use pingora::upstreams::peer::HttpPeer;
 use switchyard_control::table::{LoadGuard, Reason};
@@ -38,8 +37,8 @@ pub(super) struct Target {
     attempts_on_slot: usize,
 }
 
-/// Picks the request's slot. Counted from here: [`Reply::started`] is
-/// when its latency starts.
+/// Picks the request's slot. Its latency ([`Reply::started`]) counts from
+/// when its head had been read ([`Incoming::started`]).
 pub(super) fn pick<'t>(
     session: &Downstream,
     route: &'t Route,
@@ -50,7 +49,7 @@ pub(super) fn pick<'t>(
     let choice = route.choose(&session.req_header().headers, client_ip, preview);
     // A client placed by its bucket gets the cookie that keeps it there.
     let reply = Reply {
-        started: Instant::now(),
+        started: incoming.started,
         set_cookie: (choice.reason == Reason::Bucket).then(|| route.set_cookie(choice.slot)),
         request_id: incoming.id,
         hsts: if incoming.tls {

@@ -139,6 +139,7 @@ impl Forwarder {
         let incoming = Incoming {
             id: &request_id,
             tls,
+            started,
         };
         let outcome = self.forward(session, &table, incoming, &mut trail).await;
         let next = finish_request(session, outcome, keepalive, &request_id).await;

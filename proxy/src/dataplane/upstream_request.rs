@@ -9,6 +9,7 @@ use switchyard_control::table::TOKEN_HEADER;
 
 use super::downstream::Downstream;
 use super::forward::Incoming;
+use super::h1::wire::format_ip;
 use super::request_id;
 use crate::hop_by_hop;
 
@@ -72,15 +73,6 @@ fn to_origin_form(request: &mut RequestHeader) {
     request.set_uri(target);
 }
 
-/// Writes the IP's text form into `buf` without a heap string.
-fn format_ip(ip: std::net::IpAddr, buf: &mut [u8; 64]) -> &[u8] {
-    use std::io::Write;
-    let mut cursor = std::io::Cursor::new(&mut buf[..]);
-    let _ = write!(cursor, "{ip}");
-    let len = cursor.position() as usize;
-    &buf[..len]
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -101,16 +93,5 @@ mod tests {
         to_origin_form(&mut request);
         assert_eq!(request.headers.get(header::HOST).unwrap(), "app.test");
         assert_eq!(request.uri.to_string(), "/");
-    }
-
-    #[test]
-    fn ip_text_fits_the_stack_buffer() {
-        let mut buf = [0u8; 64];
-        let v6: std::net::IpAddr = "ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255"
-            .parse()
-            .unwrap();
-        assert_eq!(format_ip(v6, &mut buf), v6.to_string().as_bytes());
-        let v4: std::net::IpAddr = "127.0.0.1".parse().unwrap();
-        assert_eq!(format_ip(v4, &mut buf), b"127.0.0.1");
     }
 }

@@ -11,6 +11,7 @@ use pingora::http::{HMap, RequestHeader};
 use switchyard_control::table::TOKEN_HEADER;
 
 use super::upstream::RequestFraming;
+use super::wire::format_ip;
 use crate::dataplane::forward::Incoming;
 use crate::dataplane::request_id;
 use crate::hop_by_hop;
@@ -186,8 +187,8 @@ fn forwarded_for(out: &mut Vec<u8>, headers: &HMap, client: Option<IpAddr>) {
         if !first {
             out.extend_from_slice(b", ");
         }
-        use std::io::Write;
-        let _ = write!(out, "{ip}");
+        let mut text = [0u8; 64];
+        out.extend_from_slice(format_ip(ip, &mut text));
     }
     out.extend_from_slice(b"\r\n");
 }
@@ -228,7 +229,11 @@ mod tests {
             &mut out,
             request,
             Some("10.0.0.9".parse().unwrap()),
-            Incoming { id: &id, tls },
+            Incoming {
+                id: &id,
+                tls,
+                started: std::time::Instant::now(),
+            },
             false,
             &["websocket".into()],
         )

@@ -4,7 +4,9 @@
 //! request. Hop-by-hop fields are left out as it is parsed, so nothing is
 //! cloned or edited for them afterwards.
 
-use bytes::{Bytes, BytesMut};
+use std::mem::MaybeUninit;
+
+use bytes::BytesMut;
 use http::{StatusCode, Version};
 
 use super::response_head::{self, Field, ResponseHead};
@@ -47,16 +49,9 @@ pub(crate) enum HeadError {
     Header(String),
 }
 
-/// One header field, as offsets into the head.
-#[derive(Clone, Copy, Default)]
-struct Span {
-    name: (usize, usize),
-    value: (usize, usize),
-}
-
 /// What the fields say about framing and the connection.
 #[derive(Default)]
-struct Fields {
+struct Fields<'h> {
     close: bool,
     keep_alive: bool,
     transfer_encoding: bool,
@@ -66,7 +61,7 @@ struct Fields {
     length_tokens: usize,
     bad_length: bool,
     /// `Connection` values that name other headers, to be left out.
-    connection: Vec<Bytes>,
+    connection: Vec<&'h [u8]>,
 }
 
 /// Parses the response head at the start of `buf` and takes it off:
@@ -77,17 +72,20 @@ pub(crate) fn parse(
     buf: &mut BytesMut,
     request_was_head: bool,
 ) -> Result<Option<Parsed>, HeadError> {
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut response = httparse::Response::new(&mut headers);
+    // Left uninitialised: filling 256 empty headers (8 KiB) per response
+    // cost more than parsing a small head.
+    let mut headers = [const { MaybeUninit::<httparse::Header>::uninit() }; MAX_HEADERS];
+    let mut response = httparse::Response::new(&mut []);
     let mut config = httparse::ParserConfig::default();
     // As pingora's client, which backends were proxied through before:
     // tolerated in responses (never in requests).
     config.allow_spaces_after_header_name_in_responses(true);
     config.allow_obsolete_multiline_headers_in_responses(true);
-    let head_len = match config.parse_response(&mut response, buf)? {
-        httparse::Status::Complete(len) => len,
-        httparse::Status::Partial => return Ok(None),
-    };
+    let head_len =
+        match config.parse_response_with_uninit_headers(&mut response, buf, &mut headers)? {
+            httparse::Status::Complete(len) => len,
+            httparse::Status::Partial => return Ok(None),
+        };
     let status = response.code.unwrap_or_default();
     let version = if response.version == Some(0) {
         Version::HTTP_10
@@ -96,24 +94,12 @@ pub(crate) fn parse(
     };
     let base = buf.as_ptr() as usize;
     let offsets = |s: &[u8]| (s.as_ptr() as usize - base, s.len());
-    // On the stack, like httparse's own array: no allocation per response.
-    let mut all_spans = [Span::default(); MAX_HEADERS];
-    for (span, h) in all_spans.iter_mut().zip(response.headers.iter()) {
-        *span = Span {
-            name: offsets(h.name.as_bytes()),
-            value: offsets(h.value),
-        };
-    }
-    let spans = &all_spans[..response.headers.len()];
-    let reason = response.reason.map(|r| offsets(r.as_bytes()));
-    // The head's bytes are frozen and shared by the header's names and
-    // values: no copy per field.
-    let head = buf.split_to(head_len).freeze();
-    let slice = |(at, len): (usize, usize)| head.slice(at..at + len);
 
+    // Everything is decided while httparse's fields still borrow `buf`;
+    // what the client gets is kept as offsets into the head.
     let mut fields = Fields::default();
-    for span in spans {
-        read_field(&mut fields, &slice(span.name), slice(span.value));
+    for h in response.headers.iter() {
+        read_field(&mut fields, h.name.as_bytes(), h.value);
     }
     let framing = framing(status, request_was_head, &fields)?;
     let keep_alive = framing != Framing::UntilClose
@@ -122,10 +108,10 @@ pub(crate) fn parse(
             _ => !fields.close,
         };
 
-    let mut kept = Vec::with_capacity(spans.len());
+    let mut kept = Vec::with_capacity(response.headers.len());
     let mut length_written = false;
-    for span in spans {
-        let name = &head[span.name.0..span.name.0 + span.name.1];
+    for h in response.headers.iter() {
+        let name = h.name.as_bytes();
         // A 101 goes as the backend wrote it: it is the upgrade itself.
         if status != 101 && hop_by_hop::is_hop_by_hop_field(name, &fields.connection, false) {
             continue;
@@ -140,27 +126,26 @@ pub(crate) fn parse(
                 // Identical duplicates go on as the one length they are
                 // (its first token), so no reader after us has to
                 // reconcile them.
-                let (at, len) = span.value;
-                let first = head[at..at + len].split(|&b| b == b',').next();
-                let first = first.unwrap_or_default();
-                let lead = first.len() - first.trim_ascii_start().len();
-                kept.push(Field::new(span.name, (at + lead, first.trim_ascii().len())));
+                let first = h.value.split(|&b| b == b',').next().unwrap_or_default();
+                kept.push(Field::new(offsets(name), offsets(first.trim_ascii())));
                 length_written = true;
                 continue;
             }
         }
-        kept.push(Field::new(span.name, span.value));
+        kept.push(Field::new(offsets(name), offsets(h.value)));
     }
+    let reason = response.reason.map(|r| offsets(r.as_bytes()));
+    let transfer_encoding = fields.transfer_encoding;
+    let chunked = fields.chunked_last;
+    let length = fields.length;
+    // The head's bytes are frozen and shared by the fields the client
+    // gets: no copy per field.
+    let head = buf.split_to(head_len).freeze();
     let status = StatusCode::from_u16(status).map_err(|e| HeadError::Header(e.to_string()))?;
-    let content_length = if fields.transfer_encoding {
-        None
-    } else {
-        fields.length
-    };
     let body = response_head::BodyFacts {
-        transfer_encoding: fields.transfer_encoding,
-        chunked: fields.chunked_last,
-        content_length,
+        transfer_encoding,
+        chunked,
+        content_length: if transfer_encoding { None } else { length },
     };
     let head = ResponseHead::new((status, version), head, reason, kept, body);
     Ok(Some(Parsed {
@@ -170,13 +155,13 @@ pub(crate) fn parse(
     }))
 }
 
-fn read_field(fields: &mut Fields, name: &[u8], value: Bytes) {
+fn read_field<'h>(fields: &mut Fields<'h>, name: &[u8], value: &'h [u8]) {
     if name.eq_ignore_ascii_case(b"connection") {
         for token in value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
             fields.close |= token.eq_ignore_ascii_case(b"close");
             fields.keep_alive |= token.eq_ignore_ascii_case(b"keep-alive");
         }
-        if hop_by_hop::connection_names_others(&value) {
+        if hop_by_hop::connection_names_others(value) {
             fields.connection.push(value);
         }
     } else if name.eq_ignore_ascii_case(b"transfer-encoding") {

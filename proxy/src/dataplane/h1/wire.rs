@@ -2,6 +2,9 @@
 //! limit, its failures as the pingora errors the exchange sorts by, chunk
 //! size lines, and how list-valued fields and lengths are read.
 
+use std::future::{poll_fn, Future};
+use std::pin::pin;
+use std::task::Poll;
 use std::time::Duration;
 
 use http::header::HeaderName;
@@ -18,13 +21,25 @@ pub(crate) async fn within<T>(
     what: &str,
 ) -> Result<T> {
     let done = match limit {
-        Some(limit) => match tokio::time::timeout(limit, io).await {
-            Ok(done) => done,
-            Err(_) => return Err(Error::explain(timed_out, format!("{what} (timeout)"))),
+        Some(limit) => match timed(limit, io).await {
+            Some(done) => done,
+            None => return Err(Error::explain(timed_out, format!("{what} (timeout)"))),
         },
         None => io.await,
     };
     done.map_err(|e| Error::because(failed, what.to_string(), e))
+}
+
+/// `work`'s output, or `None` when it takes longer than `limit`. Work that
+/// is done at its first poll — most reads and writes on a healthy
+/// connection — never arms a timer: no clock read, no timer-wheel entry.
+/// The limit counts from the second poll, a few microseconds late.
+pub(crate) async fn timed<F: Future>(limit: Duration, work: F) -> Option<F::Output> {
+    let mut work = pin!(work);
+    if let Poll::Ready(done) = poll_fn(|cx| Poll::Ready(work.as_mut().poll(cx))).await {
+        return Some(done);
+    }
+    tokio::time::timeout(limit, work).await.ok()
 }
 
 /// `{size:x}\r\n` in `buf`.
@@ -72,9 +87,60 @@ pub(crate) fn agreed_length(headers: &HMap) -> std::result::Result<Option<u64>, 
     Ok(length)
 }
 
+/// Writes the IP's text form into `buf` without a heap string. IPv4, what
+/// nearly every client is, is written digit by digit: `Display` through
+/// `fmt` cost more than the rest of the `X-Forwarded-For` line.
+pub(crate) fn format_ip(ip: std::net::IpAddr, buf: &mut [u8; 64]) -> &[u8] {
+    match ip {
+        std::net::IpAddr::V4(v4) => {
+            let mut len = 0;
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    buf[len] = b'.';
+                    len += 1;
+                }
+                if octet >= 100 {
+                    buf[len] = b'0' + octet / 100;
+                    len += 1;
+                }
+                if octet >= 10 {
+                    buf[len] = b'0' + octet / 10 % 10;
+                    len += 1;
+                }
+                buf[len] = b'0' + octet % 10;
+                len += 1;
+            }
+            &buf[..len]
+        }
+        std::net::IpAddr::V6(_) => {
+            use std::io::Write;
+            let mut cursor = std::io::Cursor::new(&mut buf[..]);
+            let _ = write!(cursor, "{ip}");
+            let len = cursor.position() as usize;
+            &buf[..len]
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ip_text_is_what_display_writes_and_fits_the_stack_buffer() {
+        let mut buf = [0u8; 64];
+        let v6: std::net::IpAddr = "ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255"
+            .parse()
+            .unwrap();
+        assert_eq!(format_ip(v6, &mut buf), v6.to_string().as_bytes());
+        // Every octet value in every position, against std's own text.
+        for n in 0..=255u8 {
+            for octets in [[n, 0, 0, 0], [0, n, 0, 0], [9, 99, n, 100], [255, 10, 1, n]] {
+                let ip = std::net::IpAddr::from(octets);
+                assert_eq!(format_ip(ip, &mut buf), ip.to_string().as_bytes());
+            }
+        }
+    }
 
     #[test]
     fn lengths_agree_across_lines_and_lists_or_are_refused() {
