@@ -11,7 +11,9 @@ HTTP/2 over TLS, is driven by h2load (8 connections of 100 streams) instead
 of wrk; `--only-h2` runs just that row. With a TLS handshake per request,
 wrk's latency leaves the handshake out and counts wrk's own delays in
 (`tls_phases.py`): the run also reads that row's phases off the wire with
-tcpdump (`--only-tls-phases` runs just that).
+tcpdump, and again under an open-loop load at a fixed rate of new
+connections, where p99 is a client's latency rather than a share of a
+saturated proxy's queue (`--only-tls-phases` runs just those).
 
 Then, against switchyard only: errors across 100 switches and 20 config
 reloads under load, and the time from a `switch` command to the first
@@ -598,7 +600,9 @@ def main():
             print("\n".join(rss_at_start + [""] + idle.idle_checks(sys.modules[__name__], pids, args.idle_connections)))
             return
         if args.only_tls_phases:
-            print("\n".join(tls_phases.tls_phase_checks(sys.modules[__name__], list(PROXY_PORTS))))
+            this = sys.modules[__name__]
+            print("\n".join(tls_phases.tls_phase_checks(this, list(PROXY_PORTS)) + [""]
+                            + tls_phases.tls_rate_checks(this, list(PROXY_PORTS))))
             return
         if args.only_h2:
             results = measure(pids, args.rounds, args.duration, scenarios=False)
@@ -611,6 +615,7 @@ def main():
         checks += guard.guard_checks(sys.modules[__name__], args.switchyard, work, procs)
         idle_rows = idle.idle_checks(sys.modules[__name__], pids, args.idle_connections)
         tls_rows = tls_phases.tls_phase_checks(sys.modules[__name__], list(PROXY_PORTS))
+        tls_rows += [""] + tls_phases.tls_rate_checks(sys.modules[__name__], list(PROXY_PORTS))
     finally:
         procs.stop_all()
         shutil.rmtree(work, ignore_errors=True)

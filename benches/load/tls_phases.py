@@ -18,7 +18,15 @@ turnaround of the proxy's handshake flight, the proxy's turnaround of the
 request (the backend's included), and the whole. tcpdump comes from
 Debian's `tcpdump` package, installed when missing.
 
-Loopback only, bounded: one wrk run of a few seconds per proxy.
+A second table loads each proxy the same way but open-loop, at one fixed
+rate of new connections that none of the proxies is saturated by
+(h2load --h1, one connection per millisecond, one request each): with
+nobody's queue in the way, its p99 is the latency a client sees at that
+load, not how a closed loop of 32 clients shares out the time of a
+saturated proxy.
+
+Loopback only, bounded: one wrk run and one h2load run of a few seconds
+per proxy.
 """
 
 import os
@@ -100,8 +108,32 @@ def percentile(values, pct):
     return values[min(len(values) - 1, int(len(values) * pct / 100))]
 
 
-def capture(bench, name, tls_port, duration):
-    """One wrk run against `tls_port` under tcpdump; the phases found."""
+def fixed_rate_load(tls_port, rate, seconds, work):
+    """h2load over HTTP/1.1 with TLS, opening `rate` connections a second
+    (one each 1/rate s, whether or not earlier ones are answered), one
+    request with `Connection: close` on each. Its per-request times, in
+    µs, and the requests that failed."""
+    count = rate * seconds
+    log = f"{work}/h2load.log"
+    cmd = ["taskset", "-c", "1", "h2load", "--h1", "-c", str(count), "-n", str(count),
+           "-r", "1", f"--rate-period={1000 / rate:g}ms", "-H", "Connection: close",
+           "--tls13-ciphers=TLS_AES_128_GCM_SHA256", f"--log-file={log}",
+           f"https://127.0.0.1:{tls_port}/16b"]
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60).stdout
+    except subprocess.TimeoutExpired:
+        return [], count
+    if not os.path.exists(log):
+        return [], count
+    times = [int(cols[2]) for cols in (line.split("\t") for line in open(log))
+             if len(cols) >= 3 and cols[1] == "200"]
+    return times, count - len(times)
+
+
+def capture(bench, name, tls_port, duration, rate=None):
+    """One run against `tls_port` under tcpdump: wrk's closed loop, or
+    with `rate` h2load's open loop. The load's own figures and the
+    phases found."""
     with tempfile.TemporaryDirectory(prefix="switchyard-tls-phases-") as work:
         pcap = f"{work}/capture.pcap"
         dump = subprocess.Popen(["tcpdump", "-i", "lo", "-nn", "-tt", "-U", "-w", pcap, f"tcp port {tls_port}"],
@@ -112,7 +144,10 @@ def capture(bench, name, tls_port, duration):
             while not os.path.exists(pcap) and time.time() < deadline:
                 time.sleep(0.05)
             started = time.time()
-            run = bench.wrk(tls_port - bench.TLS_OFFSET, "/16b", True, duration, tls=True)
+            if rate:
+                run = fixed_rate_load(tls_port, rate, duration, work)
+            else:
+                run = bench.wrk(tls_port - bench.TLS_OFFSET, "/16b", True, duration, tls=True)
             ended = time.time()
             time.sleep(0.5)
         finally:
@@ -157,4 +192,46 @@ def tls_phase_checks(bench, names, duration=3):
         base50, base99 = whole["nginx"]
         ratios = [f"{name} {p50 / base50:.2f} / {p99 / base99:.2f}" for name, (p50, p99) in whole.items()]
         lines += ["", f"Whole connection ÷ nginx (p50 / p99): {', '.join(ratios)}"]
+    return lines
+
+
+def tls_rate_checks(bench, names, rate=1000, seconds=3):
+    """The phases again, under an open-loop load of `rate` new connections
+    a second, for each proxy in `names`, nginx first."""
+    ensure_tcpdump()
+    rows, whole, client = [], {}, {}
+    for name in names:
+        if name in bench.NO_TLS:
+            continue
+        (times, failed), found, _ = capture(bench, name, bench.PROXY_PORTS[name] + bench.TLS_OFFSET,
+                                            seconds, rate=rate)
+        if not found or not times:
+            rows.append(f"| {name} | no whole connection seen ({failed} requests failed) | | | | | | |")
+            continue
+        cells = []
+        for key, _ in PHASES:
+            values = [f[key] * 1000 for f in found]
+            cells.append(f"{percentile(values, 50):.2f} / {percentile(values, 99):.2f}")
+        whole[name] = (percentile([f["whole"] for f in found], 50), percentile([f["whole"] for f in found], 99))
+        client[name] = (percentile(times, 50), percentile(times, 99))
+        h2load_says = f"{client[name][0] / 1000:.2f} / {client[name][1] / 1000:.2f}"
+        rows.append(f"| {name} | {len(found)} | {failed} | " + " | ".join(cells) + f" | {h2load_says} |")
+    header = ("| proxy | connections | failed | " + " | ".join(label for _, label in PHASES)
+              + " | h2load's request time |")
+    lines = [
+        f"The same at a fixed rate, open loop: h2load --h1 opening {rate} connections/s (one each "
+        f"{1000 / rate:g} ms) for {seconds} s, one request each; p50 / p99 in ms off the wire, and h2load's own "
+        "time from writing the request to the end of the answer:",
+        "",
+        header,
+        "|" + "---|" * (len(PHASES) + 4),
+        *rows,
+    ]
+    if "nginx" in whole:
+        ratios = [f"{name} {whole[name][0] / whole['nginx'][0]:.2f} / {whole[name][1] / whole['nginx'][1]:.2f}"
+                  for name in whole]
+        lines += ["", f"Whole connection ÷ nginx at {rate}/s (p50 / p99): {', '.join(ratios)}"]
+        ratios = [f"{name} {client[name][0] / client['nginx'][0]:.2f} / {client[name][1] / client['nginx'][1]:.2f}"
+                  for name in client]
+        lines += [f"h2load's request time ÷ nginx at {rate}/s (p50 / p99): {', '.join(ratios)}"]
     return lines
