@@ -37,6 +37,7 @@ pub fn table_with_routes(n: usize) -> RoutingTable {
             pool_epoch: 0,
             maintenance: false,
             error_pages: Default::default(),
+            max_body_size: None,
         })
         .collect();
     RoutingTable::build(1, specs)

@@ -4,6 +4,7 @@
 
 mod checks;
 mod guard;
+mod limits;
 mod model;
 mod notify;
 mod pages;
@@ -13,6 +14,7 @@ pub mod shrink;
 mod suggest;
 pub mod watch;
 
+pub use limits::DEFAULT_MAX_HEADER_SIZE;
 pub use model::*;
 
 use std::path::Path;

@@ -101,6 +101,11 @@ pub struct ServerConfig {
     /// Plain-text listeners also take HTTP/2 with prior knowledge (h2c).
     /// Default off. Needs a restart.
     pub h2c: bool,
+    /// The largest request body a route takes unless it says otherwise:
+    /// `413` past it. `None`: no limit.
+    pub max_body_size: Option<u64>,
+    /// The largest HTTP/1 request head: `431` past it. 64 KiB by default.
+    pub max_header_size: u64,
 }
 
 /// `[server] log_format`.
@@ -182,6 +187,8 @@ pub struct RouteConfig {
     /// Status (502, 503, 504) → the HTML page answered instead of
     /// switchyard's own text, read from `error_pages` when loaded.
     pub error_pages: BTreeMap<u16, std::sync::Arc<[u8]>>,
+    /// This route's own `max_body_size`, over `[server]`'s.
+    pub max_body_size: Option<u64>,
 }
 
 /// `[route.guard]`: after every switch, the new active slot is watched for

@@ -33,6 +33,8 @@ const SERVER_KEYS: &[&str] = &[
     "access_log",
     "h2c",
     "error_pages",
+    "max_body_size",
+    "max_header_size",
 ];
 /// The answers of switchyard's own that `error_pages` can replace: no route
 /// (404), no backend answered (502), maintenance (503), a backend too slow
@@ -59,6 +61,7 @@ const ROUTE_KEYS: &[&str] = &[
     "failover",
     "maintenance",
     "error_pages",
+    "max_body_size",
 ];
 const HEALTH_KEYS: &[&str] = &[
     "path",
@@ -372,6 +375,8 @@ fn read_server(
         access_log: reader.boolean(t, "access_log", CX).unwrap_or(false),
         h2c: reader.boolean(t, "h2c", CX).unwrap_or(false),
         error_pages: crate::pages::read_error_pages(reader, t, CX, base_dir, ERROR_PAGE_STATUSES),
+        max_body_size: crate::limits::read_max_body_size(reader, t, CX),
+        max_header_size: crate::limits::read_max_header_size(reader, t, CX),
     }
 }
 
@@ -610,6 +615,7 @@ fn read_route(
     let failover = crate::guard::read_failover(reader, t, &cx);
     let maintenance = reader.boolean(t, "maintenance", &cx).unwrap_or(false);
     let error_pages = crate::pages::read_error_pages(reader, t, &cx, base_dir, ERROR_PAGE_STATUSES);
+    let max_body_size = crate::limits::read_max_body_size(reader, t, &cx);
     let guard = sub_table(reader, t, "guard", &cx)
         .map(|(gt, _)| crate::guard::read_guard(reader, gt, &cx))
         .unwrap_or_default();
@@ -639,6 +645,7 @@ fn read_route(
             failover,
             maintenance,
             error_pages,
+            max_body_size,
         },
     })
 }

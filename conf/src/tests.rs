@@ -362,6 +362,43 @@ fn server_value_ranges() {
 }
 
 #[test]
+fn body_and_header_sizes() {
+    let defaults = parse_ok(ROUTE);
+    assert_eq!(
+        defaults.server.max_body_size, None,
+        "no body limit by default"
+    );
+    assert_eq!(defaults.server.max_header_size, 64 * 1024);
+    assert_eq!(defaults.routes[0].max_body_size, None);
+
+    let set = parse_ok(&format!(
+        "[server]\nmax_body_size = \"10MiB\"\nmax_header_size = \"16K\"\n{}",
+        ROUTE.replace("[route.slots]", "max_body_size = 1000\n[route.slots]")
+    ));
+    assert_eq!(set.server.max_body_size, Some(10 << 20));
+    assert_eq!(set.server.max_header_size, 16 << 10);
+    assert_eq!(set.routes[0].max_body_size, Some(1000));
+
+    let e = one_error(&format!("[server]\nmax_body_size = \"10MB\"\n{ROUTE}"));
+    assert!(e.contains("test.toml:2:"), "{e}");
+    assert!(
+        e.contains("unknown unit") && e.contains("powers of 1024"),
+        "{e}"
+    );
+    let e = one_error(&format!("[server]\nmax_body_size = 0\n{ROUTE}"));
+    assert!(e.contains("must be from 1 bytes"), "{e}");
+    let e = one_error(&format!("[server]\nmax_header_size = 100\n{ROUTE}"));
+    assert!(e.contains("from 1 KiB to 1 MiB, not 100 bytes"), "{e}");
+    let e = one_error(&format!("[server]\nmax_header_size = true\n{ROUTE}"));
+    assert!(e.contains("expected a size, not boolean"), "{e}");
+    let e = one_error(&ROUTE.replace("[route.slots]", "max_body_size = -5\n[route.slots]"));
+    assert!(
+        e.contains("cannot be negative") && e.contains("route \"app\""),
+        "{e}"
+    );
+}
+
+#[test]
 fn health_preview_and_rollout_problems() {
     let health = |body: &str| format!("{ROUTE}[route.health]\n{body}\n");
     assert!(one_error(&health("expect_status = \"2xx\"")).contains("like \"200-399\""));

@@ -297,6 +297,7 @@ mod tests {
             failover: true,
             maintenance: false,
             error_pages: Default::default(),
+            max_body_size: None,
         }
     }
 

@@ -64,6 +64,7 @@ fn table() -> RoutingTable {
             pool_epoch: 0,
             maintenance: false,
             error_pages: Default::default(),
+            max_body_size: None,
         })
         .collect();
     RoutingTable::build(1, specs)

@@ -57,7 +57,8 @@ impl Core {
             .map(|page| bytes::Bytes::from_owner(page.clone()));
         let table = RoutingTable::build(self.generation, specs)
             .with_timeouts(self.timeouts())
-            .with_not_found_page(not_found_page);
+            .with_not_found_page(not_found_page)
+            .with_max_header_size(self.config.server.max_header_size as usize);
         self.effects.push(Effect::Publish(Arc::new(table)));
     }
 
@@ -204,6 +205,7 @@ impl Core {
                 .chain(&route.error_pages)
                 .map(|(status, page)| (*status, bytes::Bytes::from_owner(page.clone())))
                 .collect(),
+            max_body_size: route.max_body_size.or(self.config.server.max_body_size),
             pool_epoch: self
                 .published
                 .pool_epochs

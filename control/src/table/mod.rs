@@ -75,6 +75,8 @@ pub struct RoutingTable {
     any_host: Vec<RouteRef>,
     /// `[server] error_pages` 404: for a host no route's page covers.
     not_found_page: Option<bytes::Bytes>,
+    /// The largest HTTP/1 request head taken (`[server] max_header_size`).
+    pub max_header_size: usize,
 }
 
 /// A route a host leads to, and whether the host is one of its preview
@@ -109,6 +111,8 @@ pub struct Route {
     pub maintenance: bool,
     /// Status (502, 503, 504) → the route's own page for it.
     pub error_pages: BTreeMap<u16, bytes::Bytes>,
+    /// The largest request body passed on: `413` past it.
+    pub max_body_size: Option<u64>,
     /// Stickiness, overrides and previews; see [`Route::choose`].
     assigner: assign::Assigner,
     slot_names: Vec<Arc<str>>,
@@ -302,6 +306,8 @@ pub struct RouteSpec {
     pub maintenance: bool,
     /// Status → the page switchyard answers with instead of its own text.
     pub error_pages: BTreeMap<u16, bytes::Bytes>,
+    /// The route's `max_body_size`, else `[server]`'s; `None`: no limit.
+    pub max_body_size: Option<u64>,
 }
 
 /// What a route does about HTTPS.
@@ -373,6 +379,7 @@ impl RoutingTable {
             suffixes,
             any_host,
             not_found_page: None,
+            max_header_size: switchyard_conf::DEFAULT_MAX_HEADER_SIZE as usize,
         }
     }
 
@@ -383,6 +390,11 @@ impl RoutingTable {
 
     pub fn with_not_found_page(mut self, page: Option<bytes::Bytes>) -> RoutingTable {
         self.not_found_page = page;
+        self
+    }
+
+    pub fn with_max_header_size(mut self, bytes: usize) -> RoutingTable {
+        self.max_header_size = bytes;
         self
     }
 }
@@ -439,6 +451,7 @@ impl Route {
             upgrades: spec.upgrades.into_iter().map(Into::into).collect(),
             maintenance: spec.maintenance,
             error_pages: spec.error_pages,
+            max_body_size: spec.max_body_size,
             assigner,
             slot_names,
         }

@@ -32,6 +32,7 @@ fn spec(name: &str, hosts: &[&str], prefix: &str) -> RouteSpec {
         pool_epoch: 0,
         maintenance: false,
         error_pages: Default::default(),
+        max_body_size: None,
     }
 }
 

@@ -203,4 +203,14 @@ impl Downstream {
             Downstream::H2(s) => s.shutdown().await,
         }
     }
+
+    /// Ends the connection after an answer that may have left some of the
+    /// request unread ([`Http1Downstream::close`]); an HTTP/2 stream just
+    /// ends.
+    pub(crate) async fn close(&mut self) {
+        match self {
+            Downstream::H1(s) => s.close().await,
+            Downstream::H2(s) => s.shutdown().await,
+        }
+    }
 }

@@ -11,6 +11,7 @@ use http::header::{self, HeaderValue};
 use pingora::http::ResponseHeader;
 use pingora::{Error, ErrorType};
 
+use super::body_limit::Allowance;
 use super::downstream::Downstream;
 use super::h1::request_head::Written;
 use super::h1::response_head::ResponseHead;
@@ -93,7 +94,8 @@ pub(super) enum Exchange {
 /// response down until both are done, in one task: no channels and no
 /// second task per request. While waiting for the backend it also watches
 /// the client, so a client that hangs up ends the upstream request at once.
-/// `retry`: what a drop allows before the header went out.
+/// `retry`: what a drop allows before the header went out; `body`: what the
+/// route lets the request body be.
 #[allow(clippy::too_many_arguments)]
 pub(super) async fn exchange(
     session: &mut Downstream,
@@ -104,6 +106,7 @@ pub(super) async fn exchange(
     load: &mut LoadGuard,
     reply: &Reply<'_>,
     timeouts: &Timeouts,
+    body: Allowance,
 ) -> Exchange {
     upstream.read_timeout = Some(timeouts.upstream_read);
     upstream.write_timeout = Some(timeouts.upstream_read);
@@ -120,6 +123,7 @@ pub(super) async fn exchange(
         reply,
         timeouts,
         retry,
+        body,
         request_done: false,
         header_sent: false,
         response_done: false,
@@ -140,6 +144,8 @@ struct Pump<'a, 'r> {
     timeouts: &'a Timeouts,
     /// What a drop allows now: `None` once body bytes went up.
     retry: Option<Retry>,
+    /// What is left of the request body's `max_body_size`.
+    body: Allowance,
     request_done: bool,
     /// The response header went to the client.
     header_sent: bool,
@@ -307,6 +313,12 @@ impl Pump<'_, '_> {
                 !self.upstream.was_upgraded() && self.session.is_body_done()
             }
             Ok(Some(bytes)) => {
+                // An upgraded connection's bytes are no request body.
+                if !self.upstream.was_upgraded() {
+                    if let Err(ended) = self.body.take(bytes.len(), self.header_sent) {
+                        return Some(ended);
+                    }
+                }
                 // Body bytes went up: the request may not run again.
                 self.retry = None;
                 self.last_byte = Instant::now();

@@ -28,7 +28,7 @@ use super::pick::{pick, Pick};
 use super::redirect::https_location;
 use super::retry::Retry;
 use super::upstream_request::upstream_request;
-use super::{authority, exchange, h2_upstream, Forwarder, Outcome, BAD_GATEWAY_BODY};
+use super::{authority, body_limit, exchange, h2_upstream, Forwarder, Outcome, BAD_GATEWAY_BODY};
 
 const NO_ROUTE_BODY: &[u8] = b"switchyard: no route for this host and path\n";
 
@@ -83,6 +83,11 @@ impl Forwarder {
                     .unwrap_or_else(|| Bytes::from_static(MAINTENANCE_PAGE)),
                 retry_after: Some(MAINTENANCE_RETRY_AFTER),
             };
+        }
+        if body_limit::declared_too_large(session.req_header(), pick.route.max_body_size) {
+            // Refused before a byte goes up, and before a `100 Continue`
+            // could ask the client for the body.
+            return Outcome::Reject(413, body_limit::TOO_LARGE_BODY);
         }
         let outcome = self
             .attempts(session, table, incoming, &mut pick, trail)
@@ -232,6 +237,7 @@ async fn exchange(
     let load = &mut pick.counted.load;
     let reply = &pick.reply;
     let timeouts = &table.timeouts;
+    let body = body_limit::Allowance::new(pick.route.max_body_size);
     match &mut connection.upstream {
         Upstream::Http1 { session: up, .. } => {
             let client = session.client_ip();
@@ -247,12 +253,15 @@ async fn exchange(
             ) else {
                 return Exchange::Failed(Outcome::Reject(400, super::BAD_REQUEST_BODY));
             };
-            exchange::exchange(session, up, &head, written, retry, load, reply, timeouts).await
+            exchange::exchange(
+                session, up, &head, written, retry, load, reply, timeouts, body,
+            )
+            .await
         }
         Upstream::H2c(up) => {
             let request = upstream_request(session, incoming, upgrades);
             let up = &mut up.session;
-            h2_upstream::exchange(session, up, request, retry, load, reply, timeouts).await
+            h2_upstream::exchange(session, up, request, retry, load, reply, timeouts, body).await
         }
     }
 }

@@ -14,13 +14,16 @@ use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::protocols::http::v2::client::Http2Session;
 use switchyard_control::table::{FailureKind, LoadGuard, Timeouts};
 
+use super::body_limit::Allowance;
 use super::downstream::Downstream;
 use super::exchange::{client_body_failed, upstream_failed, Exchange, Reply};
 use super::retry::{after_header, Retry};
 use super::Outcome;
 
 /// Sends the request (header and whole body) on the stream, then relays
-/// the response. `retry`: what a drop allows before the header went out.
+/// the response. `retry`: what a drop allows before the header went out;
+/// `body`: what the route lets its body be.
+#[allow(clippy::too_many_arguments)]
 pub(super) async fn exchange(
     session: &mut Downstream,
     upstream: &mut Http2Session,
@@ -29,10 +32,11 @@ pub(super) async fn exchange(
     load: &mut LoadGuard,
     reply: &Reply<'_>,
     timeouts: &Timeouts,
+    body: Allowance,
 ) -> Exchange {
     upstream.read_timeout = Some(timeouts.upstream_read);
     upstream.write_timeout = Some(timeouts.upstream_read);
-    let retry = match send_request(session, upstream, request, retry, load).await {
+    let retry = match send_request(session, upstream, request, retry, load, body).await {
         Ok(retry) => retry,
         Err(ended) => return ended,
     };
@@ -50,6 +54,7 @@ async fn send_request(
     mut request: Box<RequestHeader>,
     retry: Retry,
     load: &LoadGuard,
+    mut body: Allowance,
 ) -> Result<Option<Retry>, Exchange> {
     // HTTP/2 frames its own bodies; a chunked HTTP/1.1 upload loses the
     // header (RFC 9113 §8.2.2 forbids it).
@@ -72,6 +77,8 @@ async fn send_request(
             // "Nothing yet" from pingora's HTTP/1 reader: no frame.
             Some(bytes) if bytes.is_empty() && !session.is_body_done() => Ok(false),
             Some(bytes) => {
+                // No response can have begun while the body goes up.
+                body.take(bytes.len(), false)?;
                 // Body bytes went up: the request may not run again.
                 retry = None;
                 // pingora's HTTP/2 server never says `None` after the

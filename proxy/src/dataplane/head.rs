@@ -7,7 +7,8 @@
 //!   (`h1/read.rs`), and only the bytes that arrived are copied out — the
 //!   same one read pingora would have made into a 4 KiB buffer of its own;
 //! - from that byte on the whole head must arrive within `header_timeout`
-//!   (`408`), and be at most [`MAX_HEAD`] bytes (`431`);
+//!   (`408`), and be at most `[server] max_header_size` bytes (`431`;
+//!   64 KiB by default);
 //! - the buffer grows with what arrives, so a dribbling client holds what
 //!   it sent, not a preallocated maximum.
 //!
@@ -24,8 +25,9 @@ use tokio::time::Instant;
 use super::h1::read::read_into;
 use super::h1::wire::timed;
 
-/// The largest request head accepted: 64 KiB. nginx takes up to 32 KiB
-/// (4 × 8 KiB buffers) and HAProxy 16 KiB; pingora alone would take 1 MiB.
+/// The largest response head taken from a backend: 64 KiB, the default of
+/// `[server] max_header_size` for requests. nginx takes up to 32 KiB (4 ×
+/// 8 KiB buffers) and HAProxy 16 KiB; pingora alone would take 1 MiB.
 pub(crate) const MAX_HEAD: usize = 64 * 1024;
 
 /// A head longer than its first read is read on into a buffer of its own,
@@ -42,15 +44,30 @@ pub(crate) enum Head {
     Closed,
 }
 
+/// How long and how large a request head may be.
+#[derive(Clone, Copy)]
+pub(crate) struct HeadLimits {
+    /// The wait for its first byte: the keep-alive timeout.
+    pub keepalive: Duration,
+    /// From its first byte to its end.
+    pub header_timeout: Duration,
+    /// Its largest size in bytes.
+    pub max_size: usize,
+}
+
 /// Reads the next request head: waits up to `keepalive` for its first
 /// bytes, then up to `header_timeout` from them for its end. `already` holds bytes
 /// read past the previous request (a pipelined one), if any.
 pub(crate) async fn read_head(
     stream: &mut Stream,
     already: Option<BytesMut>,
-    keepalive: Duration,
-    header_timeout: Duration,
+    limits: HeadLimits,
 ) -> Head {
+    let HeadLimits {
+        keepalive,
+        header_timeout,
+        max_size,
+    } = limits;
     let mut buf = match already {
         Some(bytes) if !bytes.is_empty() => bytes,
         _ => {
@@ -67,19 +84,19 @@ pub(crate) async fn read_head(
     let mut scanned = 0;
     loop {
         if let Some(end) = head_end(&buf, scanned) {
-            if end > MAX_HEAD {
+            if end > max_size {
                 return refuse(stream, TOO_LARGE).await;
             }
             return Head::Read(buf);
         }
-        if buf.len() > MAX_HEAD {
+        if buf.len() > max_size {
             return refuse(stream, TOO_LARGE).await;
         }
         // The end marker may straddle reads: look again from just before.
         scanned = buf.len().saturating_sub(3);
         if buf.capacity() == buf.len() {
             // Double, up to just past the limit.
-            let room = MAX_HEAD + 1 - buf.len().min(MAX_HEAD);
+            let room = max_size + 1 - buf.len().min(max_size);
             buf.reserve(buf.capacity().max(FIRST_READ).min(room));
         }
         let deadline = *deadline.get_or_insert_with(|| Instant::now() + header_timeout);
@@ -94,7 +111,7 @@ pub(crate) async fn read_head(
     }
 }
 
-const TOO_LARGE: &[u8] = b"HTTP/1.1 431 Request Header Fields Too Large\r\nContent-Length: 44\r\nConnection: close\r\n\r\nswitchyard: the request head is over 64 KiB\n";
+const TOO_LARGE: &[u8] = b"HTTP/1.1 431 Request Header Fields Too Large\r\nContent-Length: 42\r\nConnection: close\r\n\r\nswitchyard: the request head is too large\n";
 const TIMED_OUT: &[u8] =
     b"HTTP/1.1 408 Request Timeout\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
 

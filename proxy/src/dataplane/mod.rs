@@ -32,6 +32,7 @@ use crate::access_log::AccessLog;
 
 mod accept;
 mod authority;
+mod body_limit;
 mod client_conn;
 mod connect;
 mod downstream;

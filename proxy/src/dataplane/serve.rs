@@ -42,14 +42,7 @@ impl Forwarder {
         let mut wait = self.first_request_wait();
         let mut pipelined = None;
         loop {
-            let header_timeout = self.header_timeout();
-            let head = head::read_head(
-                &mut stream,
-                pipelined.take(),
-                Duration::from_secs(wait),
-                header_timeout,
-            )
-            .await;
+            let head = head::read_head(&mut stream, pipelined.take(), self.head_limits(wait)).await;
             let head::Head::Read(mut bytes) = head else {
                 return None;
             };
@@ -106,6 +99,17 @@ impl Forwarder {
     /// How long a request head may take from its first byte.
     pub(super) fn header_timeout(&self) -> Duration {
         self.table.load().timeouts.client_header
+    }
+
+    /// How long the next request head may be waited for (`wait` seconds
+    /// for its first byte), take, and how large it may be.
+    fn head_limits(&self, wait: u64) -> head::HeadLimits {
+        let table = self.table.load();
+        head::HeadLimits {
+            keepalive: Duration::from_secs(wait),
+            header_timeout: table.timeouts.client_header,
+            max_size: table.max_header_size,
+        }
     }
 }
 
@@ -204,6 +208,7 @@ async fn finish_request(
             if let Err(e) = answer(session, status, body, request_id).await {
                 tracing::debug!("cannot send the {status} answer: {e}");
             }
+            session.close().await;
             None
         }
         Outcome::Abandon => {

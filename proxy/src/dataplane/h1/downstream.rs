@@ -39,6 +39,14 @@ const BODY_READ_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long the last bytes of a connection may take to leave.
 const SHUTDOWN_WAIT: Duration = Duration::from_secs(1);
 
+/// After an answer that left some of the request unread (a `413`, an
+/// early answer of the backend's), what the client still sends is read
+/// and dropped for at most this long before the connection closes:
+/// closing with unread bytes makes the kernel send a reset, and a client
+/// still sending would then lose the answer (nginx's "lingering close",
+/// also bounded by time alone).
+const LINGER_TIME: Duration = Duration::from_secs(5);
+
 /// How the response body goes out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Outgoing {
@@ -502,13 +510,34 @@ impl Http1Downstream {
         }
     }
 
+    /// Closes the connection's sending side; then, when some of the request
+    /// was not read, reads and drops what the client still sends until it
+    /// closes too, for at most [`LINGER_TIME`].
+    pub(crate) async fn close(&mut self) {
+        self.shutdown().await;
+        if self.is_body_done() || self.upgraded {
+            return;
+        }
+        let drain = async {
+            loop {
+                self.buf.clear();
+                if let Ok(0) | Err(_) = read_into(&mut self.stream, &mut self.buf).await {
+                    return;
+                }
+            }
+        };
+        if tokio::time::timeout(LINGER_TIME, drain).await.is_err() {
+            tracing::debug!("the client kept sending after its answer: closing");
+        }
+    }
+
     /// Ends the request: the response's end goes out, and the connection
     /// comes back when it can carry another request — with what was read
     /// past this one. What is left of the request body is read first.
     pub(crate) async fn finish(mut self) -> Result<Option<(Stream, Option<BytesMut>)>> {
         self.finish_body().await?;
         if !self.will_keep_alive() {
-            self.shutdown().await;
+            self.close().await;
             return Ok(None);
         }
         while self.read_body().await?.is_some() {}

@@ -1,0 +1,127 @@
+//! Sizes in the config: `max_body_size` (in `[server]`, and per route) and
+//! `max_header_size` (in `[server]`).
+
+use toml_edit::TableLike;
+
+use crate::reader::Reader;
+
+/// The default and the bounds of `max_header_size`: nginx takes up to
+/// 32 KiB, HAProxy 16 KiB; below 1 KiB ordinary browsers' heads (cookies)
+/// would be refused, above 1 MiB one request could hold that much memory.
+pub const DEFAULT_MAX_HEADER_SIZE: u64 = 64 * 1024;
+const HEADER_SIZE_RANGE: (u64, u64) = (1024, 1024 * 1024);
+
+/// `max_body_size`: `None` when absent (no limit, as HAProxy, Caddy and
+/// Traefik default to).
+pub(crate) fn read_max_body_size(reader: &mut Reader, t: &dyn TableLike, cx: &str) -> Option<u64> {
+    read_size(reader, t, "max_body_size", cx, (1, u64::MAX))
+}
+
+/// `max_header_size`, [`DEFAULT_MAX_HEADER_SIZE`] when absent.
+pub(crate) fn read_max_header_size(reader: &mut Reader, t: &dyn TableLike, cx: &str) -> u64 {
+    read_size(reader, t, "max_header_size", cx, HEADER_SIZE_RANGE)
+        .unwrap_or(DEFAULT_MAX_HEADER_SIZE)
+}
+
+/// A size: a whole number of bytes, or a string with a unit (`"512K"`,
+/// `"10MiB"`, `"1G"`). K, M and G are powers of 1024 as in nginx, with or
+/// without `iB`; `B` or no unit is bytes.
+fn read_size(
+    reader: &mut Reader,
+    t: &dyn TableLike,
+    key: &str,
+    cx: &str,
+    (min, max): (u64, u64),
+) -> Option<u64> {
+    let item = t.get(key)?;
+    let span = Reader::span_of(t, key, &(0..0));
+    let parsed = match (item.as_integer(), item.as_str()) {
+        (Some(n), _) => u64::try_from(n).map_err(|_| "a size cannot be negative".to_string()),
+        (None, Some(text)) => parse_size(text),
+        (None, None) => Err(format!("expected a size, not {}", item.type_name())),
+    };
+    match parsed {
+        Ok(n) if (min..=max).contains(&n) => Some(n),
+        Ok(n) => {
+            reader.error(
+                &span,
+                format!(
+                    "`{key}` in {cx} must be from {} to {}, not {}",
+                    show_size(min),
+                    show_size(max),
+                    show_size(n)
+                ),
+            );
+            None
+        }
+        Err(why) => {
+            reader.error(
+                &span,
+                format!("`{key}` in {cx}: {why}; expected e.g. 1048576, \"512K\" or \"10MiB\""),
+            );
+            None
+        }
+    }
+}
+
+/// `"10MiB"` → 10 × 2²⁰.
+pub(crate) fn parse_size(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let digits = text.bytes().take_while(u8::is_ascii_digit).count();
+    if digits == 0 {
+        return Err(format!("{text:?} is not a size"));
+    }
+    let number: u64 = text[..digits]
+        .parse()
+        .map_err(|_| format!("{text:?} is too large"))?;
+    let shift = match text[digits..].trim_start().to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "k" | "kib" => 10,
+        "m" | "mib" => 20,
+        "g" | "gib" => 30,
+        "t" | "tib" => 40,
+        unit => {
+            return Err(format!(
+                "{text:?} has an unknown unit {unit:?} (use K, M or G, powers of 1024)"
+            ))
+        }
+    };
+    number
+        .checked_mul(1 << shift)
+        .ok_or_else(|| format!("{text:?} is too large"))
+}
+
+/// A size as the error messages show it.
+fn show_size(n: u64) -> String {
+    match n {
+        u64::MAX => "unlimited".to_string(),
+        n if n >= 1 << 20 && n % (1 << 20) == 0 => format!("{} MiB", n >> 20),
+        n if n >= 1 << 10 && n % (1 << 10) == 0 => format!("{} KiB", n >> 10),
+        n => format!("{n} bytes"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_take_binary_units_with_or_without_ib() {
+        assert_eq!(parse_size("1048576"), Ok(1 << 20));
+        assert_eq!(parse_size("512K"), Ok(512 << 10));
+        assert_eq!(parse_size("512 KiB"), Ok(512 << 10));
+        assert_eq!(parse_size("10MiB"), Ok(10 << 20));
+        assert_eq!(parse_size("10m"), Ok(10 << 20));
+        assert_eq!(parse_size("1G"), Ok(1 << 30));
+        assert_eq!(parse_size("7B"), Ok(7));
+        assert!(parse_size("10MB").unwrap_err().contains("unknown unit"));
+        assert!(parse_size("ten").unwrap_err().contains("not a size"));
+        assert!(parse_size("-1").unwrap_err().contains("not a size"));
+        assert!(parse_size("99999999999T")
+            .unwrap_err()
+            .contains("too large"));
+        assert!(parse_size("99999999999999999999")
+            .unwrap_err()
+            .contains("too large"));
+    }
+}
