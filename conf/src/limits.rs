@@ -1,9 +1,37 @@
-//! Sizes in the config: `max_body_size` (in `[server]`, and per route) and
-//! `max_header_size` (in `[server]`).
+//! Limits and trust at the edge: sizes (`max_body_size` in `[server]` and
+//! per route, `max_header_size`) and whose word on the client's address is
+//! taken (`trusted_proxies`).
 
+use ipnet::IpNet;
 use toml_edit::TableLike;
 
 use crate::reader::Reader;
+
+/// `trusted_proxies`: CIDRs, or single addresses (a /32 or /128).
+pub(crate) fn read_trusted_proxies(reader: &mut Reader, t: &dyn TableLike, cx: &str) -> Vec<IpNet> {
+    reader
+        .string_list(t, "trusted_proxies", cx)
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|entry| {
+            let text = entry.value.trim();
+            let net = text
+                .parse::<IpNet>()
+                .ok()
+                .or_else(|| text.parse::<std::net::IpAddr>().ok().map(IpNet::from));
+            if net.is_none() {
+                reader.error(
+                    &entry.span,
+                    format!(
+                        "{:?} in `trusted_proxies` of {cx} is not an address or a CIDR like \"10.0.0.0/8\"",
+                        entry.value
+                    ),
+                );
+            }
+            net
+        })
+        .collect()
+}
 
 /// The default and the bounds of `max_header_size`: nginx takes up to
 /// 32 KiB, HAProxy 16 KiB; below 1 KiB ordinary browsers' heads (cookies)

@@ -106,6 +106,12 @@ pub struct ServerConfig {
     pub max_body_size: Option<u64>,
     /// The largest HTTP/1 request head: `431` past it. 64 KiB by default.
     pub max_header_size: u64,
+    /// Peers whose `X-Forwarded-For` is believed: from them, the client is
+    /// the rightmost address in it that is not one of these.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// The plain listeners take only connections that begin with a PROXY
+    /// protocol header (v1 or v2). Needs a restart.
+    pub proxy_protocol: bool,
 }
 
 /// `[server] log_format`.
@@ -126,6 +132,9 @@ pub struct TlsConfig {
     /// Non-empty. Paths only: the files are read where TLS is served, not
     /// here. Relative paths as for `ServerConfig::admin_socket`.
     pub certificates: Vec<CertificateConfig>,
+    /// The TLS listeners take only connections that begin with a PROXY
+    /// protocol header, before the TLS handshake. Needs a restart.
+    pub proxy_protocol: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -35,12 +35,14 @@ const SERVER_KEYS: &[&str] = &[
     "error_pages",
     "max_body_size",
     "max_header_size",
+    "trusted_proxies",
+    "proxy_protocol",
 ];
 /// The answers of switchyard's own that `error_pages` can replace: no route
 /// (404), no backend answered (502), maintenance (503), a backend too slow
 /// (504).
 const ERROR_PAGE_STATUSES: &[u16] = &[404, 502, 503, 504];
-const TLS_KEYS: &[&str] = &["listen", "certificates"];
+const TLS_KEYS: &[&str] = &["listen", "certificates", "proxy_protocol"];
 const SLOT_KEYS: &[&str] = &["backends", "protocol"];
 const CERT_KEYS: &[&str] = &["cert", "key"];
 const ROUTE_KEYS: &[&str] = &[
@@ -377,6 +379,8 @@ fn read_server(
         error_pages: crate::pages::read_error_pages(reader, t, CX, base_dir, ERROR_PAGE_STATUSES),
         max_body_size: crate::limits::read_max_body_size(reader, t, CX),
         max_header_size: crate::limits::read_max_header_size(reader, t, CX),
+        trusted_proxies: crate::limits::read_trusted_proxies(reader, t, CX),
+        proxy_protocol: reader.boolean(t, "proxy_protocol", CX).unwrap_or(false),
     }
 }
 
@@ -438,6 +442,7 @@ fn read_tls(
     TlsConfig {
         listen,
         certificates,
+        proxy_protocol: reader.boolean(t, "proxy_protocol", CX).unwrap_or(false),
     }
 }
 

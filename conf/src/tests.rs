@@ -399,6 +399,37 @@ fn body_and_header_sizes() {
 }
 
 #[test]
+fn trusted_proxies_and_proxy_protocol() {
+    let defaults = parse_ok(ROUTE);
+    assert!(defaults.server.trusted_proxies.is_empty());
+    assert!(!defaults.server.proxy_protocol);
+    let set = parse_ok(&format!(
+        "[server]\ntrusted_proxies = [\"10.0.0.0/8\", \"192.0.2.7\", \"2001:db8::/32\"]\nproxy_protocol = true\n{ROUTE}"
+    ));
+    let nets: Vec<String> = set
+        .server
+        .trusted_proxies
+        .iter()
+        .map(|n| n.to_string())
+        .collect();
+    assert_eq!(nets, ["10.0.0.0/8", "192.0.2.7/32", "2001:db8::/32"]);
+    assert!(set.server.proxy_protocol);
+
+    let e = one_error(&format!(
+        "[server]\ntrusted_proxies = [\"10.0.0.0/8\", \"lb.internal\"]\n{ROUTE}"
+    ));
+    assert!(
+        e.contains("test.toml:2:") && e.contains("\"lb.internal\" in `trusted_proxies`"),
+        "{e}"
+    );
+    let e = one_error(&format!("[server]\nproxy_protocol = \"yes\"\n{ROUTE}"));
+    assert!(
+        e.contains("`proxy_protocol` in [server] must be true or false"),
+        "{e}"
+    );
+}
+
+#[test]
 fn health_preview_and_rollout_problems() {
     let health = |body: &str| format!("{ROUTE}[route.health]\n{body}\n");
     assert!(one_error(&health("expect_status = \"2xx\"")).contains("like \"200-399\""));

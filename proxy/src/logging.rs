@@ -36,6 +36,10 @@ const LISTENING: &str = "pingora_core::services::listening";
 /// `switchyard_tls_handshake_failures_total`.
 pub const HANDSHAKE_FAILURES: &str = "switchyard_tls_handshake_failures_total";
 
+/// `switchyard_proxy_protocol_failures_total`: connections to a
+/// `proxy_protocol` listener closed for a missing or bad header.
+pub const PROXY_HEADER_FAILURES: &str = "switchyard_proxy_protocol_failures_total";
+
 /// Installs the process's log writer. Call once, early.
 pub fn init(format: LogFormat) {
     let quiet = !std::env::var("SWITCHYARD_LOG").is_ok_and(|spec| spec.contains(LISTENING));

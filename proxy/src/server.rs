@@ -100,6 +100,7 @@ pub async fn start(config: Config, config_path: &Path) -> Result<RunningProxy, S
     } = bind_all(&config)?;
 
     let server = config.server.clone();
+    let tls_proxy_protocol = config.tls.as_ref().is_some_and(|tls| tls.proxy_protocol);
     let admin_listener = admin_server::bind(&server.admin_socket).await?;
     let recorder = start_recorder();
     let (controller, control_task) = Controller::start(config, config_path.to_path_buf());
@@ -142,7 +143,13 @@ pub async fn start(config: Config, config_path: &Path) -> Result<RunningProxy, S
         // Where `redirect_https` sends clients: the first TLS listener.
         tls_listen_addrs.first().map(|addr| addr.port()),
     );
-    let sockets = sockets(listeners, tls_listeners, certificates.as_ref());
+    let proxy_protocol = (server.proxy_protocol, tls_proxy_protocol);
+    let sockets = sockets(
+        listeners,
+        tls_listeners,
+        certificates.as_ref(),
+        proxy_protocol,
+    );
     let (dataplane, accept_loops) = start_data_plane(&server, forwarder, sockets, shutdown_rx)?;
 
     for addr in &listen_addrs {
@@ -203,19 +210,25 @@ fn watch_config(
 /// The listeners the data plane accepts on: plain ones, and TLS ones with
 /// one rustls acceptor whose certificates come from the SNI resolver
 /// (which reloads swap).
+/// `proxy_protocol`: whether the plain and the TLS listeners take PROXY
+/// protocol headers.
 fn sockets(
     listeners: Vec<(String, TcpListener)>,
     tls_listeners: Vec<(String, TcpListener)>,
     certificates: Option<&Arc<crate::tls::SniResolver>>,
+    (plain_proxy_protocol, tls_proxy_protocol): (bool, bool),
 ) -> Vec<Listener> {
     let acceptor =
         certificates.map(|resolver| Arc::new(crate::tls::tls_settings(resolver.clone()).build()));
-    let plain = listeners
-        .into_iter()
-        .map(|(_, socket)| Listener { socket, tls: None });
+    let plain = listeners.into_iter().map(|(_, socket)| Listener {
+        socket,
+        tls: None,
+        proxy_protocol: plain_proxy_protocol,
+    });
     let tls = tls_listeners.into_iter().map(|(_, socket)| Listener {
         socket,
         tls: acceptor.clone(),
+        proxy_protocol: tls_proxy_protocol,
     });
     plain.chain(tls).collect()
 }

@@ -58,7 +58,8 @@ impl Core {
         let table = RoutingTable::build(self.generation, specs)
             .with_timeouts(self.timeouts())
             .with_not_found_page(not_found_page)
-            .with_max_header_size(self.config.server.max_header_size as usize);
+            .with_max_header_size(self.config.server.max_header_size as usize)
+            .with_trusted_proxies(self.config.server.trusted_proxies.clone());
         self.effects.push(Effect::Publish(Arc::new(table)));
     }
 

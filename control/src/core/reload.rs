@@ -143,6 +143,10 @@ impl Core {
         if listen_of(self.tls.as_ref()) != listen_of(config.tls.as_ref()) {
             self.needs_restart.push("tls.listen".to_string());
         }
+        let tls_proxy_protocol = |tls: Option<&TlsConfig>| tls.is_some_and(|t| t.proxy_protocol);
+        if tls_proxy_protocol(self.tls.as_ref()) != tls_proxy_protocol(config.tls.as_ref()) {
+            self.needs_restart.push("tls.proxy_protocol".to_string());
+        }
         for setting in self.needs_restart.clone() {
             self.log(
                 Level::Warn,
@@ -266,6 +270,10 @@ fn needs_restart(running: &ServerConfig, edited: &ServerConfig) -> Vec<String> {
         ("server.log_format", running.log_format != edited.log_format),
         ("server.access_log", running.access_log != edited.access_log),
         ("server.h2c", running.h2c != edited.h2c),
+        (
+            "server.proxy_protocol",
+            running.proxy_protocol != edited.proxy_protocol,
+        ),
     ];
     differs
         .into_iter()

@@ -77,6 +77,9 @@ pub struct RoutingTable {
     not_found_page: Option<bytes::Bytes>,
     /// The largest HTTP/1 request head taken (`[server] max_header_size`).
     pub max_header_size: usize,
+    /// Peers whose `X-Forwarded-For` names the client
+    /// (`[server] trusted_proxies`).
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 /// A route a host leads to, and whether the host is one of its preview
@@ -380,6 +383,7 @@ impl RoutingTable {
             any_host,
             not_found_page: None,
             max_header_size: switchyard_conf::DEFAULT_MAX_HEADER_SIZE as usize,
+            trusted_proxies: Vec::new(),
         }
     }
 
@@ -395,6 +399,11 @@ impl RoutingTable {
 
     pub fn with_max_header_size(mut self, bytes: usize) -> RoutingTable {
         self.max_header_size = bytes;
+        self
+    }
+
+    pub fn with_trusted_proxies(mut self, trusted: Vec<ipnet::IpNet>) -> RoutingTable {
+        self.trusted_proxies = trusted;
         self
     }
 }

@@ -23,12 +23,14 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use super::client_conn::ClientConn;
-use super::Front;
+use super::{proxy_protocol, Front};
 
 /// A listening socket and, for an HTTPS one, its TLS acceptor.
 pub struct Listener {
     pub socket: std::net::TcpListener,
     pub tls: Option<Arc<Acceptor>>,
+    /// Its connections begin with a PROXY protocol header.
+    pub proxy_protocol: bool,
 }
 
 /// Starts an accept loop for each listener on each of the data plane's
@@ -54,16 +56,26 @@ pub fn spawn_accept_loops(
             // Each thread waits on its own descriptor of the same socket:
             // the kernel hands each connection to one of them.
             let copy = listener.socket.try_clone()?;
-            let tls = listener.tls.clone();
-            loops.push(thread.spawn(accept_loop(copy, tls, front.clone(), shutdown.clone())));
+            let kind = Kind {
+                tls: listener.tls.clone(),
+                proxy_protocol: listener.proxy_protocol,
+            };
+            loops.push(thread.spawn(accept_loop(copy, kind, front.clone(), shutdown.clone())));
         }
     }
     Ok(loops)
 }
 
+/// What a listener's connections begin with besides HTTP.
+#[derive(Clone)]
+struct Kind {
+    tls: Option<Arc<Acceptor>>,
+    proxy_protocol: bool,
+}
+
 async fn accept_loop(
     listener: std::net::TcpListener,
-    tls: Option<Arc<Acceptor>>,
+    kind: Kind,
     front: Arc<Front>,
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -86,10 +98,9 @@ async fn accept_loop(
         };
         match accepted {
             Ok((tcp, peer)) => {
-                let tls = tls.clone();
                 tokio::spawn(serve_connection(
                     front.clone(),
-                    tls,
+                    kind.clone(),
                     tcp,
                     peer,
                     shutdown.clone(),
@@ -161,12 +172,31 @@ const ACCEPT_RETRY: Duration = Duration::from_millis(50);
 /// stream.
 async fn serve_connection(
     front: Arc<Front>,
-    tls: Option<Arc<Acceptor>>,
-    tcp: tokio::net::TcpStream,
-    peer: SocketAddr,
+    kind: Kind,
+    mut tcp: tokio::net::TcpStream,
+    mut peer: SocketAddr,
     shutdown: watch::Receiver<bool>,
 ) {
     let _ = tcp.set_nodelay(true);
+    if kind.proxy_protocol {
+        // The header comes first, before TLS; its client is the
+        // connection's peer from here on.
+        match tokio::time::timeout(front.header_timeout(), proxy_protocol::read(&mut tcp)).await {
+            Ok(Ok(Some(client))) => peer = client,
+            Ok(Ok(None)) => {}
+            Ok(Err(e)) => {
+                metrics::counter!(crate::logging::PROXY_HEADER_FAILURES).increment(1);
+                tracing::debug!(%peer, "connection refused: {e}");
+                return;
+            }
+            Err(_) => {
+                metrics::counter!(crate::logging::PROXY_HEADER_FAILURES).increment(1);
+                tracing::debug!(%peer, "no PROXY protocol header within header_timeout");
+                return;
+            }
+        }
+    }
+    let tls = kind.tls;
     if tls.is_some() {
         // A ClientHello costs a key exchange and a signature; a request on
         // a connection already open costs little and is what a client is

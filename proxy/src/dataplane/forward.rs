@@ -20,6 +20,7 @@ use http::header::{self, HeaderValue};
 use switchyard_control::table::{Reason, RouteRef};
 use switchyard_control::RoutingTable;
 
+use super::client_ip::Client;
 use super::connect::{Connection, Upstream};
 use super::downstream::Downstream;
 use super::exchange::Exchange;
@@ -50,6 +51,8 @@ pub(super) struct Incoming<'r> {
     /// When its head had been read: the start of its latency, for the
     /// slot's series and the access log alike (one clock read).
     pub started: Instant,
+    /// Whose request it is (`client_ip.rs`).
+    pub client: Client,
 }
 
 /// Where a request went, for the access log.

@@ -45,7 +45,7 @@ pub(super) fn pick<'t>(
     preview: bool,
     incoming: Incoming<'t>,
 ) -> Pick<'t> {
-    let client_ip = session.client_ip();
+    let client_ip = incoming.client.ip;
     let choice = route.choose(&session.req_header().headers, client_ip, preview);
     // A client placed by its bucket gets the cookie that keeps it there.
     let reply = Reply {

@@ -16,7 +16,7 @@ use super::forward::{Incoming, Trail};
 use super::h1::downstream::Http1Downstream;
 use super::h1::request;
 use super::redirect::redirect;
-use super::{head, request_id, Forwarder, InFlightGuard, Outcome};
+use super::{client_ip, head, request_id, Forwarder, InFlightGuard, Outcome};
 use crate::access_log;
 
 impl Forwarder {
@@ -138,16 +138,22 @@ impl Forwarder {
         }
         let started = Instant::now();
         let request_id = request_id::for_request(&session.req_header().headers);
+        let client = client_ip::of_request(
+            session.client_ip(),
+            &session.req_header().headers,
+            &table.trusted_proxies,
+        );
         let mut trail = Trail::default();
 
         let incoming = Incoming {
             id: &request_id,
             tls,
             started,
+            client,
         };
         let outcome = self.forward(session, &table, incoming, &mut trail).await;
         let next = finish_request(session, outcome, keepalive, &request_id).await;
-        self.record_access(session, trail, started, request_id);
+        self.record_access(session, trail, started, request_id, client.ip);
         next
     }
 
@@ -158,10 +164,11 @@ impl Forwarder {
         trail: Trail,
         started: Instant,
         request_id: HeaderValue,
+        client: Option<std::net::IpAddr>,
     ) {
         if let Some(log) = &self.access_log {
             log.record(access_log::Entry {
-                client: session.client_ip(),
+                client,
                 method: session.req_header().method.clone(),
                 uri: session.req_header().uri.clone(),
                 route: trail.route,

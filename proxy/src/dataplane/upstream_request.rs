@@ -39,7 +39,11 @@ pub(super) fn upstream_request(
     if let Some(client) = session.client_ip() {
         let mut ip_buf = [0u8; 64];
         let ip = format_ip(client, &mut ip_buf);
-        let forwarded_for: Vec<u8> = match request.headers.get("x-forwarded-for") {
+        let existing = request
+            .headers
+            .get("x-forwarded-for")
+            .filter(|_| incoming.client.keep_forwarded);
+        let forwarded_for: Vec<u8> = match existing {
             Some(existing) => [existing.as_bytes(), b", ", ip].concat(),
             None => ip.to_vec(),
         };

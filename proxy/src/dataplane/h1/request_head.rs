@@ -121,7 +121,7 @@ pub(crate) fn write(
         header_line(out, b"Transfer-Encoding", b"chunked");
     }
     header_line(out, request_id::HEADER.as_bytes(), incoming.id.as_bytes());
-    forwarded_for(out, headers, client);
+    forwarded_for(out, headers, client, incoming.client.keep_forwarded);
     let proto: &[u8] = if incoming.tls { b"https" } else { b"http" };
     header_line(out, b"x-forwarded-proto", proto);
     let host = authority.or_else(|| headers.get(http::header::HOST).map(|h| h.as_bytes()));
@@ -167,10 +167,15 @@ fn target(request: &RequestHeader) -> &[u8] {
         .map_or(b"/", |p| p.as_str().as_bytes())
 }
 
-/// X-Forwarded-For: the client's list (every header of it, in order) and
-/// the client's address after it.
-fn forwarded_for(out: &mut Vec<u8>, headers: &HMap, client: Option<IpAddr>) {
-    let mut existing = headers.get_all("x-forwarded-for").iter().peekable();
+/// X-Forwarded-For: the list the request came with (every header of it,
+/// in order) unless `keep` says it is not to be believed, and the peer's
+/// address after it.
+fn forwarded_for(out: &mut Vec<u8>, headers: &HMap, client: Option<IpAddr>, keep: bool) {
+    let mut existing = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter(|_| keep)
+        .peekable();
     if existing.peek().is_none() && client.is_none() {
         return;
     }
@@ -233,6 +238,10 @@ mod tests {
                 id: &id,
                 tls,
                 started: std::time::Instant::now(),
+                client: crate::dataplane::client_ip::Client {
+                    ip: Some("10.0.0.9".parse().unwrap()),
+                    keep_forwarded: true,
+                },
             },
             false,
             &["websocket".into()],
