@@ -38,6 +38,7 @@ pub fn table_with_routes(n: usize) -> RoutingTable {
             maintenance: false,
             error_pages: Default::default(),
             max_body_size: None,
+            rate_limit: None,
         })
         .collect();
     RoutingTable::build(1, specs)

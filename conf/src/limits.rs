@@ -2,10 +2,90 @@
 //! per route, `max_header_size`) and whose word on the client's address is
 //! taken (`trusted_proxies`).
 
+use std::time::Duration;
+
 use ipnet::IpNet;
 use toml_edit::TableLike;
 
-use crate::reader::Reader;
+use crate::model::{RateKey, RateLimitConfig};
+use crate::reader::{Reader, Span};
+
+const LIMITS_KEYS: &[&str] = &["rate", "burst", "key"];
+
+/// `[route.limits]`: `rate = "100/s"` (required; `/s`, `/m` or `/h`),
+/// `burst` (default: one period's requests), `key = "client_ip"` (default)
+/// or `"header:NAME"`.
+pub(crate) fn read_rate_limit(
+    reader: &mut Reader,
+    t: &dyn TableLike,
+    span: &Span,
+    route_cx: &str,
+) -> Option<RateLimitConfig> {
+    let cx = format!("[route.limits] of {route_cx}");
+    reader.check_keys(t, LIMITS_KEYS, &cx);
+    let rate = reader.required_string(t, "rate", &cx, span)?;
+    let Some((requests, per)) = parse_rate(&rate.value) else {
+        reader.error(
+            &rate.span,
+            format!(
+                "`rate` in {cx}: {:?} is not a rate; expected e.g. \"100/s\", \"600/m\" or \"1000/h\"",
+                rate.value
+            ),
+        );
+        return None;
+    };
+    let burst = reader
+        .integer(t, "burst", &cx, 0..1_000_001)
+        .map_or(requests, |n| n as u32);
+    let key = match reader.string(t, "key", &cx) {
+        None => RateKey::ClientIp,
+        Some(k) if k.value == "client_ip" => RateKey::ClientIp,
+        Some(k) => match k.value.strip_prefix("header:").map(str::trim) {
+            Some(name) if http_token(name) => RateKey::Header(name.to_ascii_lowercase()),
+            _ => {
+                reader.error(
+                    &k.span,
+                    format!(
+                        "`key` in {cx} must be \"client_ip\" or \"header:NAME\", not {:?}",
+                        k.value
+                    ),
+                );
+                return None;
+            }
+        },
+    };
+    Some(RateLimitConfig {
+        requests,
+        per,
+        burst,
+        key,
+    })
+}
+
+/// `"100/s"` → 100 per second; at least 1, at most a million.
+fn parse_rate(text: &str) -> Option<(u32, Duration)> {
+    let (count, unit) = text.trim().split_once('/')?;
+    let count: u32 = count
+        .trim()
+        .parse()
+        .ok()
+        .filter(|n| (1..=1_000_000).contains(n))?;
+    let per = match unit.trim() {
+        "s" | "sec" | "second" => Duration::from_secs(1),
+        "m" | "min" | "minute" => Duration::from_secs(60),
+        "h" | "hour" => Duration::from_secs(3600),
+        _ => return None,
+    };
+    Some((count, per))
+}
+
+/// A header name (RFC 9110 token).
+fn http_token(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
 
 /// `trusted_proxies`: CIDRs, or single addresses (a /32 or /128).
 pub(crate) fn read_trusted_proxies(reader: &mut Reader, t: &dyn TableLike, cx: &str) -> Vec<IpNet> {

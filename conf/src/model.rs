@@ -198,6 +198,27 @@ pub struct RouteConfig {
     pub error_pages: BTreeMap<u16, std::sync::Arc<[u8]>>,
     /// This route's own `max_body_size`, over `[server]`'s.
     pub max_body_size: Option<u64>,
+    /// `[route.limits]`: requests per client over time.
+    pub rate_limit: Option<RateLimitConfig>,
+}
+
+/// `[route.limits]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RateLimitConfig {
+    /// `requests` per `per` in the long run …
+    pub requests: u32,
+    pub per: std::time::Duration,
+    /// … and this many more at once.
+    pub burst: u32,
+    pub key: RateKey,
+}
+
+/// Whose allowance a request draws on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RateKey {
+    ClientIp,
+    /// A header's value (lower-case name); without it, the client's address.
+    Header(String),
 }
 
 /// `[route.guard]`: after every switch, the new active slot is watched for

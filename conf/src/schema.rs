@@ -64,6 +64,7 @@ const ROUTE_KEYS: &[&str] = &[
     "maintenance",
     "error_pages",
     "max_body_size",
+    "limits",
 ];
 const HEALTH_KEYS: &[&str] = &[
     "path",
@@ -621,6 +622,8 @@ fn read_route(
     let maintenance = reader.boolean(t, "maintenance", &cx).unwrap_or(false);
     let error_pages = crate::pages::read_error_pages(reader, t, &cx, base_dir, ERROR_PAGE_STATUSES);
     let max_body_size = crate::limits::read_max_body_size(reader, t, &cx);
+    let rate_limit = sub_table(reader, t, "limits", &cx)
+        .and_then(|(lt, lspan)| crate::limits::read_rate_limit(reader, lt, &lspan, &cx));
     let guard = sub_table(reader, t, "guard", &cx)
         .map(|(gt, _)| crate::guard::read_guard(reader, gt, &cx))
         .unwrap_or_default();
@@ -651,6 +654,7 @@ fn read_route(
             maintenance,
             error_pages,
             max_body_size,
+            rate_limit,
         },
     })
 }

@@ -430,6 +430,50 @@ fn trusted_proxies_and_proxy_protocol() {
 }
 
 #[test]
+fn route_limits() {
+    let with = |limits: &str| {
+        ROUTE.replace(
+            "[route.slots]",
+            &format!("[route.limits]\n{limits}\n[route.slots]"),
+        )
+    };
+    let config = parse_ok(&with("rate = \"100/s\""));
+    let limit = config.routes[0].rate_limit.clone().unwrap();
+    assert_eq!(
+        (limit.requests, limit.per, limit.burst),
+        (100, Duration::from_secs(1), 100)
+    );
+    assert_eq!(limit.key, RateKey::ClientIp);
+    let config = parse_ok(&with(
+        "rate = \"600/m\"\nburst = 0\nkey = \"header:X-Api-Key\"",
+    ));
+    let limit = config.routes[0].rate_limit.clone().unwrap();
+    assert_eq!(
+        (limit.requests, limit.per, limit.burst),
+        (600, Duration::from_secs(60), 0)
+    );
+    assert_eq!(limit.key, RateKey::Header("x-api-key".into()));
+    assert!(parse_ok(ROUTE).routes[0].rate_limit.is_none());
+
+    let e = one_error(&with("rate = \"100/d\""));
+    assert!(
+        e.contains("is not a rate") && e.contains("\"100/s\""),
+        "{e}"
+    );
+    let e = one_error(&with("rate = \"0/s\""));
+    assert!(e.contains("is not a rate"), "{e}");
+    let e = one_error(&with("rate = \"5/s\"\nkey = \"cookie:session\""));
+    assert!(
+        e.contains("must be \"client_ip\" or \"header:NAME\""),
+        "{e}"
+    );
+    let e = one_error(&with("burst = 5"));
+    assert!(e.contains("needs `rate`"), "{e}");
+    let e = one_error(&with("rate = \"5/s\"\nburst = -1"));
+    assert!(e.contains("`burst`"), "{e}");
+}
+
+#[test]
 fn health_preview_and_rollout_problems() {
     let health = |body: &str| format!("{ROUTE}[route.health]\n{body}\n");
     assert!(one_error(&health("expect_status = \"2xx\"")).contains("like \"200-399\""));

@@ -298,6 +298,7 @@ mod tests {
             maintenance: false,
             error_pages: Default::default(),
             max_body_size: None,
+            rate_limit: None,
         }
     }
 

@@ -65,6 +65,7 @@ fn table() -> RoutingTable {
             maintenance: false,
             error_pages: Default::default(),
             max_body_size: None,
+            rate_limit: None,
         })
         .collect();
     RoutingTable::build(1, specs)

@@ -214,6 +214,9 @@ pub struct Core {
     skip_guard: std::collections::BTreeSet<String>,
     /// `[[notify]]` target → how its deliveries went, for `status`.
     notify_status: BTreeMap<String, NotifyTargetStatus>,
+    /// Route → its `[route.limits]` state, kept across publishes and
+    /// replaced only when the route's limit changes.
+    rate_limits: BTreeMap<String, std::sync::Arc<crate::table::RateLimit>>,
     /// When the core was made: the rollout clock's first reference.
     started: Instant,
     /// What this `apply` asks of the shell so far.
@@ -266,6 +269,7 @@ impl Core {
             last_guard_tick: None,
             skip_guard: Default::default(),
             notify_status: BTreeMap::new(),
+            rate_limits: BTreeMap::new(),
             started: now.at,
             effects: Vec::new(),
         };

@@ -5,14 +5,15 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use switchyard_conf::RouteConfig;
+use switchyard_conf::{RateKey, RouteConfig};
 
 use super::{serves, Core, Effect, Now};
 use crate::decisions;
 use crate::health::{BackendState, SlotHealth};
 use crate::state_file::{DecisionSource, RouteState};
 use crate::table::{
-    AssignmentSpec, HttpsSpec, RouteSpec, RoutingTable, SlotLoad, StatsSnapshot, Timeouts,
+    AssignmentSpec, HttpsSpec, LimitKey, LimitSpec, RateLimit, RouteSpec, RoutingTable, SlotLoad,
+    StatsSnapshot, Timeouts,
 };
 
 /// What the last publish saw of each route.
@@ -47,6 +48,7 @@ impl Core {
         }
         self.note_switches(now);
         self.update_loads();
+        self.update_rate_limits();
         let specs = self
             .config
             .routes
@@ -207,6 +209,7 @@ impl Core {
                 .map(|(status, page)| (*status, bytes::Bytes::from_owner(page.clone())))
                 .collect(),
             max_body_size: route.max_body_size.or(self.config.server.max_body_size),
+            rate_limit: self.rate_limits.get(&route.name).cloned(),
             pool_epoch: self
                 .published
                 .pool_epochs
@@ -214,6 +217,32 @@ impl Core {
                 .copied()
                 .unwrap_or(0),
         }
+    }
+
+    /// Each route's limit state: kept while its `[route.limits]` stays the
+    /// same, new when it changes, gone with it.
+    fn update_rate_limits(&mut self) {
+        let mut kept = BTreeMap::new();
+        for route in &self.config.routes {
+            let Some(config) = &route.rate_limit else {
+                continue;
+            };
+            let spec = LimitSpec {
+                requests: config.requests,
+                per: config.per,
+                burst: config.burst,
+                key: match &config.key {
+                    RateKey::ClientIp => LimitKey::ClientIp,
+                    RateKey::Header(name) => LimitKey::Header(name.clone()),
+                },
+            };
+            let limit = match self.rate_limits.remove(&route.name) {
+                Some(limit) if limit.spec == spec => limit,
+                _ => Arc::new(RateLimit::new(spec)),
+            };
+            kept.insert(route.name.clone(), limit);
+        }
+        self.rate_limits = kept;
     }
 
     fn timeouts(&self) -> Timeouts {

@@ -17,10 +17,12 @@ use switchyard_conf::HostPattern;
 
 mod assign;
 mod lookup;
+mod rate_limit;
 mod series;
 mod stats;
 
 pub use assign::{AssignmentSpec, Choice, Reason, Split, TOKEN_HEADER};
+pub use rate_limit::{LimitKey, LimitSpec, RateLimit};
 use series::SlotSeries;
 pub use series::{FailureKind, REQUESTS, REQUEST_DURATION, UPSTREAM_FAILURES};
 pub use stats::{SlotStats, StatsSnapshot};
@@ -116,6 +118,8 @@ pub struct Route {
     pub error_pages: BTreeMap<u16, bytes::Bytes>,
     /// The largest request body passed on: `413` past it.
     pub max_body_size: Option<u64>,
+    /// `[route.limits]`: `429` past it.
+    pub rate_limit: Option<Arc<RateLimit>>,
     /// Stickiness, overrides and previews; see [`Route::choose`].
     assigner: assign::Assigner,
     slot_names: Vec<Arc<str>>,
@@ -311,6 +315,9 @@ pub struct RouteSpec {
     pub error_pages: BTreeMap<u16, bytes::Bytes>,
     /// The route's `max_body_size`, else `[server]`'s; `None`: no limit.
     pub max_body_size: Option<u64>,
+    /// Kept by the Controller across publishes, so a switch or a health
+    /// change does not hand every client a fresh allowance.
+    pub rate_limit: Option<Arc<RateLimit>>,
 }
 
 /// What a route does about HTTPS.
@@ -461,6 +468,7 @@ impl Route {
             maintenance: spec.maintenance,
             error_pages: spec.error_pages,
             max_body_size: spec.max_body_size,
+            rate_limit: spec.rate_limit,
             assigner,
             slot_names,
         }

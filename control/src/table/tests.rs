@@ -33,6 +33,7 @@ fn spec(name: &str, hosts: &[&str], prefix: &str) -> RouteSpec {
         maintenance: false,
         error_pages: Default::default(),
         max_body_size: None,
+        rate_limit: None,
     }
 }
 

@@ -17,7 +17,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
-use switchyard_control::table::{Reason, RouteRef};
+use switchyard_control::table::{LimitKey, RateLimit, Reason, RouteRef};
 use switchyard_control::RoutingTable;
 
 use super::client_ip::Client;
@@ -86,6 +86,11 @@ impl Forwarder {
                     .unwrap_or_else(|| Bytes::from_static(MAINTENANCE_PAGE)),
                 retry_after: Some(MAINTENANCE_RETRY_AFTER),
             };
+        }
+        if let Some(limit) = &pick.route.rate_limit {
+            if let Err(wait) = rate_limited(limit, session, incoming) {
+                return Outcome::Limited(wait.as_secs_f64().ceil().max(1.0) as u64);
+            }
         }
         if body_limit::declared_too_large(session.req_header(), pick.route.max_body_size) {
             // Refused before a byte goes up, and before a `100 Continue`
@@ -266,5 +271,24 @@ async fn exchange(
             let up = &mut up.session;
             h2_upstream::exchange(session, up, request, retry, load, reply, timeouts, body).await
         }
+    }
+}
+
+/// Takes one request of its client's allowance under `limit`: `Err` with
+/// how long until the next is allowed.
+fn rate_limited(
+    limit: &RateLimit,
+    session: &Downstream,
+    incoming: Incoming<'_>,
+) -> Result<(), std::time::Duration> {
+    let header = match &limit.spec.key {
+        LimitKey::Header(name) => session.req_header().headers.get(name.as_str()),
+        LimitKey::ClientIp => None,
+    };
+    match (header, incoming.client.ip) {
+        (Some(value), _) => limit.check(value.as_bytes(), incoming.started),
+        (None, Some(std::net::IpAddr::V4(ip))) => limit.check(&ip.octets(), incoming.started),
+        (None, Some(std::net::IpAddr::V6(ip))) => limit.check(&ip.octets(), incoming.started),
+        (None, None) => limit.check(b"", incoming.started),
     }
 }

@@ -67,6 +67,7 @@ const UPSTREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 pub(crate) const BAD_REQUEST_BODY: &[u8] = b"switchyard: the request cannot be framed\n";
 pub(crate) const BAD_GATEWAY_BODY: &[u8] = b"switchyard: the upstream failed to answer\n";
 pub(crate) const GATEWAY_TIMEOUT_BODY: &[u8] = b"switchyard: the upstream timed out\n";
+pub(crate) const TOO_MANY_BODY: &[u8] = b"switchyard: too many requests; try again later\n";
 
 /// switchyard's HTTP/1.1 proxy application.
 pub struct Forwarder {
@@ -138,4 +139,7 @@ pub(crate) enum Outcome {
     },
     /// The client is gone, or the response broke half-way: close.
     Abandon,
+    /// Over the route's `[route.limits]`: `429`, to try again after this
+    /// many seconds.
+    Limited(u64),
 }

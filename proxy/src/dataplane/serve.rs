@@ -16,7 +16,7 @@ use super::forward::{Incoming, Trail};
 use super::h1::downstream::Http1Downstream;
 use super::h1::request;
 use super::redirect::redirect;
-use super::{client_ip, head, request_id, Forwarder, InFlightGuard, Outcome};
+use super::{client_ip, head, request_id, Forwarder, InFlightGuard, Outcome, TOO_MANY_BODY};
 use crate::access_log;
 
 impl Forwarder {
@@ -222,6 +222,17 @@ async fn finish_request(
             session.shutdown().await;
             None
         }
+        Outcome::Limited(retry_after) => {
+            if !session.is_body_done() {
+                session.set_keepalive(None);
+            }
+            let retry_after = retry_after.to_string();
+            let sent = answer_with(session, 429, TOO_MANY_BODY, Some(&retry_after), request_id);
+            if let Err(e) = sent.await {
+                tracing::debug!("cannot send the 429 answer: {e}");
+            }
+            Some(keepalive)
+        }
         Outcome::Page {
             status,
             page,
@@ -296,8 +307,22 @@ async fn answer(
     body: &'static [u8],
     request_id: &HeaderValue,
 ) -> pingora::Result<()> {
+    answer_with(session, status, body, None, request_id).await
+}
+
+/// [`answer`] with `Retry-After` when given.
+async fn answer_with(
+    session: &mut Downstream,
+    status: u16,
+    body: &'static [u8],
+    retry_after: Option<&str>,
+    request_id: &HeaderValue,
+) -> pingora::Result<()> {
     let mut header = ServerSession::generate_error(status);
     header.set_content_length(body.len())?;
+    if let Some(retry_after) = retry_after {
+        header.insert_header(http::header::RETRY_AFTER, retry_after)?;
+    }
     header.insert_header(request_id::HEADER, request_id.clone())?;
     session
         .write_error_response(header, Bytes::from_static(body))

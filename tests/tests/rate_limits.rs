@@ -1,0 +1,88 @@
+//! `[route.limits]` through the real binary: past its rate and burst a
+//! client gets `429` with `Retry-After`, others do not; the key may be a
+//! header, or the client address `trusted_proxies` found; a reload or a
+//! switch keeps what each client has used, a changed limit starts afresh.
+
+use switchyard_tests::wire::{recording_backend, Conn};
+use switchyard_tests::{config_text, Proxy};
+use tokio::io::AsyncWriteExt;
+
+fn route(limits: &str, blue: std::net::SocketAddr, green: std::net::SocketAddr) -> String {
+    format!(
+        "[[route]]\nname = \"app\"\nactive = \"blue\"\n[route.limits]\n{limits}\n[route.slots]\nblue = [\"{blue}\"]\ngreen = [\"{green}\"]\n"
+    )
+}
+
+/// The status of a GET with these extra header lines, and its
+/// `Retry-After`.
+async fn get(proxy: std::net::SocketAddr, extra: &str) -> (u16, Option<u64>) {
+    let mut conn = Conn::connect(proxy).await;
+    let request = format!("GET / HTTP/1.1\r\nHost: app.test\r\n{extra}\r\n");
+    conn.stream.write_all(request.as_bytes()).await.unwrap();
+    let response = conn.read_message(false).await.unwrap();
+    let retry_after = response.header("retry-after").map(|v| v.parse().unwrap());
+    (response.status(), retry_after)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn past_the_burst_a_client_waits_and_others_do_not() {
+    let (blue, seen) = recording_backend().await;
+    let (green, _) = recording_backend().await;
+    let dir = tempfile::tempdir().unwrap();
+    // Two a minute, one of them at once beyond the first: nothing refills
+    // within the test.
+    let limits = "rate = \"2/m\"\nburst = 1\nkey = \"header:x-api-key\"\n";
+    let proxy = Proxy::start(dir.path(), &route(limits, blue.addr, green.addr));
+
+    assert_eq!(get(proxy.addr, "x-api-key: a\r\n").await, (200, None));
+    assert_eq!(get(proxy.addr, "x-api-key: a\r\n").await, (200, None));
+    let (status, retry_after) = get(proxy.addr, "x-api-key: a\r\n").await;
+    assert_eq!(status, 429);
+    let retry_after = retry_after.expect("429 says when to come back");
+    assert!((29..=30).contains(&retry_after), "{retry_after}");
+    // Another key has its own allowance; no key means the client address.
+    assert_eq!(get(proxy.addr, "x-api-key: b\r\n").await.0, 200);
+    assert_eq!(get(proxy.addr, "").await.0, 200);
+    assert_eq!(get(proxy.addr, "").await.0, 200);
+    assert_eq!(get(proxy.addr, "").await.0, 429);
+    assert_eq!(
+        seen.lock().unwrap().requests.len(),
+        5,
+        "a refused request never went up"
+    );
+
+    // A switch and a reload with the same limit keep the count ...
+    proxy.cli_ok(&["switch", "app", "green", "--force", "--no-guard"]);
+    proxy.cli_ok(&["reload"]);
+    assert_eq!(get(proxy.addr, "x-api-key: a\r\n").await.0, 429);
+    // ... a new limit starts afresh.
+    proxy.edit_config(&route(
+        "rate = \"3/m\"\nburst = 0\nkey = \"header:x-api-key\"\n",
+        blue.addr,
+        green.addr,
+    ));
+    proxy.cli_ok(&["reload"]);
+    assert_eq!(get(proxy.addr, "x-api-key: a\r\n").await.0, 200);
+    assert_eq!(get(proxy.addr, "x-api-key: a\r\n").await.0, 429);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn behind_a_trusted_proxy_each_forwarded_client_has_its_own_allowance() {
+    let (blue, _) = recording_backend().await;
+    let (green, _) = recording_backend().await;
+    let dir = tempfile::tempdir().unwrap();
+    let text = config_text(&route("rate = \"1/m\"\nburst = 0\n", blue.addr, green.addr)).replacen(
+        "[server]\n",
+        "[server]\ntrusted_proxies = [\"127.0.0.1\"]\n",
+        1,
+    );
+    let path = dir.path().join("switchyard.toml");
+    std::fs::write(&path, text).unwrap();
+    let proxy = Proxy::start_with_file(dir.path(), &path);
+
+    for client in ["203.0.113.1", "203.0.113.2", "203.0.113.3"] {
+        let from = format!("x-forwarded-for: {client}\r\n");
+        assert_eq!(get(proxy.addr, &from).await.0, 200, "{client}");
+        assert_eq!(get(proxy.addr, &from).await.0, 429, "{client}");
+    }
+}
