@@ -39,6 +39,7 @@ pub fn table_with_routes(n: usize) -> RoutingTable {
             error_pages: Default::default(),
             max_body_size: None,
             rate_limit: None,
+            access: None,
         })
         .collect();
     RoutingTable::build(1, specs)

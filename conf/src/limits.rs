@@ -7,10 +7,39 @@ use std::time::Duration;
 use ipnet::IpNet;
 use toml_edit::TableLike;
 
-use crate::model::{RateKey, RateLimitConfig};
+use crate::model::{AccessConfig, RateKey, RateLimitConfig};
 use crate::reader::{Reader, Span};
 
 const LIMITS_KEYS: &[&str] = &["rate", "burst", "key"];
+const ACCESS_KEYS: &[&str] = &["allow", "deny", "paths"];
+
+/// `[route.access]`: `allow` and `deny` CIDR lists, for the whole route or
+/// only the path prefixes in `paths`.
+pub(crate) fn read_access(reader: &mut Reader, t: &dyn TableLike, route_cx: &str) -> AccessConfig {
+    let cx = format!("[route.access] of {route_cx}");
+    reader.check_keys(t, ACCESS_KEYS, &cx);
+    let paths = reader
+        .string_list(t, "paths", &cx)
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|p| {
+            if p.value.starts_with('/') {
+                Some(p.value)
+            } else {
+                reader.error(
+                    &p.span,
+                    format!("{:?} in `paths` of {cx} must start with '/'", p.value),
+                );
+                None
+            }
+        })
+        .collect();
+    AccessConfig {
+        allow: read_cidrs(reader, t, "allow", &cx),
+        deny: read_cidrs(reader, t, "deny", &cx),
+        paths,
+    }
+}
 
 /// `[route.limits]`: `rate = "100/s"` (required; `/s`, `/m` or `/h`),
 /// `burst` (default: one period's requests), `key = "client_ip"` (default)
@@ -89,8 +118,13 @@ fn http_token(name: &str) -> bool {
 
 /// `trusted_proxies`: CIDRs, or single addresses (a /32 or /128).
 pub(crate) fn read_trusted_proxies(reader: &mut Reader, t: &dyn TableLike, cx: &str) -> Vec<IpNet> {
+    read_cidrs(reader, t, "trusted_proxies", cx)
+}
+
+/// A list of CIDRs or single addresses (a /32 or /128).
+fn read_cidrs(reader: &mut Reader, t: &dyn TableLike, key: &str, cx: &str) -> Vec<IpNet> {
     reader
-        .string_list(t, "trusted_proxies", cx)
+        .string_list(t, key, cx)
         .unwrap_or_default()
         .into_iter()
         .filter_map(|entry| {
@@ -103,7 +137,7 @@ pub(crate) fn read_trusted_proxies(reader: &mut Reader, t: &dyn TableLike, cx: &
                 reader.error(
                     &entry.span,
                     format!(
-                        "{:?} in `trusted_proxies` of {cx} is not an address or a CIDR like \"10.0.0.0/8\"",
+                        "{:?} in `{key}` of {cx} is not an address or a CIDR like \"10.0.0.0/8\"",
                         entry.value
                     ),
                 );

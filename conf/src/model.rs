@@ -200,6 +200,20 @@ pub struct RouteConfig {
     pub max_body_size: Option<u64>,
     /// `[route.limits]`: requests per client over time.
     pub rate_limit: Option<RateLimitConfig>,
+    /// `[route.access]`: which clients may reach the route (or some of
+    /// its paths).
+    pub access: Option<AccessConfig>,
+}
+
+/// `[route.access]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccessConfig {
+    /// Only clients in these may pass (empty: anyone not denied).
+    pub allow: Vec<ipnet::IpNet>,
+    /// Clients in these are refused, allowed or not.
+    pub deny: Vec<ipnet::IpNet>,
+    /// The path prefixes it applies to; empty: the whole route.
+    pub paths: Vec<String>,
 }
 
 /// `[route.limits]`.

@@ -65,6 +65,7 @@ const ROUTE_KEYS: &[&str] = &[
     "error_pages",
     "max_body_size",
     "limits",
+    "access",
 ];
 const HEALTH_KEYS: &[&str] = &[
     "path",
@@ -622,6 +623,8 @@ fn read_route(
     let maintenance = reader.boolean(t, "maintenance", &cx).unwrap_or(false);
     let error_pages = crate::pages::read_error_pages(reader, t, &cx, base_dir, ERROR_PAGE_STATUSES);
     let max_body_size = crate::limits::read_max_body_size(reader, t, &cx);
+    let access = sub_table(reader, t, "access", &cx)
+        .map(|(at, _)| crate::limits::read_access(reader, at, &cx));
     let rate_limit = sub_table(reader, t, "limits", &cx)
         .and_then(|(lt, lspan)| crate::limits::read_rate_limit(reader, lt, &lspan, &cx));
     let guard = sub_table(reader, t, "guard", &cx)
@@ -655,6 +658,7 @@ fn read_route(
             error_pages,
             max_body_size,
             rate_limit,
+            access,
         },
     })
 }

@@ -474,6 +474,29 @@ fn route_limits() {
 }
 
 #[test]
+fn route_access() {
+    let with = |access: &str| {
+        ROUTE.replace(
+            "[route.slots]",
+            &format!("[route.access]\n{access}\n[route.slots]"),
+        )
+    };
+    let config = parse_ok(&with(
+        "allow = [\"10.0.0.0/8\", \"192.0.2.7\"]\ndeny = [\"10.9.0.0/16\"]\npaths = [\"/admin\"]",
+    ));
+    let access = config.routes[0].access.clone().unwrap();
+    assert_eq!(access.allow.len(), 2);
+    assert_eq!(access.deny[0].to_string(), "10.9.0.0/16");
+    assert_eq!(access.paths, ["/admin"]);
+    let e = one_error(&with("allow = [\"office\"]"));
+    assert!(e.contains("\"office\" in `allow` of [route.access]"), "{e}");
+    let e = one_error(&with("paths = [\"admin\"]"));
+    assert!(e.contains("must start with '/'"), "{e}");
+    let e = one_error(&with("allw = []"));
+    assert!(e.contains("allw"), "{e}");
+}
+
+#[test]
 fn health_preview_and_rollout_problems() {
     let health = |body: &str| format!("{ROUTE}[route.health]\n{body}\n");
     assert!(one_error(&health("expect_status = \"2xx\"")).contains("like \"200-399\""));

@@ -299,6 +299,7 @@ mod tests {
             error_pages: Default::default(),
             max_body_size: None,
             rate_limit: None,
+            access: None,
         }
     }
 

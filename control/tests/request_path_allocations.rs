@@ -66,6 +66,7 @@ fn table() -> RoutingTable {
             error_pages: Default::default(),
             max_body_size: None,
             rate_limit: None,
+            access: None,
         })
         .collect();
     RoutingTable::build(1, specs)

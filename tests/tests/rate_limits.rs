@@ -86,3 +86,61 @@ async fn behind_a_trusted_proxy_each_forwarded_client_has_its_own_allowance() {
         assert_eq!(get(proxy.addr, &from).await.0, 429, "{client}");
     }
 }
+
+/// `[route.access]` through the real binary, judged on the client address
+/// `trusted_proxies` found: a staging route closed to all but one network,
+/// and an `/admin` area closed on an open route, however its path is
+/// spelled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn access_lists_close_a_route_or_its_paths_to_other_clients() {
+    let (blue, seen) = recording_backend().await;
+    let (green, _) = recording_backend().await;
+    let dir = tempfile::tempdir().unwrap();
+    let access = "[route.access]\nallow = [\"203.0.113.0/24\"]\ndeny = [\"203.0.113.66\"]\npaths = [\"/admin\"]\n";
+    let text = config_text(&format!(
+        "[[route]]\nname = \"app\"\nactive = \"blue\"\n{access}[route.slots]\nblue = [\"{}\"]\ngreen = [\"{}\"]\n",
+        blue.addr, green.addr
+    ))
+    .replacen("[server]\n", "[server]\ntrusted_proxies = [\"127.0.0.1\"]\n", 1);
+    let path = dir.path().join("switchyard.toml");
+    std::fs::write(&path, text).unwrap();
+    let proxy = Proxy::start_with_file(dir.path(), &path);
+
+    let get_path = |target: &'static str, client: &'static str| async move {
+        let mut conn = Conn::connect(proxy.addr).await;
+        let request =
+            format!("GET {target} HTTP/1.1\r\nHost: app.test\r\nx-forwarded-for: {client}\r\n\r\n");
+        conn.stream.write_all(request.as_bytes()).await.unwrap();
+        conn.read_message(false).await.unwrap().status()
+    };
+    assert_eq!(get_path("/admin/users", "203.0.113.9").await, 200);
+    assert_eq!(
+        get_path("/admin/users", "203.0.113.66").await,
+        403,
+        "denied within the allowed"
+    );
+    for target in [
+        "/admin",
+        "/admin/users",
+        "/%61dmin/users",
+        "//admin",
+        "/x/../admin",
+        "/admin;a=b",
+    ] {
+        assert_eq!(get_path(target, "198.51.100.1").await, 403, "{target}");
+    }
+    assert_eq!(
+        get_path("/", "198.51.100.1").await,
+        200,
+        "the rest of the route is open"
+    );
+    assert_eq!(get_path("/administrator", "198.51.100.1").await, 200);
+    let reached: Vec<String> = seen
+        .lock()
+        .unwrap()
+        .requests
+        .iter()
+        .map(|(_, r)| r.target().to_string())
+        .collect();
+    assert_eq!(reached, ["/admin/users", "/", "/administrator"]);
+}

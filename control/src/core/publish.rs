@@ -12,8 +12,8 @@ use crate::decisions;
 use crate::health::{BackendState, SlotHealth};
 use crate::state_file::{DecisionSource, RouteState};
 use crate::table::{
-    AssignmentSpec, HttpsSpec, LimitKey, LimitSpec, RateLimit, RouteSpec, RoutingTable, SlotLoad,
-    StatsSnapshot, Timeouts,
+    Access, AssignmentSpec, HttpsSpec, LimitKey, LimitSpec, RateLimit, RouteSpec, RoutingTable,
+    SlotLoad, StatsSnapshot, Timeouts,
 };
 
 /// What the last publish saw of each route.
@@ -210,6 +210,11 @@ impl Core {
                 .collect(),
             max_body_size: route.max_body_size.or(self.config.server.max_body_size),
             rate_limit: self.rate_limits.get(&route.name).cloned(),
+            access: route.access.as_ref().map(|a| Access {
+                allow: a.allow.clone(),
+                deny: a.deny.clone(),
+                paths: a.paths.clone(),
+            }),
             pool_epoch: self
                 .published
                 .pool_epochs

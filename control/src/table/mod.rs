@@ -15,12 +15,14 @@ use std::time::Instant;
 
 use switchyard_conf::HostPattern;
 
+mod access;
 mod assign;
 mod lookup;
 mod rate_limit;
 mod series;
 mod stats;
 
+pub use access::Access;
 pub use assign::{AssignmentSpec, Choice, Reason, Split, TOKEN_HEADER};
 pub use rate_limit::{LimitKey, LimitSpec, RateLimit};
 use series::SlotSeries;
@@ -120,6 +122,8 @@ pub struct Route {
     pub max_body_size: Option<u64>,
     /// `[route.limits]`: `429` past it.
     pub rate_limit: Option<Arc<RateLimit>>,
+    /// `[route.access]`: `403` for whom it does not permit.
+    pub access: Option<Access>,
     /// Stickiness, overrides and previews; see [`Route::choose`].
     assigner: assign::Assigner,
     slot_names: Vec<Arc<str>>,
@@ -318,6 +322,7 @@ pub struct RouteSpec {
     /// Kept by the Controller across publishes, so a switch or a health
     /// change does not hand every client a fresh allowance.
     pub rate_limit: Option<Arc<RateLimit>>,
+    pub access: Option<Access>,
 }
 
 /// What a route does about HTTPS.
@@ -469,6 +474,7 @@ impl Route {
             error_pages: spec.error_pages,
             max_body_size: spec.max_body_size,
             rate_limit: spec.rate_limit,
+            access: spec.access,
             assigner,
             slot_names,
         }

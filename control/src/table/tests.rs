@@ -34,6 +34,7 @@ fn spec(name: &str, hosts: &[&str], prefix: &str) -> RouteSpec {
         error_pages: Default::default(),
         max_body_size: None,
         rate_limit: None,
+        access: None,
     }
 }
 

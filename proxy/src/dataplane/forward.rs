@@ -33,6 +33,8 @@ use super::{authority, body_limit, exchange, h2_upstream, Forwarder, Outcome, BA
 
 const NO_ROUTE_BODY: &[u8] = b"switchyard: no route for this host and path\n";
 
+const FORBIDDEN_BODY: &[u8] = b"switchyard: this client may not reach this address\n";
+
 const NO_CONNECT_BODY: &[u8] = b"switchyard: CONNECT is not served by a reverse proxy\n";
 
 /// What a route in maintenance answers, unless it has its own 503 page.
@@ -78,7 +80,13 @@ impl Forwarder {
             Ok(found) => found,
             Err(answer) => return answer,
         };
-        let mut pick = pick(session, &table.routes[found.index], found.preview, incoming);
+        let route = &table.routes[found.index];
+        if let Some(access) = &route.access {
+            if !access.permits(incoming.client.ip, session.req_header().uri.path()) {
+                return Outcome::Answer(403, FORBIDDEN_BODY);
+            }
+        }
+        let mut pick = pick(session, route, found.preview, incoming);
         if pick.route.maintenance && !matches!(pick.reason, Reason::Override | Reason::Preview) {
             return Outcome::Page {
                 status: 503,
