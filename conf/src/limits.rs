@@ -11,7 +11,8 @@ use crate::model::{AccessConfig, RateKey, RateLimitConfig};
 use crate::reader::{Reader, Span};
 
 const LIMITS_KEYS: &[&str] = &["rate", "burst", "key"];
-const ACCESS_KEYS: &[&str] = &["allow", "deny", "paths"];
+const ACCESS_KEYS: &[&str] = &["allow", "deny", "paths", "basic_auth"];
+const USER_KEYS: &[&str] = &["user", "hash"];
 
 /// `[route.access]`: `allow` and `deny` CIDR lists, for the whole route or
 /// only the path prefixes in `paths`.
@@ -38,7 +39,79 @@ pub(crate) fn read_access(reader: &mut Reader, t: &dyn TableLike, route_cx: &str
         allow: read_cidrs(reader, t, "allow", &cx),
         deny: read_cidrs(reader, t, "deny", &cx),
         paths,
+        basic_auth: read_users(reader, t, &cx),
     }
+}
+
+/// `basic_auth = [{ user = "…", hash = "…" }]`: argon2 (PHC string, as
+/// `switchyard hash-password` prints) or bcrypt (`$2b$…`, as `htpasswd -B`
+/// writes) hashes, never passwords.
+fn read_users(reader: &mut Reader, t: &dyn TableLike, cx: &str) -> Vec<(String, String)> {
+    let Some(item) = t.get("basic_auth") else {
+        return Vec::new();
+    };
+    let span = Reader::span_of(t, "basic_auth", &(0..0));
+    let Some(array) = item.as_array() else {
+        reader.error(
+            &span,
+            format!("`basic_auth` in {cx} must be a list of {{ user = \"…\", hash = \"…\" }}"),
+        );
+        return Vec::new();
+    };
+    let mut users: Vec<(String, String)> = Vec::new();
+    for value in array.iter() {
+        let vspan = value.span().unwrap_or(span.clone());
+        let Some(entry) = value.as_inline_table() else {
+            reader.error(
+                &vspan,
+                format!("each of `basic_auth` in {cx} must be {{ user = \"…\", hash = \"…\" }}"),
+            );
+            continue;
+        };
+        let ecx = format!("a `basic_auth` entry of {cx}");
+        reader.check_keys(entry, USER_KEYS, &ecx);
+        let user = reader.required_string(entry, "user", &ecx, &vspan);
+        let hash = reader.required_string(entry, "hash", &ecx, &vspan);
+        let (Some(user), Some(hash)) = (user, hash) else {
+            continue;
+        };
+        if user.value.is_empty() || user.value.contains(':') {
+            reader.error(
+                &user.span,
+                format!("`user` in {ecx} must be non-empty, without ':'"),
+            );
+        } else if users.iter().any(|(u, _)| *u == user.value) {
+            reader.error(
+                &user.span,
+                format!("user {:?} appears twice in {cx}", user.value),
+            );
+        } else if !password_hash(&hash.value) {
+            reader.error(
+                &hash.span,
+                format!(
+                    "`hash` of user {:?} in {cx} is not an argon2 or bcrypt hash; make one with `switchyard hash-password`",
+                    user.value
+                ),
+            );
+        } else {
+            users.push((user.value, hash.value));
+        }
+    }
+    users
+}
+
+/// The shape of an argon2 PHC string or a bcrypt hash (a password pasted
+/// here by mistake is refused, not compared against).
+fn password_hash(hash: &str) -> bool {
+    let argon2 = ["$argon2id$", "$argon2i$", "$argon2d$"]
+        .iter()
+        .any(|p| hash.starts_with(p))
+        && hash.split('$').count() == 6;
+    let bcrypt = ["$2a$", "$2b$", "$2y$"].iter().any(|p| hash.starts_with(p))
+        && hash.len() == 60
+        && hash[4..6].bytes().all(|b| b.is_ascii_digit())
+        && hash.as_bytes()[6] == b'$';
+    argon2 || bcrypt
 }
 
 /// `[route.limits]`: `rate = "100/s"` (required; `/s`, `/m` or `/h`),

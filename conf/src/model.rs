@@ -214,6 +214,9 @@ pub struct AccessConfig {
     pub deny: Vec<ipnet::IpNet>,
     /// The path prefixes it applies to; empty: the whole route.
     pub paths: Vec<String>,
+    /// `(user, password hash)`: when set, requests it covers need one of
+    /// these users' Basic credentials too.
+    pub basic_auth: Vec<(String, String)>,
 }
 
 /// `[route.limits]`.

@@ -494,6 +494,30 @@ fn route_access() {
     assert!(e.contains("must start with '/'"), "{e}");
     let e = one_error(&with("allw = []"));
     assert!(e.contains("allw"), "{e}");
+
+    let bcrypt = "$2b$04$abcdefghijklmnopqrstuuJ0gUi0sC6LHs2a3Ytwf0Qd/g2W2fN6W";
+    let argon = "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA";
+    let config = parse_ok(&with(&format!(
+        "basic_auth = [{{ user = \"ops\", hash = \"{bcrypt}\" }}, {{ user = \"dev\", hash = \"{argon}\" }}]"
+    )));
+    let users = &config.routes[0].access.as_ref().unwrap().basic_auth;
+    assert_eq!(users.len(), 2);
+    assert_eq!(users[1], ("dev".to_string(), argon.to_string()));
+    let e = one_error(&with(
+        "basic_auth = [{ user = \"ops\", hash = \"hunter2\" }]",
+    ));
+    assert!(
+        e.contains("not an argon2 or bcrypt hash") && e.contains("hash-password"),
+        "{e}"
+    );
+    let e = one_error(&with(&format!(
+        "basic_auth = [{{ user = \"ops\", hash = \"{bcrypt}\" }}, {{ user = \"ops\", hash = \"{argon}\" }}]"
+    )));
+    assert!(e.contains("appears twice"), "{e}");
+    let e = one_error(&with(&format!(
+        "basic_auth = [{{ user = \"a:b\", hash = \"{bcrypt}\" }}]"
+    )));
+    assert!(e.contains("without ':'"), "{e}");
 }
 
 #[test]

@@ -24,6 +24,7 @@ fn main() -> ExitCode {
         Command::Demo { port } => run_demo(port),
         Command::Run { config } => run(&config),
         Command::Check { config } => cli::check(&config),
+        Command::HashPassword => cli::hash_password(),
         admin_command => match admin_request(admin_command) {
             Ok((request, admin, wait)) => cli::admin(request, &admin, wait),
             Err(code) => code,
@@ -116,7 +117,10 @@ fn admin_request(command: Command) -> Result<(Request, AdminArgs, Duration), Exi
 /// An admin command that takes no `--timeout`, as its request.
 fn plain_request(command: Command) -> (Request, AdminArgs) {
     match command {
-        Command::Demo { .. } | Command::Run { .. } | Command::Check { .. } => {
+        Command::Demo { .. }
+        | Command::Run { .. }
+        | Command::Check { .. }
+        | Command::HashPassword => {
             unreachable!("main runs these itself")
         }
         Command::Switch { .. } | Command::Drain { .. } => {

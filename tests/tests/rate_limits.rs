@@ -144,3 +144,84 @@ async fn access_lists_close_a_route_or_its_paths_to_other_clients() {
         .collect();
     assert_eq!(reached, ["/admin/users", "/", "/administrator"]);
 }
+
+/// `basic_auth` with a hash `switchyard hash-password` made: the right
+/// user and password pass (and keep passing), anything else gets `401`
+/// with a Basic challenge, and only where `paths` says.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn basic_auth_asks_for_credentials_where_it_applies() {
+    use std::io::Write;
+    let mut hasher = std::process::Command::new(switchyard_tests::switchyard_bin())
+        .arg("hash-password")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    hasher
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"correct horse\n")
+        .unwrap();
+    let out = hasher.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let hash = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    assert!(hash.starts_with("$argon2id$"), "{hash}");
+
+    let (blue, seen) = recording_backend().await;
+    let (green, _) = recording_backend().await;
+    let dir = tempfile::tempdir().unwrap();
+    let access = format!(
+        "[route.access]\npaths = [\"/admin\"]\nbasic_auth = [{{ user = \"ops\", hash = \"{hash}\" }}]\n"
+    );
+    let proxy = Proxy::start(
+        dir.path(),
+        &format!(
+            "[[route]]\nname = \"app\"\nactive = \"blue\"\n{access}[route.slots]\nblue = [\"{}\"]\ngreen = [\"{}\"]\n",
+            blue.addr, green.addr
+        ),
+    );
+    let get_with = |target: &'static str, authorization: Option<&'static str>| async move {
+        let mut conn = Conn::connect(proxy.addr).await;
+        let auth = authorization.map_or(String::new(), |a| format!("Authorization: {a}\r\n"));
+        let request = format!("GET {target} HTTP/1.1\r\nHost: app.test\r\n{auth}\r\n");
+        conn.stream.write_all(request.as_bytes()).await.unwrap();
+        conn.read_message(false).await.unwrap()
+    };
+    // "ops:correct horse", "ops:wrong", "eve:correct horse"
+    let right = Some("Basic b3BzOmNvcnJlY3QgaG9yc2U=");
+    for _ in 0..3 {
+        assert_eq!(get_with("/admin/x", right).await.status(), 200);
+    }
+    for wrong in [
+        None,
+        Some("Basic b3BzOndyb25n"),
+        Some("Basic ZXZlOmNvcnJlY3QgaG9yc2U="),
+        Some("Bearer abc"),
+    ] {
+        let response = get_with("/admin/x", wrong).await;
+        assert_eq!(response.status(), 401, "{wrong:?}");
+        assert_eq!(
+            response.header("www-authenticate"),
+            Some("Basic realm=\"app\", charset=\"UTF-8\"")
+        );
+    }
+    assert_eq!(get_with("/%61dmin/x", None).await.status(), 401);
+    assert_eq!(
+        get_with("/public", None).await.status(),
+        200,
+        "outside `paths`"
+    );
+    assert_eq!(seen.lock().unwrap().requests.len(), 4);
+}
+
+#[test]
+fn hash_password_refuses_an_empty_password() {
+    let out = std::process::Command::new(switchyard_tests::switchyard_bin())
+        .arg("hash-password")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("standard input"));
+}

@@ -214,6 +214,7 @@ impl Core {
                 allow: a.allow.clone(),
                 deny: a.deny.clone(),
                 paths: a.paths.clone(),
+                basic_auth: a.basic_auth.clone(),
             }),
             pool_epoch: self
                 .published

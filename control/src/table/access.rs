@@ -12,6 +12,8 @@ pub struct Access {
     pub deny: Vec<IpNet>,
     /// Path prefixes it applies to; empty: every path of the route.
     pub paths: Vec<String>,
+    /// `(user, password hash)`; empty: no credentials asked for.
+    pub basic_auth: Vec<(String, String)>,
 }
 
 impl Access {
@@ -19,13 +21,7 @@ impl Access {
     /// and allowed when there is an allow list. A client whose address is
     /// unknown passes only where no list would need it.
     pub fn permits(&self, client: Option<IpAddr>, path: &str) -> bool {
-        let covered = self.paths.is_empty() || {
-            // As a backend may read it: `/%61dmin`, `/x/../admin` and
-            // `//admin` are all `/admin` to someone.
-            let path = normalise(path);
-            self.paths.iter().any(|prefix| under_prefix(&path, prefix))
-        };
-        if !covered {
+        if !self.covers(path) {
             return true;
         }
         let Some(ip) = client else {
@@ -36,6 +32,25 @@ impl Access {
             return false;
         }
         self.allow.is_empty() || self.allow.iter().any(|net| net.contains(&ip))
+    }
+
+    /// The users whose credentials a request for `path` needs; empty when
+    /// it needs none.
+    pub fn users_for(&self, path: &str) -> &[(String, String)] {
+        if self.basic_auth.is_empty() || !self.covers(path) {
+            return &[];
+        }
+        &self.basic_auth
+    }
+
+    /// Whether `path` is one it applies to.
+    fn covers(&self, path: &str) -> bool {
+        self.paths.is_empty() || {
+            // As a backend may read it: `/%61dmin`, `/x/../admin` and
+            // `//admin` are all `/admin` to someone.
+            let path = normalise(path);
+            self.paths.iter().any(|prefix| under_prefix(&path, prefix))
+        }
     }
 }
 
@@ -110,6 +125,7 @@ mod tests {
             allow: nets(allow),
             deny: nets(deny),
             paths: paths.iter().map(|p| p.to_string()).collect(),
+            basic_auth: Vec::new(),
         }
     }
 

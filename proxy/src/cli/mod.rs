@@ -56,6 +56,9 @@ pub enum Command {
         #[arg(short, long, value_name = "FILE")]
         config: PathBuf,
     },
+    /// Read a password (one line on standard input) and print an argon2id
+    /// hash of it for `basic_auth` in `[route.access]`.
+    HashPassword,
     /// Show routes, their slots, and what decided them.
     Status {
         route: Option<String>,
@@ -268,6 +271,31 @@ fn finish_output(printed: io::Result<()>, code: ExitCode) -> ExitCode {
 }
 
 /// `switchyard check`: the config, and the certificate files it names.
+/// `switchyard hash-password`: one line of standard input (without its
+/// line end) → its argon2id hash on standard output.
+pub fn hash_password() -> ExitCode {
+    let mut line = String::new();
+    if let Err(e) = io::stdin().read_line(&mut line) {
+        eprintln!("switchyard: cannot read the password: {e}");
+        return ExitCode::from(1);
+    }
+    let password = line.trim_end_matches(['\r', '\n']);
+    if password.is_empty() {
+        eprintln!("switchyard: give the password on standard input, e.g. `switchyard hash-password < file`");
+        return ExitCode::from(2);
+    }
+    match crate::dataplane::basic_auth::hash_password(password.as_bytes()) {
+        Ok(hash) => {
+            println!("{hash}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("switchyard: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
 pub fn check(path: &Path) -> ExitCode {
     match switchyard_conf::load(path) {
         Ok(config) => {

@@ -29,7 +29,9 @@ use super::pick::{pick, Pick};
 use super::redirect::https_location;
 use super::retry::Retry;
 use super::upstream_request::upstream_request;
-use super::{authority, body_limit, exchange, h2_upstream, Forwarder, Outcome, BAD_GATEWAY_BODY};
+use super::{
+    authority, basic_auth, body_limit, exchange, h2_upstream, Forwarder, Outcome, BAD_GATEWAY_BODY,
+};
 
 const NO_ROUTE_BODY: &[u8] = b"switchyard: no route for this host and path\n";
 
@@ -82,8 +84,16 @@ impl Forwarder {
         };
         let route = &table.routes[found.index];
         if let Some(access) = &route.access {
-            if !access.permits(incoming.client.ip, session.req_header().uri.path()) {
+            let path = session.req_header().uri.path();
+            if !access.permits(incoming.client.ip, path) {
                 return Outcome::Answer(403, FORBIDDEN_BODY);
+            }
+            let users = access.users_for(path);
+            if !users.is_empty() {
+                let given = session.req_header().headers.get(header::AUTHORIZATION);
+                if !basic_auth::admits(users, given.map(|v| v.as_bytes())).await {
+                    return Outcome::Unauthorized(route.name.clone());
+                }
             }
         }
         let mut pick = pick(session, route, found.preview, incoming);

@@ -32,6 +32,7 @@ use crate::access_log::AccessLog;
 
 mod accept;
 mod authority;
+pub mod basic_auth;
 mod body_limit;
 mod client_conn;
 mod client_ip;
@@ -67,6 +68,7 @@ const UPSTREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 pub(crate) const BAD_REQUEST_BODY: &[u8] = b"switchyard: the request cannot be framed\n";
 pub(crate) const BAD_GATEWAY_BODY: &[u8] = b"switchyard: the upstream failed to answer\n";
 pub(crate) const GATEWAY_TIMEOUT_BODY: &[u8] = b"switchyard: the upstream timed out\n";
+pub(crate) const UNAUTHORIZED_BODY: &[u8] = b"switchyard: this address needs a user and password\n";
 pub(crate) const TOO_MANY_BODY: &[u8] = b"switchyard: too many requests; try again later\n";
 
 /// switchyard's HTTP/1.1 proxy application.
@@ -142,4 +144,7 @@ pub(crate) enum Outcome {
     /// Over the route's `[route.limits]`: `429`, to try again after this
     /// many seconds.
     Limited(u64),
+    /// The route's `basic_auth` wants credentials: `401` with a Basic
+    /// challenge for this realm (the route's name).
+    Unauthorized(std::sync::Arc<str>),
 }

@@ -16,7 +16,10 @@ use super::forward::{Incoming, Trail};
 use super::h1::downstream::Http1Downstream;
 use super::h1::request;
 use super::redirect::redirect;
-use super::{client_ip, head, request_id, Forwarder, InFlightGuard, Outcome, TOO_MANY_BODY};
+use super::{
+    client_ip, head, request_id, Forwarder, InFlightGuard, Outcome, TOO_MANY_BODY,
+    UNAUTHORIZED_BODY,
+};
 use crate::access_log;
 
 impl Forwarder {
@@ -222,6 +225,20 @@ async fn finish_request(
             session.shutdown().await;
             None
         }
+        Outcome::Unauthorized(realm) => {
+            if !session.is_body_done() {
+                session.set_keepalive(None);
+            }
+            // A realm is a quoted string: the route's name is a config
+            // token, but quotes and backslashes are kept out regardless.
+            let realm: String = realm.chars().filter(|c| !matches!(c, '"' | '\\')).collect();
+            let challenge = format!("Basic realm=\"{realm}\", charset=\"UTF-8\"");
+            let sent = challenge_answer(session, &challenge, request_id);
+            if let Err(e) = sent.await {
+                tracing::debug!("cannot send the 401 answer: {e}");
+            }
+            Some(keepalive)
+        }
         Outcome::Limited(retry_after) => {
             if !session.is_body_done() {
                 session.set_keepalive(None);
@@ -308,6 +325,21 @@ async fn answer(
     request_id: &HeaderValue,
 ) -> pingora::Result<()> {
     answer_with(session, status, body, None, request_id).await
+}
+
+/// `401` with a `WWW-Authenticate` challenge.
+async fn challenge_answer(
+    session: &mut Downstream,
+    challenge: &str,
+    request_id: &HeaderValue,
+) -> pingora::Result<()> {
+    let mut header = ServerSession::generate_error(401);
+    header.set_content_length(UNAUTHORIZED_BODY.len())?;
+    header.insert_header(http::header::WWW_AUTHENTICATE, challenge)?;
+    header.insert_header(request_id::HEADER, request_id.clone())?;
+    session
+        .write_error_response(header, Bytes::from_static(UNAUTHORIZED_BODY))
+        .await
 }
 
 /// [`answer`] with `Retry-After` when given.
