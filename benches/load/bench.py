@@ -163,10 +163,20 @@ def wait_port(port, deadline=10):
     sys.exit(f"bench: nothing answers on 127.0.0.1:{port}")
 
 
-def switchyard_conf(work, weight=0, name="switchyard"):
+# What EDGE=1 turns on in a variant: every edge check a request can meet,
+# none of them refusing anything here (wrk sends no X-Forwarded-For, comes
+# from 127.0.0.1 and stays far under the rate), so what they cost is all
+# that differs.
+EDGE_SERVER = 'trusted_proxies = ["127.0.0.1"]\n'
+EDGE_ROUTE = ('[route.access]\nallow = ["127.0.0.0/8"]\ndeny = ["10.0.0.0/8"]\n'
+              '[route.limits]\nrate = "1000000/s"\n')
+
+
+def switchyard_conf(work, weight=0, name="switchyard", edge=False):
     canary = f'[route.canary]\nslot = "green"\nweight = {weight}\n' if weight else ""
+    canary += EDGE_ROUTE if edge else ""
     suffix = "" if name == "switchyard" else "-" + name.split(":", 1)[1]
-    return (f'[server]\nlisten = ["127.0.0.1:{PROXY_PORTS[name]}"]\nthreads = 1\n'
+    return (f'[server]\nlisten = ["127.0.0.1:{PROXY_PORTS[name]}"]\nthreads = 1\n{EDGE_SERVER if edge else ""}'
             f'admin_socket = "{work}/admin{suffix}.sock"\nstate_dir = "{work}/state{suffix}"\n\n'
             f'[tls]\nlisten = ["127.0.0.1:{PROXY_PORTS[name] + TLS_OFFSET}", '
             f'"127.0.0.1:{PROXY_PORTS[name] + H2_OFFSET}"]\n'
@@ -256,8 +266,11 @@ def start_all(procs, work, switchyard, variants):
         # CANARY=N in a variant's spec is not an environment variable: that
         # variant runs with a canary of N % (green, the same nginx as blue).
         weight = int(env.pop("CANARY", 0))
+        # EDGE=1: that variant runs with trusted_proxies, an access list and
+        # a rate limit that refuses nothing (EDGE_SERVER, EDGE_ROUTE).
+        edge = env.pop("EDGE", "0") == "1"
         with open(config, "w") as f:
-            f.write(switchyard_conf(work, weight=weight, name=name))
+            f.write(switchyard_conf(work, weight=weight, name=name, edge=edge))
         pids[name] = procs.start([binary, "run", "-c", config], 0,
                                  env={**os.environ, "SWITCHYARD_LOG": "warn", **env}).pid
     for name in PROXY_PORTS:
@@ -564,7 +577,8 @@ def main():
     parser.add_argument("--compare", action="append", default=[], metavar="NAME=BINARY[,VAR=VALUE...]",
                         help="also measure another switchyard build (or the same one with environment "
                              "variables set) side by side, as 'switchyard:NAME'; repeatable. "
-                             "CANARY=N runs that one with an N %% canary")
+                             "CANARY=N runs that one with an N %% canary; EDGE=1 with trusted_proxies, "
+                             "an access list and a rate limit that refuse nothing")
     args = parser.parse_args()
     variants = {}
     for spec in args.compare:
