@@ -16,14 +16,38 @@ pub struct Access {
     pub basic_auth: Vec<(String, String)>,
 }
 
+/// What [`Access::judge`] makes of a request.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Verdict<'a> {
+    Pass,
+    /// Its address may not reach this path: `403`.
+    Forbidden,
+    /// It may, with the credentials of one of these `(user, hash)`: `401`
+    /// without them.
+    Login(&'a [(String, String)]),
+}
+
 impl Access {
-    /// Whether a request for `path` from `client` may pass: not denied,
-    /// and allowed when there is an allow list. A client whose address is
-    /// unknown passes only where no list would need it.
-    pub fn permits(&self, client: Option<IpAddr>, path: &str) -> bool {
+    /// A request for `path` from `client`: outside `paths` it passes;
+    /// inside, it must not be denied, must be allowed when there is an
+    /// allow list (a client whose address is unknown passes only where no
+    /// list would need it), and then log in when there are users. The
+    /// path is read once.
+    pub fn judge(&self, client: Option<IpAddr>, path: &str) -> Verdict<'_> {
         if !self.covers(path) {
-            return true;
+            return Verdict::Pass;
         }
+        if !self.address_passes(client) {
+            return Verdict::Forbidden;
+        }
+        if self.basic_auth.is_empty() {
+            Verdict::Pass
+        } else {
+            Verdict::Login(&self.basic_auth)
+        }
+    }
+
+    fn address_passes(&self, client: Option<IpAddr>) -> bool {
         let Some(ip) = client else {
             return self.allow.is_empty() && self.deny.is_empty();
         };
@@ -32,15 +56,6 @@ impl Access {
             return false;
         }
         self.allow.is_empty() || self.allow.iter().any(|net| net.contains(&ip))
-    }
-
-    /// The users whose credentials a request for `path` needs; empty when
-    /// it needs none.
-    pub fn users_for(&self, path: &str) -> &[(String, String)] {
-        if self.basic_auth.is_empty() || !self.covers(path) {
-            return &[];
-        }
-        &self.basic_auth
     }
 
     /// Whether `path` is one it applies to.
@@ -118,6 +133,13 @@ fn canonical(ip: IpAddr) -> IpAddr {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    impl Access {
+        /// Not refused for its address (these routes ask no login).
+        fn permits(&self, client: Option<IpAddr>, path: &str) -> bool {
+            self.judge(client, path) != Verdict::Forbidden
+        }
+    }
 
     fn access(allow: &[&str], deny: &[&str], paths: &[&str]) -> Access {
         let nets = |l: &[&str]| l.iter().map(|n| n.parse().unwrap()).collect();

@@ -22,7 +22,7 @@ mod rate_limit;
 mod series;
 mod stats;
 
-pub use access::Access;
+pub use access::{Access, Verdict};
 pub use assign::{AssignmentSpec, Choice, Reason, Split, TOKEN_HEADER};
 pub use rate_limit::{LimitKey, LimitSpec, RateLimit};
 use series::SlotSeries;

@@ -181,19 +181,20 @@ async fn serve_connection(
     if kind.proxy_protocol {
         // The header comes first, before TLS; its client is the
         // connection's peer from here on.
-        match tokio::time::timeout(front.header_timeout(), proxy_protocol::read(&mut tcp)).await {
-            Ok(Ok(Some(client))) => peer = client,
-            Ok(Ok(None)) => {}
-            Ok(Err(e)) => {
-                metrics::counter!(crate::logging::PROXY_HEADER_FAILURES).increment(1);
-                tracing::debug!(%peer, "connection refused: {e}");
-                return;
+        let header = tokio::time::timeout(front.header_timeout(), proxy_protocol::read(&mut tcp));
+        let refused = match header.await {
+            Ok(Ok(Some(client))) => {
+                peer = client;
+                None
             }
-            Err(_) => {
-                metrics::counter!(crate::logging::PROXY_HEADER_FAILURES).increment(1);
-                tracing::debug!(%peer, "no PROXY protocol header within header_timeout");
-                return;
-            }
+            Ok(Ok(None)) => None,
+            Ok(Err(e)) => Some(e.to_string()),
+            Err(_) => Some("no PROXY protocol header within header_timeout".to_string()),
+        };
+        if let Some(why) = refused {
+            metrics::counter!(crate::logging::PROXY_HEADER_FAILURES).increment(1);
+            tracing::debug!(%peer, "connection refused: {why}");
+            return;
         }
     }
     let tls = kind.tls;

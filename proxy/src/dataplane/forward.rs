@@ -17,7 +17,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
-use switchyard_control::table::{LimitKey, RateLimit, Reason, RouteRef};
+use switchyard_control::table::{LimitKey, RateLimit, Reason, RouteRef, Verdict};
 use switchyard_control::RoutingTable;
 
 use super::client_ip::Client;
@@ -84,15 +84,14 @@ impl Forwarder {
         };
         let route = &table.routes[found.index];
         if let Some(access) = &route.access {
-            let path = session.req_header().uri.path();
-            if !access.permits(incoming.client.ip, path) {
-                return Outcome::Answer(403, FORBIDDEN_BODY);
-            }
-            let users = access.users_for(path);
-            if !users.is_empty() {
-                let given = session.req_header().headers.get(header::AUTHORIZATION);
-                if !basic_auth::admits(users, given.map(|v| v.as_bytes())).await {
-                    return Outcome::Unauthorized(route.name.clone());
+            match access.judge(incoming.client.ip, session.req_header().uri.path()) {
+                Verdict::Pass => {}
+                Verdict::Forbidden => return Outcome::Answer(403, FORBIDDEN_BODY),
+                Verdict::Login(users) => {
+                    let given = session.req_header().headers.get(header::AUTHORIZATION);
+                    if !basic_auth::admits(users, given.map(|v| v.as_bytes())).await {
+                        return Outcome::Unauthorized(route.name.clone());
+                    }
                 }
             }
         }

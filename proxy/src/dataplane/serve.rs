@@ -203,14 +203,7 @@ async fn finish_request(
             Some(keepalive)
         }
         Outcome::Answer(status, body) => {
-            // The connection can take another request only if this one
-            // was read to its end.
-            if !session.is_body_done() {
-                session.set_keepalive(None);
-            }
-            if let Err(e) = answer(session, status, body, request_id).await {
-                tracing::debug!("cannot send the {status} answer: {e}");
-            }
+            answer_and_go_on(session, status, body, None, request_id).await;
             Some(keepalive)
         }
         Outcome::Reject(status, body) => {
@@ -226,28 +219,18 @@ async fn finish_request(
             None
         }
         Outcome::Unauthorized(realm) => {
-            if !session.is_body_done() {
-                session.set_keepalive(None);
-            }
             // A realm is a quoted string: the route's name is a config
             // token, but quotes and backslashes are kept out regardless.
             let realm: String = realm.chars().filter(|c| !matches!(c, '"' | '\\')).collect();
             let challenge = format!("Basic realm=\"{realm}\", charset=\"UTF-8\"");
-            let sent = challenge_answer(session, &challenge, request_id);
-            if let Err(e) = sent.await {
-                tracing::debug!("cannot send the 401 answer: {e}");
-            }
+            let extra = Some((http::header::WWW_AUTHENTICATE, challenge.as_str()));
+            answer_and_go_on(session, 401, UNAUTHORIZED_BODY, extra, request_id).await;
             Some(keepalive)
         }
         Outcome::Limited(retry_after) => {
-            if !session.is_body_done() {
-                session.set_keepalive(None);
-            }
             let retry_after = retry_after.to_string();
-            let sent = answer_with(session, 429, TOO_MANY_BODY, Some(&retry_after), request_id);
-            if let Err(e) = sent.await {
-                tracing::debug!("cannot send the 429 answer: {e}");
-            }
+            let extra = Some((http::header::RETRY_AFTER, retry_after.as_str()));
+            answer_and_go_on(session, 429, TOO_MANY_BODY, extra, request_id).await;
             Some(keepalive)
         }
         Outcome::Page {
@@ -327,33 +310,36 @@ async fn answer(
     answer_with(session, status, body, None, request_id).await
 }
 
-/// `401` with a `WWW-Authenticate` challenge.
-async fn challenge_answer(
+/// An answer of ours on a connection that may carry on: only if the
+/// request was read to its end.
+async fn answer_and_go_on(
     session: &mut Downstream,
-    challenge: &str,
+    status: u16,
+    body: &'static [u8],
+    extra: Option<(http::header::HeaderName, &str)>,
     request_id: &HeaderValue,
-) -> pingora::Result<()> {
-    let mut header = ServerSession::generate_error(401);
-    header.set_content_length(UNAUTHORIZED_BODY.len())?;
-    header.insert_header(http::header::WWW_AUTHENTICATE, challenge)?;
-    header.insert_header(request_id::HEADER, request_id.clone())?;
-    session
-        .write_error_response(header, Bytes::from_static(UNAUTHORIZED_BODY))
-        .await
+) {
+    if !session.is_body_done() {
+        session.set_keepalive(None);
+    }
+    if let Err(e) = answer_with(session, status, body, extra, request_id).await {
+        tracing::debug!("cannot send the {status} answer: {e}");
+    }
 }
 
-/// [`answer`] with `Retry-After` when given.
+/// [`answer`] with one more header field when given (`Retry-After`,
+/// `WWW-Authenticate`).
 async fn answer_with(
     session: &mut Downstream,
     status: u16,
     body: &'static [u8],
-    retry_after: Option<&str>,
+    extra: Option<(http::header::HeaderName, &str)>,
     request_id: &HeaderValue,
 ) -> pingora::Result<()> {
     let mut header = ServerSession::generate_error(status);
     header.set_content_length(body.len())?;
-    if let Some(retry_after) = retry_after {
-        header.insert_header(http::header::RETRY_AFTER, retry_after)?;
+    if let Some((name, value)) = extra {
+        header.insert_header(name, value)?;
     }
     header.insert_header(request_id::HEADER, request_id.clone())?;
     session
