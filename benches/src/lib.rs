@@ -31,6 +31,7 @@ pub fn table_with_routes(n: usize) -> RoutingTable {
             loads: Default::default(),
             unhealthy: Vec::new(),
             h2c: Vec::new(),
+            tls: Default::default(),
             assignment: Default::default(),
             https: Default::default(),
             upgrades: vec!["websocket".into()],

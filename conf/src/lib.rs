@@ -8,9 +8,11 @@ mod limits;
 mod model;
 mod notify;
 mod pages;
+mod pem;
 mod reader;
 mod schema;
 pub mod shrink;
+mod slots;
 mod suggest;
 pub mod watch;
 

@@ -179,6 +179,9 @@ pub struct RouteConfig {
     /// Slots whose backends are spoken to in HTTP/2 without TLS (h2c, prior
     /// knowledge): `protocol = "h2c"`. The others get HTTP/1.1.
     pub h2c_slots: BTreeSet<String>,
+    /// Slots whose backends are spoken to over TLS (`protocol = "https"`,
+    /// HTTP/2 or HTTP/1.1 as ALPN settles it), and how.
+    pub https_slots: BTreeMap<String, BackendTlsConfig>,
     pub health: Option<HealthConfig>,
     pub canary: Option<CanaryConfig>,
     pub preview: Option<PreviewConfig>,
@@ -203,6 +206,28 @@ pub struct RouteConfig {
     /// `[route.access]`: which clients may reach the route (or some of
     /// its paths).
     pub access: Option<AccessConfig>,
+}
+
+/// How a `protocol = "https"` slot's backends are spoken to.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct BackendTlsConfig {
+    /// `tls_server_name`: sent as SNI and required of the backend's
+    /// certificate. `None`: the backend's own host (its IP address, or the
+    /// name it was configured by).
+    pub server_name: Option<String>,
+    /// `ca`: PEM certificates the backends' certificates are checked
+    /// against, instead of the system's trusted roots.
+    pub ca: Option<std::sync::Arc<[u8]>>,
+    /// `client_cert` and `client_key`: offered to backends that ask for a
+    /// client certificate (mutual TLS).
+    pub client_identity: Option<ClientIdentity>,
+}
+
+/// A PEM certificate chain and its private key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientIdentity {
+    pub cert_chain: std::sync::Arc<[u8]>,
+    pub key: std::sync::Arc<[u8]>,
 }
 
 /// `[route.access]`.

@@ -1,19 +1,13 @@
 //! `[[notify]]`: who is told when switchyard acts by itself.
 
 use std::path::Path;
-use std::sync::Arc;
 
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::CertificateDer;
 use toml_edit::TableLike;
 
 use crate::model::{NotifyConfig, NOTIFY_EVENTS};
 use crate::reader::{Reader, Span};
 
 const NOTIFY_KEYS: &[&str] = &["url", "secret", "ca", "exec", "events"];
-
-/// The largest `ca` file read: a bundle of a few hundred roots fits.
-const MAX_CA_BYTES: u64 = 4 * 1024 * 1024;
 
 /// Every `[[notify]]` table.
 pub(crate) fn read_notify(
@@ -71,7 +65,7 @@ fn read_target(
             );
             return None;
         }
-        match read_ca(&crate::schema::resolve(base_dir, &ca.value)) {
+        match crate::pem::read_certificates(&crate::schema::resolve(base_dir, &ca.value)) {
             Ok(pem) => Some(pem),
             Err(problem) => {
                 reader.error(&ca.span, format!("`ca` of {cx}: {problem}"));
@@ -128,28 +122,4 @@ fn read_target(
         exec,
         events,
     })
-}
-
-/// The PEM certificates of a `ca` file, checked to hold at least one and
-/// nothing unreadable.
-fn read_ca(path: &Path) -> Result<Arc<[u8]>, String> {
-    let shown = path.display();
-    let len = std::fs::metadata(path)
-        .map_err(|e| format!("cannot read {shown}: {e}"))?
-        .len();
-    if len > MAX_CA_BYTES {
-        return Err(format!("{shown} has {len} bytes, more than 4 MiB"));
-    }
-    let pem = std::fs::read(path).map_err(|e| format!("cannot read {shown}: {e}"))?;
-    let mut found = 0;
-    for cert in CertificateDer::pem_slice_iter(&pem) {
-        cert.map_err(|e| format!("{shown} is not PEM certificates: {e}"))?;
-        found += 1;
-    }
-    if found == 0 {
-        return Err(format!(
-            "{shown} holds no PEM certificate (-----BEGIN CERTIFICATE-----)"
-        ));
-    }
-    Ok(Arc::from(pem))
 }

@@ -2,7 +2,6 @@
 //! defaults, read into the model by [`Reader`]. Checks that span several
 //! routes live in `checks`.
 
-use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -43,7 +42,6 @@ const SERVER_KEYS: &[&str] = &[
 /// (504).
 const ERROR_PAGE_STATUSES: &[u16] = &[404, 502, 503, 504];
 const TLS_KEYS: &[&str] = &["listen", "certificates", "proxy_protocol"];
-const SLOT_KEYS: &[&str] = &["backends", "protocol"];
 const CERT_KEYS: &[&str] = &["cert", "key"];
 const ROUTE_KEYS: &[&str] = &[
     "name",
@@ -159,7 +157,7 @@ pub fn read(reader: &mut Reader, doc: &ImDocument<String>, base_dir: &Path) -> R
 }
 
 /// A sub-table (`[name]` or `name = { ... }`) with its span.
-fn sub_table<'d>(
+pub(crate) fn sub_table<'d>(
     reader: &mut Reader,
     parent: &'d dyn TableLike,
     key: &str,
@@ -450,7 +448,7 @@ fn read_tls(
 
 /// A slot name: letters, digits, `_` and `-` (it appears in metrics
 /// labels, cookies and headers).
-fn is_slot_name(name: &str) -> bool {
+pub(crate) fn is_slot_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 64
         && name
@@ -538,7 +536,12 @@ fn read_route(
     let redirect_https = reader.boolean(t, "redirect_https", &cx).unwrap_or(false);
     let hsts_max_age = reader.duration(t, "hsts_max_age", &cx);
     let upgrades = read_upgrades(reader, t, &cx);
-    let (slots, declared, h2c_slots) = read_slots(reader, t, span, &cx);
+    let crate::slots::Slots {
+        slots,
+        declared,
+        h2c_slots,
+        https_slots,
+    } = crate::slots::read_slots(reader, t, span, &cx, base_dir);
 
     // Checked against every slot the file declares, valid or not, so one
     // bad backend address does not also report the slot as unknown.
@@ -648,6 +651,7 @@ fn read_route(
             upgrades,
             slots,
             h2c_slots,
+            https_slots,
             health,
             canary,
             preview,
@@ -661,104 +665,6 @@ fn read_route(
             access,
         },
     })
-}
-
-/// The valid slots, the names of all slots the file declares, and the
-/// slots whose backends speak h2c.
-fn read_slots(
-    reader: &mut Reader,
-    t: &dyn TableLike,
-    span: &Span,
-    cx: &str,
-) -> (
-    BTreeMap<String, Vec<SocketAddr>>,
-    Vec<String>,
-    BTreeSet<String>,
-) {
-    let mut slots = BTreeMap::new();
-    let mut h2c = BTreeSet::new();
-    let Some((st, sspan)) = sub_table(reader, t, "slots", cx) else {
-        if t.get("slots").is_none() {
-            reader.error(
-                span,
-                format!("{cx} needs [route.slots], e.g. blue = [\"127.0.0.1:3000\"]"),
-            );
-        }
-        return (slots, Vec::new(), h2c);
-    };
-    let names: Vec<String> = st.iter().map(|(k, _)| k.to_string()).collect();
-    let declared = names.clone();
-    if names.is_empty() {
-        reader.error(
-            &sspan,
-            format!(
-                "[route.slots] of {cx} has no slots; add one, e.g. blue = [\"127.0.0.1:3000\"]"
-            ),
-        );
-    }
-    for name in names {
-        let key_span = st
-            .key(&name)
-            .and_then(|k| k.span())
-            .unwrap_or(sspan.clone());
-        if !is_slot_name(&name) {
-            reader.error(
-                &key_span,
-                format!("slot name {name:?} of {cx} may use only letters, digits, '_' and '-'"),
-            );
-            continue;
-        }
-        let what = format!("slot {name:?} of {cx}");
-        // `blue = ["IP:port", ...]`, or with settings:
-        // `green = { backends = [...], protocol = "h2c" }`.
-        let (table, key): (&dyn TableLike, &str) = match st.get(&name).and_then(Item::as_table_like)
-        {
-            Some(settings) => {
-                reader.check_keys(settings, SLOT_KEYS, &what);
-                if let Some(protocol) = reader.string(settings, "protocol", &what) {
-                    match protocol.value.as_str() {
-                            "http1" => {}
-                            "h2c" => {
-                                h2c.insert(name.clone());
-                            }
-                            other => reader.error(
-                                &protocol.span,
-                                format!(
-                                    "`protocol` of {what} must be \"http1\" (the default) or \"h2c\" (HTTP/2 without TLS, with prior knowledge), not {other:?}"
-                                ),
-                            ),
-                        }
-                }
-                if settings.get("backends").is_none() {
-                    reader.error(
-                        &Reader::span_of(st, &name, &key_span),
-                        format!("{what} needs `backends = [\"IP:port\", ...]`"),
-                    );
-                    continue;
-                }
-                (settings, "backends")
-            }
-            None => (st, name.as_str()),
-        };
-        let Some(backends) = reader.addr_list(table, key, &what) else {
-            continue;
-        };
-        let list_len = table
-            .get(key)
-            .and_then(Item::as_array)
-            .map_or(0, |a| a.len());
-        if list_len == 0 {
-            reader.error(
-                &Reader::span_of(table, key, &key_span),
-                format!("{what} has no backends; list at least one IP:port"),
-            );
-            continue;
-        }
-        if backends.len() == list_len {
-            slots.insert(name, backends);
-        }
-    }
-    (slots, declared, h2c)
 }
 
 fn read_health(

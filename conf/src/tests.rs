@@ -1103,3 +1103,90 @@ fn an_https_webhooks_ca_is_read_with_the_config_and_must_hold_certificates() {
         "{plain}"
     );
 }
+
+#[test]
+fn an_https_slot_reads_its_ca_and_client_identity_with_the_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = rcgen::KeyPair::generate().unwrap();
+    let ca_cert = rcgen::CertificateParams::new(vec!["ca.test".to_string()])
+        .unwrap()
+        .self_signed(&ca)
+        .unwrap();
+    std::fs::write(dir.path().join("ca.pem"), ca_cert.pem()).unwrap();
+    std::fs::write(dir.path().join("client.pem"), ca_cert.pem()).unwrap();
+    std::fs::write(dir.path().join("client.key"), ca.serialize_pem()).unwrap();
+    let other = rcgen::KeyPair::generate().unwrap();
+    std::fs::write(dir.path().join("other.key"), other.serialize_pem()).unwrap();
+    std::fs::write(dir.path().join("junk.pem"), "not a certificate").unwrap();
+    let slot = |settings: &str| {
+        format!("[[route]]\nname = \"app\"\nactive = \"blue\"\n[route.slots]\nblue = {{ backends = [\"127.0.0.1:8443\"]{settings} }}\n")
+    };
+    let parse_in = |text: &str| parse("test.toml", text, dir.path());
+
+    let plain = parse_in(&slot(", protocol = \"https\"")).unwrap();
+    let tls = &plain.routes[0].https_slots["blue"];
+    assert_eq!(
+        tls.server_name, None,
+        "the backend's own address by default"
+    );
+    assert_eq!(tls.ca, None, "the system's roots by default");
+    assert_eq!(tls.client_identity, None);
+
+    let full = parse_in(&slot(", protocol = \"https\", tls_server_name = \"app.internal\", ca = \"ca.pem\", client_cert = \"client.pem\", client_key = \"client.key\"")).unwrap();
+    let tls = &full.routes[0].https_slots["blue"];
+    assert_eq!(tls.server_name.as_deref(), Some("app.internal"));
+    assert_eq!(tls.ca.as_deref(), Some(ca_cert.pem().as_bytes()));
+    let identity = tls.client_identity.as_ref().unwrap();
+    assert_eq!(&*identity.key, ca.serialize_pem().as_bytes());
+    assert!(full.routes[0].h2c_slots.is_empty());
+
+    let error = |settings: &str| {
+        let errors: Vec<String> = parse_in(&slot(settings))
+            .expect_err("the config must be rejected")
+            .0
+            .iter()
+            .map(|e| e.to_string())
+            .collect();
+        assert_eq!(errors.len(), 1, "{errors:#?}");
+        errors.into_iter().next().unwrap()
+    };
+    let not_https = error(", ca = \"ca.pem\"");
+    assert!(not_https.contains("test.toml:5:"), "{not_https}");
+    assert!(
+        not_https.contains("`ca` of slot \"blue\" of route \"app\" needs `protocol = \"https\"`"),
+        "{not_https}"
+    );
+    let junk = error(", protocol = \"https\", ca = \"junk.pem\"");
+    assert!(junk.contains("holds no PEM certificate"), "{junk}");
+    let missing = error(", protocol = \"https\", ca = \"gone.pem\"");
+    assert!(
+        missing.contains("`ca` of slot \"blue\" of route \"app\": cannot read"),
+        "{missing}"
+    );
+    let lone_cert = error(", protocol = \"https\", client_cert = \"client.pem\"");
+    assert!(lone_cert.contains("needs `client_key`"), "{lone_cert}");
+    let lone_key = error(", protocol = \"https\", client_key = \"client.key\"");
+    assert!(lone_key.contains("needs `client_cert`"), "{lone_key}");
+    let not_a_key =
+        error(", protocol = \"https\", client_cert = \"client.pem\", client_key = \"client.pem\"");
+    assert!(
+        not_a_key.contains("no usable PEM private key"),
+        "{not_a_key}"
+    );
+    let mismatched =
+        error(", protocol = \"https\", client_cert = \"client.pem\", client_key = \"other.key\"");
+    assert!(
+        mismatched.contains("cannot be used with `client_cert`"),
+        "{mismatched}"
+    );
+    let bad_name = error(", protocol = \"https\", tls_server_name = \"not a name\"");
+    assert!(
+        bad_name.contains("must be a DNS name or an IP address"),
+        "{bad_name}"
+    );
+    let bad_protocol = error(", protocol = \"tls\"");
+    assert!(
+        bad_protocol.contains("\"https\" (TLS; HTTP/2 or HTTP/1.1 by ALPN)"),
+        "{bad_protocol}"
+    );
+}

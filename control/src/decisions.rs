@@ -283,6 +283,7 @@ mod tests {
                 ("v3".to_string(), vec![addr]),
             ]),
             h2c_slots: Default::default(),
+            https_slots: Default::default(),
             health: None,
             canary: canary.map(|(slot, weight)| CanaryConfig {
                 slot: slot.into(),

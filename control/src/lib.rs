@@ -15,6 +15,7 @@ pub mod rollout;
 mod stable_hash;
 pub mod state_file;
 pub mod table;
+pub mod tls_client;
 
 pub use controller::{Controller, ControllerHandle, SharedTable};
 pub use table::{Route, RoutingTable, Slot};

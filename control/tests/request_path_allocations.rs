@@ -58,6 +58,7 @@ fn table() -> RoutingTable {
             loads: Default::default(),
             unhealthy: Vec::new(),
             h2c: Vec::new(),
+            tls: Default::default(),
             assignment: Default::default(),
             https: Default::default(),
             upgrades: vec!["websocket".into()],

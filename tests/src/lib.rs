@@ -26,6 +26,7 @@ use tokio::net::{TcpListener, TcpStream};
 
 pub mod raw;
 pub mod tls;
+pub mod tls_backend;
 pub mod wire;
 
 /// The `switchyard` binary cargo built next to this test.

@@ -217,6 +217,9 @@ pub struct Core {
     /// Route → its `[route.limits]` state, kept across publishes and
     /// replaced only when the route's limit changes.
     rate_limits: BTreeMap<String, std::sync::Arc<crate::table::RateLimit>>,
+    /// Each `protocol = "https"` slot's TLS client, by route and slot:
+    /// kept while its settings stay the same (see `update_backend_tls`).
+    backend_tls: BTreeMap<(String, String), std::sync::Arc<crate::tls_client::BackendTls>>,
     /// When the core was made: the rollout clock's first reference.
     started: Instant,
     /// What this `apply` asks of the shell so far.
@@ -270,6 +273,7 @@ impl Core {
             skip_guard: Default::default(),
             notify_status: BTreeMap::new(),
             rate_limits: BTreeMap::new(),
+            backend_tls: BTreeMap::new(),
             started: now.at,
             effects: Vec::new(),
         };

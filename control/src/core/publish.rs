@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use switchyard_conf::{RateKey, RouteConfig};
 
-use super::{serves, Core, Effect, Now};
+use super::{serves, Core, Effect, Level, Now};
 use crate::decisions;
 use crate::health::{BackendState, SlotHealth};
 use crate::state_file::{DecisionSource, RouteState};
@@ -15,6 +15,7 @@ use crate::table::{
     Access, AssignmentSpec, HttpsSpec, LimitKey, LimitSpec, RateLimit, RouteSpec, RoutingTable,
     SlotLoad, StatsSnapshot, Timeouts,
 };
+use crate::tls_client::BackendTls;
 
 /// What the last publish saw of each route.
 #[derive(Debug, Default)]
@@ -49,6 +50,7 @@ impl Core {
         self.note_switches(now);
         self.update_loads();
         self.update_rate_limits();
+        self.update_backend_tls();
         let specs = self
             .config
             .routes
@@ -193,6 +195,14 @@ impl Core {
                 .cloned()
                 .collect(),
             h2c: route.h2c_slots.iter().cloned().collect(),
+            tls: route
+                .https_slots
+                .keys()
+                .filter_map(|slot| {
+                    let key = (route.name.clone(), slot.clone());
+                    Some((slot.clone(), self.backend_tls.get(&key)?.clone()))
+                })
+                .collect(),
             assignment: assignment_spec(route, state),
             https: HttpsSpec {
                 redirect: route.redirect_https,
@@ -249,6 +259,37 @@ impl Core {
             kept.insert(route.name.clone(), limit);
         }
         self.rate_limits = kept;
+    }
+
+    /// Each `protocol = "https"` slot's TLS client: kept while the slot's
+    /// settings stay the same (and its resumable TLS sessions with it), new
+    /// when they change, gone with the slot.
+    fn update_backend_tls(&mut self) {
+        let mut kept = BTreeMap::new();
+        let mut problems = Vec::new();
+        for route in &self.config.routes {
+            for (slot, config) in &route.https_slots {
+                let key = (route.name.clone(), slot.clone());
+                let tls = match self.backend_tls.remove(&key) {
+                    Some(tls) if tls.source == *config => tls,
+                    _ => {
+                        let (tls, problem) = BackendTls::new(config);
+                        if let Some(problem) = problem {
+                            problems.push((
+                                route.name.clone(),
+                                format!("slot {slot:?}: TLS to its backends will fail: {problem}"),
+                            ));
+                        }
+                        Arc::new(tls)
+                    }
+                };
+                kept.insert(key, tls);
+            }
+        }
+        self.backend_tls = kept;
+        for (route, problem) in problems {
+            self.log(Level::Error, Some(&route), problem);
+        }
     }
 
     fn timeouts(&self) -> Timeouts {

@@ -4,16 +4,19 @@
 //! status; a route without `[route.health]` gets a TCP connect probe.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use switchyard_conf::{BodyExpectation, HealthConfig, RouteConfig};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
 use super::body::{judge_body, MAX_PROBE_BODY};
 use super::{Check, Failure, Thresholds};
+use crate::tls_client::BackendTls;
 
 /// Defaults for a route without `[route.health]`: a TCP connect every
 /// second, 1 s to connect, healthy after 2 and unhealthy after 3 in a row
@@ -44,9 +47,25 @@ pub enum ProbeKind {
         h2c: bool,
         /// What the body must say too.
         expect_body: Option<BodyExpectation>,
+        /// The backend speaks TLS (its slot's `protocol = "https"`): the
+        /// probe does too, checked and offering what requests offer, and
+        /// speaks HTTP/2 when the backend picks it.
+        tls: Option<ProbeTls>,
     },
     Tcp,
 }
+
+/// A slot's TLS client, compared by what it was built from.
+#[derive(Debug, Clone)]
+pub struct ProbeTls(pub Arc<BackendTls>);
+
+impl PartialEq for ProbeTls {
+    fn eq(&self, other: &ProbeTls) -> bool {
+        self.0.source == other.0.source
+    }
+}
+
+impl Eq for ProbeTls {}
 
 impl ProbeSpec {
     pub fn for_route(route: &RouteConfig) -> ProbeSpec {
@@ -67,6 +86,7 @@ impl ProbeSpec {
                     expect: *expect_status,
                     h2c: false,
                     expect_body: expect_body.clone(),
+                    tls: None,
                 },
                 interval: *interval,
                 timeout: *timeout,
@@ -88,8 +108,12 @@ impl ProbeSpec {
     /// the slot's protocol.
     pub fn for_slot(route: &RouteConfig, slot: &str) -> ProbeSpec {
         let mut spec = ProbeSpec::for_route(route);
-        if let ProbeKind::Http { h2c, .. } = &mut spec.kind {
+        if let ProbeKind::Http { h2c, tls, .. } = &mut spec.kind {
             *h2c = route.h2c_slots.contains(slot);
+            *tls = route
+                .https_slots
+                .get(slot)
+                .map(|config| ProbeTls(Arc::new(BackendTls::new(config).0)));
         }
         spec
     }
@@ -115,7 +139,7 @@ async fn attempt(kind: &ProbeKind, backend: SocketAddr) -> Result<Option<u16>, F
     let stream = TcpStream::connect(backend)
         .await
         .map_err(|e| Failure::Connect(e.to_string()))?;
-    let (path, host, expect, h2c, expect_body) = match kind {
+    let (path, host, expect, h2c, expect_body, tls) = match kind {
         ProbeKind::Tcp => return Ok(None),
         ProbeKind::Http {
             path,
@@ -123,14 +147,24 @@ async fn attempt(kind: &ProbeKind, backend: SocketAddr) -> Result<Option<u16>, F
             expect,
             h2c,
             expect_body,
-        } => (path, host, expect, *h2c, expect_body),
+            tls,
+        } => (path, host, expect, *h2c, expect_body, tls),
     };
     let _ = stream.set_nodelay(true);
     let host = host.clone().unwrap_or_else(|| backend.to_string());
-    let result = if h2c {
-        send_h2c(stream, &host, path).await?
-    } else {
-        send_http1(stream, &host, path).await?
+    let result = match tls {
+        Some(ProbeTls(tls)) => {
+            let ip = backend.ip().to_string();
+            let stream = tls_handshake(tls, tls.server_name(&ip), stream).await?;
+            let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+            if h2 {
+                send_h2(stream, &format!("https://{host}{path}")).await?
+            } else {
+                send_http1(stream, &host, path).await?
+            }
+        }
+        None if h2c => send_h2(stream, &format!("http://{host}{path}")).await?,
+        None => send_http1(stream, &host, path).await?,
     };
     let response = result.map_err(|e| {
         if e.is_incomplete_message() || e.is_canceled() {
@@ -150,6 +184,21 @@ async fn attempt(kind: &ProbeKind, backend: SocketAddr) -> Result<Option<u16>, F
     Ok(Some(status))
 }
 
+/// TLS as the slot's requests speak it; a certificate the slot does not
+/// accept fails the probe as a failed connect would.
+async fn tls_handshake(
+    tls: &BackendTls,
+    server_name: &str,
+    stream: TcpStream,
+) -> Result<tokio_rustls::client::TlsStream<TcpStream>, Failure> {
+    let name = rustls::pki_types::ServerName::try_from(server_name.to_string())
+        .map_err(|e| Failure::Connect(format!("TLS server name {server_name:?}: {e}")))?;
+    tokio_rustls::TlsConnector::from(tls.client.clone())
+        .connect(name, stream)
+        .await
+        .map_err(|e| Failure::Connect(format!("TLS handshake: {e}")))
+}
+
 /// The body, up to [`MAX_PROBE_BODY`] bytes.
 async fn read_body(mut body: hyper::body::Incoming) -> Result<Vec<u8>, Failure> {
     let mut bytes = Vec::new();
@@ -167,8 +216,8 @@ async fn read_body(mut body: hyper::body::Incoming) -> Result<Vec<u8>, Failure> 
 }
 
 /// One GET on an HTTP/1.1 connection that closes after it.
-async fn send_http1(
-    stream: TcpStream,
+async fn send_http1<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
+    stream: S,
     host: &str,
     path: &str,
 ) -> Result<hyper::Result<hyper::Response<hyper::body::Incoming>>, Failure> {
@@ -187,19 +236,18 @@ async fn send_http1(
     Ok(sender.send_request(request).await)
 }
 
-/// One GET on an HTTP/2 connection with prior knowledge (h2c). The Host
-/// becomes `:authority`.
-async fn send_h2c(
-    stream: TcpStream,
-    host: &str,
-    path: &str,
+/// One GET on an HTTP/2 connection (h2c with prior knowledge, or h2 that
+/// TLS settled on) to `url`, whose authority is the probe's Host.
+async fn send_h2<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
+    stream: S,
+    url: &str,
 ) -> Result<hyper::Result<hyper::Response<hyper::body::Incoming>>, Failure> {
     let (mut sender, connection) =
         hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
             .await
             .map_err(|e| Failure::Protocol(e.to_string()))?;
     let _driver = AbortOnDrop(tokio::spawn(connection));
-    let request = hyper::Request::get(format!("http://{host}{path}"))
+    let request = hyper::Request::get(url)
         .header(hyper::header::USER_AGENT, "switchyard-health")
         .body(Empty::<Bytes>::new())
         .map_err(|e| Failure::Protocol(e.to_string()))?;
@@ -229,6 +277,7 @@ mod tests {
                 expect: (200, 399),
                 h2c: false,
                 expect_body: None,
+                tls: None,
             },
             interval: Duration::from_millis(interval_ms),
             timeout: Duration::from_millis(timeout_ms),

@@ -1,13 +1,10 @@
 //! One webhook POST, over plain HTTP or HTTPS (checked against the system's
 //! roots, or the target's own `ca`).
 
-use std::sync::{Arc, OnceLock};
-
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper_util::rt::TokioIo;
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
@@ -44,7 +41,7 @@ pub(super) async fn post(post: Post<'_>) -> Result<(), String> {
     if !https {
         return send(stream, request).await;
     }
-    let config = client_config(post.ca)?;
+    let config = crate::tls_client::http1_client(post.ca)?;
     let name = ServerName::try_from(bare_host.to_string())
         .map_err(|e| format!("{bare_host:?} cannot be checked by TLS: {e}"))?;
     let tls = tokio_rustls::TlsConnector::from(config)
@@ -86,45 +83,4 @@ where
     } else {
         Err(format!("status {}", status.as_u16()))
     }
-}
-
-/// A TLS client trusting `ca`, or the system's roots (read once).
-fn client_config(ca: Option<&[u8]>) -> Result<Arc<rustls::ClientConfig>, String> {
-    let roots = match ca {
-        Some(pem) => {
-            let mut roots = rustls::RootCertStore::empty();
-            for cert in CertificateDer::pem_slice_iter(pem) {
-                let cert = cert.map_err(|e| format!("`ca`: {e}"))?;
-                roots.add(cert).map_err(|e| format!("`ca`: {e}"))?;
-            }
-            Arc::new(roots)
-        }
-        None => system_roots()?,
-    };
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(Arc::new(config))
-}
-
-/// The system's trusted roots (`/etc/ssl/certs`, or `SSL_CERT_FILE`),
-/// read at the first https delivery and kept.
-fn system_roots() -> Result<Arc<rustls::RootCertStore>, String> {
-    static ROOTS: OnceLock<Result<Arc<rustls::RootCertStore>, String>> = OnceLock::new();
-    ROOTS
-        .get_or_init(|| {
-            let certs = rustls_native_certs::load_native_certs()
-                .map_err(|e| format!("cannot read the system's trusted certificates: {e}"))?;
-            let mut roots = rustls::RootCertStore::empty();
-            let (added, _unusable) = roots.add_parsable_certificates(certs);
-            if added == 0 {
-                return Err("the system has no trusted certificates to check an https webhook against (install ca-certificates, or set `ca`)".to_string());
-            }
-            Ok(Arc::new(roots))
-        })
-        .clone()
 }

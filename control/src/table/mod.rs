@@ -154,6 +154,8 @@ pub struct Slot {
     pub unhealthy: bool,
     /// Its backends speak HTTP/2 without TLS (`protocol = "h2c"`).
     pub h2c: bool,
+    /// Its backends speak TLS (`protocol = "https"`), this way.
+    pub tls: Option<Arc<crate::tls_client::BackendTls>>,
 }
 
 /// The process's clock origin for [`SlotLoad`]'s timestamps.
@@ -305,6 +307,8 @@ pub struct RouteSpec {
     pub unhealthy: Vec<String>,
     /// Slots whose backends speak h2c.
     pub h2c: Vec<String>,
+    /// Slots whose backends speak TLS, and how.
+    pub tls: BTreeMap<String, Arc<crate::tls_client::BackendTls>>,
     /// Stickiness, overrides and previews.
     pub assignment: AssignmentSpec,
     pub https: HttpsSpec,
@@ -452,6 +456,7 @@ impl Route {
                     .unwrap_or_else(|| Arc::new(SlotLoad::new(&route_name, &name))),
                 unhealthy: spec.unhealthy.contains(&name),
                 h2c: spec.h2c.contains(&name),
+                tls: spec.tls.get(&name).cloned(),
                 name: name.as_str().into(),
                 backends,
                 next_backend: AtomicUsize::new(0),

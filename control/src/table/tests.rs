@@ -26,6 +26,7 @@ fn spec(name: &str, hosts: &[&str], prefix: &str) -> RouteSpec {
         loads: Default::default(),
         unhealthy: Vec::new(),
         h2c: Vec::new(),
+        tls: Default::default(),
         assignment: AssignmentSpec::default(),
         https: HttpsSpec::default(),
         upgrades: vec!["websocket".into()],

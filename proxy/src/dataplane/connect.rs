@@ -1,15 +1,19 @@
 //! Connect with retries: a connection to the target's next backend, in
-//! the protocol its slot speaks (HTTP/1.1, pooled or new; or a stream of a
-//! shared h2c connection). A failed connect is counted, reported to the
-//! health checks and moves the target on.
+//! the protocol its slot speaks (HTTP/1.1, pooled or new; a stream of a
+//! shared h2c connection; or over TLS, either of them as ALPN settles it).
+//! A failed connect is counted, reported to the health checks and moves
+//! the target on.
 
 use std::net::SocketAddr;
 
+use pingora::connectors::http::v2::{self, H2HandshakeSettings};
 use pingora::protocols::http::client::HttpSession;
 use pingora::protocols::http::v2::client::Http2Session;
-use pingora::upstreams::peer::HttpPeer;
+use pingora::protocols::{Ssl, Stream, ALPN};
+use pingora::upstreams::peer::{HttpPeer, Peer};
 use pingora::ErrorType;
 use switchyard_control::table::FailureKind;
+use switchyard_control::tls_client::BackendTls;
 use switchyard_control::{Route, RoutingTable};
 
 use super::downstream::Downstream;
@@ -29,7 +33,8 @@ pub(super) struct Connection {
     pub backend: SocketAddr,
 }
 
-/// A stream of a shared h2c connection, and the peer it goes back to.
+/// A stream of a shared HTTP/2 connection (h2c, or h2 over TLS), and the
+/// peer it goes back to.
 pub(super) struct H2Stream {
     pub session: Http2Session,
     peer: HttpPeer,
@@ -45,16 +50,17 @@ pub(super) enum Upstream {
         pool: PoolKey,
     },
     /// One stream; the connection is shared with other requests. Boxed:
-    /// pingora's session and peer are over 1 KiB, and the rare h2c path
-    /// should not size every request's state.
-    H2c(Box<H2Stream>),
+    /// pingora's session and peer are over 1 KiB, and the rarer HTTP/2
+    /// path should not size every request's state.
+    H2(Box<H2Stream>),
 }
 
 impl Connection {
     /// What a drop allows before any of the request went out. A pooled
     /// HTTP/1.1 connection may have been closed by the backend while idle,
-    /// which says nothing about the backend. An h2c connection's streams
-    /// are not retried that way: a dead shared connection fails them all.
+    /// which says nothing about the backend. An HTTP/2 connection's
+    /// streams are not retried that way: a dead shared connection fails
+    /// them all.
     pub(super) fn retry(&self) -> Retry {
         match self.upstream {
             Upstream::Http1 { reused: true, .. } => Retry::Fresh,
@@ -78,14 +84,17 @@ impl Forwarder {
         fresh: bool,
     ) -> Result<Connection, Outcome> {
         let route = pick.route;
-        // Each attempt speaks its slot's protocol: a failed connect may move
-        // the target to a previous slot of the other kind.
-        let mut h2c = route.slot(pick.target.slot).h2c;
+        // Asked only of slots that may speak HTTP/2, which cannot carry one.
+        let upgrade =
+            || hop_by_hop::requests_upgrade(&session.req_header().headers, &route.upgrades);
         loop {
-            if h2c {
+            // Each attempt speaks its slot's protocol: a failed connect may
+            // move the target to a previous slot of another kind.
+            let slot = route.slot(pick.target.slot);
+            if slot.h2c {
                 // Counted on the slot it is about to connect to.
                 pick.follow();
-                if hop_by_hop::requests_upgrade(&session.req_header().headers, &route.upgrades) {
+                if upgrade() {
                     tracing::warn!(
                         route = &*route.name,
                         "an upgrade (WebSocket) cannot go to an h2c slot"
@@ -94,16 +103,17 @@ impl Forwarder {
                 }
             }
             let backend = pick.target.next_backend(route);
-            let pool_key = route.slot(pick.target.slot).pool_key;
-            let connected = if h2c {
+            let pool = PoolKey {
+                slot_pool: slot.pool_key,
+                backend,
+            };
+            let connected = if let Some(tls) = &slot.tls {
                 // Boxed for the same reason as a new HTTP/1.1 connection.
-                let peer = peer_for(backend, pool_key, table);
+                Box::pin(self.connect_tls(pool, tls, upgrade(), fresh, table)).await
+            } else if slot.h2c {
+                let peer = peer_for(backend, pool.slot_pool, table);
                 Box::pin(self.connect_h2c(backend, peer)).await
             } else {
-                let pool = PoolKey {
-                    slot_pool: pool_key,
-                    backend,
-                };
                 self.connect_http1(pool, fresh, table).await
             };
             match connected {
@@ -117,7 +127,6 @@ impl Forwarder {
                         pick.follow();
                         return Err(connect_error_answer(route, &e));
                     }
-                    h2c = route.slot(pick.target.slot).h2c;
                 }
             }
         }
@@ -141,14 +150,7 @@ impl Forwarder {
             // opens a connection.
             None => Box::pin(self.open_http1(pool, table)).await?,
         };
-        Ok(Connection {
-            upstream: Upstream::Http1 {
-                session: Http1Upstream::new(stream),
-                reused,
-                pool,
-            },
-            backend: pool.backend,
-        })
+        Ok(http1_connection(stream, reused, pool))
     }
 
     /// A new connection to `pool`'s backend.
@@ -183,9 +185,84 @@ impl Forwarder {
             },
         };
         Ok(Connection {
-            upstream: Upstream::H2c(Box::new(H2Stream { session, peer })),
+            upstream: Upstream::H2(Box::new(H2Stream { session, peer })),
             backend,
         })
+    }
+
+    /// A connection to a `protocol = "https"` slot's backend: an idle
+    /// HTTP/1.1 one of `pool` (unless `fresh`), a stream of an HTTP/2
+    /// connection already open to it (not for an upgrade, which HTTP/2
+    /// does not carry), else a new TLS connection, in the protocol the
+    /// backend picks by ALPN.
+    async fn connect_tls(
+        &self,
+        pool: PoolKey,
+        tls: &BackendTls,
+        upgrade: bool,
+        fresh: bool,
+        table: &RoutingTable,
+    ) -> pingora::Result<Connection> {
+        if !fresh {
+            if let Some(stream) = pool::take(pool) {
+                return Ok(http1_connection(stream, true, pool));
+            }
+        }
+        let backend = pool.backend;
+        let ip = backend.ip().to_string();
+        let server_name = tls.server_name(&ip);
+        let mut peer = peer_for(backend, pool.slot_pool, table);
+        // Part of the reuse hash: HTTP/2 connections of a slot are shared
+        // only by requests that would have opened the same one.
+        peer.sni = server_name.to_string();
+        if !upgrade {
+            if let Ok(Some(session)) = self.h2.reused_http_session(&peer).await {
+                return Ok(h2_connection(session, peer, backend));
+            }
+        }
+        // pingora's connector opens the TCP connection (timeout, socket
+        // options) as for plain HTTP/1.1; the TLS is ours, with the slot's
+        // client config, so sessions resume across connections.
+        let tcp = self.fresh.new_stream(&peer).await?;
+        let tcp = tcp
+            .into_any()
+            .downcast::<pingora::protocols::l4::stream::Stream>()
+            .map_err(|_| {
+                pingora::Error::explain(ErrorType::InternalError, "a new connection was not TCP")
+            })?;
+        let client = if upgrade {
+            tls.http1_client.clone()
+        } else {
+            tls.client.clone()
+        };
+        let connector = pingora::tls::TlsConnector::from(client);
+        let timeout = table.timeouts.upstream_connect;
+        let handshake = pingora::protocols::tls::client::handshake(&connector, server_name, *tcp);
+        let stream = match pingora_timeout::timeout(timeout, handshake).await {
+            Ok(stream) => stream?,
+            Err(_) => {
+                return pingora::Error::e_explain(
+                    ErrorType::ConnectTimedout,
+                    format!("TLS handshake with {backend} took over {timeout:?}"),
+                )
+            }
+        };
+        if stream.selected_alpn_proto() != Some(ALPN::H2) {
+            return Ok(http1_connection(Box::new(stream), false, pool));
+        }
+        let mut settings = H2HandshakeSettings::new();
+        settings.max_streams = H2_STREAMS_PER_CONNECTION;
+        let connection = v2::handshake(Box::new(stream), settings).await?;
+        let session = connection.spawn_stream().await?.ok_or_else(|| {
+            pingora::Error::explain(
+                ErrorType::H2Error,
+                "a new HTTP/2 connection had no free stream (the backend sent GOAWAY)",
+            )
+        })?;
+        if connection.more_streams_allowed() {
+            self.h2.in_use_pool().insert(peer.reuse_hash(), connection);
+        }
+        Ok(h2_connection(session, peer, backend))
     }
 
     /// Counts a failed connect and tells the health checks.
@@ -213,12 +290,30 @@ impl Forwarder {
                     pool::put(pool, stream);
                 }
             }
-            Upstream::H2c(stream) => {
+            Upstream::H2(stream) => {
                 let H2Stream { session, peer } = *stream;
                 self.h2
                     .release_http_session(session, &peer, Some(UPSTREAM_IDLE_TIMEOUT));
             }
         }
+    }
+}
+
+fn http1_connection(stream: Stream, reused: bool, pool: PoolKey) -> Connection {
+    Connection {
+        upstream: Upstream::Http1 {
+            session: Http1Upstream::new(stream),
+            reused,
+            pool,
+        },
+        backend: pool.backend,
+    }
+}
+
+fn h2_connection(session: Http2Session, peer: HttpPeer, backend: SocketAddr) -> Connection {
+    Connection {
+        upstream: Upstream::H2(Box::new(H2Stream { session, peer })),
+        backend,
     }
 }
 

@@ -283,7 +283,7 @@ async fn exchange(
             )
             .await
         }
-        Upstream::H2c(up) => {
+        Upstream::H2(up) => {
             let request = upstream_request(session, incoming, upgrades);
             let up = &mut up.session;
             h2_upstream::exchange(session, up, request, retry, load, reply, timeouts, body).await
