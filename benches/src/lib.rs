@@ -32,6 +32,7 @@ pub fn table_with_routes(n: usize) -> RoutingTable {
             unhealthy: Vec::new(),
             h2c: Vec::new(),
             tls: Default::default(),
+            backend_hosts: Default::default(),
             assignment: Default::default(),
             https: Default::default(),
             upgrades: vec!["websocket".into()],

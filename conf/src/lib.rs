@@ -114,7 +114,7 @@ pub fn summary(config: &Config) -> String {
     let backends: usize = config
         .routes
         .iter()
-        .flat_map(|r| r.slots.values())
+        .flat_map(|r| r.backends.values())
         .map(Vec::len)
         .sum();
     let listen: Vec<String> = config.server.listen.iter().map(|a| a.to_string()).collect();

@@ -112,6 +112,9 @@ pub struct ServerConfig {
     /// The plain listeners take only connections that begin with a PROXY
     /// protocol header (v1 or v2). Needs a restart.
     pub proxy_protocol: bool,
+    /// DNS servers that backend names are resolved with; empty: the
+    /// system's (`/etc/resolv.conf`, and `/etc/hosts` first either way).
+    pub resolvers: Vec<SocketAddr>,
 }
 
 /// `[server] log_format`.
@@ -174,8 +177,13 @@ pub struct RouteConfig {
     /// (`Upgrade` tokens, a `/version` allowed). Default `["websocket"]`;
     /// never `h2c`.
     pub upgrades: Vec<String>,
-    /// Slot name → backends, each list non-empty.
+    /// Slot name → the addresses its backends are: the `IP:port` literals
+    /// and what its names resolved to (see [`RouteConfig::backends`]).
+    /// Each list is non-empty once the names are resolved.
     pub slots: BTreeMap<String, Vec<SocketAddr>>,
+    /// Slot name → its backends as the file lists them, literals and
+    /// `host:port` names, in file order.
+    pub backends: BTreeMap<String, Vec<BackendSpec>>,
     /// Slots whose backends are spoken to in HTTP/2 without TLS (h2c, prior
     /// knowledge): `protocol = "h2c"`. The others get HTTP/1.1.
     pub h2c_slots: BTreeSet<String>,
@@ -206,6 +214,109 @@ pub struct RouteConfig {
     /// `[route.access]`: which clients may reach the route (or some of
     /// its paths).
     pub access: Option<AccessConfig>,
+}
+
+/// A slot backend as the file gives it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BackendSpec {
+    Address(SocketAddr),
+    /// Resolved at load and again as its answers' TTL runs out; each
+    /// address is a backend of the slot.
+    Name(BackendName),
+}
+
+/// A backend given as `host:port`.
+#[derive(Debug, Clone)]
+pub struct BackendName {
+    /// A DNS name, lower-case, without a trailing dot.
+    pub host: String,
+    pub port: u16,
+    /// Where the file names it (1-based), for errors about it; not part of
+    /// its identity.
+    pub line: usize,
+    pub column: usize,
+}
+
+impl BackendName {
+    /// `host:port`.
+    pub fn key(&self) -> (String, u16) {
+        (self.host.clone(), self.port)
+    }
+}
+
+impl PartialEq for BackendName {
+    fn eq(&self, other: &BackendName) -> bool {
+        (&self.host, self.port) == (&other.host, other.port)
+    }
+}
+
+impl Eq for BackendName {}
+
+impl PartialOrd for BackendName {
+    fn partial_cmp(&self, other: &BackendName) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for BackendName {
+    fn cmp(&self, other: &BackendName) -> std::cmp::Ordering {
+        (&self.host, self.port).cmp(&(&other.host, other.port))
+    }
+}
+
+impl std::fmt::Display for BackendName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.host, self.port)
+    }
+}
+
+impl RouteConfig {
+    /// Each slot's addresses from its literals and `resolved`'s answer for
+    /// each of its names, in file order without repeats; a name `resolved`
+    /// has no answer for adds nothing.
+    pub fn backends_with(
+        &self,
+        resolved: impl Fn(&BackendName) -> Option<Vec<SocketAddr>>,
+    ) -> BTreeMap<String, Vec<SocketAddr>> {
+        self.backends
+            .iter()
+            .map(|(slot, specs)| {
+                let mut addresses: Vec<SocketAddr> = Vec::new();
+                for spec in specs {
+                    let found = match spec {
+                        BackendSpec::Address(addr) => vec![*addr],
+                        BackendSpec::Name(name) => resolved(name).unwrap_or_default(),
+                    };
+                    for addr in found {
+                        if !addresses.contains(&addr) {
+                            addresses.push(addr);
+                        }
+                    }
+                }
+                (slot.clone(), addresses)
+            })
+            .collect()
+    }
+
+    /// The slot's backends given by name.
+    pub fn names(&self) -> impl Iterator<Item = (&str, &BackendName)> {
+        self.backends.iter().flat_map(|(slot, specs)| {
+            specs.iter().filter_map(move |spec| match spec {
+                BackendSpec::Name(name) => Some((slot.as_str(), name)),
+                BackendSpec::Address(_) => None,
+            })
+        })
+    }
+}
+
+impl Config {
+    /// Every backend name of every route, once.
+    pub fn backend_names(&self) -> std::collections::BTreeSet<BackendName> {
+        self.routes
+            .iter()
+            .flat_map(|route| route.names().map(|(_, name)| name.clone()))
+            .collect()
+    }
 }
 
 /// How a `protocol = "https"` slot's backends are spoken to.

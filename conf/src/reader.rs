@@ -296,18 +296,8 @@ impl<'a> Reader<'a> {
         }
     }
 
-    pub fn addr_list(
-        &mut self,
-        table: &dyn TableLike,
-        key: &str,
-        context: &str,
-    ) -> Option<Vec<SocketAddr>> {
-        let list = self.spanned_addr_list(table, key, context)?;
-        Some(list.into_iter().map(|a| a.value).collect())
-    }
-
-    /// As [`Reader::addr_list`], keeping each address's place for checks
-    /// that compare addresses across tables.
+    /// `IP:port` literals, each with its place for checks that compare
+    /// addresses across tables.
     pub fn spanned_addr_list(
         &mut self,
         table: &dyn TableLike,

@@ -35,6 +35,7 @@ const SERVER_KEYS: &[&str] = &[
     "max_body_size",
     "max_header_size",
     "trusted_proxies",
+    "resolvers",
     "proxy_protocol",
 ];
 /// The answers of switchyard's own that `error_pages` can replace: no route
@@ -380,6 +381,7 @@ fn read_server(
         max_body_size: crate::limits::read_max_body_size(reader, t, CX),
         max_header_size: crate::limits::read_max_header_size(reader, t, CX),
         trusted_proxies: crate::limits::read_trusted_proxies(reader, t, CX),
+        resolvers: read_resolvers(reader, t),
         proxy_protocol: reader.boolean(t, "proxy_protocol", CX).unwrap_or(false),
     }
 }
@@ -444,6 +446,30 @@ fn read_tls(
         certificates,
         proxy_protocol: reader.boolean(t, "proxy_protocol", CX).unwrap_or(false),
     }
+}
+
+/// `resolvers = ["10.0.0.2", "127.0.0.11:53"]`: DNS servers, port 53
+/// unless given.
+fn read_resolvers(reader: &mut Reader, t: &dyn TableLike) -> Vec<SocketAddr> {
+    let list = reader
+        .string_list(t, "resolvers", "[server]")
+        .unwrap_or_default();
+    list.iter()
+        .filter_map(|entry| {
+            let text = entry.value.as_str();
+            let parsed = text.parse::<SocketAddr>().ok().or_else(|| {
+                let ip = text.parse::<std::net::IpAddr>().ok()?;
+                Some(SocketAddr::new(ip, 53))
+            });
+            if parsed.is_none() {
+                reader.error(
+                    &entry.span,
+                    format!("`resolvers` in [server] lists {text:?}; a DNS server is an IP address, with a port if not 53, like \"127.0.0.11\" or \"10.0.0.2:5353\""),
+                );
+            }
+            parsed
+        })
+        .collect()
 }
 
 /// A slot name: letters, digits, `_` and `-` (it appears in metrics
@@ -541,6 +567,7 @@ fn read_route(
         declared,
         h2c_slots,
         https_slots,
+        backends,
     } = crate::slots::read_slots(reader, t, span, &cx, base_dir);
 
     // Checked against every slot the file declares, valid or not, so one
@@ -650,6 +677,7 @@ fn read_route(
             hsts_max_age,
             upgrades,
             slots,
+            backends,
             h2c_slots,
             https_slots,
             health,

@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use toml_edit::{Item, TableLike};
 
-use crate::model::{BackendTlsConfig, ClientIdentity};
+use crate::model::{BackendName, BackendSpec, BackendTlsConfig, ClientIdentity};
 use crate::reader::{At, Reader, Span};
 use crate::schema::{is_slot_name, resolve, sub_table};
 
@@ -37,6 +37,8 @@ pub(crate) struct Slots {
     pub declared: Vec<String>,
     pub h2c_slots: BTreeSet<String>,
     pub https_slots: BTreeMap<String, BackendTlsConfig>,
+    /// The valid slots' backends as the file lists them.
+    pub backends: BTreeMap<String, Vec<BackendSpec>>,
 }
 
 /// The protocol a slot's backends speak.
@@ -58,6 +60,7 @@ pub(crate) fn read_slots(
         declared: Vec::new(),
         h2c_slots: BTreeSet::new(),
         https_slots: BTreeMap::new(),
+        backends: BTreeMap::new(),
     };
     let Some((st, sspan)) = sub_table(reader, t, "slots", cx) else {
         if t.get("slots").is_none() {
@@ -110,7 +113,7 @@ pub(crate) fn read_slots(
                 if settings.get("backends").is_none() {
                     reader.error(
                         &Reader::span_of(st, &name, &key_span),
-                        format!("{what} needs `backends = [\"IP:port\", ...]`"),
+                        format!("{what} needs `backends = [\"IP:port\" or \"host:port\", ...]`"),
                     );
                     continue;
                 }
@@ -118,22 +121,34 @@ pub(crate) fn read_slots(
             }
             None => (st, name.as_str()),
         };
-        let Some(backends) = reader.addr_list(table, key, &what) else {
+        let Some(entries) = reader.string_list(table, key, &what) else {
             continue;
         };
+        if entries.is_empty() {
+            reader.error(
+                &Reader::span_of(table, key, &key_span),
+                format!("{what} has no backends; list at least one IP:port or host:port"),
+            );
+            continue;
+        }
         let list_len = table
             .get(key)
             .and_then(Item::as_array)
             .map_or(0, |a| a.len());
-        if list_len == 0 {
-            reader.error(
-                &Reader::span_of(table, key, &key_span),
-                format!("{what} has no backends; list at least one IP:port"),
-            );
-            continue;
-        }
-        if backends.len() == list_len {
-            read.slots.insert(name, backends);
+        let specs: Vec<BackendSpec> = entries
+            .iter()
+            .filter_map(|entry| read_backend(reader, entry, &what))
+            .collect();
+        if specs.len() == list_len {
+            let literals = specs
+                .iter()
+                .filter_map(|spec| match spec {
+                    BackendSpec::Address(addr) => Some(*addr),
+                    BackendSpec::Name(_) => None,
+                })
+                .collect();
+            read.slots.insert(name.clone(), literals);
+            read.backends.insert(name, specs);
         }
     }
     read
@@ -266,4 +281,53 @@ fn identity_problem(cert_chain: &[u8], key: &[u8]) -> Option<String> {
         .with_client_auth_cert(chain, key)
         .err()
         .map(|e| format!("cannot be used with `client_cert`: {e}"))
+}
+
+/// `IP:port`, or `host:port` with a DNS name (letters, digits, `-`, `_`
+/// and dots; `_` because container names have them).
+fn read_backend(reader: &mut Reader, entry: &At<String>, what: &str) -> Option<BackendSpec> {
+    if let Ok(addr) = entry.value.parse::<SocketAddr>() {
+        return Some(BackendSpec::Address(addr));
+    }
+    match parse_name(&entry.value) {
+        Some((host, port)) => {
+            let (line, column) = reader.line_of(&entry.span);
+            Some(BackendSpec::Name(BackendName {
+                host,
+                port,
+                line,
+                column,
+            }))
+        }
+        None => {
+            reader.error(
+                &entry.span,
+                format!(
+                    "backend {:?} of {what} is neither IP:port (\"127.0.0.1:3000\", \"[::1]:3000\") nor host:port (\"app-green:3000\")",
+                    entry.value
+                ),
+            );
+            None
+        }
+    }
+}
+
+/// `host:port` with a usable DNS name and a port from 1 to 65535; the host
+/// lower-cased and without a trailing dot.
+pub(crate) fn parse_name(text: &str) -> Option<(String, u16)> {
+    let (host, port) = text.rsplit_once(':')?;
+    let port: u16 = port.parse().ok().filter(|&p| p != 0)?;
+    let host = host.strip_suffix('.').unwrap_or(host).to_ascii_lowercase();
+    let label_ok = |label: &str| {
+        (1..=63).contains(&label.len())
+            && !label.starts_with('-')
+            && !label.ends_with('-')
+            && label
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    };
+    let labels_ok = host.split('.').all(label_ok);
+    // All digits and dots is a mistyped IPv4 address, not a name.
+    let numeric = host.bytes().all(|b| b.is_ascii_digit() || b == b'.');
+    (host.len() <= 253 && labels_ok && !numeric).then_some((host, port))
 }

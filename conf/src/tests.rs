@@ -207,20 +207,86 @@ fn wrong_types_are_named() {
 }
 
 #[test]
-fn addresses_must_be_ip_and_port_literals() {
+fn backends_are_ip_and_port_literals_or_host_and_port_names() {
     for bad in [
-        "localhost:3000",
         "127.0.0.1",
         "http://127.0.0.1:3000",
         "::1:80",
+        "localhost",
+        "app:0",
+        "app:65536",
+        "-app:80",
+        "a..b:80",
+        "1.2.3.4.5:80",
+        "app green:80",
     ] {
         let e = one_error(&ROUTE.replace("127.0.0.1:3000", bad));
         assert!(
-            e.contains("is not an address; expected IP:port"),
+            e.contains("is neither IP:port (\"127.0.0.1:3000\", \"[::1]:3000\") nor host:port (\"app-green:3000\")"),
             "{bad}: {e}"
         );
     }
-    parse_ok(&ROUTE.replace("127.0.0.1:3000", "[::1]:3000"));
+    let v6 = parse_ok(&ROUTE.replace("127.0.0.1:3000", "[::1]:3000"));
+    assert_eq!(
+        v6.routes[0].slots["blue"],
+        vec!["[::1]:3000".parse().unwrap()]
+    );
+
+    let named = parse_ok(&ROUTE.replace(
+        "blue = [\"127.0.0.1:3000\"]",
+        "blue = [\"App-Blue.:3000\", \"127.0.0.1:3009\", \"my_app.internal:80\"]",
+    ));
+    let route = &named.routes[0];
+    assert_eq!(
+        route.slots["blue"],
+        vec!["127.0.0.1:3009".parse().unwrap()],
+        "names are resolved later; the literals are addresses already"
+    );
+    let names: Vec<String> = route
+        .names()
+        .map(|(slot, n)| format!("{slot} {n} {}:{}", n.line, n.column))
+        .collect();
+    assert_eq!(
+        names,
+        ["blue app-blue:3000 5:9", "blue my_app.internal:80 5:45"]
+    );
+    let resolved = route.backends_with(|name| {
+        (name.host == "app-blue").then(|| {
+            vec![
+                "10.0.0.1:3000".parse().unwrap(),
+                "127.0.0.1:3009".parse().unwrap(),
+            ]
+        })
+    });
+    assert_eq!(
+        resolved["blue"],
+        vec![
+            "10.0.0.1:3000".parse().unwrap(),
+            "127.0.0.1:3009".parse().unwrap()
+        ],
+        "file order, each address once; a name without an answer adds nothing"
+    );
+    assert_eq!(named.backend_names().len(), 2);
+}
+
+#[test]
+fn resolvers_are_dns_servers_with_port_53_by_default() {
+    let config = parse_ok(&format!(
+        "[server]\nresolvers = [\"127.0.0.11\", \"[::1]:5353\"]\n{ROUTE}"
+    ));
+    assert_eq!(
+        config.server.resolvers,
+        vec![
+            "127.0.0.11:53".parse().unwrap(),
+            "[::1]:5353".parse().unwrap()
+        ]
+    );
+    assert!(parse_ok(ROUTE).server.resolvers.is_empty());
+    let e = one_error(&format!("[server]\nresolvers = [\"dns.google\"]\n{ROUTE}"));
+    assert!(
+        e.starts_with("test.toml:2:14:") && e.contains("a DNS server is an IP address"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -618,14 +684,7 @@ fn unknown_keys_in_list_entries_suggest_the_nearest() {
 }
 
 #[test]
-fn a_name_without_a_port_is_not_an_address() {
-    let e = one_error(&ROUTE.replace("127.0.0.1:3000", "localhost"));
-    assert!(
-        e.starts_with("test.toml:5:9:")
-            && e.contains("\"localhost\" is not an address; expected IP:port")
-            && e.contains("names are not resolved"),
-        "{e}"
-    );
+fn a_name_is_no_listen_address() {
     let e = one_error(&format!(
         "[server]\nadmin_http = \"localhost:9901\"\n{ROUTE}"
     ));

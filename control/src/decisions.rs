@@ -282,6 +282,15 @@ mod tests {
                 ("green".to_string(), vec![addr]),
                 ("v3".to_string(), vec![addr]),
             ]),
+            backends: ["blue", "green", "v3"]
+                .iter()
+                .map(|slot| {
+                    (
+                        slot.to_string(),
+                        vec![switchyard_conf::BackendSpec::Address(addr)],
+                    )
+                })
+                .collect(),
             h2c_slots: Default::default(),
             https_slots: Default::default(),
             health: None,

@@ -9,6 +9,7 @@ pub mod decisions;
 pub mod health;
 pub mod history;
 pub mod metrics;
+pub mod names;
 pub mod notify;
 pub mod protocol;
 pub mod rollout;

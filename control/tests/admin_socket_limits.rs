@@ -18,7 +18,7 @@ async fn start(dir: &Path, limits: AdminLimits) -> std::path::PathBuf {
     let text = "[server]\nstate_dir = \"state\"\n[[route]]\nname = \"app\"\nactive = \"blue\"\n[route.slots]\nblue = [\"127.0.0.1:9\"]\ngreen = [\"127.0.0.1:9\"]\n";
     std::fs::write(&config_path, text).unwrap();
     let config = switchyard_conf::load(&config_path).unwrap();
-    let (controller, _task) = Controller::start(config, config_path);
+    let (controller, _task) = Controller::start(config, config_path, Default::default());
     let socket = dir.join("admin.sock");
     let listener = admin_server::bind(&socket).await.unwrap();
     let (_stop, stopped) = tokio::sync::watch::channel(false);

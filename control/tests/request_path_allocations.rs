@@ -59,6 +59,7 @@ fn table() -> RoutingTable {
             unhealthy: Vec::new(),
             h2c: Vec::new(),
             tls: Default::default(),
+            backend_hosts: Default::default(),
             assignment: Default::default(),
             https: Default::default(),
             upgrades: vec!["websocket".into()],

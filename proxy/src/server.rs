@@ -85,7 +85,7 @@ pub struct RunningProxy {
 }
 
 /// Starts everything on the current tokio runtime.
-pub async fn start(config: Config, config_path: &Path) -> Result<RunningProxy, StartError> {
+pub async fn start(mut config: Config, config_path: &Path) -> Result<RunningProxy, StartError> {
     // Checked before anything binds: a bad file is a clear error and exit
     // code, never pingora's panic.
     let certificates = match &config.tls {
@@ -103,7 +103,16 @@ pub async fn start(config: Config, config_path: &Path) -> Result<RunningProxy, S
     let tls_proxy_protocol = config.tls.as_ref().is_some_and(|tls| tls.proxy_protocol);
     let admin_listener = admin_server::bind(&server.admin_socket).await?;
     let recorder = start_recorder();
-    let (controller, control_task) = Controller::start(config, config_path.to_path_buf());
+    // Backend names are looked up before anything binds. One that does not
+    // answer does not stop the start (`check` refuses it): its slot has no
+    // address from it until it does, and it is asked again and again.
+    let (names, unresolved) = switchyard_control::names::resolve_config(&mut config).await;
+    if let Some(errors) = unresolved {
+        for error in &errors.0 {
+            tracing::error!("{error}; starting without it, and asking again");
+        }
+    }
+    let (controller, control_task) = Controller::start(config, config_path.to_path_buf(), names);
     if let Some(resolver) = &certificates {
         tokio::spawn(crate::tls::keep_current(
             resolver.clone(),

@@ -24,6 +24,7 @@ use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 use tokio::net::{TcpListener, TcpStream};
 
+pub mod dns;
 pub mod raw;
 pub mod tls;
 pub mod tls_backend;
@@ -102,9 +103,13 @@ impl Backend {
     /// long before answering; `/echo-headers` answers with the request
     /// headers; `/health` answers 200 or 500 as `healthy` says.
     pub async fn start(slot: &str) -> Backend {
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind backend");
+        Backend::start_on(slot, "127.0.0.1:0".parse().unwrap()).await
+    }
+
+    /// As [`Backend::start`], on `addr` (another loopback address, a
+    /// given port).
+    pub async fn start_on(slot: &str, addr: SocketAddr) -> Backend {
+        let listener = TcpListener::bind(addr).await.expect("bind backend");
         let addr = listener.local_addr().unwrap();
         let requests = Arc::new(AtomicU64::new(0));
         let connections_closed = Arc::new(AtomicU64::new(0));

@@ -18,20 +18,20 @@ use serde_json::Value;
 use switchyard_conf::{Config, TlsConfig};
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::core::{
-    ConfigRejected, Core, Effect, Event, Level, LogLine, Now, ReloadTrigger, ReplyTo,
-};
+use crate::core::{Core, Effect, Event, Level, LogLine, Now, ReloadTrigger, ReplyTo};
 use crate::health::changes::CHECK_BATCH;
 use crate::health::monitor::{BackendKey, Monitor};
 use crate::health::{Check, Failure};
 use crate::history::{History, DEFAULT_HISTORY_MAX_BYTES};
 use crate::metrics;
+use crate::names::{Answer, Lookup, NameKey, Names};
 use crate::notify::{Delivered, Notifier};
 use crate::protocol::{ErrorKind, HistoryReply, Request, Response, TlsStatus};
 use crate::state_file::{RouteState, StateFile};
 use crate::table::RoutingTable;
 
 mod fault;
+mod names;
 mod supervise;
 
 pub use supervise::{supervise, ControlPlaneStopped};
@@ -62,6 +62,19 @@ enum Message {
     Metrics { reply: oneshot::Sender<String> },
     /// A readiness check: the backends still waiting for a first verdict.
     Unchecked { reply: oneshot::Sender<Vec<String>> },
+    /// A refresh of a backend name came back.
+    Resolved {
+        key: NameKey,
+        result: Result<Answer, String>,
+    },
+    /// The names a config file read brought in, looked up: the read goes
+    /// on unless a later read started meanwhile (`seq`).
+    ConfigNamesResolved {
+        seq: u64,
+        trigger: ReloadTrigger,
+        config: Box<Config>,
+        results: Vec<(NameKey, Result<Answer, String>)>,
+    },
 }
 
 /// One health check of one backend, from a probe or from a real request.
@@ -168,6 +181,18 @@ pub struct Controller {
     /// Commands the core has not answered yet, by the id it knows them by.
     replies: HashMap<ReplyTo, oneshot::Sender<Response>>,
     next_reply: ReplyTo,
+    /// What each backend name resolved to.
+    names: Names,
+    /// Looks names up; why not, when the system's DNS settings are
+    /// unreadable.
+    lookup: Result<Arc<Lookup>, String>,
+    /// Config file reads started, so that a read whose names were still
+    /// being looked up when a later one started is dropped, not applied
+    /// over it.
+    reads: u64,
+    /// The mailbox, for lookups that report back; weak, so that it does
+    /// not keep the Controller alive once every handle is gone.
+    mailbox: mpsc::WeakSender<Message>,
 }
 
 impl Controller {
@@ -178,6 +203,7 @@ impl Controller {
     pub fn start(
         config: Config,
         config_path: PathBuf,
+        names: Names,
     ) -> (ControllerHandle, tokio::task::JoinHandle<()>) {
         let (tx, rx) = mpsc::channel(MAILBOX);
         let (checks_tx, checks_rx) = mpsc::unbounded_channel();
@@ -194,6 +220,9 @@ impl Controller {
             // A full mailbox loses the report, never the Controller's time.
             let _ = delivered.try_send(Message::Notified(outcome));
         });
+        let lookup = Lookup::new(&config.server.resolvers)
+            .map(Arc::new)
+            .map_err(|e| e.to_string());
         let (core, effects) = Core::new(config, config_path.clone(), loaded, now());
         let mut controller = Controller {
             core,
@@ -206,6 +235,10 @@ impl Controller {
             tls_config,
             replies: HashMap::new(),
             next_reply: 0,
+            names,
+            lookup,
+            reads: 0,
+            mailbox: tx.downgrade(),
         };
         controller.carry_out(effects);
         let handle = ControllerHandle {
@@ -226,6 +259,8 @@ impl Controller {
         loop {
             let wake = self.core.next_wakeup();
             let wake_at = tokio::time::Instant::from_std(wake.unwrap_or_else(Instant::now));
+            let names_due = self.names.next_due();
+            let names_at = tokio::time::Instant::from_std(names_due.unwrap_or_else(Instant::now));
             let event = tokio::select! {
                 message = mailbox.recv() => match message {
                     Some(message) => self.receive(message),
@@ -242,6 +277,10 @@ impl Controller {
                     Some(Event::Checks(batch))
                 }
                 _ = tokio::time::sleep_until(wake_at), if wake.is_some() => Some(Event::Tick),
+                _ = tokio::time::sleep_until(names_at), if names_due.is_some() => {
+                    self.refresh_names();
+                    None
+                }
             };
             if let Some(event) = event {
                 self.apply(event);
@@ -267,7 +306,7 @@ impl Controller {
                     uid,
                 })
             }
-            Message::ConfigFileChanged => Some(self.read_config(ReloadTrigger::File)),
+            Message::ConfigFileChanged => self.read_config(ReloadTrigger::File),
             Message::TlsLoaded(status) => Some(Event::TlsLoaded(status)),
             Message::Notified(delivered) => Some(Event::Notified(delivered)),
             Message::Metrics { reply } => {
@@ -278,6 +317,13 @@ impl Controller {
                 let _ = reply.send(self.core.unchecked_backends());
                 None
             }
+            Message::Resolved { key, result } => self.name_resolved(key, result),
+            Message::ConfigNamesResolved {
+                seq,
+                trigger,
+                config,
+                results,
+            } => self.config_names_resolved(seq, trigger, *config, results),
         }
     }
 
@@ -312,10 +358,19 @@ impl Controller {
                     self.send(to, Response::ok_with(&HistoryReply { entries }), None);
                 }
                 Effect::ReadConfig(trigger) => {
-                    let event = self.read_config(trigger);
-                    queue.extend(self.core.apply(event, now()));
+                    if let Some(event) = self.read_config(trigger) {
+                        queue.extend(self.core.apply(event, now()));
+                    }
                 }
                 Effect::ConfigApplied => {
+                    self.names_config_applied();
+                    // `status` shows the names the applied config has.
+                    let names = self.names.status();
+                    let event = Event::NamesResolved {
+                        config: None,
+                        names,
+                    };
+                    queue.extend(self.core.apply(event, now()));
                     self.monitor.sync(self.core.config());
                     self.notifier.set_targets(&self.core.config().notify);
                 }
@@ -329,16 +384,6 @@ impl Controller {
                 }
             }
         }
-    }
-
-    fn read_config(&self, trigger: ReloadTrigger) -> Event {
-        let result = switchyard_conf::load(&self.config_path)
-            .map(Box::new)
-            .map_err(|errors| ConfigRejected {
-                message: errors.to_string(),
-                errors: errors.0.len(),
-            });
-        Event::ConfigRead { trigger, result }
     }
 
     /// Writes the state file. A failure does not undo the change (traffic

@@ -34,6 +34,7 @@ mod commands;
 mod guard;
 mod health;
 mod invariants;
+mod names;
 mod parked;
 mod publish;
 mod reload;
@@ -103,6 +104,13 @@ pub enum Event {
     TlsLoaded(TlsStatus),
     /// How delivering a notice to a `[[notify]]` target went.
     Notified(Delivered),
+    /// Backend names were looked up again: `config` is the running config
+    /// with its slots' new addresses, when they changed; `names` is what
+    /// `status` shows of every name.
+    NamesResolved {
+        config: Option<Box<Config>>,
+        names: BTreeMap<crate::names::NameKey, crate::names::NameStatus>,
+    },
 }
 
 /// A config file that does not parse or validate.
@@ -220,6 +228,8 @@ pub struct Core {
     /// Each `protocol = "https"` slot's TLS client, by route and slot:
     /// kept while its settings stay the same (see `update_backend_tls`).
     backend_tls: BTreeMap<(String, String), std::sync::Arc<crate::tls_client::BackendTls>>,
+    /// What `status` shows of each backend name.
+    names: BTreeMap<crate::names::NameKey, crate::names::NameStatus>,
     /// When the core was made: the rollout clock's first reference.
     started: Instant,
     /// What this `apply` asks of the shell so far.
@@ -274,6 +284,7 @@ impl Core {
             notify_status: BTreeMap::new(),
             rate_limits: BTreeMap::new(),
             backend_tls: BTreeMap::new(),
+            names: BTreeMap::new(),
             started: now.at,
             effects: Vec::new(),
         };
@@ -299,6 +310,7 @@ impl Core {
             Event::Tick => self.tick(now),
             Event::TlsLoaded(status) => self.tls_loaded(status, now),
             Event::Notified(delivered) => self.notified(delivered, now),
+            Event::NamesResolved { config, names } => self.names_resolved(config, names, now),
         }
         self.check_invariants(now);
         std::mem::take(&mut self.effects)

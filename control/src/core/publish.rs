@@ -155,24 +155,31 @@ impl Core {
         }
     }
 
-    /// The route as the data plane sees it. Each slot lists the backends
-    /// that are not known to be unhealthy; when that is none of them, all
-    /// of them (fail open: a request may still find one that recovered).
+    /// The route as the data plane sees it. Each slot lists its healthy
+    /// backends; with none, those not known unhealthy (at start, all of
+    /// them); with none of those either, all of them (fail open: a request
+    /// may still find one that recovered). So a backend added to a slot
+    /// that has healthy ones — by a reload, or a name that resolves to a
+    /// new address — gets traffic once its probes pass.
     fn route_spec(&self, route: &RouteConfig) -> RouteSpec {
         let state = &self.routes[&route.name];
         let usable = |slot: &str, backends: &Vec<SocketAddr>| {
-            let up: Vec<SocketAddr> = backends
-                .iter()
-                .copied()
-                .filter(|addr| {
-                    self.health.state(&route.name, slot, *addr) != BackendState::Unhealthy
-                })
-                .collect();
-            if up.is_empty() {
-                backends.clone()
-            } else {
-                up
+            let in_state = |wanted: &dyn Fn(BackendState) -> bool| -> Vec<SocketAddr> {
+                backends
+                    .iter()
+                    .copied()
+                    .filter(|addr| wanted(self.health.state(&route.name, slot, *addr)))
+                    .collect()
+            };
+            let healthy = in_state(&|s| s == BackendState::Healthy);
+            if !healthy.is_empty() {
+                return healthy;
             }
+            let not_down = in_state(&|s| s != BackendState::Unhealthy);
+            if !not_down.is_empty() {
+                return not_down;
+            }
+            backends.clone()
         };
         RouteSpec {
             name: route.name.clone(),
@@ -203,6 +210,7 @@ impl Core {
                     Some((slot.clone(), self.backend_tls.get(&key)?.clone()))
                 })
                 .collect(),
+            backend_hosts: self.backend_hosts(route),
             assignment: assignment_spec(route, state),
             https: HttpsSpec {
                 redirect: route.redirect_https,
@@ -259,6 +267,29 @@ impl Core {
             kept.insert(route.name.clone(), limit);
         }
         self.rate_limits = kept;
+    }
+
+    /// For each https slot, the name each address given by name came from.
+    fn backend_hosts(
+        &self,
+        route: &RouteConfig,
+    ) -> BTreeMap<String, std::collections::HashMap<SocketAddr, Arc<str>>> {
+        let mut hosts: BTreeMap<String, std::collections::HashMap<SocketAddr, Arc<str>>> =
+            BTreeMap::new();
+        for (slot, name) in route.names() {
+            if !route.https_slots.contains_key(slot) {
+                continue;
+            }
+            let Some(status) = self.names.get(&name.key()) else {
+                continue;
+            };
+            let host: Arc<str> = name.host.as_str().into();
+            let slot_hosts = hosts.entry(slot.to_string()).or_default();
+            for addr in &status.addresses {
+                slot_hosts.entry(*addr).or_insert_with(|| host.clone());
+            }
+        }
+        hosts
     }
 
     /// Each `protocol = "https"` slot's TLS client: kept while the slot's

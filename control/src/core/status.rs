@@ -65,6 +65,7 @@ impl Core {
                         .iter()
                         .map(|addr| self.backend_status(&route.name, name, *addr))
                         .collect(),
+                    names: self.slot_names(&route.name, name),
                 }
             })
             .collect();

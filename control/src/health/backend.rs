@@ -82,12 +82,13 @@ pub struct Transition {
 }
 
 impl Transition {
-    /// Whether the data plane must hear of it: it sends requests to every
-    /// backend not known unhealthy, so only a move into or out of
-    /// `unhealthy` changes where traffic may go (`unknown` → `healthy`
-    /// does not).
+    /// Whether the data plane must hear of it: it sends requests to a
+    /// slot's healthy backends, else to those not known unhealthy, else to
+    /// all (`Core::route_spec`), so every change of state may change where
+    /// traffic goes — `unknown` → `healthy` too, which is how a new backend
+    /// joins a slot that has healthy ones.
     pub fn changes_traffic(&self) -> bool {
-        (self.from == BackendState::Unhealthy) != (self.to == BackendState::Unhealthy)
+        self.from != self.to
     }
 }
 
@@ -241,7 +242,7 @@ mod tests {
         assert!(t(Unknown, Unhealthy).changes_traffic());
         assert!(t(Healthy, Unhealthy).changes_traffic());
         assert!(t(Unhealthy, Healthy).changes_traffic());
-        assert!(!t(Unknown, Healthy).changes_traffic());
+        assert!(t(Unknown, Healthy).changes_traffic());
     }
 
     #[test]

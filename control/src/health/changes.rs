@@ -3,14 +3,13 @@
 //! paced. Pure bookkeeping over instants the caller passes in.
 //!
 //! A route's decision (fail back, drop a canary, apply a held switch) is
-//! published at once. A change that only moves a backend into or out of
-//! `unhealthy` (which backends of a slot get traffic) is published at once
+//! published at once. A change that only moves a backend from one state to
+//! another (which backends of a slot get traffic) is published at once
 //! too, unless another publish happened less than [`HEALTH_PUBLISH_GAP`]
 //! ago: then at the end of that gap, together with every other such change
 //! meanwhile. A route with thousands of backends coming and going this way
-//! costs at most one table rebuild per gap, not one per backend. A change
-//! that moves nothing (`unknown` → `healthy`, or a check that changes no
-//! state) publishes nothing.
+//! costs at most one table rebuild per gap, not one per backend. A check
+//! that changes no state publishes nothing.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -101,10 +100,16 @@ mod tests {
         let mut changes = HealthChanges::default();
         assert_eq!(changes.publish_due(), None);
         assert!(changes.take_routes().is_empty());
+    }
+
+    #[test]
+    fn a_backend_that_turns_healthy_owes_a_publish_but_no_reaction() {
+        let mut changes = HealthChanges::default();
         let t0 = Instant::now();
-        // unknown → healthy changes no traffic and, here, no slot.
+        // unknown → healthy: it may now get traffic (it joins a slot that
+        // has healthy backends); here its slot's health did not change.
         changes.note("app", &observed(Unknown, Healthy, false), t0);
-        assert_eq!(changes.publish_due(), None);
+        assert_eq!(changes.publish_due(), Some(t0));
         assert!(changes.take_routes().is_empty());
     }
 

@@ -108,6 +108,10 @@ pub struct SlotStatus {
     /// Upgraded (WebSocket) connections open.
     pub upgraded: usize,
     pub backends: Vec<BackendStatus>,
+    /// The slot's backends given as `host:port`: what each resolved to,
+    /// and the last lookup's error. Absent when it has none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub names: Vec<crate::names::NameStatus>,
 }
 
 /// One backend: `{"address", "state"}` while health does not track it yet,

@@ -156,6 +156,20 @@ pub struct Slot {
     pub h2c: bool,
     /// Its backends speak TLS (`protocol = "https"`), this way.
     pub tls: Option<Arc<crate::tls_client::BackendTls>>,
+    /// The name each backend address given by a `host:port` came from:
+    /// what TLS checks when there is no `tls_server_name`.
+    pub hosts: HashMap<SocketAddr, Arc<str>>,
+}
+
+impl Slot {
+    /// The host `backend` was configured by: its name, or else its IP
+    /// address.
+    pub fn host_of(&self, backend: SocketAddr) -> std::borrow::Cow<'_, str> {
+        match self.hosts.get(&backend) {
+            Some(host) => std::borrow::Cow::Borrowed(host),
+            None => std::borrow::Cow::Owned(backend.ip().to_string()),
+        }
+    }
 }
 
 /// The process's clock origin for [`SlotLoad`]'s timestamps.
@@ -309,6 +323,9 @@ pub struct RouteSpec {
     pub h2c: Vec<String>,
     /// Slots whose backends speak TLS, and how.
     pub tls: BTreeMap<String, Arc<crate::tls_client::BackendTls>>,
+    /// Slot → the name each of its addresses came from, for those given
+    /// by name (needed only by https slots).
+    pub backend_hosts: BTreeMap<String, HashMap<SocketAddr, Arc<str>>>,
     /// Stickiness, overrides and previews.
     pub assignment: AssignmentSpec,
     pub https: HttpsSpec,
@@ -457,6 +474,7 @@ impl Route {
                 unhealthy: spec.unhealthy.contains(&name),
                 h2c: spec.h2c.contains(&name),
                 tls: spec.tls.get(&name).cloned(),
+                hosts: spec.backend_hosts.get(&name).cloned().unwrap_or_default(),
                 name: name.as_str().into(),
                 backends,
                 next_backend: AtomicUsize::new(0),

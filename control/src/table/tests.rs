@@ -27,6 +27,7 @@ fn spec(name: &str, hosts: &[&str], prefix: &str) -> RouteSpec {
         unhealthy: Vec::new(),
         h2c: Vec::new(),
         tls: Default::default(),
+        backend_hosts: Default::default(),
         assignment: AssignmentSpec::default(),
         https: HttpsSpec::default(),
         upgrades: vec!["websocket".into()],

@@ -296,8 +296,30 @@ pub fn hash_password() -> ExitCode {
     }
 }
 
+/// Looks up the config's backend names, as a start would: one that does
+/// not resolve is an error at its place.
+fn resolve_names(
+    mut config: switchyard_conf::Config,
+) -> Result<switchyard_conf::Config, switchyard_conf::ConfigErrors> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            switchyard_conf::ConfigErrors(vec![switchyard_conf::ConfigError {
+                file: config.source.clone(),
+                line: 0,
+                column: 0,
+                message: format!("cannot start a runtime to resolve backend names: {e}"),
+            }])
+        })?;
+    match runtime.block_on(switchyard_control::names::resolve_config(&mut config)) {
+        (_, None) => Ok(config),
+        (_, Some(errors)) => Err(errors),
+    }
+}
+
 pub fn check(path: &Path) -> ExitCode {
-    match switchyard_conf::load(path) {
+    match switchyard_conf::load(path).and_then(resolve_names) {
         Ok(config) => {
             // The certificate files too: a start would refuse them.
             if let Some(tls) = &config.tls {

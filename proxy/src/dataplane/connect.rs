@@ -18,7 +18,7 @@ use switchyard_control::{Route, RoutingTable};
 
 use super::downstream::Downstream;
 use super::h1::upstream::Http1Upstream;
-use super::pick::{advance, peer_for, Pick};
+use super::pick::{advance, leave_empty_slot, peer_for, Pick};
 use super::pool::{self, PoolKey};
 use super::retry::Retry;
 use super::{
@@ -91,6 +91,18 @@ impl Forwarder {
             // Each attempt speaks its slot's protocol: a failed connect may
             // move the target to a previous slot of another kind.
             let slot = route.slot(pick.target.slot);
+            if slot.backends.is_empty() {
+                if leave_empty_slot(route, &mut pick.target) {
+                    continue;
+                }
+                pick.follow();
+                tracing::warn!(
+                    route = &*route.name,
+                    slot = &*slot.name,
+                    "the slot has no backend address: its names have not resolved"
+                );
+                return Err(Outcome::Answer(502, BAD_GATEWAY_BODY));
+            }
             if slot.h2c {
                 // Counted on the slot it is about to connect to.
                 pick.follow();
@@ -109,7 +121,8 @@ impl Forwarder {
             };
             let connected = if let Some(tls) = &slot.tls {
                 // Boxed for the same reason as a new HTTP/1.1 connection.
-                Box::pin(self.connect_tls(pool, tls, upgrade(), fresh, table)).await
+                let host = slot.host_of(backend);
+                Box::pin(self.connect_tls(pool, tls, &host, upgrade(), fresh, table)).await
             } else if slot.h2c {
                 let peer = peer_for(backend, pool.slot_pool, table);
                 Box::pin(self.connect_h2c(backend, peer)).await
@@ -190,7 +203,8 @@ impl Forwarder {
         })
     }
 
-    /// A connection to a `protocol = "https"` slot's backend: an idle
+    /// A connection to a `protocol = "https"` slot's backend (`host`: the
+    /// name or IP address it was configured by): an idle
     /// HTTP/1.1 one of `pool` (unless `fresh`), a stream of an HTTP/2
     /// connection already open to it (not for an upgrade, which HTTP/2
     /// does not carry), else a new TLS connection, in the protocol the
@@ -199,6 +213,7 @@ impl Forwarder {
         &self,
         pool: PoolKey,
         tls: &BackendTls,
+        host: &str,
         upgrade: bool,
         fresh: bool,
         table: &RoutingTable,
@@ -209,8 +224,7 @@ impl Forwarder {
             }
         }
         let backend = pool.backend;
-        let ip = backend.ip().to_string();
-        let server_name = tls.server_name(&ip);
+        let server_name = tls.server_name(host);
         let mut peer = peer_for(backend, pool.slot_pool, table);
         // Part of the reuse hash: HTTP/2 connections of a slot are shared
         // only by requests that would have opened the same one.

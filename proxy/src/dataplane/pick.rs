@@ -131,6 +131,24 @@ pub(super) fn advance(route: &Route, target: &mut Target) -> bool {
     true
 }
 
+/// Moves `target` off a slot that has no backend address at all (its names
+/// never resolved) to the previous slot, if that may work. `false` when
+/// there is none.
+pub(super) fn leave_empty_slot(route: &Route, target: &mut Target) -> bool {
+    let previous = route.previous.filter(|&p| {
+        p != target.slot && !route.slot(p).unhealthy && !route.slot(p).backends.is_empty()
+    });
+    match previous {
+        Some(previous) => {
+            target.slot = previous;
+            target.backend_start = route.slot(previous).next_start();
+            target.attempts_on_slot = 0;
+            true
+        }
+        None => false,
+    }
+}
+
 /// A request's in-flight count, kept on the slot its target is on.
 pub(super) struct Counted {
     slot: usize,
