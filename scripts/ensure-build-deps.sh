@@ -1,18 +1,28 @@
 #!/usr/bin/env bash
 # Installs what switchyard's build and tests need beyond Rust: cmake
-# (pingora's build runs it), and jq and curl (the deploy kit of
-# examples/compose, which the tests run). Does nothing when they are there.
+# (pingora's build runs it), jq and curl (the deploy kit of
+# examples/compose, which the tests run), and PyYAML (the test that reads
+# the kit's docker-compose.yml). Does nothing when they are there.
 set -euo pipefail
 
+# Whether the Debian package $1 is needed: its command, or its module, is
+# missing.
+needed() {
+  case "$1" in
+    python3-yaml) ! python3 -c 'import yaml' >/dev/null 2>&1 ;;
+    *) ! command -v "$1" >/dev/null 2>&1 ;;
+  esac
+}
+
 missing=()
-for tool in cmake jq curl; do
-  command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
+for package in cmake jq curl python3-yaml; do
+  if needed "$package"; then missing+=("$package"); fi
 done
 if [ ${#missing[@]} -eq 0 ]; then
   exit 0
 fi
 
-echo "switchyard: installing ${missing[*]} with apt-get (cmake: pingora's build; jq, curl: the deploy kit and its tests)" >&2
+echo "switchyard: installing ${missing[*]} with apt-get (cmake: pingora's build; jq, curl: the deploy kit and its tests; python3-yaml: the kit's compose file test)" >&2
 if command -v apt-get >/dev/null 2>&1; then
   if [ "$(id -u)" -eq 0 ]; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
@@ -22,8 +32,8 @@ if command -v apt-get >/dev/null 2>&1; then
 fi
 
 still=()
-for tool in "${missing[@]}"; do
-  command -v "$tool" >/dev/null 2>&1 || still+=("$tool")
+for package in "${missing[@]}"; do
+  if needed "$package"; then still+=("$package"); fi
 done
 if [ ${#still[@]} -ne 0 ]; then
   cat >&2 <<MSG

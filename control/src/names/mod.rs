@@ -11,7 +11,7 @@
 //!   than [`REFRESH_FLOOR`] nor later than [`REFRESH_CEILING`].
 //! - A failed lookup (no answer, an error, no address) keeps the last
 //!   addresses and is retried sooner, backing off from [`REFRESH_FLOOR`]
-//!   to [`REFRESH_CEILING`]; `status` shows the error and since when.
+//!   to [`RETRY_CEILING`]; `status` shows the error and since when.
 //! - A name that never resolved is a config error (at start, `check` and
 //!   reload); one that resolved once never empties its slot.
 
@@ -32,6 +32,10 @@ pub const REFRESH_FLOOR: Duration = Duration::from_secs(1);
 /// The latest a name is asked again: a container recreated under the same
 /// name is found within this, whatever TTL its DNS server gives.
 pub const REFRESH_CEILING: Duration = Duration::from_secs(30);
+/// The longest wait between tries of a name that keeps failing: a slot's
+/// container that was stopped (its name gone from Docker's DNS) is found
+/// within this of its new start.
+pub const RETRY_CEILING: Duration = Duration::from_secs(10);
 /// Addresses kept per name: a DNS answer is not a way to make a slot of
 /// thousands of backends.
 pub const MAX_ADDRESSES_PER_NAME: usize = 64;
@@ -240,10 +244,10 @@ impl Names {
 }
 
 /// The wait before the next try after `failures` failures in a row:
-/// doubling from [`REFRESH_FLOOR`] up to [`REFRESH_CEILING`].
+/// doubling from [`REFRESH_FLOOR`] up to [`RETRY_CEILING`].
 fn retry_after(failures: u32) -> Duration {
     let doubled = REFRESH_FLOOR.saturating_mul(1 << failures.saturating_sub(1).min(16));
-    doubled.min(REFRESH_CEILING)
+    doubled.min(RETRY_CEILING)
 }
 
 fn unix_seconds(at: SystemTime) -> u64 {
