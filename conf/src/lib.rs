@@ -2,6 +2,7 @@
 //! errors, whole-file validation that reports every problem at once, what an
 //! edit removes, and the watcher that notices edits.
 
+mod acme;
 mod checks;
 mod guard;
 mod limits;

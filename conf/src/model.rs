@@ -52,6 +52,7 @@ pub const NOTIFY_EVENTS: &[&str] = &[
     "route_critical",
     "config_rejected",
     "certificate_reload_failed",
+    "certificate_order_failed",
 ];
 
 /// `[server]`.
@@ -138,7 +139,29 @@ pub struct TlsConfig {
     /// The TLS listeners take only connections that begin with a PROXY
     /// protocol header, before the TLS handshake. Needs a restart.
     pub proxy_protocol: bool,
+    /// `[tls.acme]`: certificates ordered from an ACME CA by switchyard
+    /// itself. With it, `certificates` may be empty.
+    pub acme: Option<AcmeConfig>,
 }
+
+/// `[tls.acme]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AcmeConfig {
+    /// A contact for the CA (expiry notices, policy changes).
+    pub email: Option<String>,
+    /// The CA's directory URL (RFC 8555): Let's Encrypt by default.
+    pub directory: String,
+    /// PEM certificates the CA's own HTTPS is checked against, instead of
+    /// the system's roots (a private CA, a test CA).
+    pub ca_roots: Option<std::sync::Arc<[u8]>>,
+    /// The names to hold certificates for, lower-case; one certificate
+    /// each. By default the exact hosts of every route (wildcards cannot be
+    /// had with HTTP-01).
+    pub hosts: Vec<String>,
+}
+
+/// Let's Encrypt's production directory.
+pub const LETS_ENCRYPT: &str = "https://acme-v02.api.letsencrypt.org/directory";
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct CertificateConfig {

@@ -42,7 +42,7 @@ const SERVER_KEYS: &[&str] = &[
 /// (404), no backend answered (502), maintenance (503), a backend too slow
 /// (504).
 const ERROR_PAGE_STATUSES: &[u16] = &[404, 502, 503, 504];
-const TLS_KEYS: &[&str] = &["listen", "certificates", "proxy_protocol"];
+const TLS_KEYS: &[&str] = &["listen", "certificates", "proxy_protocol", "acme"];
 const CERT_KEYS: &[&str] = &["cert", "key"];
 const ROUTE_KEYS: &[&str] = &[
     "name",
@@ -126,12 +126,15 @@ pub fn read(reader: &mut Reader, doc: &ImDocument<String>, base_dir: &Path) -> R
             &mut listeners,
         ),
     };
-    let tls = sub_table(reader, root, "tls", "the top level")
+    let mut tls = sub_table(reader, root, "tls", "the top level")
         .map(|(t, s)| read_tls(reader, t, &s, base_dir, &mut listeners));
     let routes: Vec<ReadRoute> = route_tables(reader, root)
         .into_iter()
         .filter_map(|(table, span)| read_route(reader, table, &span, base_dir))
         .collect();
+    if let Some(acme) = tls.as_mut().and_then(|tls| tls.acme.as_mut()) {
+        crate::acme::default_hosts(reader, acme, root, &routes);
+    }
     for route in routes.iter().filter(|r| r.config.redirect_https) {
         if tls.is_none() {
             reader.error(
@@ -406,12 +409,16 @@ fn read_tls(
         listeners,
     );
     let mut certificates = Vec::new();
+    let acme = sub_table(reader, t, "acme", CX)
+        .map(|(acme, acme_span)| crate::acme::read_acme(reader, acme, &acme_span, base_dir));
     match t.get("certificates") {
+        None if acme.is_some() => {}
         None => reader.error(
             span,
-            "[tls] needs `certificates = [{ cert = \"...\", key = \"...\" }]`",
+            "[tls] needs `certificates = [{ cert = \"...\", key = \"...\" }]`, or [tls.acme] to order them",
         ),
         Some(item) => match item.as_array() {
+            Some(array) if array.is_empty() && acme.is_some() => {}
             Some(array) if array.is_empty() => reader.error(
                 &Reader::span_of(t, "certificates", span),
                 "[tls] `certificates` needs at least one { cert = \"...\", key = \"...\" }",
@@ -445,6 +452,7 @@ fn read_tls(
         listen,
         certificates,
         proxy_protocol: reader.boolean(t, "proxy_protocol", CX).unwrap_or(false),
+        acme,
     }
 }
 

@@ -1249,3 +1249,53 @@ fn an_https_slot_reads_its_ca_and_client_identity_with_the_config() {
         "{bad_protocol}"
     );
 }
+
+#[test]
+fn tls_acme_defaults_to_lets_encrypt_and_the_routes_exact_hosts() {
+    let routes = "[[route]]\nname = \"app\"\nhosts = [\"App.Example.com\", \"*.example.com\"]\nactive = \"blue\"\n[route.slots]\nblue = [\"127.0.0.1:3000\"]\n\
+                  [[route]]\nname = \"api\"\nhosts = [\"api.example.com\", \"app.example.com\"]\npath_prefix = \"/api\"\nactive = \"blue\"\n[route.slots]\nblue = [\"127.0.0.1:3001\"]\n";
+    let config = parse_ok(&format!(
+        "[tls]\n[tls.acme]\nemail = \"ops@example.com\"\n{routes}"
+    ));
+    let tls = config.tls.unwrap();
+    assert!(tls.certificates.is_empty(), "certificates may be left out");
+    let acme = tls.acme.unwrap();
+    assert_eq!(acme.directory, crate::LETS_ENCRYPT);
+    assert_eq!(acme.email.as_deref(), Some("ops@example.com"));
+    assert_eq!(
+        acme.hosts,
+        ["app.example.com", "api.example.com"],
+        "exact hosts once, no wildcard"
+    );
+    assert_eq!(acme.ca_roots, None);
+
+    let listed = parse_ok(&format!(
+        "[tls]\ncertificates = []\n[tls.acme]\ndirectory = \"https://ca.internal/acme/directory\"\nhosts = [\"www.example.com.\"]\n{routes}"
+    ));
+    let acme = listed.tls.unwrap().acme.unwrap();
+    assert_eq!(acme.hosts, ["www.example.com"]);
+    assert_eq!(acme.directory, "https://ca.internal/acme/directory");
+
+    for (bad, expected) in [
+        ("email = \"ops\"", "must be an address like"),
+        (
+            "directory = \"http://ca.internal/dir\"",
+            "must be the CA's https:// directory URL",
+        ),
+        ("hosts = [\"*.example.com\"]", "wildcards need DNS-01"),
+        (
+            "ca_roots = \"missing.pem\"",
+            "`ca_roots` of [tls.acme]: cannot read",
+        ),
+        ("contact = \"x\"", "contact"),
+    ] {
+        let e = one_error(&format!("[tls]\n[tls.acme]\n{bad}\n{routes}"));
+        assert!(e.starts_with("test.toml:3:"), "{bad}: {e}");
+        assert!(e.contains(expected), "{bad}: {e}");
+    }
+    let nothing = one_error(&format!("[tls]\n[tls.acme]\n{ROUTE}"));
+    assert!(
+        nothing.contains("no host to order a certificate for"),
+        "{nothing}"
+    );
+}

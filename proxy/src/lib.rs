@@ -2,6 +2,7 @@
 //! routing table, the process lifecycle, the CLI and the demo.
 
 pub mod access_log;
+pub mod acme;
 pub mod activation;
 pub mod admin_client;
 pub mod admin_http;

@@ -89,7 +89,7 @@ pub async fn start(mut config: Config, config_path: &Path) -> Result<RunningProx
     // Checked before anything binds: a bad file is a clear error and exit
     // code, never pingora's panic.
     let certificates = match &config.tls {
-        Some(tls) => Some(crate::tls::load_at_start(&tls.certificates)?),
+        Some(tls) => Some(crate::tls::load_at_start(tls, &config.server.state_dir)?),
         None => None,
     };
     let Bound {
@@ -113,11 +113,23 @@ pub async fn start(mut config: Config, config_path: &Path) -> Result<RunningProx
         }
     }
     let (controller, control_task) = Controller::start(config, config_path.to_path_buf(), names);
+    let challenges = crate::acme::Challenges::default();
     if let Some(resolver) = &certificates {
+        let reload = Arc::new(tokio::sync::Notify::new());
         tokio::spawn(crate::tls::keep_current(
             resolver.clone(),
             controller.clone(),
+            server.state_dir.clone(),
+            reload.clone(),
         ));
+        // Follows `[tls.acme]` edits; idle without the section.
+        let manager = crate::acme::Manager {
+            controller: controller.clone(),
+            state_dir: server.state_dir.clone(),
+            challenges: challenges.clone(),
+            reload,
+        };
+        tokio::spawn(manager.run());
     }
 
     let (shutdown, shutdown_rx) = watch::channel(false);
@@ -151,7 +163,8 @@ pub async fn start(mut config: Config, config_path: &Path) -> Result<RunningProx
         access_log(&server)?,
         // Where `redirect_https` sends clients: the first TLS listener.
         tls_listen_addrs.first().map(|addr| addr.port()),
-    );
+    )
+    .answer_acme(challenges);
     let proxy_protocol = (server.proxy_protocol, tls_proxy_protocol);
     let sockets = sockets(
         listeners,

@@ -25,6 +25,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::{TcpListener, TcpStream};
 
 pub mod dns;
+pub mod pebble;
 pub mod raw;
 pub mod tls;
 pub mod tls_backend;

@@ -62,6 +62,11 @@ enum Message {
     Metrics { reply: oneshot::Sender<String> },
     /// A readiness check: the backends still waiting for a first verdict.
     Unchecked { reply: oneshot::Sender<Vec<String>> },
+    /// What the ACME manager did.
+    Acme {
+        hosts: Vec<crate::protocol::AcmeHostStatus>,
+        failed: Option<(String, String)>,
+    },
     /// A refresh of a backend name came back.
     Resolved {
         key: NameKey,
@@ -165,6 +170,16 @@ impl ControllerHandle {
     /// Waits only while the mailbox is full.
     pub async fn tls_loaded(&self, status: TlsStatus) {
         let _ = self.mailbox.send(Message::TlsLoaded(status)).await;
+    }
+
+    /// Tells the Controller how each `[tls.acme]` host stands, and which
+    /// order just failed (host, why), for `status` and `[[notify]]`.
+    pub async fn acme_report(
+        &self,
+        hosts: Vec<crate::protocol::AcmeHostStatus>,
+        failed: Option<(String, String)>,
+    ) {
+        let _ = self.mailbox.send(Message::Acme { hosts, failed }).await;
     }
 }
 
@@ -318,6 +333,7 @@ impl Controller {
                 None
             }
             Message::Resolved { key, result } => self.name_resolved(key, result),
+            Message::Acme { hosts, failed } => Some(Event::AcmeReport { hosts, failed }),
             Message::ConfigNamesResolved {
                 seq,
                 trigger,

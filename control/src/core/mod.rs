@@ -104,6 +104,12 @@ pub enum Event {
     TlsLoaded(TlsStatus),
     /// How delivering a notice to a `[[notify]]` target went.
     Notified(Delivered),
+    /// What the ACME manager did: every host's state, and the order that
+    /// just failed (host, why), if one did.
+    AcmeReport {
+        hosts: Vec<crate::protocol::AcmeHostStatus>,
+        failed: Option<(String, String)>,
+    },
     /// Backend names were looked up again: `config` is the running config
     /// with its slots' new addresses, when they changed; `names` is what
     /// `status` shows of every name.
@@ -182,6 +188,8 @@ pub struct Core {
     tls: Option<TlsConfig>,
     /// What the certificate loader last reported.
     tls_status: Option<TlsStatus>,
+    /// What the ACME manager last reported, host by host.
+    acme_status: Vec<crate::protocol::AcmeHostStatus>,
     /// The last reload's errors, while the file stays invalid.
     config_error: Option<String>,
     /// A valid edit that removes something, waiting (see `settle.rs`).
@@ -261,6 +269,7 @@ impl Core {
             running_server: config.server.clone(),
             tls: config.tls.clone(),
             tls_status: None,
+            acme_status: Vec::new(),
             config,
             config_error: None,
             pending_edit: None,
@@ -311,6 +320,7 @@ impl Core {
             Event::TlsLoaded(status) => self.tls_loaded(status, now),
             Event::Notified(delivered) => self.notified(delivered, now),
             Event::NamesResolved { config, names } => self.names_resolved(config, names, now),
+            Event::AcmeReport { hosts, failed } => self.acme_report(hosts, failed, now),
         }
         self.check_invariants(now);
         std::mem::take(&mut self.effects)
@@ -420,6 +430,28 @@ impl Core {
             );
         }
         self.tls_status = Some(status);
+    }
+
+    fn acme_report(
+        &mut self,
+        hosts: Vec<crate::protocol::AcmeHostStatus>,
+        failed: Option<(String, String)>,
+        now: Now,
+    ) {
+        if let Some((host, error)) = failed {
+            let evidence = format!(
+                "the certificate order for {host} failed, the current certificate (if any) still serves: {error}"
+            );
+            self.log(Level::Error, None, evidence.clone());
+            self.notify(
+                NoticeKind::CertificateOrderFailed,
+                None,
+                (None, None),
+                &evidence,
+                now,
+            );
+        }
+        self.acme_status = hosts;
     }
 
     fn notified(&mut self, delivered: Delivered, now: Now) {

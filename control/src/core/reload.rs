@@ -236,15 +236,16 @@ impl Core {
         routes
     }
 
-    /// Serves the certificates the file names now. `listen` stays what is
-    /// bound; a `[tls]` added or removed waits for a restart
-    /// (`needs_restart` says so).
+    /// Serves the certificates the file names now, and orders what
+    /// `[tls.acme]` says now. `listen` stays what is bound; a `[tls]` added
+    /// or removed waits for a restart (`needs_restart` says so).
     fn follow_certificates(&mut self, edited: Option<&TlsConfig>) {
         let (Some(running), Some(edited)) = (self.tls.as_mut(), edited) else {
             return;
         };
-        if running.certificates != edited.certificates {
+        if running.certificates != edited.certificates || running.acme != edited.acme {
             running.certificates = edited.certificates.clone();
+            running.acme = edited.acme.clone();
             self.effects
                 .push(Effect::ServeCertificates(running.clone()));
         }

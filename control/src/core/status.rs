@@ -36,6 +36,7 @@ impl Core {
             },
             state_warnings: self.state_warnings.clone(),
             tls: self.tls_status.clone(),
+            acme: self.acme_status.clone(),
             notify: self.notify_status.values().cloned().collect(),
             routes,
         })

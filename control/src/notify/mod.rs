@@ -39,6 +39,7 @@ pub enum NoticeKind {
     RouteCritical,
     ConfigRejected,
     CertificateReloadFailed,
+    CertificateOrderFailed,
 }
 
 impl NoticeKind {
@@ -53,6 +54,7 @@ impl NoticeKind {
             NoticeKind::RouteCritical => "route_critical",
             NoticeKind::ConfigRejected => "config_rejected",
             NoticeKind::CertificateReloadFailed => "certificate_reload_failed",
+            NoticeKind::CertificateOrderFailed => "certificate_order_failed",
         }
     }
 }
@@ -73,6 +75,7 @@ mod tests {
             RouteCritical,
             ConfigRejected,
             CertificateReloadFailed,
+            CertificateOrderFailed,
         ];
         let names: Vec<&str> = kinds.iter().map(|k| k.as_str()).collect();
         assert_eq!(names, switchyard_conf::NOTIFY_EVENTS);

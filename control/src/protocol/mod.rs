@@ -19,9 +19,9 @@ pub use replies::{
     ChangeReply, ConfirmReply, DrainReply, HistoryReply, ReloadReply, Reply, RolloutReply,
 };
 pub use status::{
-    BackendStatus, BackendTracking, CertificateStatus, CheckDetail, ConfigStatus, GuardStatus,
-    LastCheck, NotifyTargetStatus, PendingEditStatus, RolloutStatus, RouteStatus, SlotStatus,
-    StatusReply, TlsLoad, TlsLoadResult, TlsStatus,
+    AcmeHostStatus, BackendStatus, BackendTracking, CertificateStatus, CheckDetail, ConfigStatus,
+    GuardStatus, LastCheck, NotifyTargetStatus, PendingEditStatus, RolloutStatus, RouteStatus,
+    SlotStatus, StatusReply, TlsLoad, TlsLoadResult, TlsStatus,
 };
 
 /// Lines longer than this are refused; a request is a few hundred bytes.

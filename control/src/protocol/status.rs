@@ -25,6 +25,9 @@ pub struct StatusReply {
     pub state_warnings: Vec<String>,
     /// The certificates served and their last load; `null` without `[tls]`.
     pub tls: Option<TlsStatus>,
+    /// `[tls.acme]`: each host's certificate order state; absent without.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub acme: Vec<AcmeHostStatus>,
     /// `[[notify]]` targets that were sent something, and how it went.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub notify: Vec<NotifyTargetStatus>,
@@ -281,6 +284,28 @@ pub struct NotifyTargetStatus {
     pub failed: u64,
     pub last_error: Option<String>,
     pub last_error_at: Option<String>,
+}
+
+/// One `[tls.acme]` host: the certificate it holds and how ordering goes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AcmeHostStatus {
+    pub host: String,
+    /// The stored certificate's end, Unix seconds; absent before the first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_after_unix: Option<i64>,
+    /// When it is renewed (two thirds of its lifetime), Unix seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub renew_at_unix: Option<i64>,
+    /// Why the last order failed; absent once one succeeds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    /// Failed orders in a row.
+    pub failures: u32,
+    /// When the next order is tried after a failure, Unix seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_at_unix: Option<i64>,
+    /// Certificates ordered for it since start.
+    pub issued: u64,
 }
 
 /// `status.tls`: what the certificate loader last reported.

@@ -78,6 +78,11 @@ impl Forwarder {
         incoming: Incoming<'_>,
         trail: &mut Trail,
     ) -> Outcome {
+        if let (Some(challenges), false) = (&self.acme, incoming.tls) {
+            if let Some(answer) = challenges.answer(session.req_header().uri.path()) {
+                return Outcome::AcmeChallenge(answer);
+            }
+        }
         let found = match self.route(session, table, incoming.tls, trail) {
             Ok(found) => found,
             Err(answer) => return answer,

@@ -91,6 +91,9 @@ pub struct Forwarder {
     /// Where `redirect_https` sends clients: the first `[tls]` listener's
     /// port.
     https_port: Option<u16>,
+    /// `[tls.acme]`'s HTTP-01 tokens, answered on the plain listeners
+    /// before any routing.
+    acme: Option<crate::acme::Challenges>,
 }
 
 impl Forwarder {
@@ -111,7 +114,14 @@ impl Forwarder {
             stopping: AtomicBool::new(false),
             access_log,
             https_port,
+            acme: None,
         }
+    }
+
+    /// Answers `challenges`' HTTP-01 tokens on the plain listeners.
+    pub fn answer_acme(mut self, challenges: crate::acme::Challenges) -> Forwarder {
+        self.acme = Some(challenges);
+        self
     }
 }
 
@@ -147,4 +157,7 @@ pub(crate) enum Outcome {
     /// The route's `basic_auth` wants credentials: `401` with a Basic
     /// challenge for this realm (the route's name).
     Unauthorized(std::sync::Arc<str>),
+    /// An ACME CA asked for the key authorization of one of our orders'
+    /// HTTP-01 tokens: `200` with it.
+    AcmeChallenge(String),
 }

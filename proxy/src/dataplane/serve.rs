@@ -203,7 +203,7 @@ async fn finish_request(
             Some(keepalive)
         }
         Outcome::Answer(status, body) => {
-            answer_and_go_on(session, status, body, None, request_id).await;
+            answer_and_go_on(session, status, Bytes::from_static(body), None, request_id).await;
             Some(keepalive)
         }
         Outcome::Reject(status, body) => {
@@ -224,13 +224,39 @@ async fn finish_request(
             let realm: String = realm.chars().filter(|c| !matches!(c, '"' | '\\')).collect();
             let challenge = format!("Basic realm=\"{realm}\", charset=\"UTF-8\"");
             let extra = Some((http::header::WWW_AUTHENTICATE, challenge.as_str()));
-            answer_and_go_on(session, 401, UNAUTHORIZED_BODY, extra, request_id).await;
+            answer_and_go_on(
+                session,
+                401,
+                Bytes::from_static(UNAUTHORIZED_BODY),
+                extra,
+                request_id,
+            )
+            .await;
+            Some(keepalive)
+        }
+        Outcome::AcmeChallenge(key_authorization) => {
+            let extra = Some((http::header::CONTENT_TYPE, "text/plain"));
+            answer_and_go_on(
+                session,
+                200,
+                Bytes::from(key_authorization),
+                extra,
+                request_id,
+            )
+            .await;
             Some(keepalive)
         }
         Outcome::Limited(retry_after) => {
             let retry_after = retry_after.to_string();
             let extra = Some((http::header::RETRY_AFTER, retry_after.as_str()));
-            answer_and_go_on(session, 429, TOO_MANY_BODY, extra, request_id).await;
+            answer_and_go_on(
+                session,
+                429,
+                Bytes::from_static(TOO_MANY_BODY),
+                extra,
+                request_id,
+            )
+            .await;
             Some(keepalive)
         }
         Outcome::Page {
@@ -307,7 +333,7 @@ async fn answer(
     body: &'static [u8],
     request_id: &HeaderValue,
 ) -> pingora::Result<()> {
-    answer_with(session, status, body, None, request_id).await
+    answer_with(session, status, Bytes::from_static(body), None, request_id).await
 }
 
 /// An answer of ours on a connection that may carry on: only if the
@@ -315,7 +341,7 @@ async fn answer(
 async fn answer_and_go_on(
     session: &mut Downstream,
     status: u16,
-    body: &'static [u8],
+    body: Bytes,
     extra: Option<(http::header::HeaderName, &str)>,
     request_id: &HeaderValue,
 ) {
@@ -332,7 +358,7 @@ async fn answer_and_go_on(
 async fn answer_with(
     session: &mut Downstream,
     status: u16,
-    body: &'static [u8],
+    body: Bytes,
     extra: Option<(http::header::HeaderName, &str)>,
     request_id: &HeaderValue,
 ) -> pingora::Result<()> {
@@ -342,7 +368,5 @@ async fn answer_with(
         header.insert_header(name, value)?;
     }
     header.insert_header(request_id::HEADER, request_id.clone())?;
-    session
-        .write_error_response(header, Bytes::from_static(body))
-        .await
+    session.write_error_response(header, body).await
 }

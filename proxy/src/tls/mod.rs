@@ -22,7 +22,18 @@ use std::sync::Arc;
 use pingora::listeners::tls::TlsSettings;
 
 pub use certs::CertError;
-pub use reload::{keep_current, load_at_start};
+pub use reload::{keep_current, load_at_start, served};
+
+/// Checks a certificate chain and key as the TLS store loads them; their
+/// validity (Unix seconds, from and to) when they would serve.
+pub fn check_pair(
+    pair: &switchyard_conf::CertificateConfig,
+    cert_pem: &[u8],
+    key_pem: &[u8],
+) -> Result<(i64, i64), CertError> {
+    let loaded = certs::from_pem(&pair.cert, cert_pem, &pair.key, key_pem)?;
+    Ok((loaded.not_before, loaded.not_after))
+}
 pub use resolver::SniResolver;
 pub use store::{CertStore, CertSummary};
 

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use arc_swap::ArcSwap;
+use arc_swap::ArcSwapOption;
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 
@@ -17,33 +17,48 @@ use super::store::{CertStore, CertSummary};
 /// during the handshake.
 #[derive(Debug)]
 pub struct SniResolver {
-    store: ArcSwap<CertStore>,
+    /// `None` only while `[tls.acme]` has not got its first certificate
+    /// and none is configured: handshakes fail until one is.
+    store: ArcSwapOption<CertStore>,
 }
 
 impl SniResolver {
     pub fn new(store: CertStore) -> Self {
         Self {
-            store: ArcSwap::from_pointee(store),
+            store: ArcSwapOption::from_pointee(store),
+        }
+    }
+
+    /// A resolver with nothing to serve yet.
+    pub fn empty() -> Self {
+        Self {
+            store: ArcSwapOption::empty(),
         }
     }
 
     /// Serves `store` to every handshake from now on (a reload).
     pub fn replace(&self, store: CertStore) {
-        self.store.store(Arc::new(store));
+        self.store.store(Some(Arc::new(store)));
     }
 
     /// The certificates being served, for `switchyard status`.
     pub fn summary(&self) -> Vec<CertSummary> {
-        self.store.load().summary()
+        self.store
+            .load()
+            .as_ref()
+            .map(|store| store.summary())
+            .unwrap_or_default()
     }
 }
 
 impl ResolvesServerCert for SniResolver {
     /// Called by rustls once per handshake, after the ClientHello arrived.
-    /// Never `None` (which would abort the handshake): a name without a
-    /// certificate gets the default, as with [`CertStore::choose`].
+    /// `None` (which aborts the handshake) only while there is no
+    /// certificate at all: a name without one gets the default, as with
+    /// [`CertStore::choose`].
     fn resolve(&self, client_hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        Some(self.store.load().choose(client_hello.server_name()))
+        let store = self.store.load();
+        Some(store.as_ref()?.choose(client_hello.server_name()))
     }
 }
 

@@ -1,0 +1,140 @@
+//! One certificate order (RFC 8555) for one host, answered with HTTP-01:
+//! the account (created once, then read back from `account.json`), the
+//! order, its challenge served by the plain listeners, the CSR and the
+//! chain.
+
+use std::path::Path;
+use std::time::Duration;
+
+use instant_acme::{
+    Account, AccountCredentials, AuthorizationStatus, ChallengeType, Identifier, NewAccount,
+    NewOrder, OrderStatus, RetryPolicy,
+};
+use switchyard_conf::AcmeConfig;
+
+use super::challenges::Challenges;
+use super::client::AcmeHttp;
+use super::files;
+
+/// How often and how long the order's state is polled: the CA validates
+/// within seconds, and a minute without a verdict is a failure.
+fn polling() -> RetryPolicy {
+    RetryPolicy::new()
+        .initial_delay(Duration::from_millis(250))
+        .backoff(2.0)
+        .timeout(Duration::from_secs(60))
+}
+
+/// A new certificate: its PEM chain (leaf first) and PEM key.
+pub struct Issued {
+    pub chain: String,
+    pub key: String,
+}
+
+/// The account at `acme.directory`: read back from `state_dir`, else made
+/// and stored there (0600) — one per CA directory, so a changed directory
+/// makes a new one.
+pub async fn account(acme: &AcmeConfig, state_dir: &Path) -> Result<Account, String> {
+    let http = || -> Result<Box<AcmeHttp>, String> {
+        Ok(Box::new(AcmeHttp::new(acme.ca_roots.as_deref())?))
+    };
+    let path = files::account_path(state_dir);
+    if let Ok(text) = std::fs::read_to_string(&path) {
+        if let Ok(stored) = serde_json::from_str::<StoredAccount>(&text) {
+            if stored.directory == acme.directory {
+                return Account::builder_with_http(http()?)
+                    .from_credentials(stored.credentials)
+                    .await
+                    .map_err(|e| format!("the stored ACME account {}: {e}", path.display()));
+            }
+        }
+    }
+    let contact: Vec<String> = acme.email.iter().map(|e| format!("mailto:{e}")).collect();
+    let contact: Vec<&str> = contact.iter().map(String::as_str).collect();
+    let (account, credentials) = Account::builder_with_http(http()?)
+        .create(
+            &NewAccount {
+                contact: &contact,
+                terms_of_service_agreed: true,
+                only_return_existing: false,
+            },
+            acme.directory.clone(),
+            None,
+        )
+        .await
+        .map_err(|e| format!("cannot create an account at {}: {e}", acme.directory))?;
+    let stored = StoredAccount {
+        directory: acme.directory.clone(),
+        credentials,
+    };
+    let json = serde_json::to_vec_pretty(&stored).map_err(|e| e.to_string())?;
+    files::write_private(&path, &json)
+        .map_err(|e| format!("cannot store the ACME account in {}: {e}", path.display()))?;
+    Ok(account)
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct StoredAccount {
+    directory: String,
+    credentials: AccountCredentials,
+}
+
+/// Orders a certificate for `host`, answering its HTTP-01 challenge
+/// through `challenges`. The tokens are withdrawn whatever happens.
+pub async fn order(
+    account: &Account,
+    host: &str,
+    challenges: &Challenges,
+) -> Result<Issued, String> {
+    let identifiers = [Identifier::Dns(host.to_string())];
+    let mut order = account
+        .new_order(&NewOrder::new(&identifiers))
+        .await
+        .map_err(|e| format!("new order: {e}"))?;
+    let mut tokens = Vec::new();
+    let result = answer_and_finish(&mut order, challenges, &mut tokens).await;
+    for token in tokens {
+        challenges.remove(&token);
+    }
+    result
+}
+
+async fn answer_and_finish(
+    order: &mut instant_acme::Order,
+    challenges: &Challenges,
+    tokens: &mut Vec<String>,
+) -> Result<Issued, String> {
+    let mut authorizations = order.authorizations();
+    while let Some(authorization) = authorizations.next().await {
+        let mut authorization = authorization.map_err(|e| format!("authorization: {e}"))?;
+        match authorization.status {
+            AuthorizationStatus::Pending => {}
+            AuthorizationStatus::Valid => continue,
+            other => return Err(format!("the authorization is {other:?}")),
+        }
+        let mut challenge = authorization
+            .challenge(ChallengeType::Http01)
+            .ok_or("the CA offers no http-01 challenge")?;
+        let key_authorization = challenge.key_authorization();
+        challenges.add(&challenge.token, key_authorization.as_str());
+        tokens.push(challenge.token.clone());
+        challenge
+            .set_ready()
+            .await
+            .map_err(|e| format!("challenge: {e}"))?;
+    }
+    match order.poll_ready(&polling()).await {
+        Ok(OrderStatus::Ready) => {}
+        Ok(status) => return Err(format!("the order is {status:?}, not ready")),
+        Err(e) => return Err(format!("validation failed: {e}")),
+    }
+    let key = order
+        .finalize()
+        .await
+        .map_err(|e| format!("finalize: {e}"))?;
+    let chain = order
+        .poll_certificate(&polling())
+        .await
+        .map_err(|e| format!("certificate: {e}"))?;
+    Ok(Issued { chain, key })
+}
