@@ -6,17 +6,18 @@
 //! # directory = "https://acme-v02.api.letsencrypt.org/directory"   (the default)
 //! # ca_roots = "private-ca.pem"      the CA's own HTTPS is checked against these
 //! # hosts = ["app.example.com"]      default: every route's exact hosts
+//! # challenges = ["http-01", "tls-alpn-01"]   tried in turn, one per attempt (the default)
 //! ```
 
 use std::path::Path;
 
 use toml_edit::TableLike;
 
-use crate::model::{AcmeConfig, HostPattern, LETS_ENCRYPT};
+use crate::model::{AcmeChallenge, AcmeConfig, HostPattern, LETS_ENCRYPT};
 use crate::reader::{Reader, Span};
 use crate::schema::{resolve, ReadRoute};
 
-const ACME_KEYS: &[&str] = &["email", "directory", "ca_roots", "hosts"];
+const ACME_KEYS: &[&str] = &["email", "directory", "ca_roots", "hosts", "challenges"];
 const CX: &str = "[tls.acme]";
 
 pub(crate) fn read_acme(
@@ -86,11 +87,37 @@ pub(crate) fn read_acme(
             }
         })
         .collect();
+    let challenges = match reader.string_list(t, "challenges", CX) {
+        None => vec![AcmeChallenge::Http01, AcmeChallenge::TlsAlpn01],
+        Some(list) => {
+            let mut challenges = Vec::new();
+            for entry in &list {
+                match entry.value.as_str() {
+                    "http-01" => challenges.push(AcmeChallenge::Http01),
+                    "tls-alpn-01" => challenges.push(AcmeChallenge::TlsAlpn01),
+                    other => reader.error(
+                        &entry.span,
+                        format!("`challenges` of {CX} lists {other:?}; switchyard answers \"http-01\" (port 80) and \"tls-alpn-01\" (port 443)"),
+                    ),
+                }
+            }
+            if list.is_empty() {
+                reader.error(
+                    &Reader::span_of(t, "challenges", &(0..0)),
+                    format!(
+                        "`challenges` of {CX} needs at least one of \"http-01\", \"tls-alpn-01\""
+                    ),
+                );
+            }
+            challenges
+        }
+    };
     AcmeConfig {
         email,
         directory,
         ca_roots,
         hosts,
+        challenges,
     }
 }
 

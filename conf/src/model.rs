@@ -158,6 +158,18 @@ pub struct AcmeConfig {
     /// each. By default the exact hosts of every route (wildcards cannot be
     /// had with HTTP-01).
     pub hosts: Vec<String>,
+    /// The challenge types tried, one per attempt in turn: by default
+    /// HTTP-01, then TLS-ALPN-01 after a failure, and so on.
+    pub challenges: Vec<AcmeChallenge>,
+}
+
+/// How a CA checks that a host is ours.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AcmeChallenge {
+    /// A GET on port 80 (the plain listeners).
+    Http01,
+    /// A TLS handshake on port 443 asking for `acme-tls/1` (RFC 8737).
+    TlsAlpn01,
 }
 
 /// Let's Encrypt's production directory.

@@ -1268,12 +1268,20 @@ fn tls_acme_defaults_to_lets_encrypt_and_the_routes_exact_hosts() {
         "exact hosts once, no wildcard"
     );
     assert_eq!(acme.ca_roots, None);
+    assert_eq!(
+        acme.challenges,
+        [
+            crate::AcmeChallenge::Http01,
+            crate::AcmeChallenge::TlsAlpn01
+        ]
+    );
 
     let listed = parse_ok(&format!(
-        "[tls]\ncertificates = []\n[tls.acme]\ndirectory = \"https://ca.internal/acme/directory\"\nhosts = [\"www.example.com.\"]\n{routes}"
+        "[tls]\ncertificates = []\n[tls.acme]\ndirectory = \"https://ca.internal/acme/directory\"\nhosts = [\"www.example.com.\"]\nchallenges = [\"tls-alpn-01\"]\n{routes}"
     ));
     let acme = listed.tls.unwrap().acme.unwrap();
     assert_eq!(acme.hosts, ["www.example.com"]);
+    assert_eq!(acme.challenges, [crate::AcmeChallenge::TlsAlpn01]);
     assert_eq!(acme.directory, "https://ca.internal/acme/directory");
 
     for (bad, expected) in [
@@ -1288,6 +1296,11 @@ fn tls_acme_defaults_to_lets_encrypt_and_the_routes_exact_hosts() {
             "`ca_roots` of [tls.acme]: cannot read",
         ),
         ("contact = \"x\"", "contact"),
+        (
+            "challenges = [\"dns-01\"]",
+            "switchyard answers \"http-01\" (port 80) and \"tls-alpn-01\" (port 443)",
+        ),
+        ("challenges = []", "needs at least one"),
     ] {
         let e = one_error(&format!("[tls]\n[tls.acme]\n{bad}\n{routes}"));
         assert!(e.starts_with("test.toml:3:"), "{bad}: {e}");

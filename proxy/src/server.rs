@@ -115,6 +115,7 @@ pub async fn start(mut config: Config, config_path: &Path) -> Result<RunningProx
     let (controller, control_task) = Controller::start(config, config_path.to_path_buf(), names);
     let challenges = crate::acme::Challenges::default();
     if let Some(resolver) = &certificates {
+        resolver.answer_acme(challenges.clone());
         let reload = Arc::new(tokio::sync::Notify::new());
         tokio::spawn(crate::tls::keep_current(
             resolver.clone(),
@@ -240,8 +241,7 @@ fn sockets(
     certificates: Option<&Arc<crate::tls::SniResolver>>,
     (plain_proxy_protocol, tls_proxy_protocol): (bool, bool),
 ) -> Vec<Listener> {
-    let acceptor =
-        certificates.map(|resolver| Arc::new(crate::tls::tls_settings(resolver.clone()).build()));
+    let acceptor = certificates.map(|resolver| Arc::new(crate::tls::acceptor(resolver.clone())));
     let plain = listeners.into_iter().map(|(_, socket)| Listener {
         socket,
         tls: None,

@@ -52,6 +52,36 @@ impl Pebble {
     /// listener) with certificates valid for `validity` (its default, five
     /// years, when `None`); files go in `dir`.
     pub fn start(dir: &Path, http_port: u16, validity: Option<Duration>) -> Pebble {
+        Pebble::start_with_tls_port(dir, http_port, free_port(), validity)
+    }
+
+    /// As [`Pebble::start`], validating TLS-ALPN-01 on `tls_port` (the
+    /// proxy's TLS listener).
+    pub fn start_with_tls_port(
+        dir: &Path,
+        http_port: u16,
+        tls_port: u16,
+        validity: Option<Duration>,
+    ) -> Pebble {
+        // Its own ports are picked free and then bound by pebble: another
+        // test may take one in between. Such a start fails at once, and is
+        // tried again with other ports.
+        let mut failures = Vec::new();
+        for _ in 0..5 {
+            match Pebble::try_start(dir, http_port, tls_port, validity) {
+                Ok(pebble) => return pebble,
+                Err(why) => failures.push(why),
+            }
+        }
+        panic!("pebble did not start: {failures:#?}");
+    }
+
+    fn try_start(
+        dir: &Path,
+        http_port: u16,
+        tls_port: u16,
+        validity: Option<Duration>,
+    ) -> Result<Pebble, String> {
         for program in ["pebble", "pebble-challtestsrv"] {
             assert!(
                 Command::new("sh")
@@ -76,7 +106,7 @@ impl Pebble {
                 "certificate": cert,
                 "privateKey": key,
                 "httpPort": http_port,
-                "tlsPort": free_port(),
+                "tlsPort": tls_port,
                 "ocspResponderURL": "",
                 "externalAccountBindingRequired": false,
                 "certificateValidityPeriod": validity.map_or(0, |v| v.as_secs()),
@@ -111,7 +141,7 @@ impl Pebble {
             .unwrap()
             .with_root_certificates(ca.roots())
             .with_no_client_auth();
-        let pebble = Pebble {
+        let mut pebble = Pebble {
             directory: format!("https://127.0.0.1:{acme}/dir"),
             https_ca_pem: issued.ca_pem.clone(),
             management: ([127, 0, 0, 1], management).into(),
@@ -122,15 +152,23 @@ impl Pebble {
         let deadline = Instant::now() + Duration::from_secs(20);
         for port in [acme, management, challtestsrv] {
             while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-                assert!(
-                    Instant::now() < deadline,
-                    "pebble did not listen on {port}: {}",
-                    std::fs::read_to_string(dir.join("pebble.err")).unwrap_or_default()
-                );
+                let exited = pebble
+                    .processes
+                    .iter_mut()
+                    .any(|child| child.try_wait().is_ok_and(|status| status.is_some()));
+                if exited || Instant::now() > deadline {
+                    let err =
+                        |name: &str| std::fs::read_to_string(dir.join(name)).unwrap_or_default();
+                    return Err(format!(
+                        "not listening on {port}: {}{}",
+                        err("pebble.err"),
+                        err("challtestsrv.err")
+                    ));
+                }
                 std::thread::sleep(Duration::from_millis(20));
             }
         }
-        pebble
+        Ok(pebble)
     }
 
     /// `host` resolves to 127.0.0.1 for pebble's validation.

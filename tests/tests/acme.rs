@@ -266,3 +266,36 @@ async fn a_challenge_that_fails_leaves_no_certificate_and_plain_http_serving() {
         .unwrap();
     assert_eq!(reply.status, 200, "plain HTTP goes on: {reply:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_alpn_01_is_answered_by_the_tls_listener() {
+    let dir = tempfile::tempdir().unwrap();
+    let backend = Backend::start("blue").await;
+    let (http_port, tls_port) = (free_port(), free_port());
+    // pebble validates on the TLS port only; nothing answers its HTTP port.
+    let pebble = Pebble::start_with_tls_port(dir.path(), free_port(), tls_port, None);
+    pebble.add_host("app.test").await;
+    let path = config(dir.path(), &pebble, http_port, &backend);
+    let text = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace(
+            "[tls]\nlisten = [\"127.0.0.1:0\"]",
+            &format!("[tls]\nlisten = [\"127.0.0.1:{tls_port}\"]"),
+        )
+        .replace(
+            "ca_roots = \"pebble-ca.pem\"\n",
+            "ca_roots = \"pebble-ca.pem\"\nchallenges = [\"tls-alpn-01\"]\n",
+        );
+    std::fs::write(&path, text).unwrap();
+    let proxy = Proxy::start_with_file(dir.path(), &path);
+    let host = acme_status(
+        &proxy,
+        "a certificate by tls-alpn-01",
+        Duration::from_secs(30),
+        |h| h["issued"] == 1 || h["failures"] == 1,
+    )
+    .await;
+    assert_eq!(host["issued"], 1, "{host}");
+    let (response, _) = https_get(&proxy, pebble.root().await).await;
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+}

@@ -1,9 +1,13 @@
-//! HTTP-01 answers: the key authorization for each token of an order in
-//! progress, which the plain listeners serve at
-//! `/.well-known/acme-challenge/<token>` before any routing.
+//! Challenge answers of orders in progress: for HTTP-01, the key
+//! authorization of each token, which the plain listeners serve at
+//! `/.well-known/acme-challenge/<token>` before any routing; for
+//! TLS-ALPN-01, a certificate per host that the TLS listeners show to a
+//! handshake asking for `acme-tls/1` alone.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
+
+use rustls::sign::CertifiedKey;
 
 /// The path prefix the CA asks under.
 pub const PREFIX: &str = "/.well-known/acme-challenge/";
@@ -13,9 +17,34 @@ pub const PREFIX: &str = "/.well-known/acme-challenge/";
 #[derive(Debug, Default, Clone)]
 pub struct Challenges {
     tokens: Arc<RwLock<HashMap<String, String>>>,
+    /// Host → its TLS-ALPN-01 certificate.
+    tls_alpn: Arc<RwLock<HashMap<String, Arc<CertifiedKey>>>>,
 }
 
 impl Challenges {
+    pub fn add_tls_alpn(&self, host: &str, certificate: Arc<CertifiedKey>) {
+        self.tls_alpn
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(host.to_string(), certificate);
+    }
+
+    pub fn remove_tls_alpn(&self, host: &str) {
+        self.tls_alpn
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(host);
+    }
+
+    /// The certificate a TLS-ALPN-01 validation of `host` is shown.
+    pub fn tls_alpn_certificate(&self, host: &str) -> Option<Arc<CertifiedKey>> {
+        self.tls_alpn
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&host.to_ascii_lowercase())
+            .cloned()
+    }
+
     pub fn add(&self, token: &str, key_authorization: &str) {
         self.tokens
             .write()

@@ -22,7 +22,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use switchyard_conf::{AcmeConfig, CertificateConfig};
+use switchyard_conf::{AcmeChallenge, AcmeConfig, CertificateConfig};
 use switchyard_control::protocol::AcmeHostStatus;
 use switchyard_control::ControllerHandle;
 use tokio::sync::Notify;
@@ -124,7 +124,8 @@ impl Manager {
                 .map(|(name, _)| name.clone())
                 .collect();
             for host in due {
-                let result = self.order_one(acme, &host, &mut account).await;
+                let failures = hosts[&host].failures;
+                let result = self.order_one(acme, &host, failures, &mut account).await;
                 let state = hosts.get_mut(&host).expect("a due host is tracked");
                 let failed = match result {
                     Ok(validity) => {
@@ -161,17 +162,23 @@ impl Manager {
 
     /// One order for `host`: the account first (made once), then the
     /// certificate, stored and served. The new certificate's validity.
+    /// `failures` so far choose the challenge type: each attempt takes the
+    /// next of `acme.challenges`.
     async fn order_one(
         &self,
         acme: &AcmeConfig,
         host: &str,
+        failures: u32,
         account: &mut Option<instant_acme::Account>,
     ) -> Result<(i64, i64), String> {
         if account.is_none() {
             *account = Some(order::account(acme, &self.state_dir).await?);
         }
         let account = account.as_ref().expect("just set");
-        let issued = order::order(account, host, &self.challenges).await?;
+        let kind = acme.challenges[failures as usize % acme.challenges.len()];
+        let issued = order::order(account, host, kind, &self.challenges)
+            .await
+            .map_err(|e| format!("{}: {e}", challenge_name(kind)))?;
         let pair = files::pair(&self.state_dir, host);
         // Checked as the TLS store will load it: a chain it would refuse is
         // a failed order, not a broken reload.
@@ -198,6 +205,13 @@ fn stored_validity(pair: &CertificateConfig) -> Option<(i64, i64)> {
     let cert = std::fs::read(&pair.cert).ok()?;
     let key = std::fs::read(&pair.key).ok()?;
     crate::tls::check_pair(pair, &cert, &key).ok()
+}
+
+fn challenge_name(kind: AcmeChallenge) -> &'static str {
+    match kind {
+        AcmeChallenge::Http01 => "http-01",
+        AcmeChallenge::TlsAlpn01 => "tls-alpn-01",
+    }
 }
 
 fn unix_now() -> i64 {

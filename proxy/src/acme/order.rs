@@ -10,7 +10,7 @@ use instant_acme::{
     Account, AccountCredentials, AuthorizationStatus, ChallengeType, Identifier, NewAccount,
     NewOrder, OrderStatus, RetryPolicy,
 };
-use switchyard_conf::AcmeConfig;
+use switchyard_conf::{AcmeChallenge, AcmeConfig};
 
 use super::challenges::Challenges;
 use super::client::AcmeHttp;
@@ -79,11 +79,12 @@ struct StoredAccount {
     credentials: AccountCredentials,
 }
 
-/// Orders a certificate for `host`, answering its HTTP-01 challenge
-/// through `challenges`. The tokens are withdrawn whatever happens.
+/// Orders a certificate for `host`, answering its `kind` challenge
+/// through `challenges`. The answers are withdrawn whatever happens.
 pub async fn order(
     account: &Account,
     host: &str,
+    kind: AcmeChallenge,
     challenges: &Challenges,
 ) -> Result<Issued, String> {
     let identifiers = [Identifier::Dns(host.to_string())];
@@ -92,18 +93,25 @@ pub async fn order(
         .await
         .map_err(|e| format!("new order: {e}"))?;
     let mut tokens = Vec::new();
-    let result = answer_and_finish(&mut order, challenges, &mut tokens).await;
+    let result = answer_and_finish(&mut order, host, kind, challenges, &mut tokens).await;
     for token in tokens {
         challenges.remove(&token);
     }
+    challenges.remove_tls_alpn(host);
     result
 }
 
 async fn answer_and_finish(
     order: &mut instant_acme::Order,
+    host: &str,
+    kind: AcmeChallenge,
     challenges: &Challenges,
     tokens: &mut Vec<String>,
 ) -> Result<Issued, String> {
+    let challenge_type = match kind {
+        AcmeChallenge::Http01 => ChallengeType::Http01,
+        AcmeChallenge::TlsAlpn01 => ChallengeType::TlsAlpn01,
+    };
     let mut authorizations = order.authorizations();
     while let Some(authorization) = authorizations.next().await {
         let mut authorization = authorization.map_err(|e| format!("authorization: {e}"))?;
@@ -113,11 +121,19 @@ async fn answer_and_finish(
             other => return Err(format!("the authorization is {other:?}")),
         }
         let mut challenge = authorization
-            .challenge(ChallengeType::Http01)
-            .ok_or("the CA offers no http-01 challenge")?;
+            .challenge(challenge_type.clone())
+            .ok_or(format!("the CA offers no {challenge_type:?} challenge"))?;
         let key_authorization = challenge.key_authorization();
-        challenges.add(&challenge.token, key_authorization.as_str());
-        tokens.push(challenge.token.clone());
+        match kind {
+            AcmeChallenge::Http01 => {
+                challenges.add(&challenge.token, key_authorization.as_str());
+                tokens.push(challenge.token.clone());
+            }
+            AcmeChallenge::TlsAlpn01 => {
+                let certificate = tls_alpn_certificate(host, key_authorization.digest().as_ref())?;
+                challenges.add_tls_alpn(host, certificate);
+            }
+        }
         challenge
             .set_ready()
             .await
@@ -137,4 +153,27 @@ async fn answer_and_finish(
         .await
         .map_err(|e| format!("certificate: {e}"))?;
     Ok(Issued { chain, key })
+}
+
+/// The self-signed certificate a TLS-ALPN-01 validation must be shown
+/// (RFC 8737): `host` as its only name, and the critical acmeIdentifier
+/// extension holding the SHA-256 of the key authorization.
+fn tls_alpn_certificate(
+    host: &str,
+    digest: &[u8],
+) -> Result<std::sync::Arc<rustls::sign::CertifiedKey>, String> {
+    let mut params = rcgen::CertificateParams::new(vec![host.to_string()])
+        .map_err(|e| format!("challenge certificate: {e}"))?;
+    params.custom_extensions = vec![rcgen::CustomExtension::new_acme_identifier(digest)];
+    let key = rcgen::KeyPair::generate().map_err(|e| format!("challenge key: {e}"))?;
+    let certificate = params
+        .self_signed(&key)
+        .map_err(|e| format!("challenge certificate: {e}"))?;
+    let key_der = rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into());
+    let signing = rustls::crypto::ring::sign::any_supported_type(&key_der)
+        .map_err(|e| format!("challenge key: {e}"))?;
+    Ok(std::sync::Arc::new(rustls::sign::CertifiedKey::new(
+        vec![certificate.der().clone()],
+        signing,
+    )))
 }

@@ -8,9 +8,10 @@
 //! - [`SniResolver`] is the rustls resolver holding the current store;
 //!   [`SniResolver::replace`] swaps in a reloaded one for new handshakes.
 //! - [`keep_current`] reloads the store when a file or the config changes.
-//! - [`tls_settings`] hands pingora only that resolver. pingora's own
-//!   `TlsSettings::build` panics on an unreadable certificate file, so the
-//!   files never reach it.
+//! - [`acceptor`] hands pingora a rustls config built here around that
+//!   resolver. pingora's own `TlsSettings::build` panics on an unreadable
+//!   certificate file (so the files never reach it) and cannot offer the
+//!   ALPN protocol TLS-ALPN-01 needs.
 
 mod certs;
 mod reload;
@@ -19,7 +20,7 @@ mod store;
 
 use std::sync::Arc;
 
-use pingora::listeners::tls::TlsSettings;
+use pingora::listeners::tls::Acceptor;
 
 pub use certs::CertError;
 pub use reload::{keep_current, load_at_start, served};
@@ -37,15 +38,27 @@ pub fn check_pair(
 pub use resolver::SniResolver;
 pub use store::{CertStore, CertSummary};
 
-/// pingora listener settings that take every certificate from `resolver`,
-/// offer TLS 1.2 and 1.3 (pingora's choice in `build`) and ALPN `h2` then
-/// `http/1.1`.
-pub fn tls_settings(resolver: Arc<SniResolver>) -> TlsSettings {
-    // The rustls `intermediate` only stores the two paths; with a resolver set,
-    // `build` neither reads them nor asserts on them (pingora-core 0.9.1).
-    let mut settings = TlsSettings::intermediate("", "")
-        .expect("pingora's rustls TlsSettings::intermediate does not fail");
-    settings.set_cert_resolver(resolver);
-    settings.enable_h2();
-    settings
+/// The ALPN protocol of a TLS-ALPN-01 validation (RFC 8737).
+pub const ACME_TLS_ALPN: &[u8] = b"acme-tls/1";
+
+/// The rustls config of the `[tls]` listeners: every certificate from
+/// `resolver`, TLS 1.2 and 1.3, ALPN `h2` then `http/1.1` — and
+/// `acme-tls/1`, which only an ACME CA validating a TLS-ALPN-01 challenge
+/// asks for alone (the resolver then shows that challenge's certificate).
+/// pingora's `TlsSettings::build` makes the same config but cannot add
+/// that protocol.
+pub fn server_config(resolver: Arc<SniResolver>) -> Arc<rustls::ServerConfig> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS12, &rustls::version::TLS13])
+        .expect("ring supports TLS 1.2 and 1.3")
+        .with_no_client_auth()
+        .with_cert_resolver(resolver);
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec(), ACME_TLS_ALPN.to_vec()];
+    Arc::new(config)
+}
+
+/// The listeners' acceptor, on [`server_config`].
+pub fn acceptor(resolver: Arc<SniResolver>) -> Acceptor {
+    Acceptor::from_server_config(server_config(resolver))
 }

@@ -20,12 +20,16 @@ pub struct SniResolver {
     /// `None` only while `[tls.acme]` has not got its first certificate
     /// and none is configured: handshakes fail until one is.
     store: ArcSwapOption<CertStore>,
+    /// `[tls.acme]`'s TLS-ALPN-01 certificates, shown to a ClientHello
+    /// that asks for `acme-tls/1` alone.
+    acme: std::sync::OnceLock<crate::acme::Challenges>,
 }
 
 impl SniResolver {
     pub fn new(store: CertStore) -> Self {
         Self {
             store: ArcSwapOption::from_pointee(store),
+            acme: std::sync::OnceLock::new(),
         }
     }
 
@@ -33,7 +37,13 @@ impl SniResolver {
     pub fn empty() -> Self {
         Self {
             store: ArcSwapOption::empty(),
+            acme: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Shows `challenges`' TLS-ALPN-01 certificates to ACME validations.
+    pub fn answer_acme(&self, challenges: crate::acme::Challenges) {
+        let _ = self.acme.set(challenges);
     }
 
     /// Serves `store` to every handshake from now on (a reload).
@@ -57,6 +67,15 @@ impl ResolvesServerCert for SniResolver {
     /// certificate at all: a name without one gets the default, as with
     /// [`CertStore::choose`].
     fn resolve(&self, client_hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        if let Some(challenges) = self.acme.get() {
+            // RFC 8737: the validation offers `acme-tls/1` and nothing else.
+            let only_acme = client_hello.alpn().is_some_and(|mut offered| {
+                offered.next() == Some(super::ACME_TLS_ALPN) && offered.next().is_none()
+            });
+            if only_acme {
+                return challenges.tls_alpn_certificate(client_hello.server_name()?);
+            }
+        }
         let store = self.store.load();
         Some(store.as_ref()?.choose(client_hello.server_name()))
     }
@@ -81,10 +100,9 @@ mod tests {
     use switchyard_tests::tls::{remembering_verifier, TestCa};
 
     use super::*;
-    use crate::tls::tls_settings;
 
     fn server_config(resolver: Arc<SniResolver>) -> Arc<ServerConfig> {
-        tls_settings(resolver).build().acceptor.config().clone()
+        crate::tls::server_config(resolver)
     }
 
     struct Handshake {
@@ -102,6 +120,16 @@ mod tests {
         sni: &str,
         version: &'static SupportedProtocolVersion,
     ) -> Handshake {
+        handshake_offering(server, roots, sni, version, &[b"h2", b"http/1.1"])
+    }
+
+    fn handshake_offering(
+        server: &Arc<ServerConfig>,
+        roots: &rustls::RootCertStore,
+        sni: &str,
+        version: &'static SupportedProtocolVersion,
+        alpn: &[&[u8]],
+    ) -> Handshake {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let (verifier, seen) = remembering_verifier(roots.clone());
         let mut config = ClientConfig::builder_with_provider(provider)
@@ -110,7 +138,7 @@ mod tests {
             .dangerous()
             .with_custom_certificate_verifier(verifier)
             .with_no_client_auth();
-        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
         let name = ServerName::try_from(sni.to_string()).unwrap();
         let mut client = ClientConnection::new(Arc::new(config), name).unwrap();
         let mut server = ServerConnection::new(server.clone()).unwrap();
@@ -331,5 +359,44 @@ mod tests {
                     .unwrap_or_else(|e| panic!("{sni} {:?}: {e}", version.version));
             }
         }
+    }
+
+    #[test]
+    fn only_a_hello_asking_for_acme_tls_alone_gets_the_challenge_certificate() {
+        let f = fixture();
+        let challenges = crate::acme::Challenges::default();
+        f.resolver.answer_acme(challenges.clone());
+        let validator = f.ca.issue(&["a.test"]);
+        let key =
+            rustls::pki_types::PrivateKeyDer::from_pem_slice(validator.key_pem.as_bytes()).unwrap();
+        let signing = rustls::crypto::ring::sign::any_supported_type(&key).unwrap();
+        let cert = rustls::pki_types::CertificateDer::from(validator.der().to_vec());
+        challenges.add_tls_alpn("a.test", Arc::new(CertifiedKey::new(vec![cert], signing)));
+        let tls13 = &rustls::version::TLS13;
+
+        let acme = handshake_offering(&f.server, &f.roots, "a.test", tls13, &[b"acme-tls/1"]);
+        assert!(acme.result.is_ok(), "{:?}", acme.result);
+        assert_eq!(acme.leaf, validator.der(), "the challenge certificate");
+        assert_eq!(acme.client.alpn_protocol(), Some(&b"acme-tls/1"[..]));
+
+        // A browser that also offers it, or a name with no challenge, gets
+        // what is served anyway.
+        let mixed = handshake_offering(
+            &f.server,
+            &f.roots,
+            "a.test",
+            tls13,
+            &[b"h2", b"acme-tls/1"],
+        );
+        assert_eq!(mixed.leaf, f.a);
+        assert_eq!(mixed.client.alpn_protocol(), Some(&b"h2"[..]));
+        let other = handshake_offering(&f.server, &f.roots, "b.test", tls13, &[b"acme-tls/1"]);
+        assert!(
+            other.result.is_err(),
+            "no challenge for b.test: no certificate"
+        );
+        challenges.remove_tls_alpn("a.test");
+        let gone = handshake_offering(&f.server, &f.roots, "a.test", tls13, &[b"acme-tls/1"]);
+        assert!(gone.result.is_err());
     }
 }
