@@ -21,7 +21,7 @@ response from the new slot.
 
 Loopback only; every run is bounded in time. Usage (see README.md here):
     python3 benches/load/bench.py [--rounds 3] [--duration 5] [--only-h2]
-        [--only-tls-phases] [--switchyard BINARY]
+        [--only-tls-phases] [--only-proxy-protocol] [--switchyard BINARY]
         [--compare NAME=BINARY[,VAR=VALUE...]]...
 """
 
@@ -44,6 +44,7 @@ import time
 import failback
 import guard
 import idle
+import proxy_protocol
 import tls_phases
 
 BACKEND_PORTS = {"blue": 18180, "green": 18181}
@@ -196,10 +197,10 @@ def make_certificate(work):
         f.write(open(f"{work}/bench.crt").read() + open(f"{work}/bench.key").read())
 
 
-def start_all(procs, work, switchyard, variants):
+def start_backend(procs, work):
+    """The nginx backend: blue and green, each serving /16b and /16k."""
     # nginx's worker runs as www-data: the body file must be readable by it.
     os.chmod(work, 0o755)
-    make_certificate(work)
     # Not beside switchyard.toml: switchyard watches that directory, and
     # the backend opening the file for every request would wake it (and
     # take core 0 from every proxy's run).
@@ -215,6 +216,11 @@ def start_all(procs, work, switchyard, variants):
         for slot, port in BACKEND_PORTS.items())
     procs.start(["nginx", "-c", nginx_conf(work, "backend", servers)], 0)
     nginx_worker(work, "backend")
+
+
+def start_all(procs, work, switchyard, variants):
+    start_backend(procs, work)
+    make_certificate(work)
     blue = BACKEND_PORTS["blue"]
 
     # The h2 listener is a server of its own with its own upstream: up to
@@ -572,6 +578,9 @@ def main():
     parser.add_argument("--only-tls-phases", action="store_true",
                         help="measure only where an HTTPS request with a handshake per connection "
                              "spends its time, off the wire (tcpdump)")
+    parser.add_argument("--only-proxy-protocol", action="store_true",
+                        help="measure only what a PROXY protocol header costs switchyard per connection "
+                             "(HAProxy with send-proxy as the client)")
     parser.add_argument("--idle-connections", type=int, default=3000,
                         help="idle kept-alive connections per proxy (default 3000)")
     parser.add_argument("--compare", action="append", default=[], metavar="NAME=BINARY[,VAR=VALUE...]",
@@ -593,6 +602,8 @@ def main():
     ensure_tools()
     rows = 1 if args.only_h2 else len(SCENARIOS) + 1
     expected = rows * args.rounds * len(PROXY_PORTS) * args.duration + 20
+    if args.only_proxy_protocol:
+        expected = 2 * args.rounds * args.duration + 10
     print(f"bench: about {expected // 60} min {expected % 60} s", file=sys.stderr)
 
     # Room for the idle-connection row: the proxies inherit the limit.
@@ -600,6 +611,11 @@ def main():
     procs = Processes()
     work = tempfile.mkdtemp(prefix="switchyard-bench-")
     try:
+        if args.only_proxy_protocol:
+            # The backend alone: the module starts its own switchyards and HAProxy.
+            start_backend(procs, work)
+            print(proxy_protocol.run(procs, work, args.switchyard, args.rounds, args.duration))
+            return
         pids = start_all(procs, work, args.switchyard, variants)
         # Each proxy as it starts, before any request (one worker each).
         at_start = [f"{name} {rss_kib(pid) / 1024:.1f} MiB" for name, pid in pids.items()]
