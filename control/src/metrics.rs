@@ -10,6 +10,8 @@ pub use crate::table::{REQUESTS, REQUEST_DURATION, UPSTREAM_FAILURES};
 /// Counted by the Controller through the `metrics` facade, like the
 /// request path's series.
 pub const CONFIG_RELOADS: &str = "switchyard_config_reloads_total";
+/// Lookups of backend names, by result (`ok`, `error`).
+pub const NAME_LOOKUPS: &str = "switchyard_backend_name_lookups_total";
 
 /// What one scrape shows.
 #[derive(Debug, Default)]

@@ -19,7 +19,7 @@ fn config(dir: &Path, pebble: &Pebble, http_port: u16, backend: &Backend) -> std
     // Every notice's JSON is appended to notices.jsonl.
     let notices = dir.join("notices.jsonl");
     let text = format!(
-        "[server]\nlisten = [\"127.0.0.1:{http_port}\"]\nadmin_socket = \"admin.sock\"\nstate_dir = \"state\"\ndrain_timeout = \"5s\"\nthreads = 2\n\n\
+        "[server]\nlisten = [\"127.0.0.1:{http_port}\"]\nadmin_socket = \"admin.sock\"\nadmin_http = \"127.0.0.1:0\"\nstate_dir = \"state\"\ndrain_timeout = \"5s\"\nthreads = 2\n\n\
          [tls]\nlisten = [\"127.0.0.1:0\"]\n\n\
          [tls.acme]\nemail = \"ops@example.com\"\ndirectory = \"{}\"\nca_roots = \"pebble-ca.pem\"\n\n\
          [[notify]]\nexec = [\"sh\", \"-c\", \"cat >> {}; echo >> {}\"]\n\n\
@@ -75,6 +75,15 @@ async fn acme_status(
         .wait_for_status_within(limit, what, |s| condition(&s["acme"][0]))
         .await;
     status["acme"][0].clone()
+}
+
+/// What `/metrics` says.
+async fn metrics(proxy: &Proxy) -> String {
+    switchyard_tests::Client::new(proxy.admin_http_addr())
+        .get("admin", "/metrics")
+        .await
+        .unwrap()
+        .body
 }
 
 /// A GET over HTTPS to `proxy` naming `app.test`, trusting only `roots`:
@@ -239,6 +248,15 @@ async fn a_failed_renewal_keeps_the_current_certificate_and_says_why() {
     });
     let notice = std::fs::read_to_string(&notices).unwrap();
     assert!(notice.contains("app.test"), "{notice}");
+    let metrics = metrics(proxy).await;
+    assert!(
+        metrics.contains("switchyard_acme_orders_total{result=\"ok\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("switchyard_acme_orders_total{result=\"error\"} 1"),
+        "{metrics}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

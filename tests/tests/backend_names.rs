@@ -18,7 +18,7 @@ use switchyard_tests::{switchyard_bin, Backend, Client, Proxy};
 /// `[server]` for these tests, resolving with `dns`.
 fn server(dns: &DnsServer) -> String {
     format!(
-        "[server]\nlisten = [\"127.0.0.1:0\"]\nadmin_socket = \"admin.sock\"\nstate_dir = \"state\"\ndrain_timeout = \"5s\"\nthreads = 2\nresolvers = [\"{}\"]\n\n",
+        "[server]\nlisten = [\"127.0.0.1:0\"]\nadmin_socket = \"admin.sock\"\nadmin_http = \"127.0.0.1:0\"\nstate_dir = \"state\"\ndrain_timeout = \"5s\"\nthreads = 2\nresolvers = [\"{}\"]\n\n",
         dns.addr
     )
 }
@@ -232,6 +232,15 @@ async fn a_failing_lookup_keeps_the_last_addresses_and_says_so() {
     assert!(proxy
         .log_text()
         .contains("cannot resolve a backend name, keeping its last addresses"));
+    let metrics = Client::new(proxy.admin_http_addr())
+        .get("admin", "/metrics")
+        .await
+        .unwrap()
+        .body;
+    assert!(
+        metrics.contains("switchyard_backend_name_lookups_total{result=\"error\"}"),
+        "{metrics}"
+    );
 
     dns.set("app.test", &["127.0.0.2"], 1);
     proxy
@@ -259,7 +268,7 @@ async fn a_name_that_never_resolved_fails_check_and_a_reload_but_not_a_start() {
     let stderr = String::from_utf8_lossy(&check.stderr);
     assert_eq!(check.status.code(), Some(1), "{stderr}");
     assert!(
-        stderr.contains("switchyard.toml:14:9: backend late.test:80 does not resolve: the DNS server knows no such name (NXDOMAIN)"),
+        stderr.contains("switchyard.toml:15:9: backend late.test:80 does not resolve: the DNS server knows no such name (NXDOMAIN)"),
         "{stderr}"
     );
 
@@ -302,7 +311,7 @@ async fn a_name_that_never_resolved_fails_check_and_a_reload_but_not_a_start() {
     assert!(!out.status.success(), "{said}");
     // After `blue = ["late.test:PORT", `.
     let column = 23 + port.to_string().len();
-    let place = format!("switchyard.toml:14:{column}: backend nowhere.test:80 does not resolve");
+    let place = format!("switchyard.toml:15:{column}: backend nowhere.test:80 does not resolve");
     assert!(said.contains(&place), "{said}");
     let reply = Client::new(proxy.addr).get("a.test", "/").await.unwrap();
     assert_eq!(reply.status, 200, "the last good config keeps serving");

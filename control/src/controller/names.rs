@@ -143,6 +143,8 @@ impl Controller {
         key: NameKey,
         result: Result<Answer, String>,
     ) -> Option<Event> {
+        let outcome = if result.is_ok() { "ok" } else { "error" };
+        ::metrics::counter!(crate::metrics::NAME_LOOKUPS, "result" => outcome).increment(1);
         if let Err(e) = &result {
             tracing::warn!(name = %format!("{}:{}", key.0, key.1), "cannot resolve a backend name, keeping its last addresses: {e}");
         }

@@ -80,7 +80,8 @@ struct StoredAccount {
 }
 
 /// Orders a certificate for `host`, answering its `kind` challenge
-/// through `challenges`. The answers are withdrawn whatever happens.
+/// through `challenges`. The answers are withdrawn whatever happens —
+/// also when the order is dropped half-way (a `[tls.acme]` edit stops it).
 pub async fn order(
     account: &Account,
     host: &str,
@@ -92,13 +93,28 @@ pub async fn order(
         .new_order(&NewOrder::new(&identifiers))
         .await
         .map_err(|e| format!("new order: {e}"))?;
-    let mut tokens = Vec::new();
-    let result = answer_and_finish(&mut order, host, kind, challenges, &mut tokens).await;
-    for token in tokens {
-        challenges.remove(&token);
+    let mut answers = Withdrawn {
+        challenges,
+        host,
+        tokens: Vec::new(),
+    };
+    answer_and_finish(&mut order, host, kind, challenges, &mut answers.tokens).await
+}
+
+/// Takes an order's answers back out of `challenges` when dropped.
+struct Withdrawn<'a> {
+    challenges: &'a Challenges,
+    host: &'a str,
+    tokens: Vec<String>,
+}
+
+impl Drop for Withdrawn<'_> {
+    fn drop(&mut self) {
+        for token in &self.tokens {
+            self.challenges.remove(token);
+        }
+        self.challenges.remove_tls_alpn(self.host);
     }
-    challenges.remove_tls_alpn(host);
-    result
 }
 
 async fn answer_and_finish(
