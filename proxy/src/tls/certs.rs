@@ -229,8 +229,8 @@ fn certified_key(
     key_path: &Path,
     key: PrivateKeyDer<'static>,
 ) -> Result<CertifiedKey, CertError> {
-    // The same provider pingora installs, so the signing key fits the
-    // ServerConfig that `TlsSettings::build` makes.
+    // The provider the listeners' ServerConfig is built with
+    // (`tls::server_config`), so the signing key fits it.
     let signing_key = rustls::crypto::ring::default_provider()
         .key_provider
         .load_private_key(key)

@@ -83,8 +83,8 @@ impl ResolvesServerCert for SniResolver {
 
 #[cfg(test)]
 mod tests {
-    //! Real rustls handshakes in memory, against the `ServerConfig` that
-    //! pingora's `TlsSettings::build` makes from [`crate::tls::tls_settings`].
+    //! Real rustls handshakes in memory, against the `ServerConfig` the
+    //! listeners use ([`crate::tls::server_config`]).
 
     use std::io::{Read, Write};
     use std::path::Path;
