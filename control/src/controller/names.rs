@@ -2,7 +2,6 @@
 //! names resolved before the core sees it), refreshing names as their
 //! answers expire, and handing the core the addresses that changed.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
@@ -82,16 +81,11 @@ impl Controller {
         results: Vec<(NameKey, Result<Answer, String>)>,
     ) -> Option<Event> {
         // Counted even for a superseded read: they are answers all the same
-        // (for names the running config does not have, `record` ignores
-        // them; `track` asks again once a config with them applies).
-        let mut why = BTreeMap::new();
-        for (key, result) in results {
-            if let Err(e) = &result {
-                why.insert(key.clone(), e.clone());
-            }
-            self.names
-                .record_for_read(&key, result, Instant::now(), SystemTime::now());
-        }
+        // (names the running config does not have are forgotten again by
+        // the `track` below unless this read is applied).
+        let why = self
+            .names
+            .record_lookups(results, Instant::now(), SystemTime::now());
         if seq != self.reads {
             self.names.track(self.core.config(), Instant::now());
             if let ReloadTrigger::Admin { reply, .. } = trigger {

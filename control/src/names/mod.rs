@@ -209,20 +209,26 @@ impl Names {
         }
     }
 
-    /// Counts a lookup made for a config file being read, whose names the
-    /// running config may not have yet (a later [`Names::track`] forgets
-    /// them if that config is not applied).
-    pub fn record_for_read(
+    /// Counts lookups made for a config file being read (whose names the
+    /// running config may not have yet: a later [`Names::track`] forgets
+    /// them if that config is not applied). Why each failed one failed.
+    pub fn record_lookups(
         &mut self,
-        key: &NameKey,
-        result: Result<Answer, String>,
+        results: impl IntoIterator<Item = (NameKey, Result<Answer, String>)>,
         now: Instant,
         wall: SystemTime,
-    ) {
-        self.records
-            .entry(key.clone())
-            .or_insert_with(|| Record::new(now));
-        self.record(key, result, now, wall);
+    ) -> BTreeMap<NameKey, String> {
+        let mut why = BTreeMap::new();
+        for (key, result) in results {
+            if let Err(e) = &result {
+                why.insert(key.clone(), e.clone());
+            }
+            self.records
+                .entry(key.clone())
+                .or_insert_with(|| Record::new(now));
+            self.record(&key, result, now, wall);
+        }
+        why
     }
 
     /// Every name, for `status`.
@@ -295,13 +301,11 @@ pub async fn resolve_config(config: &mut Config) -> (Names, Option<ConfigErrors>
         Ok(lookup) => lookup.resolve_all(&keys).await,
         Err(e) => keys.iter().map(|_| Err(e.clone())).collect(),
     };
-    let mut why = BTreeMap::new();
-    for (key, result) in keys.iter().zip(answers) {
-        if let Err(e) = &result {
-            why.insert(key.clone(), e.clone());
-        }
-        names.record(key, result, Instant::now(), SystemTime::now());
-    }
+    let why = names.record_lookups(
+        keys.into_iter().zip(answers),
+        Instant::now(),
+        SystemTime::now(),
+    );
     names.fill(config);
     let unresolved = names.unresolved(config);
     let errors =

@@ -12,13 +12,13 @@ use pingora::protocols::http::v2::client::Http2Session;
 use pingora::protocols::{Ssl, Stream, ALPN};
 use pingora::upstreams::peer::{HttpPeer, Peer};
 use pingora::ErrorType;
-use switchyard_control::table::FailureKind;
+use switchyard_control::table::{FailureKind, Slot};
 use switchyard_control::tls_client::BackendTls;
 use switchyard_control::{Route, RoutingTable};
 
 use super::downstream::Downstream;
 use super::h1::upstream::Http1Upstream;
-use super::pick::{advance, leave_empty_slot, peer_for, Pick};
+use super::pick::{advance, peer_for, to_previous, Pick};
 use super::pool::{self, PoolKey};
 use super::retry::Retry;
 use super::{
@@ -92,7 +92,8 @@ impl Forwarder {
             // move the target to a previous slot of another kind.
             let slot = route.slot(pick.target.slot);
             if slot.backends.is_empty() {
-                if leave_empty_slot(route, &mut pick.target) {
+                // Its names never resolved: the previous slot, if it may work.
+                if to_previous(route, &mut pick.target) {
                     continue;
                 }
                 pick.follow();
@@ -121,8 +122,7 @@ impl Forwarder {
             };
             let connected = if let Some(tls) = &slot.tls {
                 // Boxed for the same reason as a new HTTP/1.1 connection.
-                let host = slot.host_of(backend);
-                Box::pin(self.connect_tls(pool, tls, &host, upgrade(), fresh, table)).await
+                Box::pin(self.connect_tls(slot, pool, tls, upgrade(), fresh, table)).await
             } else if slot.h2c {
                 let peer = peer_for(backend, pool.slot_pool, table);
                 Box::pin(self.connect_h2c(backend, peer)).await
@@ -203,17 +203,18 @@ impl Forwarder {
         })
     }
 
-    /// A connection to a `protocol = "https"` slot's backend (`host`: the
-    /// name or IP address it was configured by): an idle
-    /// HTTP/1.1 one of `pool` (unless `fresh`), a stream of an HTTP/2
-    /// connection already open to it (not for an upgrade, which HTTP/2
-    /// does not carry), else a new TLS connection, in the protocol the
-    /// backend picks by ALPN.
+    /// A connection to `slot`'s backend, `slot` being `protocol = "https"`:
+    /// an idle HTTP/1.1 one of `pool` (unless `fresh`), a stream of an
+    /// HTTP/2 connection already open to it (not for an upgrade, which
+    /// HTTP/2 does not carry), else a new TLS connection, in the protocol
+    /// the backend picks by ALPN. The name checked in the certificate is
+    /// worked out only for a new connection: the slot (its pool key) and
+    /// the address already decide it, so reuse needs neither.
     async fn connect_tls(
         &self,
+        slot: &Slot,
         pool: PoolKey,
         tls: &BackendTls,
-        host: &str,
         upgrade: bool,
         fresh: bool,
         table: &RoutingTable,
@@ -224,11 +225,7 @@ impl Forwarder {
             }
         }
         let backend = pool.backend;
-        let server_name = tls.server_name(host);
-        let mut peer = peer_for(backend, pool.slot_pool, table);
-        // Part of the reuse hash: HTTP/2 connections of a slot are shared
-        // only by requests that would have opened the same one.
-        peer.sni = server_name.to_string();
+        let peer = peer_for(backend, pool.slot_pool, table);
         if !upgrade {
             if let Ok(Some(session)) = self.h2.reused_http_session(&peer).await {
                 return Ok(h2_connection(session, peer, backend));
@@ -251,6 +248,8 @@ impl Forwarder {
         };
         let connector = pingora::tls::TlsConnector::from(client);
         let timeout = table.timeouts.upstream_connect;
+        let host = slot.host_of(backend);
+        let server_name = tls.server_name(&host);
         let handshake = pingora::protocols::tls::client::handshake(&connector, server_name, *tcp);
         let stream = match pingora_timeout::timeout(timeout, handshake).await {
             Ok(stream) => stream?,

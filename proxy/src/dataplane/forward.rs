@@ -31,6 +31,7 @@ use super::retry::Retry;
 use super::upstream_request::upstream_request;
 use super::{
     authority, basic_auth, body_limit, exchange, h2_upstream, Forwarder, Outcome, BAD_GATEWAY_BODY,
+    TOO_MANY_BODY, UNAUTHORIZED_BODY,
 };
 
 const NO_ROUTE_BODY: &[u8] = b"switchyard: no route for this host and path\n";
@@ -80,7 +81,8 @@ impl Forwarder {
     ) -> Outcome {
         if let (Some(challenges), false) = (&self.acme, incoming.tls) {
             if let Some(answer) = challenges.answer(session.req_header().uri.path()) {
-                return Outcome::AcmeChallenge(answer);
+                let text = (header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+                return Outcome::answer_with(200, Bytes::from(answer), text);
             }
         }
         let found = match self.route(session, table, incoming.tls, trail) {
@@ -95,7 +97,7 @@ impl Forwarder {
                 Verdict::Login(users) => {
                     let given = session.req_header().headers.get(header::AUTHORIZATION);
                     if !basic_auth::admits(users, given.map(|v| v.as_bytes())).await {
-                        return Outcome::Unauthorized(route.name.clone());
+                        return unauthorized(&route.name);
                     }
                 }
             }
@@ -111,7 +113,9 @@ impl Forwarder {
         }
         if let Some(limit) = &pick.route.rate_limit {
             if let Err(wait) = rate_limited(limit, session, incoming) {
-                return Outcome::Limited(wait.as_secs_f64().ceil().max(1.0) as u64);
+                let seconds = wait.as_secs_f64().ceil().max(1.0) as u64;
+                let retry_after = (header::RETRY_AFTER, HeaderValue::from(seconds));
+                return Outcome::answer_with(429, Bytes::from_static(TOO_MANY_BODY), retry_after);
             }
         }
         if body_limit::declared_too_large(session.req_header(), pick.route.max_body_size) {
@@ -294,6 +298,21 @@ async fn exchange(
             h2_upstream::exchange(session, up, request, retry, load, reply, timeouts, body).await
         }
     }
+}
+
+/// `401` with a Basic challenge for the route's realm (its name).
+fn unauthorized(realm: &str) -> Outcome {
+    // A realm is a quoted string: the route's name is a config token, but
+    // quotes and backslashes are kept out regardless.
+    let realm: String = realm.chars().filter(|c| !matches!(c, '"' | '\\')).collect();
+    let challenge = format!("Basic realm=\"{realm}\", charset=\"UTF-8\"");
+    let challenge = HeaderValue::from_str(&challenge)
+        .unwrap_or_else(|_| HeaderValue::from_static("Basic charset=\"UTF-8\""));
+    Outcome::answer_with(
+        401,
+        Bytes::from_static(UNAUTHORIZED_BODY),
+        (header::WWW_AUTHENTICATE, challenge),
+    )
 }
 
 /// Takes one request of its client's allowance under `limit`: `Err` with

@@ -151,13 +151,31 @@ pub(crate) enum Outcome {
     },
     /// The client is gone, or the response broke half-way: close.
     Abandon,
-    /// Over the route's `[route.limits]`: `429`, to try again after this
-    /// many seconds.
-    Limited(u64),
-    /// The route's `basic_auth` wants credentials: `401` with a Basic
-    /// challenge for this realm (the route's name).
-    Unauthorized(std::sync::Arc<str>),
-    /// An ACME CA asked for the key authorization of one of our orders'
-    /// HTTP-01 tokens: `200` with it.
-    AcmeChallenge(String),
+    /// Nothing was sent to the client yet: answer with this status, body
+    /// and one header field of its own (a 429's `Retry-After`, a 401's
+    /// `WWW-Authenticate`, an ACME token's `Content-Type`). Boxed: these
+    /// are rare, and every request's state is sized by its largest
+    /// outcome.
+    AnswerWith(Box<OwnAnswer>),
+}
+
+/// An answer of ours with a header field of its own.
+pub(crate) struct OwnAnswer {
+    pub status: u16,
+    pub body: bytes::Bytes,
+    pub header: (http::header::HeaderName, http::HeaderValue),
+}
+
+impl Outcome {
+    pub(crate) fn answer_with(
+        status: u16,
+        body: bytes::Bytes,
+        header: (http::header::HeaderName, http::HeaderValue),
+    ) -> Outcome {
+        Outcome::AnswerWith(Box::new(OwnAnswer {
+            status,
+            body,
+            header,
+        }))
+    }
 }

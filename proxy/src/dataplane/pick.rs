@@ -106,35 +106,27 @@ pub(super) fn peer_for(backend: SocketAddr, pool_key: u64, table: &RoutingTable)
 }
 
 /// Moves `target` on after a failed attempt: the slot's next backend, then
-/// the previous slot unless it is known unhealthy, while the route's
+/// the previous slot if it may work ([`to_previous`]), while the route's
 /// `retries` last. `false` when none are left.
 pub(super) fn advance(route: &Route, target: &mut Target) -> bool {
     if target.attempts > route.retries {
         return false;
     }
     let slot = route.slot(target.slot);
-    if target.attempts_on_slot >= slot.backends.len() {
-        // The previous slot is a fallback only while it may work.
-        match route
-            .previous
-            .filter(|&p| p != target.slot && !route.slot(p).unhealthy)
-        {
-            Some(previous) => {
-                target.slot = previous;
-                target.backend_start = route.slot(previous).next_start();
-                target.attempts_on_slot = 0;
-            }
-            None if slot.backends.len() == 1 => return false,
-            None => {}
-        }
+    if target.attempts_on_slot >= slot.backends.len()
+        && !to_previous(route, target)
+        && slot.backends.len() == 1
+    {
+        return false;
     }
     true
 }
 
-/// Moves `target` off a slot that has no backend address at all (its names
-/// never resolved) to the previous slot, if that may work. `false` when
-/// there is none.
-pub(super) fn leave_empty_slot(route: &Route, target: &mut Target) -> bool {
+/// Moves `target` to the route's previous slot if that is a fallback that
+/// may work: not the slot it is on, not known unhealthy, and with a backend
+/// address (a slot whose names never resolved has none). `false` when it
+/// is not, and `target` stays.
+pub(super) fn to_previous(route: &Route, target: &mut Target) -> bool {
     let previous = route.previous.filter(|&p| {
         p != target.slot && !route.slot(p).unhealthy && !route.slot(p).backends.is_empty()
     });

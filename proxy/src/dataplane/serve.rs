@@ -16,10 +16,7 @@ use super::forward::{Incoming, Trail};
 use super::h1::downstream::Http1Downstream;
 use super::h1::request;
 use super::redirect::redirect;
-use super::{
-    client_ip, head, request_id, Forwarder, InFlightGuard, Outcome, TOO_MANY_BODY,
-    UNAUTHORIZED_BODY,
-};
+use super::{client_ip, head, request_id, Forwarder, InFlightGuard, Outcome};
 use crate::access_log;
 
 impl Forwarder {
@@ -218,45 +215,13 @@ async fn finish_request(
             session.shutdown().await;
             None
         }
-        Outcome::Unauthorized(realm) => {
-            // A realm is a quoted string: the route's name is a config
-            // token, but quotes and backslashes are kept out regardless.
-            let realm: String = realm.chars().filter(|c| !matches!(c, '"' | '\\')).collect();
-            let challenge = format!("Basic realm=\"{realm}\", charset=\"UTF-8\"");
-            let extra = Some((http::header::WWW_AUTHENTICATE, challenge.as_str()));
-            answer_and_go_on(
-                session,
-                401,
-                Bytes::from_static(UNAUTHORIZED_BODY),
-                extra,
-                request_id,
-            )
-            .await;
-            Some(keepalive)
-        }
-        Outcome::AcmeChallenge(key_authorization) => {
-            let extra = Some((http::header::CONTENT_TYPE, "text/plain"));
-            answer_and_go_on(
-                session,
-                200,
-                Bytes::from(key_authorization),
-                extra,
-                request_id,
-            )
-            .await;
-            Some(keepalive)
-        }
-        Outcome::Limited(retry_after) => {
-            let retry_after = retry_after.to_string();
-            let extra = Some((http::header::RETRY_AFTER, retry_after.as_str()));
-            answer_and_go_on(
-                session,
-                429,
-                Bytes::from_static(TOO_MANY_BODY),
-                extra,
-                request_id,
-            )
-            .await;
+        Outcome::AnswerWith(own) => {
+            let super::OwnAnswer {
+                status,
+                body,
+                header,
+            } = *own;
+            answer_and_go_on(session, status, body, Some(header), request_id).await;
             Some(keepalive)
         }
         Outcome::Page {
@@ -342,7 +307,7 @@ async fn answer_and_go_on(
     session: &mut Downstream,
     status: u16,
     body: Bytes,
-    extra: Option<(http::header::HeaderName, &str)>,
+    extra: Option<(http::header::HeaderName, HeaderValue)>,
     request_id: &HeaderValue,
 ) {
     if !session.is_body_done() {
@@ -359,7 +324,7 @@ async fn answer_with(
     session: &mut Downstream,
     status: u16,
     body: Bytes,
-    extra: Option<(http::header::HeaderName, &str)>,
+    extra: Option<(http::header::HeaderName, HeaderValue)>,
     request_id: &HeaderValue,
 ) -> pingora::Result<()> {
     let mut header = ServerSession::generate_error(status);
