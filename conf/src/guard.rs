@@ -46,7 +46,7 @@ pub(crate) fn read_failover(reader: &mut Reader, t: &dyn TableLike, cx: &str) ->
         other => {
             reader.error(
                 &value.span,
-                format!("`failover` of {cx} is {other:?}; expected \"healthy\" (the default: the first healthy other slot takes over when there is no previous slot) or \"none\""),
+                format!("`failover` of {cx} is {other:?}; expected \"healthy\" (the default: when there is no previous slot, the healthy slot active most recently takes over, else the first healthy one in config order) or \"none\""),
             );
             true
         }

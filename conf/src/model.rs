@@ -233,7 +233,8 @@ pub struct RouteConfig {
     /// when the section is absent.
     pub guard: GuardConfig,
     /// With no previous slot, an unhealthy active slot hands over to the
-    /// first healthy other slot (`failover = "healthy"`, the default);
+    /// healthy other slot active most recently, else the first in config
+    /// order (`failover = "healthy"`, the default);
     /// `failover = "none"` keeps traffic where it is.
     pub failover: bool,
     /// `maintenance = true`: the route answers 503 with a maintenance page

@@ -54,6 +54,7 @@ pub fn after_config_load(route: &RouteConfig, prior: Option<&RouteState>, now: &
             maintenance: file_maintenance(route),
             file_maintenance: route.maintenance,
             guard: None,
+            recent: Vec::new(),
         };
     };
 
@@ -112,6 +113,10 @@ fn keep_consistent(route: &RouteConfig, mut state: RouteState) -> RouteState {
     if state.pending.as_deref().is_some_and(|p| !usable(p)) {
         state.pending = None;
     }
+    let active = state.active.clone();
+    state
+        .recent
+        .retain(|slot| route.slots.contains_key(slot) && *slot != active);
     if state
         .failed
         .as_deref()
@@ -167,6 +172,7 @@ pub fn make_active(
     now: &str,
 ) -> String {
     let from = std::mem::replace(&mut state.active, slot.to_string());
+    note_was_active(&mut state.recent, &from, slot);
     state.previous = Some(from.clone());
     state.source = source;
     state.changed_at = now.to_string();
@@ -177,6 +183,18 @@ pub fn make_active(
         state.pending = None;
     }
     from
+}
+
+/// Puts `was` first in `recent`, the slots active before, most recent
+/// first; the new active slot `now_active` leaves it. Bounded: a route has
+/// few slots, and a slot appears once.
+fn note_was_active(recent: &mut Vec<String>, was: &str, now_active: &str) {
+    const KEPT: usize = 16;
+    recent.retain(|slot| slot != was && slot != now_active);
+    if was != now_active {
+        recent.insert(0, was.to_string());
+    }
+    recent.truncate(KEPT);
 }
 
 /// The route's maintenance as the config file sets it.

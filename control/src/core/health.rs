@@ -6,7 +6,7 @@ use switchyard_conf::RouteConfig;
 use super::{describe, Core, Level, Now};
 use crate::health::monitor::BackendKey;
 use crate::health::probe::ProbeSpec;
-use crate::health::{apply_health, BackendState, Check, Reaction};
+use crate::health::{apply_health, failover_order, BackendState, Check, Reaction};
 use crate::history::{Action, HistoryEntry, Trigger};
 use crate::notify::NoticeKind;
 use crate::rollout::Phase;
@@ -93,10 +93,11 @@ impl Core {
         let route = route.clone();
         let before = before.clone();
         let time = now.rfc3339();
-        // With no previous slot, any other healthy slot may take over, in
-        // config order (unless `failover = "none"`).
+        // With no previous slot, any other healthy slot may take over: the
+        // one active most recently first, then config order (none with
+        // `failover = "none"`).
         let failover: Vec<String> = if route.failover {
-            route.slots.keys().cloned().collect()
+            failover_order(&before.recent, route.slots.keys())
         } else {
             Vec::new()
         };

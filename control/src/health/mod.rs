@@ -18,5 +18,5 @@ mod slot;
 pub use backend::{BackendHealth, BackendState, Check, Failure, Thresholds, Transition};
 pub use book::{HealthBook, Observed};
 pub use changes::HealthChanges;
-pub use route::{apply_health, Reaction};
+pub use route::{apply_health, failover_order, Reaction};
 pub use slot::{slot_health, SlotHealth, StateCounts};

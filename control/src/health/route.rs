@@ -101,6 +101,23 @@ pub fn apply_health(
     (next, reactions)
 }
 
+/// The slots that may take over a dead active slot, in order of
+/// preference: those active before, the most recent first (`recent`), then
+/// the rest of the route's `configured` slots in config order.
+pub fn failover_order<'a>(
+    recent: &[String],
+    configured: impl Iterator<Item = &'a String> + Clone,
+) -> Vec<String> {
+    let known = |slot: &&String| configured.clone().any(|c| c == *slot);
+    let mut order: Vec<String> = recent.iter().filter(known).cloned().collect();
+    for slot in configured {
+        if !order.contains(slot) {
+            order.push(slot.clone());
+        }
+    }
+    order
+}
+
 /// The first slot of `failover` that is healthy and neither active nor the
 /// one that failed before.
 fn failover_target(
@@ -140,6 +157,7 @@ mod tests {
             maintenance: None,
             file_maintenance: false,
             guard: None,
+            recent: Vec::new(),
         }
     }
 
@@ -283,6 +301,17 @@ mod tests {
                 to: "green".into()
             }]
         );
+    }
+
+    #[test]
+    fn the_failover_order_is_most_recently_active_first_then_config_order() {
+        let configured: Vec<String> = ["blue", "green", "red", "gray"].map(String::from).into();
+        let recent: Vec<String> = ["gray", "gone", "red"].map(String::from).into();
+        assert_eq!(
+            failover_order(&recent, configured.iter()),
+            ["gray", "red", "blue", "green"]
+        );
+        assert_eq!(failover_order(&[], configured.iter()), configured);
     }
 
     #[test]

@@ -95,6 +95,11 @@ pub struct RouteState {
     /// release off unwatched.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub guard: Option<GuardState>,
+    /// The slots that were active before `active`, the most recent first:
+    /// where a dead active slot with no previous slot fails over to. Kept
+    /// here rather than read back from the history, which is rotated.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub recent: Vec<String>,
 }
 
 /// A running guard window, as the state file keeps it. The counters are

@@ -9,6 +9,7 @@ fn state(active: &str) -> RouteState {
         maintenance: None,
         file_maintenance: false,
         guard: None,
+        recent: Vec::new(),
         active: active.into(),
         previous: Some("blue".into()),
         canary: Some(CanaryState {

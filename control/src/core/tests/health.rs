@@ -187,6 +187,57 @@ fn with_no_previous_slot_a_dead_active_fails_over_to_a_healthy_slot_unless_none(
     assert!(none.core.critical["app"].contains("no previous slot"));
 }
 
+/// Four slots in config order blue, green, red, gray, with `slots` in
+/// `[route.slots]` (a subset keeps that order).
+fn four_slots(slots: &[&str]) -> String {
+    let addr = |slot: &str| match slot {
+        "blue" => BLUE,
+        "green" => GREEN,
+        "red" => "127.0.0.1:3003",
+        _ => "127.0.0.1:3004",
+    };
+    let lines: String = slots
+        .iter()
+        .map(|slot| format!("{slot} = [\"{}\"]\n", addr(slot)))
+        .collect();
+    app("").replace(
+        &format!("blue = [\"{BLUE}\"]\ngreen = [\"{GREEN}\"]\n"),
+        &lines,
+    )
+}
+
+#[test]
+fn with_no_previous_slot_the_slot_active_most_recently_takes_over() {
+    let mut rig = Rig::new(&four_slots(&["blue", "green", "red", "gray"]));
+    rig.all_healthy();
+    rig.pass("red", "127.0.0.1:3003", 2);
+    rig.pass("gray", "127.0.0.1:3004", 2);
+    for slot in ["gray", "red", "green"] {
+        rig.result(switch(slot));
+    }
+    assert_eq!(rig.state().recent, ["red", "gray", "blue"]);
+    // The previous slot leaves the config: green has no fail-back target,
+    // and blue comes first in config order, but gray was active later.
+    let edited = four_slots(&["blue", "green", "gray"]);
+    rig.file_edited(&edited);
+    rig.advance(Duration::from_secs(3));
+    rig.config_read(ReloadTrigger::Settled, Ok(parse(&edited)));
+    assert_eq!(rig.state().previous, None);
+    assert_eq!(rig.state().recent, ["gray", "blue"]);
+    rig.fail("green", GREEN, 3);
+    assert_eq!(rig.active(), "gray");
+    let entry = rig.history.last().unwrap();
+    assert!(
+        entry
+            .reason
+            .as_deref()
+            .unwrap()
+            .contains("failed over to gray"),
+        "{entry:?}"
+    );
+    assert_eq!(rig.state().recent, ["green", "blue"]);
+}
+
 #[test]
 fn a_fail_back_and_a_critical_route_are_told_to_the_notify_targets() {
     use crate::notify::NoticeKind;
