@@ -2,8 +2,10 @@
 # Installs what switchyard's build and tests need beyond Rust: cmake
 # (pingora's build runs it), jq and curl (the deploy kit of
 # examples/compose, which the tests run), PyYAML (the test that reads the
-# kit's docker-compose.yml) and pebble (the ACME test CA the [tls.acme]
-# tests order from). Does nothing when they are there.
+# kit's docker-compose.yml), pebble (the ACME test CA the [tls.acme]
+# tests order from) and chromium (the browser the dashboard's test drives).
+# With --build, only what the build needs (cmake): `make demo` runs that.
+# Does nothing when they are there.
 set -euo pipefail
 
 # Whether the Debian package $1 is needed: its command, or its module, is
@@ -15,15 +17,22 @@ needed() {
   esac
 }
 
+packages=(cmake jq curl python3-yaml pebble chromium)
+why="cmake: pingora's build; jq, curl: the deploy kit and its tests; python3-yaml: the kit's compose file test; pebble: the ACME tests; chromium: the dashboard's browser test"
+if [ "${1:-}" = "--build" ]; then
+  packages=(cmake)
+  why="cmake: pingora's build"
+fi
+
 missing=()
-for package in cmake jq curl python3-yaml pebble; do
+for package in "${packages[@]}"; do
   if needed "$package"; then missing+=("$package"); fi
 done
 if [ ${#missing[@]} -eq 0 ]; then
   exit 0
 fi
 
-echo "switchyard: installing ${missing[*]} with apt-get (cmake: pingora's build; jq, curl: the deploy kit and its tests; python3-yaml: the kit's compose file test; pebble: the ACME tests)" >&2
+echo "switchyard: installing ${missing[*]} with apt-get ($why)" >&2
 if command -v apt-get >/dev/null 2>&1; then
   if [ "$(id -u)" -eq 0 ]; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null

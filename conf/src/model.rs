@@ -65,8 +65,12 @@ pub struct ServerConfig {
     /// Default `/run/switchyard/admin.sock`. Relative paths are resolved
     /// against the config file's directory.
     pub admin_socket: PathBuf,
-    /// Read-only HTTP admin endpoint; `None`: off.
+    /// HTTP admin endpoint (metrics, health, status, the dashboard);
+    /// `None`: off.
     pub admin_http: Option<SocketAddr>,
+    /// The bearer token the dashboard's actions need; `None`: the endpoint
+    /// is read-only. Cannot change without a restart.
+    pub admin_http_token: Option<String>,
     /// Besides root and the server's own uid.
     pub admin_uids: Vec<u32>,
     /// Default `/var/lib/switchyard`. Relative paths as for `admin_socket`.

@@ -18,6 +18,7 @@ const SERVER_KEYS: &[&str] = &[
     "threads",
     "admin_socket",
     "admin_http",
+    "admin_http_token",
     "admin_uids",
     "state_dir",
     "drain_timeout",
@@ -334,6 +335,7 @@ fn read_server(
             |s| resolve(base_dir, &s.value),
         ),
         admin_http,
+        admin_http_token: read_admin_http_token(reader, t, admin_http.is_some()),
         admin_uids,
         state_dir: reader.string(t, "state_dir", CX).map_or_else(
             || PathBuf::from("/var/lib/switchyard"),
@@ -951,4 +953,35 @@ fn read_upgrades(reader: &mut Reader, t: &dyn TableLike, cx: &str) -> Vec<String
         }
     }
     upgrades
+}
+
+/// `admin_http_token`: what the dashboard's actions must present. Long
+/// enough not to be guessed, and only characters a header carries as is.
+fn read_admin_http_token(
+    reader: &mut Reader,
+    t: &dyn TableLike,
+    has_endpoint: bool,
+) -> Option<String> {
+    const MIN_LEN: usize = 16;
+    let token = reader.string(t, "admin_http_token", "[server]")?;
+    if !has_endpoint {
+        reader.error(
+            &token.span,
+            "`admin_http_token` in [server] has no endpoint to guard: set `admin_http` too",
+        );
+        return None;
+    }
+    let printable = token.value.bytes().all(|b| b.is_ascii_graphic());
+    if token.value.len() < MIN_LEN || !printable {
+        reader.error(
+            &token.span,
+            format!(
+                "`admin_http_token` in [server] must be at least {MIN_LEN} characters, \
+                 letters, digits and punctuation only (no spaces); \
+                 `openssl rand -hex 32` makes a good one"
+            ),
+        );
+        return None;
+    }
+    Some(token.value)
 }

@@ -1312,3 +1312,32 @@ fn tls_acme_defaults_to_lets_encrypt_and_the_routes_exact_hosts() {
         "{nothing}"
     );
 }
+
+#[test]
+fn the_admin_http_token_is_long_printable_and_guards_an_endpoint() {
+    let with = |server: &str| format!("[server]\n{server}\n{ROUTE}");
+    let ok = parse_ok(&with(
+        "admin_http = \"127.0.0.1:9901\"\nadmin_http_token = \"0123456789abcdef\"",
+    ));
+    assert_eq!(
+        ok.server.admin_http_token.as_deref(),
+        Some("0123456789abcdef")
+    );
+    assert_eq!(parse_ok(ROUTE).server.admin_http_token, None);
+    let short = one_error(&with(
+        "admin_http = \"127.0.0.1:9901\"\nadmin_http_token = \"0123456789abcde\"",
+    ));
+    assert!(
+        short.starts_with("test.toml:3:20: `admin_http_token` in [server] must be at least 16"),
+        "{short}"
+    );
+    let spaced = one_error(&with(
+        "admin_http = \"127.0.0.1:9901\"\nadmin_http_token = \"0123456789 abcdef\"",
+    ));
+    assert!(spaced.contains("no spaces"), "{spaced}");
+    let alone = one_error(&with("admin_http_token = \"0123456789abcdef\""));
+    assert!(
+        alone.contains("has no endpoint to guard: set `admin_http` too"),
+        "{alone}"
+    );
+}

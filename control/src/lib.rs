@@ -13,6 +13,7 @@ pub mod names;
 pub mod notify;
 pub mod protocol;
 pub mod rollout;
+pub mod series;
 mod stable_hash;
 pub mod state_file;
 pub mod table;

@@ -149,6 +149,7 @@ pub async fn start(mut config: Config, config_path: &Path) -> Result<RunningProx
             controller: controller.clone(),
             readiness: readiness.clone(),
             recorder,
+            token: server.admin_http_token.as_deref().map(Arc::from),
         };
         start_admin_http(addr, sources, admin_http_stop.subscribe()).await?;
     }
@@ -294,7 +295,8 @@ fn bind_all(config: &Config) -> Result<Bound, StartError> {
     })
 }
 
-/// Serves `/metrics`, `/health/*` and `/status` on `addr` until `stop`.
+/// Serves the dashboard, `/metrics`, `/health/*` and `/status` on `addr`
+/// until `stop`.
 async fn start_admin_http(
     addr: SocketAddr,
     sources: Sources,
@@ -307,7 +309,9 @@ async fn start_admin_http(
     // Ends after the drain, not with the listeners: `/health/ready`
     // answers 503 while the drain lasts.
     tokio::spawn(crate::admin_http::serve(listener, sources, stop));
-    tracing::info!("admin http on http://{bound} (/metrics /health/live /health/ready /status)");
+    tracing::info!(
+        "admin http on http://{bound} (the dashboard at /; /metrics /health/live /health/ready /status)"
+    );
     Ok(())
 }
 

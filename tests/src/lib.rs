@@ -24,6 +24,7 @@ use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 use tokio::net::{TcpListener, TcpStream};
 
+pub mod browser;
 pub mod dns;
 pub mod pebble;
 pub mod raw;

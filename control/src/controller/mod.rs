@@ -22,11 +22,12 @@ use crate::core::{Core, Effect, Event, Level, LogLine, Now, ReloadTrigger, Reply
 use crate::health::changes::CHECK_BATCH;
 use crate::health::monitor::{BackendKey, Monitor};
 use crate::health::{Check, Failure};
-use crate::history::{History, DEFAULT_HISTORY_MAX_BYTES};
+use crate::history::{Caller, History, DEFAULT_HISTORY_MAX_BYTES};
 use crate::metrics;
 use crate::names::{Answer, Lookup, NameKey, Names};
 use crate::notify::{Delivered, Notifier};
 use crate::protocol::{ErrorKind, HistoryReply, Request, Response, TlsStatus};
+use crate::series::{SeriesBook, SeriesReply, SERIES_INTERVAL};
 use crate::state_file::{RouteState, StateFile};
 use crate::table::RoutingTable;
 
@@ -45,10 +46,10 @@ pub type SharedTable = Arc<ArcSwap<RoutingTable>>;
 
 /// What the Controller accepts besides health checks.
 enum Message {
-    /// An admin command from a peer with this uid. Answered on `reply`.
+    /// An admin command from `caller`. Answered on `reply`.
     Command {
         request: Request,
-        uid: Option<u32>,
+        caller: Caller,
         reply: oneshot::Sender<Response>,
     },
     /// The config file changed on disk and has been quiet since for the
@@ -62,6 +63,8 @@ enum Message {
     Metrics { reply: oneshot::Sender<String> },
     /// A readiness check: the backends still waiting for a first verdict.
     Unchecked { reply: oneshot::Sender<Vec<String>> },
+    /// The dashboard's charts: every slot's recent traffic.
+    Series { reply: oneshot::Sender<SeriesReply> },
     /// What the ACME manager did.
     Acme {
         hosts: Vec<crate::protocol::AcmeHostStatus>,
@@ -106,10 +109,16 @@ impl ControllerHandle {
     /// Runs an admin command and returns its response. When the Controller
     /// has stopped, answers with an internal error.
     pub async fn command(&self, request: Request, uid: Option<u32>) -> Response {
+        self.command_as(request, Caller::Socket { uid }).await
+    }
+
+    /// [`ControllerHandle::command`] from any caller: the dashboard's
+    /// actions come here, recorded as the dashboard's.
+    pub async fn command_as(&self, request: Request, caller: Caller) -> Response {
         let (reply, answer) = oneshot::channel();
         let message = Message::Command {
             request,
-            uid,
+            caller,
             reply,
         };
         if self.mailbox.send(message).await.is_err() {
@@ -152,6 +161,14 @@ impl ControllerHandle {
     pub async fn unchecked_backends(&self) -> Option<Vec<String>> {
         let (reply, answer) = oneshot::channel();
         self.mailbox.send(Message::Unchecked { reply }).await.ok()?;
+        answer.await.ok()
+    }
+
+    /// Every slot's request rate, 5xx rate and latency over the last
+    /// minutes. `None` when the Controller has stopped.
+    pub async fn series(&self) -> Option<SeriesReply> {
+        let (reply, answer) = oneshot::channel();
+        self.mailbox.send(Message::Series { reply }).await.ok()?;
         answer.await.ok()
     }
 
@@ -208,6 +225,10 @@ pub struct Controller {
     /// The mailbox, for lookups that report back; weak, so that it does
     /// not keep the Controller alive once every handle is gone.
     mailbox: mpsc::WeakSender<Message>,
+    /// Every slot's recent traffic, read off the counters every
+    /// [`SERIES_INTERVAL`], for the dashboard.
+    series: SeriesBook,
+    series_due: Instant,
 }
 
 impl Controller {
@@ -252,6 +273,8 @@ impl Controller {
             next_reply: 0,
             names,
             lookup,
+            series: SeriesBook::default(),
+            series_due: Instant::now(),
             reads: 0,
             mailbox: tx.downgrade(),
         };
@@ -292,6 +315,10 @@ impl Controller {
                     Some(Event::Checks(batch))
                 }
                 _ = tokio::time::sleep_until(wake_at), if wake.is_some() => Some(Event::Tick),
+                _ = tokio::time::sleep_until(self.series_due.into()) => {
+                    self.sample_series();
+                    None
+                }
                 _ = tokio::time::sleep_until(names_at), if names_due.is_some() => {
                     self.refresh_names();
                     None
@@ -308,7 +335,7 @@ impl Controller {
         match message {
             Message::Command {
                 request,
-                uid,
+                caller,
                 reply,
             } => {
                 fault::maybe_panic(&request);
@@ -318,7 +345,7 @@ impl Controller {
                 Some(Event::Command {
                     reply: id,
                     request,
-                    uid,
+                    caller,
                 })
             }
             Message::ConfigFileChanged => self.read_config(ReloadTrigger::File),
@@ -332,6 +359,10 @@ impl Controller {
                 let _ = reply.send(self.core.unchecked_backends());
                 None
             }
+            Message::Series { reply } => {
+                let _ = reply.send(self.series.reply());
+                None
+            }
             Message::Resolved { key, result } => self.name_resolved(key, result),
             Message::Acme { hosts, failed } => Some(Event::AcmeReport { hosts, failed }),
             Message::ConfigNamesResolved {
@@ -341,6 +372,13 @@ impl Controller {
                 results,
             } => self.config_names_resolved(seq, trigger, *config, results),
         }
+    }
+
+    /// Reads every slot's counters into the series, and sets the next read.
+    fn sample_series(&mut self) {
+        self.series
+            .sample(SystemTime::now(), self.core.slot_counters());
+        self.series_due = Instant::now() + SERIES_INTERVAL;
     }
 
     fn apply(&mut self, event: Event) {

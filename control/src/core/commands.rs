@@ -8,12 +8,12 @@ use super::waits::{parse_wait, DEFAULT_SWITCH_WAIT};
 use super::{describe, Core, Effect, Level, Now, ReloadTrigger, ReplyTo};
 use crate::decisions::{self, Refusal};
 use crate::health::SlotHealth;
-use crate::history::{Action, HistoryEntry, Outcome, Trigger};
+use crate::history::{Action, Caller, HistoryEntry, Outcome};
 use crate::protocol::{ChangeReply, ErrorKind, Request, Response};
 use crate::state_file::{DecisionSource, RouteState};
 
 impl Core {
-    pub(super) fn command(&mut self, reply: ReplyTo, request: Request, uid: Option<u32>, now: Now) {
+    pub(super) fn command(&mut self, reply: ReplyTo, request: Request, caller: Caller, now: Now) {
         let response = match request {
             Request::Status { route } => self.status(route.as_deref(), now),
             Request::History { route, limit } => {
@@ -32,15 +32,18 @@ impl Core {
                     Action::MaintenanceOff
                 };
                 let why = reason.clone();
-                self.change(&route, action, uid, reason, now, |_, state, at| {
+                self.change(&route, action, caller, reason, now, |_, state, at| {
                     Ok(decisions::set_maintenance(state, on, why.as_deref(), at))
                 })
             }
             Request::Confirm { route, reason } => {
-                return self.confirm(reply, &route, uid, reason, now);
+                return self.confirm(reply, &route, caller, reason, now);
             }
             Request::Reload {} => {
-                let trigger = ReloadTrigger::Admin { reply, uid };
+                let trigger = ReloadTrigger::Admin {
+                    reply,
+                    uid: caller.uid(),
+                };
                 self.effects.push(Effect::ReadConfig(trigger));
                 return;
             }
@@ -53,17 +56,17 @@ impl Core {
                 let wait = wait.then_some(timeout.as_deref());
                 return self.drain(reply, &route, &slot, wait, now);
             }
-            switch @ Request::Switch { .. } => return self.switch(reply, switch, uid, now),
+            switch @ Request::Switch { .. } => return self.switch(reply, switch, caller, now),
             Request::Rollback {
                 route,
                 reason,
                 force,
-            } => match self.refuse_rollback(&route, uid, &reason, force, now) {
+            } => match self.refuse_rollback(&route, caller, &reason, force, now) {
                 Some(refusal) => refusal,
                 None => self.change(
                     &route,
                     Action::Rollback,
-                    uid,
+                    caller,
                     reason,
                     now,
                     decisions::rollback,
@@ -76,7 +79,7 @@ impl Core {
                 reason,
             } => match self.config.route(&route) {
                 None => self.no_such_route(&route),
-                Some(_) => self.rollout_command(action, &route, slot, uid, reason, now),
+                Some(_) => self.rollout_command(action, &route, slot, caller, reason, now),
             },
             Request::Canary {
                 route,
@@ -86,7 +89,7 @@ impl Core {
             } => self.change(
                 &route,
                 Action::Canary,
-                uid,
+                caller,
                 reason,
                 now,
                 |cfg, state, at| decisions::set_canary(cfg, state, &slot, weight, at),
@@ -97,7 +100,7 @@ impl Core {
 
     /// `switch`: at once when the slot is healthy (or forced), else parked
     /// until it is or the wait is over.
-    fn switch(&mut self, reply: ReplyTo, request: Request, uid: Option<u32>, now: Now) {
+    fn switch(&mut self, reply: ReplyTo, request: Request, caller: Caller, now: Now) {
         let Request::Switch {
             route,
             slot,
@@ -121,7 +124,7 @@ impl Core {
                 reply,
                 route,
                 slot,
-                uid,
+                caller,
                 reason,
                 waited,
                 deadline: now.at + waited,
@@ -133,7 +136,7 @@ impl Core {
         let response = self.change(
             &route,
             Action::Switch,
-            uid,
+            caller,
             reason,
             now,
             |cfg, state, at| decisions::switch(cfg, state, &slot, DecisionSource::Admin, at),
@@ -158,7 +161,7 @@ impl Core {
     fn refuse_rollback(
         &mut self,
         route: &str,
-        uid: Option<u32>,
+        caller: Caller,
         reason: &Option<String>,
         force: bool,
         now: Now,
@@ -174,11 +177,11 @@ impl Core {
             self.slot_evidence(cfg, previous)
         );
         let entry = HistoryEntry {
-            uid,
+            uid: caller.uid(),
             from: Some(describe(state)),
             reason: reason.clone(),
             result: Outcome::Refused(message.clone()),
-            ..HistoryEntry::new(&now.rfc3339(), Trigger::Admin, route, Action::Rollback)
+            ..HistoryEntry::new(&now.rfc3339(), caller.trigger(), route, Action::Rollback)
         };
         self.record(entry);
         self.log(Level::Warn, Some(route), message.clone());
@@ -190,7 +193,7 @@ impl Core {
         &mut self,
         route_name: &str,
         action: Action,
-        uid: Option<u32>,
+        caller: Caller,
         reason: Option<String>,
         now: Now,
         decide: impl FnOnce(&RouteConfig, &RouteState, &str) -> Result<RouteState, Refusal>,
@@ -203,10 +206,10 @@ impl Core {
         let before = before.clone();
         let time = now.rfc3339();
         let mut entry = HistoryEntry {
-            uid,
+            uid: caller.uid(),
             from: Some(describe(&before)),
             reason,
-            ..HistoryEntry::new(&time, Trigger::Admin, route_name, action)
+            ..HistoryEntry::new(&time, caller.trigger(), route_name, action)
         };
         let after = match decide(route, &before, &time) {
             Ok(after) => after,

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant, SystemTime};
 use super::{describe, Core, Level, Now, ReplyTo};
 use crate::decisions;
 use crate::health::SlotHealth;
-use crate::history::{Action, HistoryEntry, Outcome, Trigger};
+use crate::history::{Action, Caller, HistoryEntry, Outcome, Trigger};
 use crate::notify::NoticeKind;
 use crate::protocol::{ConfirmReply, ErrorKind, GuardStatus, Response};
 use crate::rollout::{judge_against, Limits, Verdict};
@@ -326,7 +326,7 @@ impl Core {
         &mut self,
         reply: ReplyTo,
         route: &str,
-        uid: Option<u32>,
+        caller: Caller,
         reason: Option<String>,
         now: Now,
     ) {
@@ -342,9 +342,9 @@ impl Core {
         self.drop_guard(route);
         self.save();
         self.record(HistoryEntry {
-            uid,
+            uid: caller.uid(),
             reason,
-            ..HistoryEntry::new(&now.rfc3339(), Trigger::Admin, route, Action::Confirm)
+            ..HistoryEntry::new(&now.rfc3339(), caller.trigger(), route, Action::Confirm)
         });
         let confirmed = ConfirmReply {
             route: route.to_string(),

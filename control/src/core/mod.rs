@@ -24,7 +24,7 @@ use switchyard_conf::{Config, ServerConfig, TlsConfig};
 
 use crate::health::monitor::BackendKey;
 use crate::health::{Check, HealthBook, HealthChanges, Thresholds};
-use crate::history::HistoryEntry;
+use crate::history::{Caller, HistoryEntry};
 use crate::notify::{Delivered, Notice, NoticeKind};
 use crate::protocol::{NotifyTargetStatus, Request, Response, TlsStatus};
 use crate::state_file::{LoadedState, RouteState};
@@ -82,13 +82,13 @@ pub type ReplyTo = u64;
 /// What the core reacts to.
 #[derive(Debug)]
 pub enum Event {
-    /// An admin command from a peer with this uid, answered by an
+    /// An admin command from `caller`, answered by an
     /// [`Effect::Reply`] to `reply` — now, or later for a `switch` that
     /// waits for its slot or a `drain --wait`.
     Command {
         reply: ReplyTo,
         request: Request,
-        uid: Option<u32>,
+        caller: Caller,
     },
     /// The config file was read because of `trigger`.
     ConfigRead {
@@ -312,8 +312,8 @@ impl Core {
             Event::Command {
                 reply,
                 request,
-                uid,
-            } => self.command(reply, request, uid, now),
+                caller,
+            } => self.command(reply, request, caller, now),
             Event::ConfigRead { trigger, result } => self.config_read(trigger, result, now),
             Event::Checks(checks) => self.checks(checks, now),
             Event::Tick => self.tick(now),

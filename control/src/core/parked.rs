@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use super::{Core, Level, Now, ReplyTo};
 use crate::decisions;
 use crate::health::SlotHealth;
-use crate::history::{Action, HistoryEntry, Outcome, Trigger};
+use crate::history::{Action, Caller, HistoryEntry, Outcome};
 use crate::protocol::{DrainReply, ErrorKind, Response};
 use crate::state_file::DecisionSource;
 
@@ -24,7 +24,7 @@ pub(super) struct ParkedSwitch {
     pub reply: ReplyTo,
     pub route: String,
     pub slot: String,
-    pub uid: Option<u32>,
+    pub caller: Caller,
     pub reason: Option<String>,
     pub waited: Duration,
     pub deadline: Instant,
@@ -87,7 +87,7 @@ impl Core {
             let response = self.change(
                 &waiter.route,
                 Action::Switch,
-                waiter.uid,
+                waiter.caller,
                 waiter.reason,
                 now,
                 |cfg, state, at| decisions::switch(cfg, state, &slot, DecisionSource::Admin, at),
@@ -120,13 +120,13 @@ impl Core {
                 humantime::format_duration(waiter.waited)
             );
             self.record(HistoryEntry {
-                uid: waiter.uid,
+                uid: waiter.caller.uid(),
                 from: self.routes.get(&waiter.route).map(super::describe),
                 reason: waiter.reason.clone(),
                 result: Outcome::Refused(message.clone()),
                 ..HistoryEntry::new(
                     &now.rfc3339(),
-                    Trigger::Admin,
+                    waiter.caller.trigger(),
                     &waiter.route,
                     Action::Switch,
                 )

@@ -109,6 +109,20 @@ impl Core {
     }
 
     /// A slot's counters now (zero for a slot not published yet).
+    /// Every configured slot's counters now, as `(route, slot, counters)`.
+    pub fn slot_counters(&self) -> Vec<(String, String, StatsSnapshot)> {
+        self.config
+            .routes
+            .iter()
+            .flat_map(|route| {
+                route.slots.keys().map(|slot| {
+                    let stats = self.slot_stats(&route.name, slot);
+                    (route.name.clone(), slot.clone(), stats)
+                })
+            })
+            .collect()
+    }
+
     pub(super) fn slot_stats(&self, route: &str, slot: &str) -> StatsSnapshot {
         self.loads
             .get(route)

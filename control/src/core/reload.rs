@@ -268,6 +268,10 @@ fn needs_restart(running: &ServerConfig, edited: &ServerConfig) -> Vec<String> {
             running.max_connections != edited.max_connections,
         ),
         ("server.admin_http", running.admin_http != edited.admin_http),
+        (
+            "server.admin_http_token",
+            running.admin_http_token != edited.admin_http_token,
+        ),
         ("server.log_format", running.log_format != edited.log_format),
         ("server.access_log", running.access_log != edited.access_log),
         ("server.h2c", running.h2c != edited.h2c),

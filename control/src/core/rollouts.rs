@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use super::{describe, Core, Level, Now};
 use crate::decisions;
 use crate::health::SlotHealth;
-use crate::history::{Action, HistoryEntry, Outcome, Trigger};
+use crate::history::{Action, Caller, HistoryEntry, Outcome, Trigger};
 use crate::notify::NoticeKind;
 use crate::protocol::{ErrorKind, Response, RolloutAction, RolloutReply, RolloutStatus};
 use crate::rollout::{judge, Next, Phase, Plan, Rollout, VerdictResult};
@@ -48,7 +48,7 @@ impl Core {
         action: RolloutAction,
         route_name: &str,
         slot: Option<String>,
-        uid: Option<u32>,
+        caller: Caller,
         reason: Option<String>,
         now: Now,
     ) -> Response {
@@ -66,10 +66,10 @@ impl Core {
             now,
         );
         let mut entry = HistoryEntry {
-            uid,
+            uid: caller.uid(),
             from: Some(describe(&before)),
             reason,
-            ..HistoryEntry::new(&time, Trigger::Admin, route_name, Action::rollout(action))
+            ..HistoryEntry::new(&time, caller.trigger(), route_name, Action::rollout(action))
         };
         let after = match decided {
             Ok(after) => after,

@@ -56,6 +56,8 @@ impl HistoryEntry {
 pub enum Trigger {
     /// A command on the admin socket.
     Admin,
+    /// An action on the dashboard (`admin_http`, with the token).
+    Dashboard,
     /// The config file.
     Config,
     /// Health moved traffic by itself.
@@ -65,6 +67,32 @@ pub enum Trigger {
     /// The watch after a switch.
     Guard,
     Startup,
+}
+
+/// Who sent an admin command: a peer on the admin socket, with its uid
+/// when the socket could tell, or the dashboard's page.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Caller {
+    Socket { uid: Option<u32> },
+    Dashboard,
+}
+
+impl Caller {
+    /// The history's `trigger` for what this caller asks.
+    pub fn trigger(self) -> Trigger {
+        match self {
+            Caller::Socket { .. } => Trigger::Admin,
+            Caller::Dashboard => Trigger::Dashboard,
+        }
+    }
+
+    /// The history's `uid`.
+    pub fn uid(self) -> Option<u32> {
+        match self {
+            Caller::Socket { uid } => uid,
+            Caller::Dashboard => None,
+        }
+    }
 }
 
 /// What was changed, or tried.
@@ -111,6 +139,7 @@ impl Trigger {
     pub fn as_str(self) -> &'static str {
         match self {
             Trigger::Admin => "admin",
+            Trigger::Dashboard => "dashboard",
             Trigger::Config => "config",
             Trigger::Failback => "failback",
             Trigger::Rollout => "rollout",

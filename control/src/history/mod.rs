@@ -17,7 +17,7 @@ use std::time::SystemTime;
 
 mod entry;
 
-pub use entry::{Action, HistoryEntry, Outcome, Trigger, ALL_ROUTES};
+pub use entry::{Action, Caller, HistoryEntry, Outcome, Trigger, ALL_ROUTES};
 
 /// Size at which `history.jsonl` is rotated, unless told otherwise.
 pub const DEFAULT_HISTORY_MAX_BYTES: u64 = 4 * 1024 * 1024;

@@ -141,7 +141,7 @@ impl Rig {
         self.apply(Event::Command {
             reply,
             request,
-            uid: Some(1000),
+            caller: crate::history::Caller::Socket { uid: Some(1000) },
         });
         reply
     }

@@ -1,13 +1,18 @@
-//! The read-only HTTP endpoint (`server.admin_http`), for Prometheus,
-//! systemd, load balancers and dashboards. Off unless configured; it
-//! changes nothing.
+//! The HTTP admin endpoint (`server.admin_http`), for Prometheus,
+//! systemd, load balancers and people: the dashboard (`dashboard.rs`). Off
+//! unless configured. It changes nothing unless `admin_http_token` is set,
+//! and then only through the dashboard's actions (`actions.rs`).
 //!
 //! | path | answer |
 //! |---|---|
+//! | `/` | the dashboard (see `dashboard.rs` for its files and JSON) |
 //! | `/metrics` | Prometheus text: the Controller's state series and the request counters |
 //! | `/health/live` | 200 while the process serves this endpoint at all |
 //! | `/health/ready` | 200 once the listeners take traffic and each active slot's backends have a first health verdict; 503 before that and while draining for a stop |
 //! | `/status` | the admin `status` JSON (`?route=NAME` for one route) |
+
+mod actions;
+mod dashboard;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -16,6 +21,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use http_body_util::Full;
+use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
@@ -53,6 +59,8 @@ pub struct Sources {
     /// The request-path series; `None` if the recorder could not be
     /// installed (then `/metrics` has the Controller's series only).
     pub recorder: Option<PrometheusHandle>,
+    /// `admin_http_token`: the dashboard's actions need it; `None`: read-only.
+    pub token: Option<Arc<str>>,
 }
 
 /// Serves until `shutdown` turns true.
@@ -90,22 +98,34 @@ fn reply(status: StatusCode, content_type: &str, body: String) -> Response<Full<
         .expect("a response of known parts builds")
 }
 
-async fn answer<B>(request: Request<B>, sources: &Sources) -> Response<Full<Bytes>> {
-    if request.method() != Method::GET && request.method() != Method::HEAD {
-        return reply(
-            StatusCode::METHOD_NOT_ALLOWED,
-            TEXT,
-            "switchyard: admin_http is read-only; change things with the switchyard CLI\n".into(),
-        );
+fn shutting_down() -> Response<Full<Bytes>> {
+    reply(
+        StatusCode::SERVICE_UNAVAILABLE,
+        TEXT,
+        "switchyard: shutting down\n".into(),
+    )
+}
+
+async fn answer(request: Request<Incoming>, sources: &Sources) -> Response<Full<Bytes>> {
+    if request.method() == Method::POST && request.uri().path() == "/api/command" {
+        return dashboard::command(sources, request).await;
     }
-    let shutting_down = || {
-        reply(
-            StatusCode::SERVICE_UNAVAILABLE,
-            TEXT,
-            "switchyard: shutting down\n".into(),
-        )
-    };
-    match request.uri().path() {
+    if request.method() != Method::GET && request.method() != Method::HEAD {
+        let allowed = if sources.token.is_some() {
+            "switchyard: only POST /api/command changes things here (the dashboard's actions); the rest is read-only\n"
+        } else {
+            "switchyard: admin_http is read-only; change things with the switchyard CLI\n"
+        };
+        return reply(StatusCode::METHOD_NOT_ALLOWED, TEXT, allowed.into());
+    }
+    let path = request.uri().path();
+    if let Some(page) = dashboard::asset(path) {
+        return page;
+    }
+    match path {
+        "/api/series" => dashboard::series(sources).await,
+        "/api/history" => dashboard::history(sources, request.uri().query()).await,
+        "/api/session" => dashboard::session(sources, &request),
         "/metrics" => {
             let Some(mut text) = sources.controller.metrics().await else {
                 return shutting_down();
@@ -118,7 +138,11 @@ async fn answer<B>(request: Request<B>, sources: &Sources) -> Response<Full<Byte
         "/health/live" => reply(StatusCode::OK, TEXT, "live\n".into()),
         "/health/ready" => ready(sources).await,
         "/status" => {
-            let route = request.uri().query().and_then(route_param);
+            let route = request
+                .uri()
+                .query()
+                .and_then(|q| dashboard::param(q, "route"))
+                .map(str::to_owned);
             let response = sources
                 .controller
                 .command(AdminRequest::Status { route }, None)
@@ -143,7 +167,7 @@ async fn answer<B>(request: Request<B>, sources: &Sources) -> Response<Full<Byte
         _ => reply(
             StatusCode::NOT_FOUND,
             TEXT,
-            "switchyard: served here are /metrics, /health/live, /health/ready and /status\n"
+            "switchyard: served here are / (the dashboard), /metrics, /health/live, /health/ready and /status\n"
                 .into(),
         ),
     }
@@ -168,15 +192,6 @@ async fn ready(sources: &Sources) -> Response<Full<Bytes>> {
             unchecked.join(", ")
         )),
     }
-}
-
-/// `route=NAME` from a query string (route names are plain tokens, so no
-/// percent-decoding is needed).
-fn route_param(query: &str) -> Option<String> {
-    query
-        .split('&')
-        .find_map(|pair| pair.strip_prefix("route="))
-        .map(str::to_owned)
 }
 
 /// Binds `addr` (port 0 picks a free one).
