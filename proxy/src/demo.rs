@@ -54,14 +54,34 @@ pub fn free_port_from(preferred: u16) -> u16 {
         .unwrap_or(0)
 }
 
+/// The demo's ports and its dashboard token.
+pub struct DemoSetup {
+    pub port: u16,
+    pub admin_port: u16,
+    pub token: String,
+}
+
+/// A fresh dashboard token: 16 random bytes in hex.
+pub fn new_token() -> std::io::Result<String> {
+    use std::io::Read;
+    let mut bytes = [0u8; 16];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
 /// Writes the demo's config file into `dir`.
 pub fn write_config(
     dir: &Path,
-    port: u16,
+    setup: &DemoSetup,
     blue: SocketAddr,
     green: SocketAddr,
 ) -> std::io::Result<PathBuf> {
     let path = dir.join("switchyard.toml");
+    let DemoSetup {
+        port,
+        admin_port,
+        token,
+    } = setup;
     let text = format!(
         r#"# switchyard demo config — edit me: changes apply as soon as you save.
 [server]
@@ -69,6 +89,8 @@ listen = ["127.0.0.1:{port}"]
 admin_socket = "admin.sock"
 state_dir = "state"
 drain_timeout = "5s"
+admin_http = "127.0.0.1:{admin_port}"       # the dashboard
+admin_http_token = "{token}"   # what the dashboard asks before it acts
 
 [[route]]
 name = "demo"
@@ -85,7 +107,18 @@ green = ["{green}"]
 }
 
 /// What to try, printed once the demo is up.
-pub fn instructions(url: &str, config: &Path, socket: &Path) -> String {
+pub fn instructions(
+    url: &str,
+    dashboard: Option<SocketAddr>,
+    token: &str,
+    config: &Path,
+    socket: &Path,
+) -> String {
+    let dashboard = dashboard.map_or(String::new(), |addr| {
+        format!(
+            "\nThe dashboard: http://{addr}/  (to act from it, unlock with the token {token})\n"
+        )
+    });
     let exe = std::env::current_exe()
         .map(|p| p.display().to_string())
         .unwrap_or_else(|_| "switchyard".to_string());
@@ -99,7 +132,8 @@ pub fn instructions(url: &str, config: &Path, socket: &Path) -> String {
          \x20 {exe} canary demo blue 25         # a quarter of clients go to blue, and stay\n\
          \x20 {exe} rollback demo               # back to blue\n\
          \x20 {exe} history\n\
-         Or edit {config} (active = \"green\") and save: it applies 250 ms later.\n",
+         Or edit {config} (active = \"green\") and save: it applies 250 ms later.\n\
+         {dashboard}",
         socket = socket.display(),
         config = config.display(),
     )

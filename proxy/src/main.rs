@@ -273,16 +273,29 @@ fn run_demo(port: u16) -> ExitCode {
             let green = demo::start_backend("green")
                 .await
                 .map_err(|e| e.to_string())?;
-            let port = demo::free_port_from(port);
+            // Port 0 (the tests): the dashboard takes any free port too.
+            let setup = demo::DemoSetup {
+                port: demo::free_port_from(port),
+                admin_port: if port == 0 {
+                    0
+                } else {
+                    demo::free_port_from(9901)
+                },
+                token: demo::new_token().map_err(|e| e.to_string())?,
+            };
             let path =
-                demo::write_config(dir.path(), port, blue, green).map_err(|e| e.to_string())?;
+                demo::write_config(dir.path(), &setup, blue, green).map_err(|e| e.to_string())?;
             let config = switchyard_conf::load(&path).map_err(|e| e.to_string())?;
             let socket = config.server.admin_socket.clone();
             let mut running = server::start(config, &path)
                 .await
                 .map_err(|e| e.to_string())?;
             let url = format!("http://{}", running.listen_addrs[0]);
-            println!("{}", demo::instructions(&url, &path, &socket));
+            let dashboard = running.admin_http_addr;
+            println!(
+                "{}",
+                demo::instructions(&url, dashboard, &setup.token, &path, &socket)
+            );
             let stop = running.until_stopped().await;
             running.stop().await;
             match stop {

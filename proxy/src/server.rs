@@ -67,6 +67,8 @@ pub struct RunningProxy {
     pub listen_addrs: Vec<SocketAddr>,
     /// The same for `[tls] listen`.
     pub tls_listen_addrs: Vec<SocketAddr>,
+    /// The same for `admin_http`, when it is on.
+    pub admin_http_addr: Option<SocketAddr>,
     pub controller: ControllerHandle,
     /// What `/health/ready` says.
     readiness: Arc<Readiness>,
@@ -144,6 +146,7 @@ pub async fn start(mut config: Config, config_path: &Path) -> Result<RunningProx
 
     let readiness = Arc::new(Readiness::default());
     let (admin_http_stop, _) = watch::channel(false);
+    let mut admin_http_addr = None;
     if let Some(addr) = server.admin_http {
         let sources = Sources {
             controller: controller.clone(),
@@ -151,7 +154,7 @@ pub async fn start(mut config: Config, config_path: &Path) -> Result<RunningProx
             recorder,
             token: server.admin_http_token.as_deref().map(Arc::from),
         };
-        start_admin_http(addr, sources, admin_http_stop.subscribe()).await?;
+        admin_http_addr = Some(start_admin_http(addr, sources, admin_http_stop.subscribe()).await?);
     }
 
     let watcher = watch_config(config_path, controller.clone())?;
@@ -190,6 +193,7 @@ pub async fn start(mut config: Config, config_path: &Path) -> Result<RunningProx
         dataplane,
         listen_addrs,
         tls_listen_addrs,
+        admin_http_addr,
         controller,
         shutdown,
         in_flight,
@@ -301,18 +305,24 @@ async fn start_admin_http(
     addr: SocketAddr,
     sources: Sources,
     stop: watch::Receiver<bool>,
-) -> Result<(), StartError> {
+) -> Result<SocketAddr, StartError> {
     let listener = crate::admin_http::bind(addr)
         .await
         .map_err(|source| StartError::Listen { addr, source })?;
     let bound = listener.local_addr().unwrap_or(addr);
+    if sources.token.is_some() && !bound.ip().is_loopback() {
+        tracing::warn!(
+            "admin_http listens on {bound}, not on loopback: the dashboard's token and actions \
+             travel in clear text; reach it through an SSH tunnel or a TLS proxy instead"
+        );
+    }
     // Ends after the drain, not with the listeners: `/health/ready`
     // answers 503 while the drain lasts.
     tokio::spawn(crate::admin_http::serve(listener, sources, stop));
     tracing::info!(
         "admin http on http://{bound} (the dashboard at /; /metrics /health/live /health/ready /status)"
     );
-    Ok(())
+    Ok(bound)
 }
 
 fn access_log(server: &ServerConfig) -> Result<Option<AccessLog>, StartError> {

@@ -25,7 +25,8 @@ async fn the_demo_serves_switches_and_stops_on_ctrl_c() {
     });
     let mut url = None;
     let mut socket = None;
-    while url.is_none() || socket.is_none() {
+    let mut dashboard = None;
+    while url.is_none() || socket.is_none() || dashboard.is_none() {
         let line = rx
             .recv_timeout(Duration::from_secs(20))
             .expect("the demo prints its instructions");
@@ -35,9 +36,29 @@ async fn the_demo_serves_switches_and_stops_on_ctrl_c() {
         if let Some(path) = line.trim().strip_prefix("export SWITCHYARD_SOCKET=") {
             socket = Some(path.to_string());
         }
+        if let Some(rest) = line.strip_prefix("The dashboard: http://") {
+            dashboard = rest.split('/').next().map(str::to_owned);
+        }
     }
     let addr = url.unwrap().parse().unwrap();
     let socket = socket.unwrap();
+
+    // The dashboard is on, on loopback, with actions behind a token.
+    let dashboard: std::net::SocketAddr = dashboard.unwrap().parse().unwrap();
+    assert!(dashboard.ip().is_loopback());
+    let mut admin = Client::new(dashboard);
+    let page = admin.get("localhost", "/").await.unwrap();
+    assert!(
+        page.body.contains("<title>switchyard</title>"),
+        "{}",
+        page.body
+    );
+    let session = admin.get("localhost", "/api/session").await.unwrap();
+    assert!(
+        session.body.contains("\"actions\":true"),
+        "{}",
+        session.body
+    );
 
     let mut client = Client::new(addr);
     let first = client.get("localhost", "/").await.unwrap();
