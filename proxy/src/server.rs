@@ -154,6 +154,9 @@ pub async fn start(mut config: Config, config_path: &Path) -> Result<RunningProx
             recorder,
             token: server.admin_http_token.as_deref().map(Arc::from),
         };
+        if sources.token.is_some() {
+            warn_if_others_can_read(config_path);
+        }
         admin_http_addr = Some(start_admin_http(addr, sources, admin_http_stop.subscribe()).await?);
     }
 
@@ -297,6 +300,24 @@ fn bind_all(config: &Config) -> Result<Bound, StartError> {
         listen_addrs,
         tls_listen_addrs,
     })
+}
+
+/// The dashboard's token is in the config file: a user or process that can
+/// read the file could act through the dashboard, past `admin_uids`.
+fn warn_if_others_can_read(config_path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let Ok(meta) = std::fs::metadata(config_path) else {
+        return;
+    };
+    let mode = meta.permissions().mode();
+    if mode & 0o077 != 0 {
+        tracing::warn!(
+            "{} holds admin_http_token and is readable by group or others (mode {:o}); \
+             anyone who can read it can act through the dashboard: chmod 600 it",
+            config_path.display(),
+            mode & 0o777
+        );
+    }
 }
 
 /// Serves the dashboard, `/metrics`, `/health/*` and `/status` on `addr`

@@ -166,8 +166,12 @@ impl Browser {
         self.call("Runtime.enable", json!({}), true).await;
         self.call("Page.navigate", json!({ "url": url }), true)
             .await;
-        self.wait_for("document.readyState === 'complete'", CALL_TIMEOUT)
-            .await;
+        // The new document, not about:blank's, complete.
+        let loaded = format!(
+            "location.href === {} && document.readyState === 'complete'",
+            json!(url)
+        );
+        self.wait_for(&loaded, CALL_TIMEOUT).await;
     }
 
     /// Evaluates `expression` in the page (promises awaited) and returns

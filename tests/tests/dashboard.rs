@@ -105,23 +105,22 @@ async fn a_real_browser_sees_a_switch_live_and_rolls_back_with_the_token() {
         )
         .await;
     // Read-only until the token is given: no action buttons.
+    browser
+        .wait_for("document.getElementById('unlock').hidden === false", WAIT)
+        .await;
     assert_eq!(
         browser
             .eval("document.querySelector('[data-route=\"app\"] .actions').hidden")
             .await,
         Value::Bool(true)
     );
-    assert_eq!(
-        browser
-            .eval("document.getElementById('unlock').hidden")
-            .await,
-        Value::Bool(false)
-    );
 
     // A switch on the socket shows up without reloading the page: a value
     // set on the page's window survives.
     browser.eval("window.notReloaded = true").await;
-    proxy.cli_ok(&["switch", "app", "green", "--reason", "v2"]);
+    // The reason is hostile markup: it must show as text and run nothing.
+    let hostile = "v2 <img src=x onerror=\"window.pwned=1\">";
+    proxy.cli_ok(&["switch", "app", "green", "--reason", hostile]);
     browser
         .wait_for(&format!("{} === 'green'", route_field(".active")), WAIT)
         .await;
@@ -131,22 +130,36 @@ async fn a_real_browser_sees_a_switch_live_and_rolls_back_with_the_token() {
     assert_eq!(browser.eval("window.notReloaded").await, Value::Bool(true));
     browser
         .wait_for(
-            "[...document.querySelectorAll('#history tbody tr')].some(r => r.textContent.includes('v2'))",
+            "[...document.querySelectorAll('#history tbody tr')].some(r => r.textContent.includes('v2 <img src=x'))",
             WAIT,
         )
         .await;
+    assert_eq!(
+        browser
+            .eval("[typeof window.pwned, document.querySelectorAll('#history img').length]")
+            .await,
+        serde_json::json!(["undefined", 0])
+    );
 
-    // Traffic shows in green's chart once the counters were sampled twice.
-    let mut client = Client::new(proxy.addr);
-    for _ in 0..50 {
-        assert_eq!(client.get("app.test", "/").await.unwrap().status, 200);
-    }
+    // Traffic shows in green's chart once the counters were sampled twice:
+    // requests keep coming until it does, so no sample can be missed.
+    let traffic = tokio::spawn({
+        let addr = proxy.addr;
+        async move {
+            let mut client = Client::new(addr);
+            loop {
+                assert_eq!(client.get("app.test", "/").await.unwrap().status, 200);
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+    });
     browser
         .wait_for(
             "parseFloat(document.querySelector('[data-route=\"app\"] [data-slot=\"green\"] .charts .value')?.textContent) > 0",
             WAIT,
         )
         .await;
+    traffic.abort();
 
     // A wrong token is refused and unlocks nothing.
     let submit = |token: &str| {
@@ -177,6 +190,8 @@ async fn a_real_browser_sees_a_switch_live_and_rolls_back_with_the_token() {
             WAIT,
         )
         .await;
+    // The page asks before a switch; the operator says yes.
+    browser.eval("window.confirm = () => true").await;
     browser
         .eval("document.querySelector('[data-route=\"app\"] [data-action=\"roll back to blue\"]').click(); true")
         .await;
@@ -194,6 +209,37 @@ async fn a_real_browser_sees_a_switch_live_and_rolls_back_with_the_token() {
     assert_eq!(last["action"], "rollback", "{last}");
     assert_eq!(last["trigger"], "dashboard", "{last}");
     assert_eq!(last["result"], "ok", "{last}");
+
+    // A canary weight being typed survives the page's redraws, and is what
+    // "set" sends.
+    let typing = "(() => { const input = document.querySelector('[data-route=\"app\"] .actions input'); \
+                  input.focus(); input.value = '25'; window.drawn = page.renders; return true; })()";
+    browser
+        .wait_for(
+            "document.querySelector('[data-route=\"app\"] .actions input') !== null && !document.querySelector('[data-route=\"app\"] .actions input').disabled",
+            WAIT,
+        )
+        .await;
+    browser.eval(typing).await;
+    browser
+        .wait_for("page.renders >= window.drawn + 2", WAIT)
+        .await;
+    assert_eq!(
+        browser
+            .eval("[document.activeElement === document.querySelector('[data-route=\"app\"] .actions input'), document.activeElement.value]")
+            .await,
+        serde_json::json!([true, "25"])
+    );
+    browser
+        .eval("document.querySelector('[data-route=\"app\"] .actions form').requestSubmit(); true")
+        .await;
+    browser
+        .wait_for(
+            &format!("{} === 'green at 25 %'", route_field(".canary")),
+            WAIT,
+        )
+        .await;
+    assert_eq!(proxy.status()["routes"][0]["canary"]["weight"], 25);
 
     // Everything the page loaded came from its own origin.
     let foreign = browser
@@ -221,13 +267,10 @@ async fn a_real_browser_sees_a_switch_live_and_rolls_back_with_the_token() {
     }
 }
 
-/// One HTTP/1.1 request on a fresh connection; the status and the body.
-async fn send(addr: SocketAddr, head: &str, body: &str) -> (u16, String) {
+/// One HTTP/1.1 request, written as `request` is, on a fresh connection:
+/// the status, the head (lowercased) and the body.
+async fn exchange(addr: SocketAddr, request: &str) -> (u16, String, String) {
     let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let request = format!(
-        "{head}Host: {addr}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
     stream.write_all(request.as_bytes()).await.unwrap();
     let mut answer = Vec::new();
     tokio::time::timeout(WAIT, stream.read_to_end(&mut answer))
@@ -236,11 +279,18 @@ async fn send(addr: SocketAddr, head: &str, body: &str) -> (u16, String) {
         .unwrap();
     let answer = String::from_utf8_lossy(&answer).into_owned();
     let status = answer[9..12].parse().unwrap();
-    let body = answer
-        .split("\r\n\r\n")
-        .nth(1)
-        .unwrap_or_default()
-        .to_string();
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((&answer, ""));
+    (status, head.to_ascii_lowercase(), body.to_string())
+}
+
+/// `head` (request line and headers) with this address as Host, and
+/// `body`: the status and the body.
+async fn send(addr: SocketAddr, head: &str, body: &str) -> (u16, String) {
+    let request = format!(
+        "{head}Host: {addr}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let (status, _, body) = exchange(addr, &request).await;
     (status, body)
 }
 
@@ -386,4 +436,66 @@ fn check_refuses_a_short_token() {
             && stderr.contains("`admin_http_token` in [server] must be at least 16 characters"),
         "{stderr}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_page_keeps_to_its_own_site_and_answers_only_local_names() {
+    let rig = healthy_app(Some(TOKEN)).await;
+    let admin = rig.admin;
+    let get = |path: &str, host: &str, extra: &str| {
+        format!("GET {path} HTTP/1.1\r\nHost: {host}\r\n{extra}Connection: close\r\n\r\n")
+    };
+    let local = admin.to_string();
+
+    // Only its own files, and never in a frame.
+    for path in ["/", "/dashboard.js", "/dashboard.css"] {
+        let (status, head, _) = exchange(admin, &get(path, &local, "")).await;
+        assert_eq!(status, 200, "{path}");
+        assert!(
+            head.contains("content-security-policy: default-src 'none'; script-src 'self'"),
+            "{path}: {head}"
+        );
+        assert!(head.contains("frame-ancestors 'none'"), "{path}: {head}");
+        assert!(head.contains("x-frame-options: deny"), "{path}: {head}");
+        assert!(
+            head.contains("x-content-type-options: nosniff"),
+            "{path}: {head}"
+        );
+    }
+    let (status, _, _) =
+        exchange(admin, &get("/", &format!("localhost:{}", admin.port()), "")).await;
+    assert_eq!(status, 200, "localhost is local");
+
+    // A rebound name gets nothing from the page or its JSON.
+    let rebound = format!("evil.example:{}", admin.port());
+    for path in ["/", "/api/session", "/api/series", "/api/history"] {
+        let (status, _, body) = exchange(admin, &get(path, &rebound, "")).await;
+        assert_eq!(status, 421, "{path}: {body}");
+    }
+    let post = format!(
+        "POST /api/command HTTP/1.1\r\nHost: {rebound}\r\nAuthorization: Bearer {TOKEN}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{SWITCH}",
+        SWITCH.len()
+    );
+    assert_eq!(exchange(admin, &post).await.0, 421);
+    assert_eq!(rig.proxy.status()["routes"][0]["active"], "blue");
+    // Scrapers and balancers may use any name.
+    assert_eq!(exchange(admin, &get("/metrics", &rebound, "")).await.0, 200);
+
+    // Another site's page may not read the JSON either.
+    let (status, _, _) = exchange(
+        admin,
+        &get("/api/history", &local, "Sec-Fetch-Site: cross-site\r\n"),
+    )
+    .await;
+    assert_eq!(status, 403);
+
+    // No CORS preflight succeeds.
+    let preflight = format!(
+        "OPTIONS /api/command HTTP/1.1\r\nHost: {local}\r\nOrigin: http://evil.example\r\n\
+         Access-Control-Request-Method: POST\r\nConnection: close\r\n\r\n"
+    );
+    let (status, head, _) = exchange(admin, &preflight).await;
+    assert_eq!(status, 405);
+    assert!(!head.contains("access-control-allow"), "{head}");
 }

@@ -408,8 +408,16 @@ impl Controller {
                 }
                 Effect::Reply { to, response } => self.send(to, response, unsaved.as_deref()),
                 Effect::ReplyHistory { to, route, limit } => {
-                    let entries = self.history.recent(route.as_deref(), limit);
-                    self.send(to, Response::ok_with(&HistoryReply { entries }), None);
+                    // Reading the file (up to twice its rotation size) is
+                    // kept off the Controller, which health checks and
+                    // commands must never wait behind.
+                    if let Some(reply) = self.replies.remove(&to) {
+                        let history = self.history.clone();
+                        tokio::task::spawn_blocking(move || {
+                            let entries = history.recent(route.as_deref(), limit);
+                            let _ = reply.send(Response::ok_with(&HistoryReply { entries }));
+                        });
+                    }
                 }
                 Effect::ReadConfig(trigger) => {
                     if let Some(event) = self.read_config(trigger) {

@@ -12,8 +12,12 @@
 //!   and older browsers), `Origin` when present must name this host, and
 //!   the body must be `application/json`, which no plain HTML form can send.
 //! - Only the operator's actions go through: switch, rollback, canary,
-//!   rollout pause/resume/promote/abort, maintenance and confirm. A reload,
-//!   a drain or a rollout start stay with the CLI.
+//!   rollout pause/resume/promote/abort, maintenance and confirm, and none
+//!   of them forced, unguarded or waiting. A reload, a drain, a rollout
+//!   start and `--force`/`--no-guard` stay with the CLI.
+//! - The page and its JSON answer only to a `Host` that is an IP address or
+//!   `localhost`: a page on another name that DNS rebinding points at
+//!   127.0.0.1 gets nothing (421), not even the status.
 
 use switchyard_control::protocol::{Request, RolloutAction};
 
@@ -117,11 +121,47 @@ fn origin_names_host(origin: &[u8], host: &[u8]) -> bool {
     rest.eq_ignore_ascii_case(host)
 }
 
+/// Whether the dashboard answers a request for `host` (the `Host`
+/// header): an IP address or `localhost`, with any port. Names that could
+/// be rebound to this machine are refused.
+pub fn local_host(host: Option<&[u8]>) -> bool {
+    use std::net::{Ipv4Addr, Ipv6Addr};
+    let Some(host) = host.and_then(|h| std::str::from_utf8(trim(h)).ok()) else {
+        return false;
+    };
+    let port_ok = |port: &str| port.parse::<u16>().is_ok();
+    if let Some(rest) = host.strip_prefix('[') {
+        let Some((v6, after)) = rest.split_once(']') else {
+            return false;
+        };
+        let port = after.is_empty() || after.strip_prefix(':').is_some_and(port_ok);
+        return port && v6.parse::<Ipv6Addr>().is_ok();
+    }
+    let name = match host.split_once(':') {
+        Some((name, port)) if port_ok(port) => name,
+        Some(_) => return false,
+        None => host,
+    };
+    name.eq_ignore_ascii_case("localhost") || name.parse::<Ipv4Addr>().is_ok()
+}
+
+/// Whether a read of the page's JSON came from another site's page (a
+/// browser says so in `Sec-Fetch-Site`); such reads are refused too.
+pub fn cross_site_read(sec_fetch_site: Option<&[u8]>) -> bool {
+    sec_fetch_site.is_some_and(|site| matches!(trim(site), b"cross-site" | b"same-site"))
+}
+
 /// The commands the page may send; anything else is refused as if unknown.
+/// What the page sends is never forced, unguarded or waiting.
 pub fn allowed_command(request: &Request) -> bool {
     match request {
-        Request::Switch { .. }
-        | Request::Rollback { .. }
+        Request::Switch {
+            force: false,
+            no_guard: false,
+            timeout: None,
+            ..
+        }
+        | Request::Rollback { force: false, .. }
         | Request::Canary { .. }
         | Request::Confirm { .. }
         | Request::Maintenance { .. } => true,
@@ -145,13 +185,19 @@ fn trim(value: &[u8]) -> &[u8] {
     value.trim_ascii()
 }
 
-/// Compares without stopping at the first difference, so the time taken
-/// does not tell an attacker how much of a guess was right.
+/// Compares digests of both, without stopping at the first difference, so
+/// the time taken tells an attacker neither how much of a guess was right
+/// nor how long the token is.
 fn equal_in_constant_time(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |diff, (x, y)| diff | (x ^ y)) == 0
+    let (a, b) = (
+        ring::digest::digest(&ring::digest::SHA256, a),
+        ring::digest::digest(&ring::digest::SHA256, b),
+    );
+    a.as_ref()
+        .iter()
+        .zip(b.as_ref())
+        .fold(0u8, |diff, (x, y)| diff | (x ^ y))
+        == 0
 }
 
 #[cfg(test)]
@@ -259,6 +305,10 @@ mod tests {
             assert!(allowed_command(&parse(ok)), "{ok}");
         }
         for refused in [
+            r#"{"cmd":"switch","route":"app","slot":"green","force":true}"#,
+            r#"{"cmd":"switch","route":"app","slot":"green","no_guard":true}"#,
+            r#"{"cmd":"switch","route":"app","slot":"green","timeout":"1h"}"#,
+            r#"{"cmd":"rollback","route":"app","force":true}"#,
             r#"{"cmd":"reload"}"#,
             r#"{"cmd":"status"}"#,
             r#"{"cmd":"drain","route":"app","slot":"blue"}"#,
@@ -267,5 +317,34 @@ mod tests {
         ] {
             assert!(!allowed_command(&parse(refused)), "{refused}");
         }
+    }
+
+    #[test]
+    fn the_page_answers_only_to_an_address_or_localhost() {
+        for host in [
+            &b"127.0.0.1:9901"[..],
+            b"127.0.0.1",
+            b"localhost:9901",
+            b"LocalHost",
+            b"[::1]:9901",
+            b"[::1]",
+            b"10.0.0.7:80",
+        ] {
+            assert!(local_host(Some(host)), "{}", String::from_utf8_lossy(host));
+        }
+        for host in [
+            None,
+            Some(&b"evil.example:9901"[..]),
+            Some(b"evil.example"),
+            Some(b"localhost.evil.example"),
+            Some(b"127.0.0.1.nip.io:9901"),
+            Some(b""),
+        ] {
+            assert!(!local_host(host), "{host:?}");
+        }
+        assert!(cross_site_read(Some(b"cross-site")));
+        assert!(cross_site_read(Some(b"same-site")));
+        assert!(!cross_site_read(Some(b"same-origin")));
+        assert!(!cross_site_read(None));
     }
 }

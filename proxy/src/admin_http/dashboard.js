@@ -6,15 +6,22 @@
 
 const STATUS_EVERY_MS = 2000;
 const SERIES_EVERY_MS = 2000;
+const HISTORY_EVERY_MS = 10000;
 const HISTORY_SHOWN = 30;
 const TOKEN_KEY = "switchyard-admin-token";
 
 const page = {
   status: null,
   series: new Map(),     // "route/slot" -> points
-  actions: false,        // the server takes actions at all (a token is configured)
+  actions: null,         // the server takes actions at all (a token is configured); null: not known yet
   token: sessionStorage.getItem(TOKEN_KEY) || "",
   lastHeard: 0,
+  cards: new Map(),      // route name -> its card, kept across renders
+  acting: false,         // an action is on its way: every action button waits
+  historyGeneration: -1, // the status generation the history table was read at
+  historyReadAt: 0,
+  problems: "",          // what the problems box says now, to announce changes only
+  renders: 0,            // how many times the page was drawn (tests wait on it)
 };
 
 function el(tag, attrs, ...children) {
@@ -86,6 +93,10 @@ function renderProblems(status) {
   for (const host of status.acme || []) {
     if (host.last_error) problems.push(["warn", `Certificate order for ${host.host} failed: ${host.last_error}`]);
   }
+  // A live region: only a change is announced again.
+  const said = JSON.stringify(problems);
+  if (said === page.problems) return;
+  page.problems = said;
   box.replaceChildren(...problems.map(([kind, text]) => el("p", { class: kind }, text)));
 }
 
@@ -99,10 +110,21 @@ function routeFlags(route) {
 }
 
 function renderRollout(box, rollout) {
-  box.hidden = !rollout || rollout.phase !== "running" && rollout.phase !== "paused";
-  if (box.hidden) return;
-  const hold = rollout.hold_left_ms ? ` · next step in ${duration(rollout.hold_left_ms)}` : "";
-  box.textContent = `Rollout of ${rollout.slot}: ${rollout.phase}, step ${rollout.step_number} of ${rollout.steps_total} at ${rollout.weight} %${hold}`;
+  box.hidden = !rollout;
+  if (!rollout) return;
+  const step = `step ${rollout.step_number} of ${rollout.steps_total} at ${rollout.weight} %`;
+  let text;
+  if (rollout.phase === "running") {
+    const hold = rollout.hold_left_ms ? ` · next step in ${duration(rollout.hold_left_ms)}` : "";
+    const verdict = rollout.verdict && rollout.verdict.reason ? ` · ${rollout.verdict.reason}` : "";
+    text = `Rollout of ${rollout.slot}: running, ${step}${hold}${verdict}`;
+  } else if (rollout.phase === "paused") {
+    const hold = rollout.hold_left_ms ? `, ${duration(rollout.hold_left_ms)} left in this step` : "";
+    text = `Rollout of ${rollout.slot}: paused at ${step}${hold}`;
+  } else {
+    text = `Last rollout, of ${rollout.slot}: ${rollout.phase}${rollout.outcome ? ` (${rollout.outcome})` : ""}`;
+  }
+  box.textContent = text;
 }
 
 function renderGuard(box, guard) {
@@ -176,27 +198,58 @@ function renderSlot(route, slot) {
     renderCharts(route.name, slot.name));
 }
 
+/// What the action buttons depend on: they are rebuilt only when it
+/// changes, so a weight being typed or a slot being chosen is never reset.
+function actionsKey(route) {
+  return JSON.stringify({
+    on: Boolean(page.actions && page.token), active: route.active, previous: route.previous,
+    canary: route.canary, rollout: route.rollout && route.rollout.phase, guard: Boolean(route.guard),
+    maintenance: Boolean(route.maintenance), slots: route.slots.map((s) => s.name),
+  });
+}
+
 function renderActions(box, route) {
+  const key = actionsKey(route);
+  if (box.dataset.key === key) return;
+  if (box.contains(document.activeElement)) return; // rebuilt once the operator is done
+  box.dataset.key = key;
   box.hidden = !(page.actions && page.token);
   if (box.hidden) return box.replaceChildren();
-  const run = (request, label) => el("button", {
-    type: "button", "data-action": label,
-    onclick: () => act(Object.assign({ route: route.name, reason: "from the dashboard" }, request)),
+  const run = (request, label, ask, danger) => el("button", {
+    type: "button", "data-action": label, class: danger ? "danger" : undefined,
+    onclick: () => {
+      if (ask && !window.confirm(`${route.name}: ${ask}?`)) return;
+      act(Object.assign({ route: route.name, reason: "from the dashboard" }, request));
+    },
   }, label);
   const buttons = [];
   for (const slot of route.slots) {
-    if (slot.name !== route.active) buttons.push(run({ cmd: "switch", slot: slot.name }, `switch to ${slot.name}`));
+    if (slot.name !== route.active) {
+      buttons.push(run({ cmd: "switch", slot: slot.name }, `switch to ${slot.name}`,
+        `switch all traffic from ${route.active} to ${slot.name}`));
+    }
   }
-  if (route.previous) buttons.push(run({ cmd: "rollback" }, `roll back to ${route.previous}`));
+  if (route.previous) {
+    buttons.push(run({ cmd: "rollback" }, `roll back to ${route.previous}`,
+      `roll back from ${route.active} to ${route.previous}`));
+  }
   const others = route.slots.filter((s) => s.name !== route.active);
   if (others.length) {
     const slotSelect = el("select", { "aria-label": "canary slot" },
       others.map((s) => el("option", { value: s.name, selected: route.canary && route.canary.slot === s.name }, s.name)));
-    const weight = el("input", { type: "number", min: 0, max: 100, value: route.canary ? route.canary.weight : 0, "aria-label": "canary weight %" });
+    const weight = el("input", {
+      type: "number", min: 0, max: 100, step: 1, required: true,
+      value: route.canary ? route.canary.weight : 0, "aria-label": "canary weight %",
+    });
     buttons.push(el("form", {
       onsubmit: (event) => {
         event.preventDefault();
-        act({ cmd: "canary", route: route.name, slot: slotSelect.value, weight: Number(weight.value), reason: "from the dashboard" });
+        const percent = weight.valueAsNumber;
+        if (!Number.isInteger(percent) || percent < 0 || percent > 100) {
+          say("The canary weight is a whole number from 0 to 100.", true);
+          return;
+        }
+        act({ cmd: "canary", route: route.name, slot: slotSelect.value, weight: percent, reason: "from the dashboard" });
       },
     }, "canary", slotSelect, weight, "%", el("button", { type: "submit" }, "set")));
   }
@@ -204,19 +257,40 @@ function renderActions(box, route) {
   if (rollout && (rollout.phase === "running" || rollout.phase === "paused")) {
     buttons.push(run({ cmd: "rollout", action: rollout.phase === "paused" ? "resume" : "pause" },
       rollout.phase === "paused" ? "resume rollout" : "pause rollout"));
-    buttons.push(run({ cmd: "rollout", action: "promote" }, "promote rollout"));
-    buttons.push(run({ cmd: "rollout", action: "abort" }, "abort rollout"));
+    buttons.push(run({ cmd: "rollout", action: "promote" }, "promote rollout", `promote ${rollout.slot} to all traffic`));
+    buttons.push(run({ cmd: "rollout", action: "abort" }, "abort rollout", `abort the rollout of ${rollout.slot}`, true));
   }
   if (route.guard) buttons.push(run({ cmd: "confirm" }, "confirm release"));
   buttons.push(route.maintenance
-    ? run({ cmd: "maintenance", on: false }, "end maintenance")
-    : run({ cmd: "maintenance", on: true }, "start maintenance"));
+    ? run({ cmd: "maintenance", on: false }, "end maintenance", "end maintenance and serve traffic again")
+    : run({ cmd: "maintenance", on: true }, "start maintenance", "answer every request with 503 (maintenance)", true));
   box.replaceChildren(...buttons);
+  setActing(page.acting);
+}
+
+/// Disables every action while one is on its way, so a double click cannot
+/// send a rollback twice (which would roll forward again).
+function setActing(acting) {
+  page.acting = acting;
+  for (const control of document.querySelectorAll(".actions button, .actions input, .actions select")) {
+    control.disabled = acting;
+  }
+}
+
+/// The route's card, kept across renders: its parts are filled in place
+/// and its action buttons left alone unless they must change.
+function routeCard(name) {
+  let card = page.cards.get(name);
+  if (!card) {
+    card = document.getElementById("route-template").content.firstElementChild.cloneNode(true);
+    card.dataset.route = name;
+    page.cards.set(name, card);
+  }
+  return card;
 }
 
 function renderRoute(route) {
-  const card = document.getElementById("route-template").content.firstElementChild.cloneNode(true);
-  card.dataset.route = route.name;
+  const card = routeCard(route.name);
   card.querySelector(".route-name").textContent = route.name;
   const hosts = route.hosts.length ? route.hosts.join(", ") : "any host";
   card.querySelector(".route-match").textContent = `${hosts} · ${route.path_prefix}`;
@@ -261,24 +335,29 @@ function renderNotify(status) {
 function render() {
   const status = page.status;
   if (!status) return;
-  // Keep a field being typed in: re-render a route's actions only when
-  // nothing in them has focus.
-  const focused = document.activeElement && document.activeElement.closest(".actions");
+  page.renders += 1;
   renderHeader(status);
   renderProblems(status);
   const routes = document.getElementById("routes");
-  const cards = status.routes.map((route) => {
-    if (focused && focused.closest(".route").dataset.route === route.name) {
-      const keep = focused.closest(".route");
-      const fresh = renderRoute(route);
-      fresh.replaceChild(keep.querySelector(".actions"), fresh.querySelector(".actions"));
-      return fresh;
-    }
-    return renderRoute(route);
-  });
-  routes.replaceChildren(...cards);
+  const cards = status.routes.map(renderRoute);
+  const names = new Set(status.routes.map((r) => r.name));
+  for (const name of [...page.cards.keys()]) {
+    if (!names.has(name)) page.cards.delete(name);
+  }
+  // Cards are moved only when the routes themselves changed: moving a
+  // card would take the focus out of a field being typed in.
+  const inPlace = cards.length === routes.children.length && cards.every((card, i) => routes.children[i] === card);
+  if (!inPlace) routes.replaceChildren(...cards);
   renderCertificates(status);
   renderNotify(status);
+}
+
+/// Only the charts, when new points came.
+function renderAllCharts() {
+  for (const box of document.querySelectorAll(".route .charts")) {
+    const route = box.closest(".route").dataset.route;
+    box.replaceWith(renderCharts(route, box.dataset.slot));
+  }
 }
 
 function renderHistory(entries) {
@@ -299,12 +378,16 @@ function renderLive() {
 }
 
 // ---- polling ----------------------------------------------------------
+// Each poll starts again only once the previous one is done, so an older
+// answer never lands after a newer one.
 
 async function pollStatus() {
   try {
     page.status = await getJson("/status");
     page.lastHeard = Date.now();
+    if (page.actions === null) await checkSession();
     render();
+    await pollHistory(false);
   } catch (error) {
     console.warn(error);
   }
@@ -318,12 +401,30 @@ async function pollSeries() {
     for (const route of series.routes) {
       for (const slot of route.slots) page.series.set(`${route.route}/${slot.slot}`, slot.points);
     }
-    const history = await getJson(`/api/history?limit=${HISTORY_SHOWN}`);
-    renderHistory(history.entries);
-    render();
+    renderAllCharts();
   } catch (error) {
     console.warn(error);
   }
+}
+
+/// The history, read again when the routing generation moved (a change
+/// was published) or every 10 s (a refused command publishes nothing).
+async function pollHistory(now) {
+  const generation = page.status ? page.status.generation : -1;
+  const due = Date.now() - page.historyReadAt > HISTORY_EVERY_MS;
+  if (!now && generation === page.historyGeneration && !due) return;
+  page.historyGeneration = generation;
+  page.historyReadAt = Date.now();
+  const history = await getJson(`/api/history?limit=${HISTORY_SHOWN}`);
+  renderHistory(history.entries);
+}
+
+function every(ms, poll) {
+  const again = async () => {
+    await poll();
+    setTimeout(again, ms);
+  };
+  again();
 }
 
 // ---- actions ----------------------------------------------------------
@@ -336,6 +437,8 @@ function say(text, bad) {
 }
 
 async function act(request) {
+  if (page.acting) return;
+  setActing(true);
   say(`${request.cmd} ${request.route}…`);
   try {
     const response = await fetch("/api/command", {
@@ -356,9 +459,17 @@ async function act(request) {
     }
   } catch (error) {
     say(`${request.cmd} ${request.route}: ${error.message}`, true);
+  } finally {
+    // The buttons come back with the state the action made.
+    try {
+      page.status = await getJson("/status");
+      render();
+      await pollHistory(true);
+    } catch (error) {
+      console.warn(error);
+    }
+    setActing(false);
   }
-  await pollStatus();
-  await pollSeries();
 }
 
 function forgetToken() {
@@ -368,12 +479,15 @@ function forgetToken() {
 }
 
 function showSession() {
-  document.getElementById("readonly").hidden = page.actions;
+  const known = page.actions !== null;
+  document.getElementById("readonly").hidden = !known || page.actions;
   document.getElementById("unlock").hidden = !page.actions || Boolean(page.token);
   document.getElementById("unlocked").hidden = !page.actions || !page.token;
   render();
 }
 
+/// Whether actions are on, and whether the kept token still works. Asked
+/// again on the next status poll until it gets an answer.
 async function checkSession() {
   try {
     const session = await getJson("/api/session");
@@ -402,8 +516,6 @@ document.getElementById("unlock").addEventListener("submit", async (event) => {
 document.getElementById("lock").addEventListener("click", () => { forgetToken(); say("Actions locked."); });
 
 checkSession();
-pollStatus();
-pollSeries();
-setInterval(pollStatus, STATUS_EVERY_MS);
-setInterval(pollSeries, SERIES_EVERY_MS);
+every(STATUS_EVERY_MS, pollStatus);
+every(SERIES_EVERY_MS, pollSeries);
 setInterval(renderLive, 1000);

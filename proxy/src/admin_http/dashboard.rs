@@ -39,6 +39,33 @@ const PAGE_POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'sel
      connect-src 'self'; img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; \
      base-uri 'none'";
 
+/// The page, its files and its JSON: what answers only to a local `Host`.
+pub fn is_dashboard_path(path: &str) -> bool {
+    matches!(
+        path,
+        "/" | "/index.html" | "/dashboard.js" | "/dashboard.css"
+    ) || path.starts_with("/api/")
+}
+
+/// 421 for a `Host` that is not an address or `localhost` (a rebound
+/// name), 403 for a read another site's page asked for; `None`: go on.
+pub fn refuse_read<B>(request: &Request<B>) -> Option<Response<Full<Bytes>>> {
+    let asking = asking(request);
+    if !actions::local_host(asking.host) {
+        return Some(error(
+            StatusCode::MISDIRECTED_REQUEST,
+            "the dashboard answers only to an IP address or localhost in Host",
+        ));
+    }
+    if actions::cross_site_read(asking.sec_fetch_site) {
+        return Some(error(
+            StatusCode::FORBIDDEN,
+            "refused: the request came from another site",
+        ));
+    }
+    None
+}
+
 /// The page and its two files, or `None` for another path.
 pub fn asset(path: &str) -> Option<Response<Full<Bytes>>> {
     let (content_type, body) = match path {
@@ -76,7 +103,7 @@ pub async fn series(sources: &Sources) -> Response<Full<Bytes>> {
 }
 
 pub async fn history(sources: &Sources, query: Option<&str>) -> Response<Full<Bytes>> {
-    let route = query.and_then(|q| param(q, "route")).map(str::to_owned);
+    let route = query.and_then(|q| param(q, "route"));
     let limit = query
         .and_then(|q| param(q, "limit"))
         .and_then(|n| n.parse::<usize>().ok())
@@ -186,11 +213,47 @@ fn json(status: StatusCode, value: &impl serde::Serialize) -> Response<Full<Byte
     reply(status, JSON, body + "\n")
 }
 
-/// `name=VALUE` from a query string (route names and numbers are plain
-/// tokens, so no percent-decoding is needed).
-pub fn param<'q>(query: &'q str, name: &str) -> Option<&'q str> {
-    query.split('&').find_map(|pair| {
+/// `name=VALUE` from a query string, percent-decoded (`+` is a space, as
+/// forms send it): route names may hold any character.
+pub fn param(query: &str, name: &str) -> Option<String> {
+    let raw = query.split('&').find_map(|pair| {
         pair.strip_prefix(name)
             .and_then(|rest| rest.strip_prefix('='))
-    })
+    })?;
+    let bytes = raw.as_bytes();
+    let hex = |i: usize| bytes.get(i).and_then(|&b| (b as char).to_digit(16));
+    let mut decoded = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match (bytes[i], hex(i + 1), hex(i + 2)) {
+            (b'%', Some(high), Some(low)) => {
+                decoded.push((high * 16 + low) as u8);
+                i += 3;
+                continue;
+            }
+            (b'+', _, _) => decoded.push(b' '),
+            (other, _, _) => decoded.push(other),
+        }
+        i += 1;
+    }
+    String::from_utf8(decoded).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::param;
+
+    #[test]
+    fn query_values_are_percent_decoded() {
+        assert_eq!(param("route=app&limit=5", "limit").as_deref(), Some("5"));
+        assert_eq!(
+            param("route=my%20shop%2Bco&limit=5", "route").as_deref(),
+            Some("my shop+co")
+        );
+        assert_eq!(param("route=a+b", "route").as_deref(), Some("a b"));
+        assert_eq!(param("route=100%", "route").as_deref(), Some("100%"));
+        assert_eq!(param("route=%zz", "route").as_deref(), Some("%zz"));
+        assert_eq!(param("routes=x", "route"), None);
+        assert_eq!(param("route=%ff", "route"), None, "not UTF-8");
+    }
 }

@@ -108,6 +108,9 @@ fn shutting_down() -> Response<Full<Bytes>> {
 
 async fn answer(request: Request<Incoming>, sources: &Sources) -> Response<Full<Bytes>> {
     if request.method() == Method::POST && request.uri().path() == "/api/command" {
+        if let Some(refusal) = dashboard::refuse_read(&request) {
+            return refusal;
+        }
         return dashboard::command(sources, request).await;
     }
     if request.method() != Method::GET && request.method() != Method::HEAD {
@@ -119,6 +122,11 @@ async fn answer(request: Request<Incoming>, sources: &Sources) -> Response<Full<
         return reply(StatusCode::METHOD_NOT_ALLOWED, TEXT, allowed.into());
     }
     let path = request.uri().path();
+    if dashboard::is_dashboard_path(path) {
+        if let Some(refusal) = dashboard::refuse_read(&request) {
+            return refusal;
+        }
+    }
     if let Some(page) = dashboard::asset(path) {
         return page;
     }
@@ -141,8 +149,7 @@ async fn answer(request: Request<Incoming>, sources: &Sources) -> Response<Full<
             let route = request
                 .uri()
                 .query()
-                .and_then(|q| dashboard::param(q, "route"))
-                .map(str::to_owned);
+                .and_then(|q| dashboard::param(q, "route"));
             let response = sources
                 .controller
                 .command(AdminRequest::Status { route }, None)
