@@ -334,7 +334,7 @@ async fn start_admin_http(
     if sources.token.is_some() && !bound.ip().is_loopback() {
         tracing::warn!(
             "admin_http listens on {bound}, not on loopback: the dashboard's token and actions \
-             travel in clear text; reach it through an SSH tunnel or a TLS proxy instead"
+             travel in clear text; bind it to loopback and reach it through an SSH tunnel"
         );
     }
     // Ends after the drain, not with the listeners: `/health/ready`
