@@ -102,13 +102,20 @@ impl SeriesBook {
         self.tracks = kept;
     }
 
-    /// The points, routes and slots in name order.
-    pub fn reply(&self) -> SeriesReply {
+    /// The points taken after `since_ms` (Unix milliseconds; 0 for all),
+    /// routes and slots in name order: a page that has the earlier points
+    /// asks only for the new ones.
+    pub fn reply(&self, since_ms: u64) -> SeriesReply {
         let mut routes: Vec<RouteSeries> = Vec::new();
         for ((route, slot), track) in &self.tracks {
             let series = SlotSeries {
                 slot: slot.clone(),
-                points: track.points.iter().cloned().collect(),
+                points: track
+                    .points
+                    .iter()
+                    .filter(|p| p.at_ms > since_ms)
+                    .cloned()
+                    .collect(),
             };
             match routes.last_mut() {
                 Some(last) if last.route == *route => last.slots.push(series),
@@ -126,11 +133,16 @@ impl SeriesBook {
 }
 
 fn point(at_ms: u64, elapsed: Duration, interval: &StatsSnapshot) -> Point {
-    let millis = |d: Duration| d.as_secs_f64() * 1000.0;
+    // Rounded: a chart needs no more, and the JSON stays short.
+    let round = |value: f64, places: i32| {
+        let scale = 10f64.powi(places);
+        (value * scale).round() / scale
+    };
+    let millis = |d: Duration| round(d.as_secs_f64() * 1000.0, 3);
     Point {
         at_ms,
-        rps: interval.requests as f64 / elapsed.as_secs_f64(),
-        error_rate: interval.error_rate(),
+        rps: round(interval.requests as f64 / elapsed.as_secs_f64(), 2),
+        error_rate: round(interval.error_rate(), 4),
         p50_ms: interval.quantile(0.50).map(millis),
         p95_ms: interval.quantile(0.95).map(millis),
     }
@@ -153,7 +165,7 @@ mod tests {
             book.sample(at(s), [("app".into(), "blue".into(), stats.snapshot())]);
         };
         now(&mut book, 0, &stats);
-        assert!(book.reply().routes[0].slots[0].points.is_empty());
+        assert!(book.reply(0).routes[0].slots[0].points.is_empty());
         for _ in 0..90 {
             stats.answered(200, Duration::from_millis(2));
         }
@@ -162,7 +174,7 @@ mod tests {
         }
         now(&mut book, 5, &stats);
         now(&mut book, 10, &stats);
-        let points = &book.reply().routes[0].slots[0].points;
+        let points = &book.reply(0).routes[0].slots[0].points;
         assert_eq!(points.len(), 2);
         assert_eq!(points[0].rps, 20.0);
         assert_eq!(points[0].error_rate, 0.1);
@@ -171,6 +183,9 @@ mod tests {
         assert_eq!(points[1].rps, 0.0);
         assert_eq!(points[1].p95_ms, None);
         assert_eq!(points[1].at_ms - points[0].at_ms, 5_000);
+        // Only what is newer than what the page has.
+        let newer = book.reply(points[0].at_ms);
+        assert_eq!(newer.routes[0].slots[0].points, points[1..]);
     }
 
     #[test]
@@ -185,13 +200,13 @@ mod tests {
         for s in 0..(SERIES_POINTS as u64 + 10) {
             book.sample(at(s * 5), slots(&["blue", "green"]));
         }
-        let reply = book.reply();
+        let reply = book.reply(0);
         assert_eq!(reply.routes[0].slots.len(), 2);
         assert!(reply.routes[0]
             .slots
             .iter()
             .all(|s| s.points.len() == SERIES_POINTS));
         book.sample(at(10_000), slots(&["blue"]));
-        assert_eq!(book.reply().routes[0].slots.len(), 1);
+        assert_eq!(book.reply(0).routes[0].slots.len(), 1);
     }
 }

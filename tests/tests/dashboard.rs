@@ -404,6 +404,21 @@ async fn without_a_token_the_endpoint_stays_read_only_and_serves_the_page() {
         let (status, body) = send(admin, &format!("GET {path} HTTP/1.1\r\n"), "").await;
         assert_eq!(status, 200, "{path}: {body}");
     }
+    // Points after a time still to come: none, but every slot is named.
+    let (status, later) = send(
+        admin,
+        "GET /api/series?since=99999999999999 HTTP/1.1\r\n",
+        "",
+    )
+    .await;
+    assert_eq!(status, 200);
+    let later: Value = serde_json::from_str(&later).unwrap();
+    let slots = later["routes"][0]["slots"].as_array().unwrap();
+    assert_eq!(slots.len(), 2, "{later}");
+    assert!(
+        slots.iter().all(|s| s["points"] == serde_json::json!([])),
+        "{later}"
+    );
     let (_, session) = send(admin, "GET /api/session HTTP/1.1\r\n", "").await;
     let session: Value = serde_json::from_str(&session).unwrap();
     assert_eq!(

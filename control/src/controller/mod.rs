@@ -63,8 +63,11 @@ enum Message {
     Metrics { reply: oneshot::Sender<String> },
     /// A readiness check: the backends still waiting for a first verdict.
     Unchecked { reply: oneshot::Sender<Vec<String>> },
-    /// The dashboard's charts: every slot's recent traffic.
-    Series { reply: oneshot::Sender<SeriesReply> },
+    /// The dashboard's charts: every slot's traffic after `since_ms`.
+    Series {
+        since_ms: u64,
+        reply: oneshot::Sender<SeriesReply>,
+    },
     /// What the ACME manager did.
     Acme {
         hosts: Vec<crate::protocol::AcmeHostStatus>,
@@ -165,10 +168,14 @@ impl ControllerHandle {
     }
 
     /// Every slot's request rate, 5xx rate and latency over the last
-    /// minutes. `None` when the Controller has stopped.
-    pub async fn series(&self) -> Option<SeriesReply> {
+    /// minutes, the points after `since_ms` (Unix milliseconds; 0 for all).
+    /// `None` when the Controller has stopped.
+    pub async fn series(&self, since_ms: u64) -> Option<SeriesReply> {
         let (reply, answer) = oneshot::channel();
-        self.mailbox.send(Message::Series { reply }).await.ok()?;
+        self.mailbox
+            .send(Message::Series { since_ms, reply })
+            .await
+            .ok()?;
         answer.await.ok()
     }
 
@@ -359,8 +366,8 @@ impl Controller {
                 let _ = reply.send(self.core.unchecked_backends());
                 None
             }
-            Message::Series { reply } => {
-                let _ = reply.send(self.series.reply());
+            Message::Series { since_ms, reply } => {
+                let _ = reply.send(self.series.reply(since_ms));
                 None
             }
             Message::Resolved { key, result } => self.name_resolved(key, result),

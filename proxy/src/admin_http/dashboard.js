@@ -13,6 +13,7 @@ const TOKEN_KEY = "switchyard-admin-token";
 const page = {
   status: null,
   series: new Map(),     // "route/slot" -> points
+  seriesUntil: 0,        // the newest point's time: the next poll asks for later ones
   actions: null,         // the server takes actions at all (a token is configured); null: not known yet
   token: sessionStorage.getItem(TOKEN_KEY) || "",
   lastHeard: 0,
@@ -394,14 +395,27 @@ async function pollStatus() {
   renderLive();
 }
 
+/// Asks only for the points after the newest one the page has, and keeps
+/// the last 10 minutes of them.
 async function pollSeries() {
   try {
-    const series = await getJson("/api/series");
-    page.series = new Map();
+    const series = await getJson(`/api/series?since=${page.seriesUntil}`);
+    const kept = Math.max(1, Math.round(600000 / series.interval_ms));
+    const fresh = new Map();
+    let added = false;
     for (const route of series.routes) {
-      for (const slot of route.slots) page.series.set(`${route.route}/${slot.slot}`, slot.points);
+      for (const slot of route.slots) {
+        const key = `${route.route}/${slot.slot}`;
+        const points = (page.series.get(key) || []).concat(slot.points).slice(-kept);
+        fresh.set(key, points);
+        for (const point of slot.points) {
+          added = true;
+          page.seriesUntil = Math.max(page.seriesUntil, point.at_ms);
+        }
+      }
     }
-    renderAllCharts();
+    page.series = fresh; // slots that left the config leave the charts
+    if (added) renderAllCharts();
   } catch (error) {
     console.warn(error);
   }

@@ -8,7 +8,7 @@
 //! |---|---|
 //! | `/` | the page |
 //! | `/dashboard.js`, `/dashboard.css` | its script and style |
-//! | `/api/series` | every slot's request rate, 5xx rate and p50/p95, last 10 minutes |
+//! | `/api/series?since=MS` | every slot's request rate, 5xx rate and p50/p95, last 10 minutes (only points after `since`, Unix ms, when given) |
 //! | `/api/history?limit=N&route=R` | the newest history entries (N ≤ 200, default 30) |
 //! | `/api/session` | `{"actions": …, "authorized": …}`: whether actions are on, and whether the request's token is right |
 //! | `POST /api/command` | one admin command as JSON (see `actions.rs` for who may) |
@@ -95,8 +95,12 @@ pub fn asset(path: &str) -> Option<Response<Full<Bytes>>> {
     Some(response)
 }
 
-pub async fn series(sources: &Sources) -> Response<Full<Bytes>> {
-    match sources.controller.series().await {
+pub async fn series(sources: &Sources, query: Option<&str>) -> Response<Full<Bytes>> {
+    let since_ms = query
+        .and_then(|q| param(q, "since"))
+        .and_then(|n| n.parse::<u64>().ok())
+        .unwrap_or(0);
+    match sources.controller.series(since_ms).await {
         Some(series) => json(StatusCode::OK, &series),
         None => super::shutting_down(),
     }

@@ -131,7 +131,7 @@ async fn answer(request: Request<Incoming>, sources: &Sources) -> Response<Full<
         return page;
     }
     match path {
-        "/api/series" => dashboard::series(sources).await,
+        "/api/series" => dashboard::series(sources, request.uri().query()).await,
         "/api/history" => dashboard::history(sources, request.uri().query()).await,
         "/api/session" => dashboard::session(sources, &request),
         "/metrics" => {
