@@ -11,6 +11,7 @@ pub mod history;
 pub mod metrics;
 pub mod names;
 pub mod notify;
+pub mod percent;
 pub mod protocol;
 pub mod rollout;
 pub mod series;

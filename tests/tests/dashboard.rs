@@ -19,6 +19,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const TOKEN: &str = "dashboard-test-token-0123456789";
 const WAIT: Duration = Duration::from_secs(20);
+/// Whether route app's action buttons are hidden (no token yet).
+const ACTIONS_HIDDEN: &str = "document.querySelector('[data-route=\"app\"] .actions').hidden";
 
 fn routes(blue: &Backend, green: &Backend) -> String {
     format!(
@@ -108,12 +110,7 @@ async fn a_real_browser_sees_a_switch_live_and_rolls_back_with_the_token() {
     browser
         .wait_for("document.getElementById('unlock').hidden === false", WAIT)
         .await;
-    assert_eq!(
-        browser
-            .eval("document.querySelector('[data-route=\"app\"] .actions').hidden")
-            .await,
-        Value::Bool(true)
-    );
+    assert_eq!(browser.eval(ACTIONS_HIDDEN).await, Value::Bool(true));
 
     // A switch on the socket shows up without reloading the page: a value
     // set on the page's window survives.
@@ -175,12 +172,7 @@ async fn a_real_browser_sees_a_switch_live_and_rolls_back_with_the_token() {
             WAIT,
         )
         .await;
-    assert_eq!(
-        browser
-            .eval("document.querySelector('[data-route=\"app\"] .actions').hidden")
-            .await,
-        Value::Bool(true)
-    );
+    assert_eq!(browser.eval(ACTIONS_HIDDEN).await, Value::Bool(true));
 
     // The right one unlocks the actions; roll back from the page.
     browser.eval(&submit(TOKEN)).await;

@@ -108,7 +108,6 @@ impl Core {
         self.slot_stats(route, &self.routes[route].active)
     }
 
-    /// A slot's counters now (zero for a slot not published yet).
     /// Every configured slot's counters now, as `(route, slot, counters)`.
     pub fn slot_counters(&self) -> Vec<(String, String, StatsSnapshot)> {
         self.config
@@ -123,6 +122,7 @@ impl Core {
             .collect()
     }
 
+    /// A slot's counters now (zero for a slot not published yet).
     pub(super) fn slot_stats(&self, route: &str, slot: &str) -> StatsSnapshot {
         self.loads
             .get(route)

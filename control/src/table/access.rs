@@ -85,21 +85,7 @@ fn under_prefix(path: &[u8], prefix: &str) -> bool {
 /// segments resolved (RFC 3986 §5.2.4): the most any backend might make of
 /// it, so that no spelling of a covered path slips past.
 fn normalise(path: &str) -> Vec<u8> {
-    let raw = path.as_bytes();
-    let mut decoded = Vec::with_capacity(raw.len());
-    let mut i = 0;
-    while i < raw.len() {
-        let hex = |b: u8| (b as char).to_digit(16);
-        if raw[i] == b'%' && i + 2 < raw.len() {
-            if let (Some(h), Some(l)) = (hex(raw[i + 1]), hex(raw[i + 2])) {
-                decoded.push((h * 16 + l) as u8);
-                i += 3;
-                continue;
-            }
-        }
-        decoded.push(raw[i]);
-        i += 1;
-    }
+    let decoded = crate::percent::percent_decode(path.as_bytes());
     let mut segments: Vec<&[u8]> = Vec::new();
     for segment in decoded.split(|&b| b == b'/') {
         match segment {

@@ -18,6 +18,7 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
 use switchyard_control::history::Caller;
+use switchyard_control::percent::percent_decode;
 use switchyard_control::protocol::{Request as AdminRequest, Response as AdminResponse};
 
 use super::actions::{self, Asking, Refusal};
@@ -75,23 +76,16 @@ pub fn asset(path: &str) -> Option<Response<Full<Bytes>>> {
         _ => return None,
     };
     let mut response = reply(StatusCode::OK, content_type, body.to_string());
-    let headers = response.headers_mut();
-    headers.insert(
-        hyper::header::CONTENT_SECURITY_POLICY,
-        hyper::header::HeaderValue::from_static(PAGE_POLICY),
-    );
-    headers.insert(
-        hyper::header::X_CONTENT_TYPE_OPTIONS,
-        hyper::header::HeaderValue::from_static("nosniff"),
-    );
-    headers.insert(
-        hyper::header::X_FRAME_OPTIONS,
-        hyper::header::HeaderValue::from_static("DENY"),
-    );
-    headers.insert(
-        hyper::header::REFERRER_POLICY,
-        hyper::header::HeaderValue::from_static("no-referrer"),
-    );
+    let guards = [
+        (hyper::header::CONTENT_SECURITY_POLICY, PAGE_POLICY),
+        (hyper::header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        (hyper::header::X_FRAME_OPTIONS, "DENY"),
+        (hyper::header::REFERRER_POLICY, "no-referrer"),
+    ];
+    for (name, value) in guards {
+        let value = hyper::header::HeaderValue::from_static(value);
+        response.headers_mut().insert(name, value);
+    }
     Some(response)
 }
 
@@ -224,22 +218,8 @@ pub fn param(query: &str, name: &str) -> Option<String> {
         pair.strip_prefix(name)
             .and_then(|rest| rest.strip_prefix('='))
     })?;
-    let bytes = raw.as_bytes();
-    let hex = |i: usize| bytes.get(i).and_then(|&b| (b as char).to_digit(16));
-    let mut decoded = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match (bytes[i], hex(i + 1), hex(i + 2)) {
-            (b'%', Some(high), Some(low)) => {
-                decoded.push((high * 16 + low) as u8);
-                i += 3;
-                continue;
-            }
-            (b'+', _, _) => decoded.push(b' '),
-            (other, _, _) => decoded.push(other),
-        }
-        i += 1;
-    }
+    // `+` is a space in a query; `%2B` is a plus, so spaces first.
+    let decoded = percent_decode(raw.replace('+', " ").as_bytes());
     String::from_utf8(decoded).ok()
 }
 
