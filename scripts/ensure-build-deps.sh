@@ -13,12 +13,14 @@ set -euo pipefail
 needed() {
   case "$1" in
     python3-yaml) ! python3 -c 'import yaml' >/dev/null 2>&1 ;;
+    protobuf-compiler) ! command -v protoc >/dev/null 2>&1 ;;
+    etcd-server) ! command -v etcd >/dev/null 2>&1 ;;
     *) ! command -v "$1" >/dev/null 2>&1 ;;
   esac
 }
 
-packages=(cmake jq curl python3-yaml pebble chromium)
-why="cmake: pingora's build; jq, curl: the deploy kit and its tests; python3-yaml: the kit's compose file test; pebble: the ACME tests; chromium: the dashboard's browser test"
+packages=(cmake jq curl python3-yaml pebble chromium protobuf-compiler etcd-server)
+why="cmake: pingora's build; jq, curl: the deploy kit and its tests; python3-yaml: the kit's compose file test; pebble: the ACME tests; chromium: the dashboard's browser test; protobuf-compiler: etcd-client's build; etcd-server: the cluster tests"
 if [ "${1:-}" = "--build" ]; then
   packages=(cmake)
   why="cmake: pingora's build"

@@ -26,6 +26,7 @@ use tokio::net::{TcpListener, TcpStream};
 
 pub mod browser;
 pub mod dns;
+pub mod etcd;
 pub mod pebble;
 pub mod raw;
 pub mod tls;
