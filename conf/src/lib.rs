@@ -4,6 +4,7 @@
 
 mod acme;
 mod checks;
+mod cluster;
 mod guard;
 mod limits;
 mod model;

@@ -23,6 +23,20 @@ pub struct Config {
     pub routes: Vec<RouteConfig>,
     /// `[[notify]]`: who is told of what switchyard does by itself.
     pub notify: Vec<NotifyConfig>,
+    /// `[cluster]`: decisions shared with other nodes through etcd;
+    /// `None`: this node decides alone (the state file).
+    pub cluster: Option<ClusterConfig>,
+}
+
+/// `[cluster]`, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterConfig {
+    /// etcd client URLs, `http://host:port`.
+    pub etcd: Vec<String>,
+    /// Every key of this cluster is under it; no trailing `/`.
+    pub prefix: String,
+    /// This node's name among the others; the host name by default.
+    pub node: String,
 }
 
 /// One `[[notify]]` target: a webhook, a command, or both.

@@ -12,7 +12,7 @@ use crate::checks::Listener;
 use crate::reader::{At, Reader, Span};
 use crate::*;
 
-const TOP_KEYS: &[&str] = &["server", "tls", "route", "notify"];
+const TOP_KEYS: &[&str] = &["server", "tls", "route", "notify", "cluster"];
 const SERVER_KEYS: &[&str] = &[
     "listen",
     "threads",
@@ -153,6 +153,8 @@ pub fn read(reader: &mut Reader, doc: &ImDocument<String>, base_dir: &Path) -> R
         tls,
         routes: routes.iter().map(|r| r.config.clone()).collect(),
         notify: crate::notify::read_notify(reader, root, base_dir),
+        cluster: sub_table(reader, root, "cluster", "the top level")
+            .and_then(|(t, s)| crate::cluster::read_cluster(reader, t, &s, host_name)),
     };
     Read {
         config,
@@ -984,4 +986,13 @@ fn read_admin_http_token(
         return None;
     }
     Some(token.value)
+}
+
+/// This machine's host name (`/proc/sys/kernel/hostname`, as `hostname`
+/// prints it), the default `[cluster] node`.
+fn host_name() -> Option<String> {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|name| name.trim().to_string())
+        .filter(|name| !name.is_empty())
 }

@@ -1341,3 +1341,50 @@ fn the_admin_http_token_is_long_printable_and_guards_an_endpoint() {
         "{alone}"
     );
 }
+
+#[test]
+fn cluster_reads_its_members_prefix_and_node() {
+    let ok = parse_ok(&format!(
+        "[cluster]\netcd = [\"http://127.0.0.1:2379\", \"http://127.0.0.1:2479\"]\nprefix = \"/sy/prod\"\nnode = \"front-1\"\n{ROUTE}"
+    ));
+    let cluster = ok.cluster.unwrap();
+    assert_eq!(
+        cluster.etcd,
+        ["http://127.0.0.1:2379", "http://127.0.0.1:2479"]
+    );
+    assert_eq!(
+        (cluster.prefix.as_str(), cluster.node.as_str()),
+        ("/sy/prod", "front-1")
+    );
+    assert_eq!(parse_ok(ROUTE).cluster, None);
+    let defaults = parse_ok(&format!(
+        "[cluster]\netcd = [\"http://127.0.0.1:2379\"]\n{ROUTE}"
+    ));
+    let defaults = defaults.cluster.unwrap();
+    assert_eq!(defaults.prefix, "/switchyard");
+    assert!(!defaults.node.is_empty(), "the host name");
+
+    let bad_url = one_error(&format!("[cluster]\netcd = [\"127.0.0.1:2379\"]\n{ROUTE}"));
+    assert!(
+        bad_url
+            .starts_with("test.toml:2:9: \"127.0.0.1:2379\" in [cluster] `etcd`: expected http://"),
+        "{bad_url}"
+    );
+    let missing = one_error(&format!("[cluster]\nprefix = \"/x\"\n{ROUTE}"));
+    assert!(missing.contains("[cluster] needs `etcd`"), "{missing}");
+    let prefix = one_error(&format!(
+        "[cluster]\netcd = [\"http://a:2379\"]\nprefix = \"x/\"\n{ROUTE}"
+    ));
+    assert!(
+        prefix.starts_with("test.toml:3:10: [cluster] `prefix` must start with `/`"),
+        "{prefix}"
+    );
+    let node = one_error(&format!(
+        "[cluster]\netcd = [\"http://a:2379\"]\nnode = \"a b\"\n{ROUTE}"
+    ));
+    assert!(node.contains("`node` must be 1–64 letters"), "{node}");
+    let unknown = one_error(&format!(
+        "[cluster]\netcd = [\"http://a:2379\"]\nlease = 3\n{ROUTE}"
+    ));
+    assert!(unknown.contains("lease"), "{unknown}");
+}
