@@ -3,6 +3,7 @@
 //! Unix socket, the state file and the history.
 
 pub mod admin_server;
+pub mod cluster;
 pub mod controller;
 pub mod core;
 pub mod decisions;

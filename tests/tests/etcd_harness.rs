@@ -66,3 +66,59 @@ async fn a_cas_write_survives_the_leader_being_killed() {
         }
     }
 }
+
+/// The store two nodes share: one's write is the other's read and watch
+/// event; two writes on the same revision, one wins and the other is told
+/// what won.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_stores_see_each_others_writes_and_never_overwrite_silently() {
+    use switchyard_control::cluster::store::{Change, Store, Written};
+    use switchyard_control::state_file::RouteState;
+
+    let cluster = EtcdCluster::start(3);
+    let config = switchyard_conf::ClusterConfig {
+        etcd: cluster.endpoints(),
+        prefix: "/switchyard/test".into(),
+        node: "a".into(),
+    };
+    let state = |active: &str| -> RouteState {
+        serde_json::from_value(serde_json::json!({
+            "active": active, "previous": null, "canary": null, "source": "admin",
+            "file_active": "blue", "file_canary": null, "changed_at": "2026-12-02T12:00:00Z"
+        }))
+        .unwrap()
+    };
+    let mut a = Store::connect(&config).await.unwrap();
+    let mut b = Store::connect(&config).await.unwrap();
+    let (empty, read_at) = b.decisions().await.unwrap();
+    assert!(empty.is_empty());
+    let mut watch = b.watch(read_at + 1).await.unwrap();
+
+    let Written::Done { revision } = a.write("app", &state("blue"), None).await.unwrap() else {
+        panic!("the first write of a route creates it");
+    };
+    // Creating again loses: the route has a decision already.
+    assert!(matches!(
+        a.write("app", &state("red"), None).await.unwrap(),
+        Written::Lost { .. }
+    ));
+    let seen = watch.next().await.unwrap().unwrap();
+    assert!(
+        matches!(&seen[..], [Change::Decided { route, decision }] if route == "app" && decision.state.active == "blue" && decision.revision == revision)
+    );
+
+    // Both act on the same revision: one wins, the other learns the winner.
+    let won = b
+        .write("app", &state("green"), Some(revision))
+        .await
+        .unwrap();
+    assert!(matches!(won, Written::Done { .. }));
+    match a.write("app", &state("red"), Some(revision)).await.unwrap() {
+        Written::Lost {
+            current: Some(current),
+        } => assert_eq!(current.state.active, "green"),
+        other => panic!("a stale write must lose: {other:?}"),
+    }
+    let (all, _) = a.decisions().await.unwrap();
+    assert_eq!(all["app"].state.active, "green");
+}

@@ -1,0 +1,69 @@
+//! Where a cluster's data lives under its `prefix` (see
+//! `docs/cluster-design.md`). Pure: names in, names out.
+
+/// The keys of one cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Keys {
+    /// The prefix without a trailing `/` (`""` for a prefix of `/`).
+    base: String,
+}
+
+impl Keys {
+    pub fn new(prefix: &str) -> Keys {
+        Keys {
+            base: prefix.trim_end_matches('/').to_string(),
+        }
+    }
+
+    /// Every route's decision is under this.
+    pub fn routes(&self) -> String {
+        format!("{}/routes/", self.base)
+    }
+
+    /// One route's decision.
+    pub fn route(&self, name: &str) -> String {
+        format!("{}{name}", self.routes())
+    }
+
+    /// The route a decision's key names; `None` for any other key.
+    pub fn route_of<'k>(&self, key: &'k str) -> Option<&'k str> {
+        key.strip_prefix(&self.base)?
+            .strip_prefix("/routes/")
+            .filter(|name| !name.is_empty())
+    }
+
+    /// One node's report.
+    pub fn node(&self, name: &str) -> String {
+        format!("{}/nodes/{name}", self.base)
+    }
+
+    /// Held by the node that takes the automatic decisions.
+    pub fn leader(&self) -> String {
+        format!("{}/leader", self.base)
+    }
+
+    /// The sticky-canary hash seed, the same on every node.
+    pub fn seed(&self) -> String {
+        format!("{}/seed", self.base)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_sit_under_the_prefix_and_name_their_route() {
+        let keys = Keys::new("/switchyard/prod");
+        assert_eq!(keys.route("app"), "/switchyard/prod/routes/app");
+        assert_eq!(keys.route_of("/switchyard/prod/routes/app"), Some("app"));
+        assert_eq!(keys.route_of("/switchyard/prod/routes/"), None);
+        assert_eq!(keys.route_of("/switchyard/prod/nodes/a"), None);
+        assert_eq!(keys.route_of("/switchyard/prodx/routes/app"), None);
+        assert_eq!(keys.leader(), "/switchyard/prod/leader");
+        let root = Keys::new("/");
+        assert_eq!(root.route("app"), "/routes/app");
+        assert_eq!(root.route_of("/routes/app"), Some("app"));
+        assert_eq!(root.node("n1"), "/nodes/n1");
+    }
+}

@@ -1,0 +1,197 @@
+//! The etcd side of `[cluster]`: every route's decision (its `RouteState`
+//! as JSON), read whole, written only by compare-and-swap on the key's
+//! revision, and watched from a revision on.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use etcd_client::{
+    Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, Txn, TxnOp, TxnOpResponse,
+    WatchOptions, WatchStream,
+};
+use switchyard_conf::ClusterConfig;
+
+use super::Keys;
+use crate::state_file::RouteState;
+
+/// One route's decision and the revision it was written at.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decision {
+    pub state: RouteState,
+    /// The key's `mod_revision`: what the next write compares against.
+    pub revision: i64,
+}
+
+/// How a compare-and-swap went.
+#[derive(Debug, PartialEq)]
+pub enum Written {
+    /// Stored at this revision.
+    Done { revision: i64 },
+    /// Another node wrote first: what is there now (`None`: nothing).
+    Lost { current: Option<Decision> },
+}
+
+/// A change another node (or this one) made, as the watch saw it.
+#[derive(Debug, PartialEq)]
+pub enum Change {
+    Decided { route: String, decision: Decision },
+    Removed { route: String, revision: i64 },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("etcd: {0}")]
+    Etcd(#[from] etcd_client::Error),
+    #[error("the decision of route {route:?} in etcd is unreadable: {error}")]
+    Unreadable { route: String, error: String },
+    /// The watch fell behind a compaction: read everything again.
+    #[error("the watch from revision {from} was compacted (oldest kept: {compacted})")]
+    Compacted { from: i64, compacted: i64 },
+}
+
+pub struct Store {
+    client: Client,
+    keys: Keys,
+}
+
+impl Store {
+    /// Connects to the members of `cluster`. Connecting does not prove a
+    /// member answers: the first read does.
+    pub async fn connect(cluster: &ClusterConfig) -> Result<Store, StoreError> {
+        let options = ConnectOptions::new()
+            .with_connect_timeout(Duration::from_secs(2))
+            .with_timeout(Duration::from_secs(5))
+            .with_require_leader(true);
+        let client = Client::connect(cluster.etcd.clone(), Some(options)).await?;
+        Ok(Store {
+            client,
+            keys: Keys::new(&cluster.prefix),
+        })
+    }
+
+    /// Every route's decision, and the revision they were read at (watch
+    /// from the next one).
+    pub async fn decisions(&mut self) -> Result<(BTreeMap<String, Decision>, i64), StoreError> {
+        let prefix = self.keys.routes();
+        let got = self
+            .client
+            .get(prefix.as_str(), Some(GetOptions::new().with_prefix()))
+            .await?;
+        let revision = got.header().map_or(0, |h| h.revision());
+        let mut decisions = BTreeMap::new();
+        for kv in got.kvs() {
+            let Some(route) = kv.key_str().ok().and_then(|k| self.keys.route_of(k)) else {
+                continue;
+            };
+            decisions.insert(
+                route.to_string(),
+                decode(route, kv.value(), kv.mod_revision())?,
+            );
+        }
+        Ok((decisions, revision))
+    }
+
+    /// Writes `state` for `route` if the key is still at `seen` (`None`:
+    /// only if there is no decision yet).
+    pub async fn write(
+        &mut self,
+        route: &str,
+        state: &RouteState,
+        seen: Option<i64>,
+    ) -> Result<Written, StoreError> {
+        let key = self.keys.route(route);
+        let value = serde_json::to_vec(state).expect("a RouteState serializes");
+        let compare = match seen {
+            Some(revision) => Compare::mod_revision(key.as_str(), CompareOp::Equal, revision),
+            None => Compare::create_revision(key.as_str(), CompareOp::Equal, 0),
+        };
+        let txn = Txn::new()
+            .when([compare])
+            .and_then([TxnOp::put(key.as_str(), value, None)])
+            .or_else([TxnOp::get(key.as_str(), None)]);
+        let answer = self.client.txn(txn).await?;
+        if answer.succeeded() {
+            let revision = answer.header().map_or(0, |h| h.revision());
+            return Ok(Written::Done { revision });
+        }
+        let mut current = None;
+        for op in answer.op_responses() {
+            if let TxnOpResponse::Get(got) = op {
+                if let Some(kv) = got.kvs().first() {
+                    current = Some(decode(route, kv.value(), kv.mod_revision())?);
+                }
+            }
+        }
+        Ok(Written::Lost { current })
+    }
+
+    /// Watches every route's decision from `revision` on.
+    pub async fn watch(&mut self, revision: i64) -> Result<Watch, StoreError> {
+        let options = WatchOptions::new()
+            .with_prefix()
+            .with_start_revision(revision)
+            .with_progress_notify();
+        let stream = self
+            .client
+            .watch(self.keys.routes().as_str(), Some(options))
+            .await?;
+        Ok(Watch {
+            stream,
+            keys: self.keys.clone(),
+            from: revision,
+        })
+    }
+}
+
+/// The changes to every route's decision, in revision order.
+pub struct Watch {
+    stream: WatchStream,
+    keys: Keys,
+    from: i64,
+}
+
+impl Watch {
+    /// The next batch of changes; `Ok(None)` when the stream ended (a
+    /// member went away: watch again from the last revision seen).
+    pub async fn next(&mut self) -> Result<Option<Vec<Change>>, StoreError> {
+        loop {
+            let Some(answer) = self.stream.message().await? else {
+                return Ok(None);
+            };
+            if answer.canceled() {
+                return Err(StoreError::Compacted {
+                    from: self.from,
+                    compacted: answer.compact_revision(),
+                });
+            }
+            let mut changes = Vec::new();
+            for event in answer.events() {
+                let Some(kv) = event.kv() else { continue };
+                let Some(route) = kv.key_str().ok().and_then(|k| self.keys.route_of(k)) else {
+                    continue;
+                };
+                changes.push(match event.event_type() {
+                    EventType::Put => Change::Decided {
+                        route: route.to_string(),
+                        decision: decode(route, kv.value(), kv.mod_revision())?,
+                    },
+                    EventType::Delete => Change::Removed {
+                        route: route.to_string(),
+                        revision: kv.mod_revision(),
+                    },
+                });
+            }
+            if !changes.is_empty() {
+                return Ok(Some(changes));
+            }
+        }
+    }
+}
+
+fn decode(route: &str, value: &[u8], revision: i64) -> Result<Decision, StoreError> {
+    let state = serde_json::from_slice(value).map_err(|e| StoreError::Unreadable {
+        route: route.to_string(),
+        error: e.to_string(),
+    })?;
+    Ok(Decision { state, revision })
+}
