@@ -28,14 +28,20 @@ pub enum Written {
     /// Stored at this revision.
     Done { revision: i64 },
     /// Another node wrote first: what is there now (`None`: nothing).
-    Lost { current: Option<Decision> },
+    Lost { current: Option<Box<Decision>> },
 }
 
 /// A change another node (or this one) made, as the watch saw it.
 #[derive(Debug, PartialEq)]
 pub enum Change {
-    Decided { route: String, decision: Decision },
-    Removed { route: String, revision: i64 },
+    Decided {
+        route: String,
+        decision: Box<Decision>,
+    },
+    Removed {
+        route: String,
+        revision: i64,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -118,7 +124,7 @@ impl Store {
         for op in answer.op_responses() {
             if let TxnOpResponse::Get(got) = op {
                 if let Some(kv) = got.kvs().first() {
-                    current = Some(decode(route, kv.value(), kv.mod_revision())?);
+                    current = Some(Box::new(decode(route, kv.value(), kv.mod_revision())?));
                 }
             }
         }
@@ -173,7 +179,7 @@ impl Watch {
                 changes.push(match event.event_type() {
                     EventType::Put => Change::Decided {
                         route: route.to_string(),
-                        decision: decode(route, kv.value(), kv.mod_revision())?,
+                        decision: Box::new(decode(route, kv.value(), kv.mod_revision())?),
                     },
                     EventType::Delete => Change::Removed {
                         route: route.to_string(),
