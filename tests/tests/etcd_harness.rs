@@ -122,3 +122,48 @@ async fn two_stores_see_each_others_writes_and_never_overwrite_silently() {
     let (all, _) = a.decisions().await.unwrap();
     assert_eq!(all["app"].state.active, "green");
 }
+
+/// One leader at a time: the second node waits while the first holds the
+/// key, takes it at once when the first resigns, and takes it once the
+/// lease of a leader that stopped renewing runs out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_node_leads_and_another_takes_over_when_it_goes() {
+    use switchyard_control::cluster::leader::Leadership;
+    use switchyard_control::cluster::store::Store;
+
+    let cluster = EtcdCluster::start(3);
+    let config = switchyard_conf::ClusterConfig {
+        etcd: cluster.endpoints(),
+        prefix: "/switchyard/test".into(),
+        node: "a".into(),
+    };
+    let store = Store::connect(&config).await.unwrap();
+    let node = |name: &'static str| {
+        let (client, keys) = (store.client(), store.keys().clone());
+        async move { Leadership::new(client, keys, name, 2).await.unwrap() }
+    };
+    let mut a = node("a").await;
+    let mut b = node("b").await;
+    assert!(a.try_lead().await.unwrap());
+    assert!(a.try_lead().await.unwrap(), "still a's");
+    assert!(!b.try_lead().await.unwrap());
+    assert!(a.held_since().is_some() && b.held_since().is_none());
+
+    a.resign().await.unwrap();
+    assert!(b.try_lead().await.unwrap(), "a resigned: b leads at once");
+
+    // b stops renewing (as a crashed node would); c takes over once b's
+    // 2 s lease has run out, and not before.
+    let mut c = node("c").await;
+    assert!(!c.try_lead().await.unwrap());
+    drop(b);
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while !c.try_lead().await.unwrap() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "b's lease never ran out"
+        );
+        assert!(c.renew().await.unwrap());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}

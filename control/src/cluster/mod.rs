@@ -4,6 +4,7 @@
 //! does not use them yet. See `docs/cluster-design.md`.
 
 mod keys;
+pub mod leader;
 pub mod store;
 
 pub use keys::Keys;

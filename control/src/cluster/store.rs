@@ -75,6 +75,16 @@ impl Store {
         })
     }
 
+    /// A handle on the same connection, for [`super::leader::Leadership`].
+    pub fn client(&self) -> Client {
+        self.client.clone()
+    }
+
+    /// The cluster's keys.
+    pub fn keys(&self) -> &Keys {
+        &self.keys
+    }
+
     /// Every route's decision, and the revision they were read at (watch
     /// from the next one).
     pub async fn decisions(&mut self) -> Result<(BTreeMap<String, Decision>, i64), StoreError> {
