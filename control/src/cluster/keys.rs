@@ -41,11 +41,6 @@ impl Keys {
     pub fn leader(&self) -> String {
         format!("{}/leader", self.base)
     }
-
-    /// The sticky-canary hash seed, the same on every node.
-    pub fn seed(&self) -> String {
-        format!("{}/seed", self.base)
-    }
 }
 
 #[cfg(test)]
