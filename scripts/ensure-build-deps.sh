@@ -3,8 +3,11 @@
 # (pingora's build runs it), jq and curl (the deploy kit of
 # examples/compose, which the tests run), PyYAML (the test that reads the
 # kit's docker-compose.yml), pebble (the ACME test CA the [tls.acme]
-# tests order from) and chromium (the browser the dashboard's test drives).
-# With --build, only what the build needs (cmake): `make demo` runs that.
+# tests order from), chromium (the browser the dashboard's test drives),
+# protoc (etcd-client compiles etcd's protocol at build time) and etcd (the
+# [cluster] tests run a real 3-member etcd).
+# With --build, only what the build needs (cmake, protoc): `make demo`
+# runs that.
 # Does nothing when they are there.
 set -euo pipefail
 
@@ -22,8 +25,8 @@ needed() {
 packages=(cmake jq curl python3-yaml pebble chromium protobuf-compiler etcd-server)
 why="cmake: pingora's build; jq, curl: the deploy kit and its tests; python3-yaml: the kit's compose file test; pebble: the ACME tests; chromium: the dashboard's browser test; protobuf-compiler: etcd-client's build; etcd-server: the cluster tests"
 if [ "${1:-}" = "--build" ]; then
-  packages=(cmake)
-  why="cmake: pingora's build"
+  packages=(cmake protobuf-compiler)
+  why="cmake: pingora's build; protobuf-compiler: etcd-client's build"
 fi
 
 missing=()

@@ -21,7 +21,7 @@ response from the new slot.
 
 Loopback only; every run is bounded in time. Usage (see README.md here):
     python3 benches/load/bench.py [--rounds 3] [--duration 5] [--only-h2]
-        [--only-tls-phases] [--only-proxy-protocol] [--switchyard BINARY]
+        [--only-tls-phases] [--only-proxy-protocol] [--only-cluster] [--switchyard BINARY]
         [--compare NAME=BINARY[,VAR=VALUE...]]...
 """
 
@@ -41,6 +41,7 @@ import sys
 import tempfile
 import time
 
+import cluster
 import failback
 import guard
 import idle
@@ -581,6 +582,9 @@ def main():
     parser.add_argument("--only-proxy-protocol", action="store_true",
                         help="measure only what a PROXY protocol header costs switchyard per connection "
                              "(HAProxy with send-proxy as the client)")
+    parser.add_argument("--only-cluster", action="store_true",
+                        help="measure only how long a switch on one node of a 3-node cluster (etcd) takes "
+                             "to reach the others (cluster.py)")
     parser.add_argument("--idle-connections", type=int, default=3000,
                         help="idle kept-alive connections per proxy (default 3000)")
     parser.add_argument("--compare", action="append", default=[], metavar="NAME=BINARY[,VAR=VALUE...]",
@@ -604,6 +608,8 @@ def main():
     expected = rows * args.rounds * len(PROXY_PORTS) * args.duration + 20
     if args.only_proxy_protocol:
         expected = 2 * args.rounds * args.duration + 10
+    if args.only_cluster:
+        expected = 4 * args.rounds + 10
     print(f"bench: about {expected // 60} min {expected % 60} s", file=sys.stderr)
 
     # Room for the idle-connection row: the proxies inherit the limit.
@@ -615,6 +621,10 @@ def main():
             # The backend alone: the module starts its own switchyards and HAProxy.
             start_backend(procs, work)
             print(proxy_protocol.run(procs, work, args.switchyard, args.rounds, args.duration))
+            return
+        if args.only_cluster:
+            # Its own nginx, etcd and nodes: none of the proxies compared.
+            print("\n".join(cluster.cluster_checks(sys.modules[__name__], args.switchyard, work, args.rounds)))
             return
         pids = start_all(procs, work, args.switchyard, variants)
         # Each proxy as it starts, before any request (one worker each).
@@ -643,6 +653,7 @@ def main():
         checks = switching_checks(args.switchyard, work)
         checks += failback.failback_checks(sys.modules[__name__], args.switchyard, work, procs)
         checks += guard.guard_checks(sys.modules[__name__], args.switchyard, work, procs)
+        cluster_rows = cluster.cluster_checks(sys.modules[__name__], args.switchyard, work, args.rounds)
         idle_rows = idle.idle_checks(sys.modules[__name__], pids, args.idle_connections)
         tls_rows = tls_phases.tls_phase_checks(sys.modules[__name__], list(PROXY_PORTS))
         tls_rows += [""] + tls_phases.tls_rate_checks(sys.modules[__name__], list(PROXY_PORTS))
@@ -679,6 +690,10 @@ def main():
         "Switching under load (switchyard):",
         "",
         *checks,
+        "",
+        "Switching across a cluster (switchyard, `cluster.py`):",
+        "",
+        *cluster_rows,
         "",
     ])
     print(report)

@@ -76,6 +76,7 @@ fn admin_request(command: Command) -> Result<(Request, AdminArgs, Duration), Exi
             force,
             reason,
             no_guard,
+            local,
             admin,
         } => {
             let wait = parse_timeout(&timeout, "30s")? + ADMIN_WAIT;
@@ -87,6 +88,7 @@ fn admin_request(command: Command) -> Result<(Request, AdminArgs, Duration), Exi
                 force,
                 reason,
                 no_guard,
+                local,
             };
             (request, admin, wait)
         }
@@ -131,12 +133,14 @@ fn plain_request(command: Command) -> (Request, AdminArgs) {
             route,
             reason,
             force,
+            local,
             admin,
         } => {
             let request = Request::Rollback {
                 route,
                 reason,
                 force,
+                local,
             };
             (request, admin)
         }
@@ -145,6 +149,7 @@ fn plain_request(command: Command) -> (Request, AdminArgs) {
             slot,
             percent,
             reason,
+            local,
             admin,
         } => {
             let weight = percent;
@@ -153,6 +158,7 @@ fn plain_request(command: Command) -> (Request, AdminArgs) {
                 slot,
                 weight,
                 reason,
+                local,
             };
             (request, admin)
         }
@@ -190,10 +196,17 @@ fn plain_request(command: Command) -> (Request, AdminArgs) {
             route,
             state,
             reason,
+            local,
             admin,
         } => {
             let on = state == "on";
-            (Request::Maintenance { route, on, reason }, admin)
+            let request = Request::Maintenance {
+                route,
+                on,
+                reason,
+                local,
+            };
+            (request, admin)
         }
     }
 }

@@ -12,12 +12,15 @@ use crate::pebble::free_port;
 pub struct Member {
     pub name: String,
     pub client_url: String,
+    peer_url: String,
     child: Option<Child>,
 }
 
 pub struct EtcdCluster {
     pub members: Vec<Member>,
-    _dir: tempfile::TempDir,
+    initial_cluster: String,
+    token: String,
+    dir: tempfile::TempDir,
 }
 
 /// `etcd` on PATH, or `SWITCHYARD_ETCD`; panics saying how to install it.
@@ -34,8 +37,8 @@ pub fn executable() -> PathBuf {
 }
 
 impl EtcdCluster {
-    /// Starts `n` members and returns once every one answers its health
-    /// endpoint... (here: once its client port accepts).
+    /// Starts `n` members and returns once every one's client port
+    /// accepts.
     pub fn start(n: usize) -> EtcdCluster {
         let dir = tempfile::tempdir().unwrap();
         let ports: Vec<(u16, u16)> = (0..n).map(|_| (free_port(), free_port())).collect();
@@ -44,60 +47,106 @@ impl EtcdCluster {
             .enumerate()
             .map(|(i, (_, peer))| format!("m{i}=http://127.0.0.1:{peer}"))
             .collect();
-        let token = format!("switchyard-test-{}", std::process::id());
         let members = ports
             .iter()
             .enumerate()
-            .map(|(i, (client, peer))| {
-                let name = format!("m{i}");
-                let client_url = format!("http://127.0.0.1:{client}");
-                let peer_url = format!("http://127.0.0.1:{peer}");
-                let child = Command::new(executable())
-                    .args(["--name", &name])
-                    .arg(format!("--data-dir={}", dir.path().join(&name).display()))
-                    .args([
-                        "--listen-client-urls",
-                        &client_url,
-                        "--advertise-client-urls",
-                        &client_url,
-                    ])
-                    .args([
-                        "--listen-peer-urls",
-                        &peer_url,
-                        "--initial-advertise-peer-urls",
-                        &peer_url,
-                    ])
-                    .args(["--initial-cluster", &initial.join(",")])
-                    .args([
-                        "--initial-cluster-state",
-                        "new",
-                        "--initial-cluster-token",
-                        &token,
-                    ])
-                    .args(["--heartbeat-interval", "100", "--election-timeout", "1000"])
-                    .args(["--unsafe-no-fsync", "--snapshot-count", "10000"])
-                    .args([
-                        "--logger",
-                        "zap",
-                        "--log-outputs",
-                        "stderr",
-                        "--log-level",
-                        "error",
-                    ])
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::null())
-                    .spawn()
-                    .expect("start etcd");
-                Member {
-                    name,
-                    client_url,
-                    child: Some(child),
-                }
+            .map(|(i, (client, peer))| Member {
+                name: format!("m{i}"),
+                client_url: format!("http://127.0.0.1:{client}"),
+                peer_url: format!("http://127.0.0.1:{peer}"),
+                child: None,
             })
             .collect();
-        let cluster = EtcdCluster { members, _dir: dir };
+        let mut cluster = EtcdCluster {
+            members,
+            initial_cluster: initial.join(","),
+            token: format!("switchyard-test-{}", std::process::id()),
+            dir,
+        };
+        for i in 0..n {
+            cluster.spawn(i);
+        }
+        cluster.wait_listening();
+        cluster.wait_healthy();
+        cluster
+    }
+
+    /// Waits until every running member answers its `/health` with
+    /// `"health":"true"`: it has a raft leader and serves requests.
+    pub fn wait_healthy(&self) {
+        use std::io::{Read, Write};
         let deadline = Instant::now() + Duration::from_secs(30);
-        for member in &cluster.members {
+        for member in self.members.iter().filter(|m| m.child.is_some()) {
+            let addr = member.client_url.trim_start_matches("http://").to_string();
+            loop {
+                let healthy = std::net::TcpStream::connect(&addr).ok().and_then(|mut s| {
+                    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+                    s.write_all(b"GET /health HTTP/1.0\r\n\r\n").ok()?;
+                    let mut answer = String::new();
+                    s.read_to_string(&mut answer).ok()?;
+                    Some(answer.contains("\"health\":\"true\""))
+                });
+                if healthy == Some(true) {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "etcd {} has no leader",
+                    member.name
+                );
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
+
+    /// Starts member `i` (again: on its data, which it keeps).
+    fn spawn(&mut self, i: usize) {
+        let member = &self.members[i];
+        let child = Command::new(executable())
+            .args(["--name", &member.name])
+            .arg(format!(
+                "--data-dir={}",
+                self.dir.path().join(&member.name).display()
+            ))
+            .args([
+                "--listen-client-urls",
+                &member.client_url,
+                "--advertise-client-urls",
+                &member.client_url,
+            ])
+            .args([
+                "--listen-peer-urls",
+                &member.peer_url,
+                "--initial-advertise-peer-urls",
+                &member.peer_url,
+            ])
+            .args(["--initial-cluster", &self.initial_cluster])
+            .args([
+                "--initial-cluster-state",
+                "new",
+                "--initial-cluster-token",
+                &self.token,
+            ])
+            .args(["--heartbeat-interval", "100", "--election-timeout", "1000"])
+            .args(["--unsafe-no-fsync", "--snapshot-count", "10000"])
+            .args([
+                "--logger",
+                "zap",
+                "--log-outputs",
+                "stderr",
+                "--log-level",
+                "error",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start etcd");
+        self.members[i].child = Some(child);
+    }
+
+    fn wait_listening(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        for member in self.members.iter().filter(|m| m.child.is_some()) {
             let addr = member.client_url.trim_start_matches("http://").to_string();
             while std::net::TcpStream::connect(&addr).is_err() {
                 assert!(
@@ -108,11 +157,47 @@ impl EtcdCluster {
                 std::thread::sleep(Duration::from_millis(20));
             }
         }
-        cluster
     }
 
     pub fn endpoints(&self) -> Vec<String> {
         self.members.iter().map(|m| m.client_url.clone()).collect()
+    }
+
+    /// `etcd = [...]` for a `[cluster]` table.
+    pub fn toml_endpoints(&self) -> String {
+        let quoted: Vec<String> = self.endpoints().iter().map(|e| format!("{e:?}")).collect();
+        format!("[{}]", quoted.join(", "))
+    }
+
+    /// The member that leads the raft group now (waits up to 20 s for one).
+    pub async fn leader(&self) -> usize {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            for (i, member) in self.members.iter().enumerate() {
+                if member.child.is_none() {
+                    continue;
+                }
+                let options = etcd_client::ConnectOptions::new()
+                    .with_connect_timeout(Duration::from_secs(1))
+                    .with_timeout(Duration::from_secs(2));
+                let Ok(mut one) =
+                    etcd_client::Client::connect([&member.client_url], Some(options)).await
+                else {
+                    continue;
+                };
+                let Ok(status) = one.status().await else {
+                    continue;
+                };
+                if status
+                    .header()
+                    .is_some_and(|h| h.member_id() == status.leader())
+                {
+                    return i;
+                }
+            }
+            assert!(Instant::now() < deadline, "no etcd member leads");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     /// Kills member `i` (SIGKILL), as a crash would.
@@ -122,12 +207,28 @@ impl EtcdCluster {
             let _ = child.wait();
         }
     }
+
+    /// Kills every member.
+    pub fn kill_all(&mut self) {
+        for i in 0..self.members.len() {
+            self.kill(i);
+        }
+    }
+
+    /// Starts every member that is not running again, on its data.
+    pub fn restart_stopped(&mut self) {
+        for i in 0..self.members.len() {
+            if self.members[i].child.is_none() {
+                self.spawn(i);
+            }
+        }
+        self.wait_listening();
+        self.wait_healthy();
+    }
 }
 
 impl Drop for EtcdCluster {
     fn drop(&mut self) {
-        for i in 0..self.members.len() {
-            self.kill(i);
-        }
+        self.kill_all();
     }
 }

@@ -88,18 +88,19 @@ async fn two_stores_see_each_others_writes_and_never_overwrite_silently() {
         }))
         .unwrap()
     };
-    let mut a = Store::connect(&config).await.unwrap();
-    let mut b = Store::connect(&config).await.unwrap();
+    let mut a = Store::connect(&config, 0).await.unwrap();
+    let mut b = Store::connect(&config, 0).await.unwrap();
     let (empty, read_at) = b.decisions().await.unwrap();
     assert!(empty.is_empty());
     let mut watch = b.watch(read_at + 1).await.unwrap();
 
-    let Written::Done { revision } = a.write("app", &state("blue"), None).await.unwrap() else {
+    let Written::Done { revision } = a.write("app", &state("blue"), None, None).await.unwrap()
+    else {
         panic!("the first write of a route creates it");
     };
     // Creating again loses: the route has a decision already.
     assert!(matches!(
-        a.write("app", &state("red"), None).await.unwrap(),
+        a.write("app", &state("red"), None, None).await.unwrap(),
         Written::Lost { .. }
     ));
     let seen = watch.next().await.unwrap().unwrap();
@@ -109,11 +110,15 @@ async fn two_stores_see_each_others_writes_and_never_overwrite_silently() {
 
     // Both act on the same revision: one wins, the other learns the winner.
     let won = b
-        .write("app", &state("green"), Some(revision))
+        .write("app", &state("green"), Some(revision), None)
         .await
         .unwrap();
     assert!(matches!(won, Written::Done { .. }));
-    match a.write("app", &state("red"), Some(revision)).await.unwrap() {
+    match a
+        .write("app", &state("red"), Some(revision), None)
+        .await
+        .unwrap()
+    {
         Written::Lost {
             current: Some(current),
         } => assert_eq!(current.state.active, "green"),
@@ -137,7 +142,7 @@ async fn one_node_leads_and_another_takes_over_when_it_goes() {
         prefix: "/switchyard/test".into(),
         node: "a".into(),
     };
-    let store = Store::connect(&config).await.unwrap();
+    let store = Store::connect(&config, 0).await.unwrap();
     let node = |name: &'static str| {
         let (client, keys) = (store.client(), store.keys().clone());
         async move { Leadership::new(client, keys, name, 2).await.unwrap() }

@@ -1,5 +1,5 @@
 //! Where a cluster's data lives under its `prefix` (see
-//! `docs/cluster-design.md`). Pure: names in, names out.
+//! `docs/cluster.md`). Pure: names in, names out.
 
 /// The keys of one cluster.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,9 +32,14 @@ impl Keys {
             .filter(|name| !name.is_empty())
     }
 
+    /// Every node's report is under this.
+    pub fn nodes(&self) -> String {
+        format!("{}/nodes/", self.base)
+    }
+
     /// One node's report.
     pub fn node(&self, name: &str) -> String {
-        format!("{}/nodes/{name}", self.base)
+        format!("{}{name}", self.nodes())
     }
 
     /// Held by the node that takes the automatic decisions.

@@ -87,6 +87,11 @@ impl Leadership {
         Ok(alive)
     }
 
+    /// The node's lease: its report lives under it too.
+    pub fn lease(&self) -> i64 {
+        self.lease
+    }
+
     /// The leader key's `create_revision` while this node holds it.
     pub fn held_since(&self) -> Option<i64> {
         self.held_since

@@ -1,7 +1,8 @@
 //! `[cluster]`: the runtime decisions shared with other nodes through etcd.
-//! Work in progress on the `cluster-groundwork` branch: the keys and the
-//! store (reads, compare-and-swap writes, a watch) exist; the Controller
-//! does not use them yet. See `docs/cluster-design.md`.
+//! This module is the etcd side alone: where things live (`keys`), every
+//! decision read, written by compare-and-swap and watched (`store`), and
+//! the leader key under a lease (`leader`). The Controller drives them
+//! (`controller/cluster.rs`); `docs/cluster.md` tells the operator's view.
 
 mod keys;
 pub mod leader;

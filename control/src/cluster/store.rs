@@ -6,12 +6,13 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use etcd_client::{
-    Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, Txn, TxnOp, TxnOpResponse,
-    WatchOptions, WatchStream,
+    Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, PutOptions, Txn, TxnOp,
+    TxnOpResponse, WatchOptions, WatchStream,
 };
 use switchyard_conf::ClusterConfig;
 
 use super::Keys;
+use crate::protocol::NodeView;
 use crate::state_file::RouteState;
 
 /// One route's decision and the revision it was written at.
@@ -50,25 +51,36 @@ pub enum StoreError {
     Etcd(#[from] etcd_client::Error),
     #[error("the decision of route {route:?} in etcd is unreadable: {error}")]
     Unreadable { route: String, error: String },
+    /// The watch stream ended: a member went away.
+    #[error("the watch stream ended")]
+    Ended,
+    /// The node's lease ran out: its report and leadership are gone.
+    #[error("this node's lease ran out")]
+    LeaseLost,
     /// The watch fell behind a compaction: read everything again.
     #[error("the watch from revision {from} was compacted (oldest kept: {compacted})")]
     Compacted { from: i64, compacted: i64 },
 }
 
+#[derive(Clone)]
 pub struct Store {
     client: Client,
     keys: Keys,
 }
 
 impl Store {
-    /// Connects to the members of `cluster`. Connecting does not prove a
-    /// member answers: the first read does.
-    pub async fn connect(cluster: &ClusterConfig) -> Result<Store, StoreError> {
+    /// Connects to member `attempt` (modulo their number) of `cluster`.
+    /// One member per connection: a client balancing over every member
+    /// keeps sending requests to one that died, so a node follows one
+    /// member and moves to the next when its streams break. Connecting
+    /// does not prove the member answers: the first read does.
+    pub async fn connect(cluster: &ClusterConfig, attempt: usize) -> Result<Store, StoreError> {
         let options = ConnectOptions::new()
             .with_connect_timeout(Duration::from_secs(2))
-            .with_timeout(Duration::from_secs(5))
+            .with_timeout(Duration::from_secs(3))
             .with_require_leader(true);
-        let client = Client::connect(cluster.etcd.clone(), Some(options)).await?;
+        let member = &cluster.etcd[attempt % cluster.etcd.len()];
+        let client = Client::connect([member], Some(options)).await?;
         Ok(Store {
             client,
             keys: Keys::new(&cluster.prefix),
@@ -108,21 +120,32 @@ impl Store {
     }
 
     /// Writes `state` for `route` if the key is still at `seen` (`None`:
-    /// only if there is no decision yet).
+    /// only if there is no decision yet) and, for an automatic decision,
+    /// if the leader key is still the one created at `leader` (a leader
+    /// that lost its lease cannot write after another took over).
     pub async fn write(
         &mut self,
         route: &str,
         state: &RouteState,
         seen: Option<i64>,
+        leader: Option<i64>,
     ) -> Result<Written, StoreError> {
         let key = self.keys.route(route);
         let value = serde_json::to_vec(state).expect("a RouteState serializes");
-        let compare = match seen {
+        let mut compare = vec![match seen {
             Some(revision) => Compare::mod_revision(key.as_str(), CompareOp::Equal, revision),
             None => Compare::create_revision(key.as_str(), CompareOp::Equal, 0),
-        };
+        }];
+        if let Some(created) = leader {
+            let leader_key = self.keys.leader();
+            compare.push(Compare::create_revision(
+                leader_key.as_str(),
+                CompareOp::Equal,
+                created,
+            ));
+        }
         let txn = Txn::new()
-            .when([compare])
+            .when(compare)
             .and_then([TxnOp::put(key.as_str(), value, None)])
             .or_else([TxnOp::get(key.as_str(), None)]);
         let answer = self.client.txn(txn).await?;
@@ -139,6 +162,39 @@ impl Store {
             }
         }
         Ok(Written::Lost { current })
+    }
+
+    /// Puts this node's report under its lease: it disappears when the
+    /// node stops renewing.
+    pub async fn report(&mut self, report: &NodeView, lease: i64) -> Result<(), StoreError> {
+        let value = serde_json::to_vec(report).expect("a report serializes");
+        self.client
+            .put(
+                self.keys.node(&report.node),
+                value,
+                Some(PutOptions::new().with_lease(lease)),
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Every node's report (unreadable ones left out), and the node
+    /// holding the leader key.
+    pub async fn nodes(&mut self) -> Result<(Vec<NodeView>, Option<String>), StoreError> {
+        let got = self
+            .client
+            .get(self.keys.nodes(), Some(GetOptions::new().with_prefix()))
+            .await?;
+        let nodes = got
+            .kvs()
+            .iter()
+            .filter_map(|kv| serde_json::from_slice(kv.value()).ok())
+            .collect();
+        let leader = self.client.get(self.keys.leader(), None).await?;
+        let leader = (leader.kvs().first())
+            .and_then(|kv| kv.value_str().ok())
+            .map(str::to_string);
+        Ok((nodes, leader))
     }
 
     /// Watches every route's decision from `revision` on.

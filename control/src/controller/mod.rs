@@ -31,10 +31,12 @@ use crate::series::{SeriesBook, SeriesReply, SERIES_INTERVAL};
 use crate::state_file::{RouteState, StateFile};
 use crate::table::RoutingTable;
 
+mod cluster;
 mod fault;
 mod names;
 mod supervise;
 
+pub use cluster::{CLUSTER_CONNECTED, CLUSTER_LEADER, CLUSTER_WRITES};
 pub use supervise::{supervise, ControlPlaneStopped};
 
 /// Messages are small and the Controller answers quickly; this bounds the
@@ -73,6 +75,8 @@ enum Message {
         hosts: Vec<crate::protocol::AcmeHostStatus>,
         failed: Option<(String, String)>,
     },
+    /// What etcd said (`[cluster]`).
+    Cluster(cluster::ClusterMessage),
     /// A refresh of a backend name came back.
     Resolved {
         key: NameKey,
@@ -236,6 +240,11 @@ pub struct Controller {
     /// [`SERIES_INTERVAL`], for the dashboard.
     series: SeriesBook,
     series_due: Instant,
+    /// `[cluster]`: etcd's side of every decision; `None` without it.
+    cluster: Option<cluster::ClusterLink>,
+    /// Events the effects of another asked for (a config file read),
+    /// applied after it, each through [`Controller::gate`].
+    deferred: VecDeque<Event>,
 }
 
 impl Controller {
@@ -266,7 +275,13 @@ impl Controller {
         let lookup = Lookup::new(&config.server.resolvers)
             .map(Arc::new)
             .map_err(|e| e.to_string());
-        let (core, effects) = Core::new(config, config_path.clone(), loaded, now());
+        let cluster_config = config.cluster.clone();
+        let (mut core, mut effects) = Core::new(config, config_path.clone(), loaded, now());
+        let cluster = cluster_config.map(|cluster| {
+            // Until this node holds the leader key, another may decide.
+            effects.extend(core.apply(Event::Deciding(false), now()));
+            cluster::ClusterLink::start(&cluster, core.route_states(), tx.downgrade())
+        });
         let mut controller = Controller {
             core,
             config_path,
@@ -284,6 +299,8 @@ impl Controller {
             series_due: Instant::now(),
             reads: 0,
             mailbox: tx.downgrade(),
+            cluster,
+            deferred: VecDeque::new(),
         };
         controller.carry_out(effects);
         let handle = ControllerHandle {
@@ -308,6 +325,10 @@ impl Controller {
             let names_at = tokio::time::Instant::from_std(names_due.unwrap_or_else(Instant::now));
             let event = tokio::select! {
                 message = mailbox.recv() => match message {
+                    Some(Message::Cluster(message)) => {
+                        self.cluster_message(message).await;
+                        None
+                    }
                     Some(message) => self.receive(message),
                     None => return,
                 },
@@ -332,7 +353,7 @@ impl Controller {
                 }
             };
             if let Some(event) = event {
-                self.apply(event);
+                self.apply(event).await;
             }
         }
     }
@@ -370,6 +391,7 @@ impl Controller {
                 let _ = reply.send(self.series.reply(since_ms));
                 None
             }
+            Message::Cluster(_) => None, // taken in `run`
             Message::Resolved { key, result } => self.name_resolved(key, result),
             Message::Acme { hosts, failed } => Some(Event::AcmeReport { hosts, failed }),
             Message::ConfigNamesResolved {
@@ -388,9 +410,17 @@ impl Controller {
         self.series_due = Instant::now() + SERIES_INTERVAL;
     }
 
-    fn apply(&mut self, event: Event) {
-        let effects = self.core.apply(event, now());
-        self.carry_out(effects);
+    /// Applies `event`, and then the events its effects asked for, each
+    /// written to etcd first with `[cluster]`.
+    async fn apply(&mut self, event: Event) {
+        self.deferred.push_back(event);
+        while let Some(event) = self.deferred.pop_front() {
+            let origin = cluster::Origin::of(&event);
+            let effects = self.core.apply(event, now());
+            let effects = self.gate(origin, effects).await;
+            self.carry_out(effects);
+            self.note_progress();
+        }
     }
 
     /// Does what the core asked, in order. Reading the config file gives
@@ -428,7 +458,7 @@ impl Controller {
                 }
                 Effect::ReadConfig(trigger) => {
                     if let Some(event) = self.read_config(trigger) {
-                        queue.extend(self.core.apply(event, now()));
+                        self.deferred.push_back(event);
                     }
                 }
                 Effect::ConfigApplied => {

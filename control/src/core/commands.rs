@@ -25,7 +25,9 @@ impl Core {
                 });
                 return;
             }
-            Request::Maintenance { route, on, reason } => {
+            Request::Maintenance {
+                route, on, reason, ..
+            } => {
                 let action = if on {
                     Action::MaintenanceOn
                 } else {
@@ -61,6 +63,7 @@ impl Core {
                 route,
                 reason,
                 force,
+                ..
             } => match self.refuse_rollback(&route, caller, &reason, force, now) {
                 Some(refusal) => refusal,
                 None => self.change(
@@ -86,6 +89,7 @@ impl Core {
                 slot,
                 weight,
                 reason,
+                ..
             } => self.change(
                 &route,
                 Action::Canary,
@@ -108,6 +112,7 @@ impl Core {
             force,
             reason,
             no_guard,
+            ..
         } = request
         else {
             unreachable!("switch() is given switches");

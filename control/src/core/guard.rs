@@ -129,13 +129,32 @@ impl Core {
     /// were running, for the rest of their time, against the requests from
     /// now on. A window that ended while switchyard was stopped passes.
     pub(super) fn restore_guards(&mut self, now: Now) {
+        self.restore_guards_of(|_| true, true, now);
+    }
+
+    /// Watches the guard windows that decisions taken from the cluster
+    /// carry, for the rest of their time, so `status` shows them here too.
+    /// Only the node that leads judges them (and passes a window that
+    /// ended): the others keep what the cluster says.
+    pub(super) fn restore_adopted_guards(&mut self, now: Now) {
+        let adopting = std::mem::take(&mut self.adopting);
+        self.restore_guards_of(|route| adopting.contains(route), false, now);
+        self.adopting = adopting;
+    }
+
+    fn restore_guards_of(&mut self, wanted: impl Fn(&str) -> bool, pass_ended: bool, now: Now) {
         let saved: Vec<(String, GuardState)> = self
             .routes
             .iter()
+            .filter(|(route, _)| wanted(route))
             .filter_map(|(route, state)| Some((route.clone(), state.guard.clone()?)))
             .collect();
         for (route, saved) in saved {
-            self.drop_guard(&route);
+            if pass_ended {
+                self.drop_guard(&route);
+            } else {
+                self.guards.remove(&route);
+            }
             let Some(config) = self.config.route(&route).map(|r| r.guard.clone()) else {
                 continue;
             };
@@ -168,7 +187,9 @@ impl Core {
                     min_requests: config.min_requests,
                 },
             };
-            if now.wall >= ends_at {
+            if now.wall >= ends_at && !pass_ended {
+                continue;
+            } else if now.wall >= ends_at {
                 self.guard_passed(
                     &route,
                     &guard,

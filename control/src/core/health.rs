@@ -84,7 +84,11 @@ impl Core {
 
     /// Applies what the route's slot health asks for, with history entries
     /// that say why. True when the route's state changed.
-    fn react(&mut self, route_name: &str, now: Now) -> bool {
+    pub(super) fn react(&mut self, route_name: &str, now: Now) -> bool {
+        if !self.deciding {
+            // In a cluster the leader decides, once for every node.
+            return false;
+        }
         let (Some(route), Some(before)) =
             (self.config.route(route_name), self.routes.get(route_name))
         else {

@@ -30,6 +30,7 @@ use crate::protocol::{NotifyTargetStatus, Request, Response, TlsStatus};
 use crate::state_file::{LoadedState, RouteState};
 use crate::table::{RoutingTable, SlotLoad};
 
+mod cluster;
 mod commands;
 mod guard;
 mod health;
@@ -45,6 +46,7 @@ mod status;
 mod tests;
 mod waits;
 
+pub use cluster::same_decision;
 pub use reload::ReloadTrigger;
 
 /// The time an event happened: the monotonic instant for deadlines and
@@ -117,6 +119,20 @@ pub enum Event {
         config: Option<Box<Config>>,
         names: BTreeMap<crate::names::NameKey, crate::names::NameStatus>,
     },
+    /// `[cluster]`: make these decisions (route → state) this node's,
+    /// because `why` (another node wrote them; a write of ours lost).
+    /// `whole`: take their record of the config file too (going back on a
+    /// change etcd did not take); else this node keeps its own.
+    Adopt {
+        routes: BTreeMap<String, RouteState>,
+        why: String,
+        whole: bool,
+    },
+    /// `[cluster]`: whether this node takes the automatic decisions
+    /// (it holds the leader key). Without `[cluster]` it always does.
+    Deciding(bool),
+    /// `[cluster]`: what `status` shows of the cluster.
+    ClusterView(crate::protocol::ClusterStatus),
 }
 
 /// A config file that does not parse or validate.
@@ -183,6 +199,9 @@ pub struct Core {
     config: Config,
     /// The `[server]` the process started with: what listeners really are.
     running_server: ServerConfig,
+    /// `[cluster]` as the process started with it: joining or leaving a
+    /// cluster needs a restart.
+    running_cluster: Option<switchyard_conf::ClusterConfig>,
     /// `[tls]` as served: its `listen` is what is bound, its certificates
     /// follow the file.
     tls: Option<TlsConfig>,
@@ -238,6 +257,14 @@ pub struct Core {
     backend_tls: BTreeMap<(String, String), std::sync::Arc<crate::tls_client::BackendTls>>,
     /// What `status` shows of each backend name.
     names: BTreeMap<crate::names::NameKey, crate::names::NameStatus>,
+    /// Whether this node takes automatic decisions (fail-back, guard
+    /// verdicts, rollout steps): always without `[cluster]`, only while it
+    /// leads with it.
+    deciding: bool,
+    /// Routes whose decision the publish under way takes from the cluster.
+    adopting: std::collections::BTreeSet<String>,
+    /// What `status` shows of `[cluster]`; `None` without it.
+    cluster: Option<crate::protocol::ClusterStatus>,
     /// When the core was made: the rollout clock's first reference.
     started: Instant,
     /// What this `apply` asks of the shell so far.
@@ -267,6 +294,7 @@ impl Core {
         let mut core = Core {
             config_path,
             running_server: config.server.clone(),
+            running_cluster: config.cluster.clone(),
             tls: config.tls.clone(),
             tls_status: None,
             acme_status: Vec::new(),
@@ -294,6 +322,9 @@ impl Core {
             rate_limits: BTreeMap::new(),
             backend_tls: BTreeMap::new(),
             names: BTreeMap::new(),
+            deciding: true,
+            adopting: Default::default(),
+            cluster: None,
             started: now.at,
             effects: Vec::new(),
         };
@@ -321,6 +352,9 @@ impl Core {
             Event::Notified(delivered) => self.notified(delivered, now),
             Event::NamesResolved { config, names } => self.names_resolved(config, names, now),
             Event::AcmeReport { hosts, failed } => self.acme_report(hosts, failed, now),
+            Event::Adopt { routes, why, whole } => self.adopt(routes, &why, whole, now),
+            Event::Deciding(deciding) => self.set_deciding(deciding, now),
+            Event::ClusterView(status) => self.set_cluster_status(status),
         }
         self.check_invariants(now);
         std::mem::take(&mut self.effects)
@@ -331,8 +365,7 @@ impl Core {
     /// paced health publish and a running rollout's clock. `None`: only
     /// another event changes anything.
     pub fn next_wakeup(&self) -> Option<Instant> {
-        let rollout = self
-            .rollouts_in_progress()
+        let rollout = (self.deciding && self.rollouts_in_progress())
             .then(|| self.last_rollout_tick.unwrap_or(self.started) + rollouts::ROLLOUT_TICK);
         [
             self.parked.next_wakeup(),
@@ -341,11 +374,16 @@ impl Core {
                 .and_then(settle::PendingEdit::wakeup),
             self.health_changes.publish_due(),
             rollout,
-            self.guard_wakeup(),
+            self.guard_wakeup().filter(|_| self.deciding),
         ]
         .into_iter()
         .flatten()
         .min()
+    }
+
+    /// The routing table generation in force.
+    pub fn generation(&self) -> u64 {
+        self.generation
     }
 
     /// The config in force.
@@ -376,11 +414,11 @@ impl Core {
         let rollout_due = self
             .last_rollout_tick
             .is_none_or(|last| now.at >= last + rollouts::ROLLOUT_TICK);
-        if self.rollouts_in_progress() && rollout_due {
+        if self.deciding && self.rollouts_in_progress() && rollout_due {
             self.last_rollout_tick = Some(now.at);
             self.tick_rollouts(now);
         }
-        if self.guard_wakeup().is_some_and(|at| at <= now.at) {
+        if self.deciding && self.guard_wakeup().is_some_and(|at| at <= now.at) {
             self.tick_guards(now);
         }
     }

@@ -93,6 +93,11 @@ impl Core {
                 .active_since
                 .insert(route.clone(), now_active)
                 .unwrap_or_default();
+            if self.adopting(&route) {
+                // The node that decided started (or not) the guard, and
+                // the decision carries it.
+                continue;
+            }
             let unguarded = matches!(source, DecisionSource::Failback | DecisionSource::Guard);
             if unguarded || self.skip_guard.remove(&route) {
                 self.drop_guard(&route);
@@ -140,6 +145,11 @@ impl Core {
         for (route, state) in self.routes.iter_mut() {
             let slot = state.canary.as_ref().map(|c| c.slot.clone());
             let before = self.published.canary.insert(route.clone(), slot.clone());
+            if self.adopting.contains(route) {
+                // Drawn by the node that decided: every node's clients
+                // must fall in the same buckets.
+                continue;
+            }
             let started = slot.is_some()
                 && match before {
                     Some(before) => before != slot,

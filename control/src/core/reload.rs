@@ -140,6 +140,9 @@ impl Core {
         now: Now,
     ) -> Response {
         self.needs_restart = needs_restart(&self.running_server, &config.server);
+        if self.running_cluster != config.cluster {
+            self.needs_restart.push("cluster".to_string());
+        }
         if listen_of(self.tls.as_ref()) != listen_of(config.tls.as_ref()) {
             self.needs_restart.push("tls.listen".to_string());
         }

@@ -38,6 +38,7 @@ impl Core {
             tls: self.tls_status.clone(),
             acme: self.acme_status.clone(),
             notify: self.notify_status.values().cloned().collect(),
+            cluster: self.cluster.clone().map(Box::new),
             routes,
         })
     }

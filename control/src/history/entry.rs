@@ -67,6 +67,9 @@ pub enum Trigger {
     /// The watch after a switch.
     Guard,
     Startup,
+    /// A decision another node of the `[cluster]` wrote to etcd, applied
+    /// here.
+    Cluster,
 }
 
 /// Who sent an admin command: a peer on the admin socket, with its uid
@@ -132,6 +135,9 @@ pub enum Action {
     MaintenanceOn,
     #[serde(rename = "maintenance off")]
     MaintenanceOff,
+    /// A route's decision, taken from the cluster's shared state.
+    #[serde(rename = "adopt")]
+    Adopt,
 }
 
 impl Trigger {
@@ -145,6 +151,7 @@ impl Trigger {
             Trigger::Rollout => "rollout",
             Trigger::Guard => "guard",
             Trigger::Startup => "startup",
+            Trigger::Cluster => "cluster",
         }
     }
 }
@@ -182,6 +189,7 @@ impl Action {
             Action::GuardBreached => "guard breached",
             Action::MaintenanceOn => "maintenance on",
             Action::MaintenanceOff => "maintenance off",
+            Action::Adopt => "adopt",
         }
     }
 

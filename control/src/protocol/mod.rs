@@ -19,9 +19,9 @@ pub use replies::{
     ChangeReply, ConfirmReply, DrainReply, HistoryReply, ReloadReply, Reply, RolloutReply,
 };
 pub use status::{
-    AcmeHostStatus, BackendStatus, BackendTracking, CertificateStatus, CheckDetail, ConfigStatus,
-    GuardStatus, LastCheck, NotifyTargetStatus, PendingEditStatus, RolloutStatus, RouteStatus,
-    SlotStatus, StatusReply, TlsLoad, TlsLoadResult, TlsStatus,
+    AcmeHostStatus, BackendStatus, BackendTracking, CertificateStatus, CheckDetail, ClusterStatus,
+    ConfigStatus, GuardStatus, LastCheck, NodeView, NotifyTargetStatus, PendingEditStatus,
+    RolloutStatus, RouteStatus, SlotStatus, StatusReply, TlsLoad, TlsLoadResult, TlsStatus,
 };
 
 /// Lines longer than this are refused; a request is a few hundred bytes.
@@ -51,6 +51,11 @@ pub enum Request {
         /// Start no guard window after this switch.
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         no_guard: bool,
+        /// `[cluster]`: apply on this node alone while etcd is
+        /// unreachable (an emergency; recorded, and offered to etcd when
+        /// it returns).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        local: bool,
     },
     /// Swap the active and previous slots.
     Rollback {
@@ -60,6 +65,11 @@ pub enum Request {
         /// Roll back even to a previous slot known unhealthy.
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         force: bool,
+        /// `[cluster]`: apply on this node alone while etcd is
+        /// unreachable (an emergency; recorded, and offered to etcd when
+        /// it returns).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        local: bool,
     },
     /// Send `weight` % of new traffic to `slot`; 0 ends the canary.
     Canary {
@@ -68,6 +78,11 @@ pub enum Request {
         weight: u8,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         reason: Option<String>,
+        /// `[cluster]`: apply on this node alone while etcd is
+        /// unreachable (an emergency; recorded, and offered to etcd when
+        /// it returns).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        local: bool,
     },
     /// Start, pause, resume, promote or abort a route's rollout.
     /// `{"cmd":"rollout","action":"start","route":"app","slot":"green"}`.
@@ -113,6 +128,11 @@ pub enum Request {
         on: bool,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         reason: Option<String>,
+        /// `[cluster]`: apply on this node alone while etcd is
+        /// unreachable (an emergency; recorded, and offered to etcd when
+        /// it returns).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        local: bool,
     },
 }
 
@@ -147,6 +167,18 @@ impl Request {
             Request::Confirm { .. } => "confirm",
             Request::Maintenance { .. } => "maintenance",
             Request::Drain { .. } => "drain",
+        }
+    }
+
+    /// Whether the command asks to be applied on this node alone
+    /// (`--local`).
+    pub fn local(&self) -> bool {
+        match self {
+            Request::Switch { local, .. }
+            | Request::Rollback { local, .. }
+            | Request::Canary { local, .. }
+            | Request::Maintenance { local, .. } => *local,
+            _ => false,
         }
     }
 }
@@ -195,6 +227,12 @@ pub enum ErrorKind {
     InvalidConfig,
     /// Something on the server side failed (state file not writable, ...).
     Internal,
+    /// `[cluster]`: etcd cannot be reached, so the change was not made on
+    /// any node (`--local` makes it on this node alone).
+    ClusterUnavailable,
+    /// `[cluster]`: another node changed the route first; this node now
+    /// has that decision. Look at `status` and ask again.
+    Conflict,
 }
 
 impl ErrorKind {
@@ -209,6 +247,8 @@ impl ErrorKind {
             ErrorKind::Unhealthy => "unhealthy",
             ErrorKind::InvalidConfig => "invalid_config",
             ErrorKind::Internal => "internal",
+            ErrorKind::ClusterUnavailable => "cluster_unavailable",
+            ErrorKind::Conflict => "conflict",
         }
     }
 }

@@ -26,6 +26,7 @@ fn switch() -> Request {
         force: false,
         reason: None,
         no_guard: false,
+        local: false,
     }
 }
 
@@ -54,6 +55,7 @@ fn successes() -> Vec<(&'static str, Request, &'static str)> {
         slot: "two".into(),
         weight: 25,
         reason: None,
+        local: false,
     };
     let history = Request::History {
         route: None,

@@ -31,8 +31,57 @@ pub struct StatusReply {
     /// `[[notify]]` targets that were sent something, and how it went.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub notify: Vec<NotifyTargetStatus>,
+    /// `[cluster]`: this node, etcd, the leader and every node's view;
+    /// absent without `[cluster]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<Box<ClusterStatus>>,
     /// Every route, or only the one asked for, in config order.
     pub routes: Vec<RouteStatus>,
+}
+
+/// `status.cluster`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ClusterStatus {
+    /// This node's name.
+    pub node: String,
+    /// The etcd members configured.
+    pub etcd: Vec<String>,
+    /// The key prefix.
+    pub prefix: String,
+    /// Whether etcd answers. While it does not, this node serves the last
+    /// decisions it knew (fail static) and refuses commands without
+    /// `--local`.
+    pub connected: bool,
+    /// Why etcd is unreachable, while it is; else `null`.
+    pub error: Option<String>,
+    /// RFC 3339: since when etcd has been unreachable; else `null`.
+    pub disconnected_since: Option<String>,
+    /// The node that takes the automatic decisions, as last seen; `null`
+    /// when none does.
+    pub leader: Option<String>,
+    /// The etcd revision of the newest decision this node applied.
+    pub revision: i64,
+    /// Routes changed here with `--local` that etcd has not taken yet.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub local_only: Vec<String>,
+    /// Every node that reported in the last lease, this one included.
+    pub nodes: Vec<NodeView>,
+    /// Whether every node reports the same revision as this one.
+    pub agree: bool,
+}
+
+/// One node's report, as etcd holds it (under the node's lease).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct NodeView {
+    pub node: String,
+    /// The etcd revision of the newest decision the node applied.
+    pub revision: i64,
+    /// The node's routing table generation.
+    pub generation: u64,
+    /// RFC 3339: the node's last report.
+    pub last_seen: String,
+    /// Whether the node holds the leader key.
+    pub leader: bool,
 }
 
 /// `status.config`: the config file and its reloads.

@@ -21,6 +21,7 @@ fn parses_the_documented_switch_request() {
             force: false,
             reason: Some("v42".into()),
             no_guard: false,
+            local: false,
         }
     );
 }

@@ -80,6 +80,10 @@ pub enum Command {
         /// Start no guard window after this switch.
         #[arg(long)]
         no_guard: bool,
+        /// With [cluster] while etcd is unreachable: apply on this node
+        /// alone (an emergency; recorded, offered to etcd when it returns).
+        #[arg(long)]
+        local: bool,
         #[command(flatten)]
         admin: AdminArgs,
     },
@@ -91,6 +95,10 @@ pub enum Command {
         state: String,
         #[arg(long)]
         reason: Option<String>,
+        /// With [cluster] while etcd is unreachable: apply on this node
+        /// alone (an emergency; recorded, offered to etcd when it returns).
+        #[arg(long)]
+        local: bool,
         #[command(flatten)]
         admin: AdminArgs,
     },
@@ -110,6 +118,10 @@ pub enum Command {
         /// Roll back even to a previous slot known unhealthy.
         #[arg(long)]
         force: bool,
+        /// With [cluster] while etcd is unreachable: apply on this node
+        /// alone (an emergency; recorded, offered to etcd when it returns).
+        #[arg(long)]
+        local: bool,
         #[command(flatten)]
         admin: AdminArgs,
     },
@@ -121,6 +133,10 @@ pub enum Command {
         percent: u8,
         #[arg(long)]
         reason: Option<String>,
+        /// With [cluster] while etcd is unreachable: apply on this node
+        /// alone (an emergency; recorded, offered to etcd when it returns).
+        #[arg(long)]
+        local: bool,
         #[command(flatten)]
         admin: AdminArgs,
     },

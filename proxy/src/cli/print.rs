@@ -7,9 +7,9 @@ use std::io::{self, Write};
 
 use serde::Serialize;
 use switchyard_control::protocol::{
-    BackendStatus, ChangeReply, CheckDetail, ConfirmReply, DrainReply, GuardStatus, HistoryReply,
-    ReloadReply, Reply, Request, Response, RolloutReply, RolloutStatus, RouteStatus, SlotStatus,
-    StatusReply, TlsLoadResult, TlsStatus,
+    BackendStatus, ChangeReply, CheckDetail, ClusterStatus, ConfirmReply, DrainReply, GuardStatus,
+    HistoryReply, ReloadReply, Reply, Request, Response, RolloutReply, RolloutStatus, RouteStatus,
+    SlotStatus, StatusReply, TlsLoadResult, TlsStatus,
 };
 
 /// What [`human`] made of the response.
@@ -202,6 +202,51 @@ fn wire_name(value: &impl Serialize) -> String {
     }
 }
 
+/// `cluster node front-1 (leader)  etcd connected  revision 42  nodes agree`,
+/// then a line per node.
+fn print_cluster(out: &mut impl Write, cluster: &ClusterStatus) -> io::Result<()> {
+    let leading = cluster.leader.as_deref() == Some(cluster.node.as_str());
+    let etcd = match (&cluster.error, cluster.connected) {
+        (_, true) => "etcd connected".to_string(),
+        (Some(error), false) => format!(
+            "ETCD UNREACHABLE since {} (serving the last decisions known; commands need --local): {error}",
+            cluster.disconnected_since.as_deref().unwrap_or("?")
+        ),
+        (None, false) => "ETCD UNREACHABLE".to_string(),
+    };
+    writeln!(
+        out,
+        "cluster node {}{}  {etcd}  revision {}  {}",
+        cluster.node,
+        if leading { " (leader)" } else { "" },
+        cluster.revision,
+        if cluster.agree {
+            "nodes agree"
+        } else {
+            "NODES DIFFER"
+        }
+    )?;
+    for node in &cluster.nodes {
+        writeln!(
+            out,
+            "  node {:<16} revision {:<6} generation {:<6} seen {}{}",
+            node.node,
+            node.revision,
+            node.generation,
+            node.last_seen,
+            if node.leader { "  leader" } else { "" }
+        )?;
+    }
+    if !cluster.local_only.is_empty() {
+        writeln!(
+            out,
+            "  changed here alone (--local), not in etcd yet: {}",
+            cluster.local_only.join(", ")
+        )?;
+    }
+    Ok(())
+}
+
 fn print_status(out: &mut impl Write, status: &StatusReply) -> io::Result<()> {
     writeln!(
         out,
@@ -220,6 +265,9 @@ fn print_status(out: &mut impl Write, status: &StatusReply) -> io::Result<()> {
             "needs restart to apply: {}",
             status.config.needs_restart.join(", ")
         )?;
+    }
+    if let Some(cluster) = &status.cluster {
+        print_cluster(out, cluster)?;
     }
     for target in status.notify.iter().filter(|t| t.failed > 0) {
         writeln!(

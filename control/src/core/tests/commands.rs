@@ -81,6 +81,7 @@ fn a_rollback_to_a_previous_slot_known_down_is_refused_unless_forced() {
         route: "app".into(),
         reason: None,
         force,
+        local: false,
     };
     let refused = rig.run(rollback(false)).error.unwrap();
     assert_eq!(refused.kind, ErrorKind::Unhealthy);
@@ -103,6 +104,7 @@ fn refusals_are_typed_and_recorded() {
         slot: slot.into(),
         weight,
         reason: None,
+        local: false,
     };
     assert_eq!(
         rig.run(canary("red", 10)).error.unwrap().kind,
@@ -161,6 +163,7 @@ fn a_restart_restores_every_decision_from_the_saved_state() {
         slot: "blue".into(),
         weight: 20,
         reason: None,
+        local: false,
     };
     rig.result(canary);
     let saved = rig.saved.clone().unwrap();
@@ -195,6 +198,7 @@ fn maintenance_is_a_runtime_decision_saved_recorded_and_overridden_by_a_file_edi
         route: "app".into(),
         on,
         reason: Some("db migration".into()),
+        local: false,
     };
     let text = app("");
     let mut rig = Rig::new(&text);

@@ -172,6 +172,7 @@ fn a_config_edit_of_active_and_a_rollback_are_guarded_too() {
         route: "app".into(),
         reason: None,
         force: false,
+        local: false,
     };
     rig.result(rollback);
     assert_eq!(rig.core.guards["app"].slot(), "blue");

@@ -146,6 +146,7 @@ fn pools_survive_health_changes_and_canary_weights_but_not_a_switch() {
         slot: "green".into(),
         weight: 30,
         reason: None,
+        local: false,
     };
     rig.result(canary);
     assert_eq!(pool_keys(rig.last_table()), keys);

@@ -237,5 +237,6 @@ pub fn switch(slot: &str) -> Request {
         force: false,
         reason: Some("deploy".into()),
         no_guard: false,
+        local: false,
     }
 }

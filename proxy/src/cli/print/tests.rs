@@ -33,6 +33,7 @@ fn change() -> Request {
         route: "api".into(),
         reason: None,
         force: false,
+        local: false,
     }
 }
 

@@ -1,0 +1,711 @@
+//! The Controller's side of `[cluster]`: the etcd I/O around the core.
+//!
+//! - **Writes.** A change the core makes to a route's decision takes effect
+//!   on this node only once etcd took it: [`Controller::gate`] writes it by
+//!   compare-and-swap on the revision this node last saw *before* the
+//!   batch's effects (publish, state file, history, reply) are carried out.
+//!   A lost race or an unreachable etcd undoes the change in the core (it
+//!   adopts what etcd holds) and the command is answered with why.
+//! - **Reads.** [`follow`], a task of its own, reads every decision, then
+//!   watches the prefix from the next revision, renews this node's lease,
+//!   reports the node and tries to lead; the Controller adopts what it
+//!   brings ([`Controller::cluster_message`]).
+//! - **Fail static.** While etcd is unreachable the node serves the last
+//!   decisions it knew, takes no automatic decision, and refuses commands
+//!   unless `--local`; when etcd answers again it re-reads everything, and
+//!   a `--local` change wins only if nobody changed the route since.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use serde_json::Value;
+use switchyard_conf::ClusterConfig;
+use tokio::sync::mpsc;
+
+use super::{Controller, Message};
+use crate::cluster::leader::Leadership;
+use crate::cluster::store::{Change, Decision, Store, StoreError, Written};
+use crate::core::{same_decision, Effect, Event};
+use crate::protocol::{ClusterStatus, ErrorKind, NodeView, Response};
+use crate::state_file::RouteState;
+
+/// A node that stops renewing loses its report and, if it led, the leader
+/// key this long after.
+const LEASE_TTL_SECONDS: i64 = 5;
+/// How often the lease is renewed, the report written and the others read.
+const REPORT_EVERY: Duration = Duration::from_secs(1);
+/// How long a lost connection waits before the next try.
+const RETRY_EVERY: Duration = Duration::from_millis(500);
+
+/// `switchyard_cluster_connected`: 1 while etcd answers.
+pub const CLUSTER_CONNECTED: &str = "switchyard_cluster_connected";
+/// `switchyard_cluster_leader`: 1 while this node takes the automatic
+/// decisions.
+pub const CLUSTER_LEADER: &str = "switchyard_cluster_leader";
+/// `switchyard_cluster_writes_total{result}`: decisions written to etcd
+/// (`ok`), lost to another node's (`conflict`), or not written
+/// (`unavailable`).
+pub const CLUSTER_WRITES: &str = "switchyard_cluster_writes_total";
+
+/// What the [`follow`] task tells the Controller.
+pub(super) enum ClusterMessage {
+    /// etcd answered: every decision it holds, read at `revision`, and
+    /// the connection to write with.
+    Read {
+        store: Box<Store>,
+        decisions: BTreeMap<String, Decision>,
+        revision: i64,
+    },
+    /// Decisions written since (by any node).
+    Changes(Vec<Change>),
+    /// Every node's report and the leader; `leading`: the leader key's
+    /// `create_revision` while this node holds it.
+    Report {
+        nodes: Vec<NodeView>,
+        leader: Option<String>,
+        leading: Option<i64>,
+    },
+    /// etcd stopped answering.
+    Down(String),
+}
+
+/// What the follow task reads of this node for its report.
+#[derive(Default)]
+pub(super) struct NodeProgress {
+    generation: AtomicU64,
+    revision: AtomicI64,
+}
+
+/// A route's decision as etcd holds it, with this node's file record.
+#[derive(Debug, Clone)]
+struct Known {
+    state: RouteState,
+    /// `None`: not in etcd yet (or not read yet).
+    revision: Option<i64>,
+}
+
+/// What made a batch of changes, which says how it may be written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Origin {
+    /// An admin command; `local`: `--local`.
+    Command { local: bool },
+    /// This node's config file.
+    Config,
+    /// Health, the guard or a rollout's clock: only the leader writes it.
+    Automatic,
+    /// Taken from etcd: nothing to write.
+    Adopted,
+}
+
+impl Origin {
+    pub(super) fn of(event: &Event) -> Origin {
+        match event {
+            Event::Command { request, .. } => Origin::Command {
+                local: request.local(),
+            },
+            Event::ConfigRead { .. } | Event::NamesResolved { .. } => Origin::Config,
+            Event::Adopt { .. } | Event::ClusterView(_) => Origin::Adopted,
+            _ => Origin::Automatic,
+        }
+    }
+}
+
+/// The Controller's view of the cluster.
+pub(super) struct ClusterLink {
+    config: ClusterConfig,
+    /// Set once etcd first answered.
+    store: Option<Store>,
+    known: BTreeMap<String, Known>,
+    /// etcd answered and was read since it last failed.
+    connected: bool,
+    error: Option<String>,
+    disconnected_since: Option<SystemTime>,
+    /// The leader key's `create_revision` while this node holds it.
+    leading: Option<i64>,
+    leader: Option<String>,
+    nodes: Vec<NodeView>,
+    /// Routes changed with `--local` that etcd has not taken yet.
+    local_only: BTreeSet<String>,
+    /// The newest revision applied.
+    revision: i64,
+    progress: Arc<NodeProgress>,
+}
+
+impl ClusterLink {
+    /// The link for `config`, knowing `routes` (this node's decisions at
+    /// start) as not yet confirmed by etcd; and the task that follows etcd,
+    /// to be spawned.
+    pub(super) fn start(
+        config: &ClusterConfig,
+        routes: &BTreeMap<String, RouteState>,
+        mailbox: mpsc::WeakSender<Message>,
+    ) -> ClusterLink {
+        let progress = Arc::new(NodeProgress::default());
+        tokio::spawn(follow(config.clone(), progress.clone(), mailbox));
+        ::metrics::gauge!(CLUSTER_CONNECTED).set(0.0);
+        ::metrics::gauge!(CLUSTER_LEADER).set(0.0);
+        ClusterLink {
+            config: config.clone(),
+            store: None,
+            known: routes
+                .iter()
+                .map(|(route, state)| {
+                    let known = Known {
+                        state: state.clone(),
+                        revision: None,
+                    };
+                    (route.clone(), known)
+                })
+                .collect(),
+            connected: false,
+            error: Some("etcd not reached yet".to_string()),
+            disconnected_since: Some(SystemTime::now()),
+            leading: None,
+            leader: None,
+            nodes: Vec::new(),
+            local_only: BTreeSet::new(),
+            revision: 0,
+            progress,
+        }
+    }
+
+    /// What `status` shows.
+    fn status(&self, generation: u64) -> ClusterStatus {
+        let mut nodes = self.nodes.clone();
+        if !nodes.iter().any(|n| n.node == self.config.node) {
+            nodes.push(self.own_view(generation));
+        }
+        nodes.sort_by(|a, b| a.node.cmp(&b.node));
+        let agree = self.connected && nodes.iter().all(|n| n.revision == self.revision);
+        ClusterStatus {
+            node: self.config.node.clone(),
+            etcd: self.config.etcd.clone(),
+            prefix: self.config.prefix.clone(),
+            connected: self.connected,
+            error: self.error.clone(),
+            disconnected_since: self.disconnected_since.map(crate::core::rfc3339),
+            leader: self.leader.clone(),
+            revision: self.revision,
+            local_only: self.local_only.iter().cloned().collect(),
+            nodes,
+            agree,
+        }
+    }
+
+    fn own_view(&self, generation: u64) -> NodeView {
+        NodeView {
+            node: self.config.node.clone(),
+            revision: self.revision,
+            generation,
+            last_seen: crate::core::rfc3339(SystemTime::now()),
+            leader: self.leading.is_some(),
+        }
+    }
+
+    /// etcd holds `state` for `route` at `revision`, and this node has it.
+    fn know(&mut self, route: String, state: RouteState, revision: i64) {
+        self.know_only(route, state, revision);
+        self.saw_revision(revision);
+    }
+
+    /// etcd holds `state` for `route` at `revision`.
+    fn know_only(&mut self, route: String, state: RouteState, revision: i64) {
+        let revision = Some(revision);
+        self.known.insert(route, Known { state, revision });
+    }
+
+    fn saw_revision(&mut self, revision: i64) {
+        self.revision = self.revision.max(revision);
+        self.progress
+            .revision
+            .store(self.revision, Ordering::Relaxed);
+    }
+}
+
+/// Why a change was not written.
+enum Unwritten {
+    /// Another node wrote first: what etcd holds now (`None`: nothing).
+    Lost(Option<Box<Decision>>),
+    /// etcd did not answer, or this node may not write it.
+    Unavailable(String),
+}
+
+impl Controller {
+    /// Writes the decisions `effects` carry to etcd before they are carried
+    /// out (see the module's doc). Returns what to carry out: `effects`,
+    /// or, when a write failed, what is left of them followed by the
+    /// core's return to what etcd holds.
+    pub(super) async fn gate(&mut self, origin: Origin, mut effects: Vec<Effect>) -> Vec<Effect> {
+        let Some(link) = self.cluster.as_mut() else {
+            return effects;
+        };
+        if origin == Origin::Adopted {
+            return effects;
+        }
+        let changed: Vec<(String, RouteState)> = self
+            .core
+            .route_states()
+            .iter()
+            .filter(|(route, state)| {
+                link.known
+                    .get(*route)
+                    .is_none_or(|known| !same_decision(&known.state, state))
+            })
+            .map(|(route, state)| (route.clone(), state.clone()))
+            .collect();
+        if changed.is_empty() {
+            return effects;
+        }
+        if origin == (Origin::Command { local: true }) {
+            if link.connected {
+                let why =
+                    "etcd is reachable: without --local the change reaches every node".to_string();
+                return self.undo(
+                    changed,
+                    Unwritten::Unavailable(why),
+                    ErrorKind::Refused,
+                    effects,
+                );
+            }
+            for (route, state) in changed {
+                let known = link.known.entry(route.clone()).or_insert(Known {
+                    state: state.clone(),
+                    revision: None,
+                });
+                known.state = state;
+                tracing::warn!(
+                    route,
+                    "applied on this node alone (--local) while etcd is unreachable; offered to etcd when it returns"
+                );
+                link.local_only.insert(route);
+            }
+            warn_replies(
+                &mut effects,
+                "applied on this node alone (--local): etcd is unreachable; the change is offered to etcd when it returns, and kept only if no other node changed the route meanwhile",
+            );
+            self.show_cluster();
+            return effects;
+        }
+        let leader = match origin {
+            Origin::Automatic => match link.leading {
+                Some(created) => Some(created),
+                None => {
+                    let why = "only the leader takes automatic decisions".to_string();
+                    return self.undo(
+                        changed,
+                        Unwritten::Unavailable(why),
+                        ErrorKind::Refused,
+                        effects,
+                    );
+                }
+            },
+            _ => None,
+        };
+        let (true, Some(mut store)) = (link.connected, link.store.clone()) else {
+            let why = format!(
+                "etcd cannot be reached ({}); nothing changed on any node. `--local` applies it on this node alone",
+                link.error.as_deref().unwrap_or("not connected")
+            );
+            ::metrics::counter!(CLUSTER_WRITES, "result" => "unavailable")
+                .increment(changed.len() as u64);
+            return self.undo(
+                changed,
+                Unwritten::Unavailable(why),
+                ErrorKind::ClusterUnavailable,
+                effects,
+            );
+        };
+        let mut failed = Vec::new();
+        let mut unwritten = None;
+        for (route, state) in changed {
+            let seen = link.known.get(&route).and_then(|k| k.revision);
+            match store.write(&route, &state, seen, leader).await {
+                Ok(Written::Done { revision }) => {
+                    ::metrics::counter!(CLUSTER_WRITES, "result" => "ok").increment(1);
+                    link.know(route, state, revision);
+                }
+                Ok(Written::Lost { current }) => {
+                    ::metrics::counter!(CLUSTER_WRITES, "result" => "conflict").increment(1);
+                    if let Some(current) = &current {
+                        link.saw_revision(current.revision);
+                    }
+                    unwritten.get_or_insert(Unwritten::Lost(current.clone()));
+                    failed.push((route, state, Some(current)));
+                }
+                Err(error) => {
+                    ::metrics::counter!(CLUSTER_WRITES, "result" => "unavailable").increment(1);
+                    let why = format!("etcd did not take the change ({error}); nothing changed on any node; ask again");
+                    unwritten.get_or_insert(Unwritten::Unavailable(why));
+                    failed.push((route, state, None));
+                }
+            }
+        }
+        let Some(unwritten) = unwritten else {
+            return effects;
+        };
+        // A route another node changed meanwhile becomes what it wrote;
+        // the others go back to what etcd holds.
+        for (route, _, current) in &failed {
+            if let Some(Some(current)) = current {
+                link.know_only(route.clone(), current.state.clone(), current.revision);
+            }
+        }
+        let failed = failed
+            .into_iter()
+            .map(|(route, state, _)| (route, state))
+            .collect();
+        let kind = match unwritten {
+            Unwritten::Lost(_) => ErrorKind::Conflict,
+            Unwritten::Unavailable(_) => ErrorKind::ClusterUnavailable,
+        };
+        self.undo(failed, unwritten, kind, effects)
+    }
+
+    /// Drops what `effects` would have done for the `failed` routes,
+    /// answers their commands with why, and has the core go back to what
+    /// etcd holds for them.
+    fn undo(
+        &mut self,
+        failed: Vec<(String, RouteState)>,
+        why: Unwritten,
+        kind: ErrorKind,
+        effects: Vec<Effect>,
+    ) -> Vec<Effect> {
+        let link = self.cluster.as_ref().expect("undo needs [cluster]");
+        let routes: BTreeSet<&str> = failed.iter().map(|(route, _)| route.as_str()).collect();
+        let message = match &why {
+            Unwritten::Lost(current) => format!(
+                "another node changed {} meanwhile{}; this node has that decision now: look at `status` and ask again",
+                route_list(&routes),
+                current
+                    .as_ref()
+                    .map(|c| format!(" (now {})", describe_state(&c.state)))
+                    .unwrap_or_default()
+            ),
+            Unwritten::Unavailable(why) => why.clone(),
+        };
+        tracing::warn!("not applied to {}: {message}", route_list(&routes));
+        let mut kept: Vec<Effect> = effects
+            .into_iter()
+            .filter_map(|effect| match effect {
+                // The core publishes again when it goes back.
+                Effect::Publish(_) | Effect::SaveState(_) | Effect::Notify(_) => None,
+                Effect::AppendHistory(entry) if routes.contains(entry.route.as_str()) => None,
+                Effect::Reply { to, .. } => Some(Effect::Reply {
+                    to,
+                    response: Response::error(kind, &message),
+                }),
+                other => Some(other),
+            })
+            .collect();
+        let back: BTreeMap<String, RouteState> = failed
+            .iter()
+            .filter_map(|(route, _)| Some((route.clone(), link.known.get(route)?.state.clone())))
+            .collect();
+        let event = Event::Adopt {
+            routes: back,
+            why: "the change could not be written to etcd".to_string(),
+            whole: true,
+        };
+        kept.extend(self.core.apply(event, super::now()));
+        kept
+    }
+
+    /// What the follow task brought.
+    pub(super) async fn cluster_message(&mut self, message: ClusterMessage) {
+        let Some(link) = self.cluster.as_mut() else {
+            return;
+        };
+        match message {
+            ClusterMessage::Read {
+                store,
+                decisions,
+                revision,
+            } => {
+                link.store = Some(*store);
+                if !link.connected {
+                    tracing::info!(revision, "etcd answers: reading every decision");
+                }
+                link.connected = true;
+                link.error = None;
+                link.disconnected_since = None;
+                link.saw_revision(revision);
+                ::metrics::gauge!(CLUSTER_CONNECTED).set(1.0);
+                self.catch_up(decisions).await;
+            }
+            ClusterMessage::Changes(changes) => {
+                let mut adopt = BTreeMap::new();
+                let mut newest = 0;
+                for change in changes {
+                    let Change::Decided { route, decision } = change else {
+                        continue; // a removed decision: this node keeps its own
+                    };
+                    newest = newest.max(decision.revision);
+                    let stale = link
+                        .known
+                        .get(&route)
+                        .and_then(|k| k.revision)
+                        .is_some_and(|seen| seen >= decision.revision);
+                    if stale {
+                        continue; // our own write, or older than what we hold
+                    }
+                    link.know_only(route.clone(), decision.state.clone(), decision.revision);
+                    adopt.insert(route, decision.state);
+                }
+                link.saw_revision(newest);
+                if !adopt.is_empty() {
+                    let why = format!("decided on another node (etcd revision {newest})");
+                    self.apply_adopted(adopt, why);
+                }
+            }
+            ClusterMessage::Report {
+                nodes,
+                leader,
+                leading,
+            } => {
+                link.nodes = nodes;
+                link.leader = leader;
+                let was = link.leading.is_some();
+                link.leading = leading;
+                if was != leading.is_some() {
+                    let gauge = if leading.is_some() { 1.0 } else { 0.0 };
+                    ::metrics::gauge!(CLUSTER_LEADER).set(gauge);
+                    self.apply(Event::Deciding(leading.is_some())).await;
+                }
+            }
+            ClusterMessage::Down(error) => {
+                if link.connected {
+                    tracing::error!("etcd cannot be reached: {error}; serving the last decisions known (fail static)");
+                    link.disconnected_since = Some(SystemTime::now());
+                }
+                link.connected = false;
+                link.error = Some(error);
+                let was_leading = link.leading.take().is_some();
+                ::metrics::gauge!(CLUSTER_CONNECTED).set(0.0);
+                ::metrics::gauge!(CLUSTER_LEADER).set(0.0);
+                if was_leading {
+                    self.apply(Event::Deciding(false)).await;
+                }
+            }
+        }
+        self.show_cluster();
+    }
+
+    /// After a (re)connect: takes what etcd holds, writes what it lacks,
+    /// and offers it the `--local` changes made meanwhile.
+    async fn catch_up(&mut self, decisions: BTreeMap<String, Decision>) {
+        let Some(link) = self.cluster.as_mut() else {
+            return;
+        };
+        let Some(mut store) = link.store.clone() else {
+            return;
+        };
+        let local_only = std::mem::take(&mut link.local_only);
+        let mut adopt = BTreeMap::new();
+        let mut why = "read from etcd".to_string();
+        let ours: Vec<(String, RouteState)> = self
+            .core
+            .route_states()
+            .iter()
+            .map(|(r, s)| (r.clone(), s.clone()))
+            .collect();
+        for (route, state) in ours {
+            let in_etcd = decisions.get(&route);
+            let offer = local_only.contains(&route) || in_etcd.is_none();
+            if offer {
+                let seen = in_etcd.and_then(|_| link.known.get(&route).and_then(|k| k.revision));
+                match store.write(&route, &state, seen, None).await {
+                    Ok(Written::Done { revision }) => {
+                        if local_only.contains(&route) {
+                            tracing::info!(
+                                route,
+                                revision,
+                                "the --local change was written to etcd: every node takes it"
+                            );
+                        }
+                        link.know(route, state, revision);
+                        continue;
+                    }
+                    Ok(Written::Lost { .. }) => {
+                        if local_only.contains(&route) {
+                            tracing::warn!(route, "another node changed the route while etcd was unreachable: its decision replaces the --local one");
+                            why = "read from etcd; it replaces a --local change".to_string();
+                        }
+                    }
+                    Err(error) => {
+                        tracing::warn!(route, "etcd did not take this node's decision: {error}");
+                        link.local_only.insert(route.clone());
+                        continue;
+                    }
+                }
+            }
+            if let Some(decision) = in_etcd {
+                link.know_only(route.clone(), decision.state.clone(), decision.revision);
+                adopt.insert(route, decision.state.clone());
+            }
+        }
+        if !adopt.is_empty() {
+            self.apply_adopted(adopt, why);
+        }
+    }
+
+    /// Has the core take decisions etcd holds.
+    fn apply_adopted(&mut self, routes: BTreeMap<String, RouteState>, why: String) {
+        let event = Event::Adopt {
+            routes,
+            why,
+            whole: false,
+        };
+        let effects = self.core.apply(event, super::now());
+        self.carry_out(effects);
+        self.note_progress();
+    }
+
+    /// Tells the follow task what this node has applied, for its report.
+    pub(super) fn note_progress(&self) {
+        if let Some(link) = &self.cluster {
+            let generation = self.core.generation();
+            link.progress
+                .generation
+                .store(generation, Ordering::Relaxed);
+        }
+    }
+
+    /// Shows the cluster as it is now in `status`.
+    fn show_cluster(&mut self) {
+        let Some(link) = &self.cluster else { return };
+        let status = link.status(self.core.generation());
+        let effects = self.core.apply(Event::ClusterView(status), super::now());
+        self.carry_out(effects);
+    }
+}
+
+/// Adds `warning` to every reply among `effects`.
+fn warn_replies(effects: &mut [Effect], warning: &str) {
+    for effect in effects {
+        if let Effect::Reply { response, .. } = effect {
+            if let Some(Value::Object(result)) = response.result.as_mut() {
+                result.insert("warning".into(), Value::String(warning.to_string()));
+            }
+        }
+    }
+}
+
+fn route_list(routes: &BTreeSet<&str>) -> String {
+    let names: Vec<String> = routes.iter().map(|r| format!("route {r:?}")).collect();
+    names.join(", ")
+}
+
+fn describe_state(state: &RouteState) -> String {
+    match &state.canary {
+        Some(c) => format!("active={} canary={}:{}", state.active, c.slot, c.weight),
+        None => format!("active={}", state.active),
+    }
+}
+
+/// Follows etcd for as long as the Controller lives: reads every decision,
+/// watches from the next revision, renews the lease, reports this node and
+/// tries to lead, on one member. A failure starts the whole again on the
+/// next member: at once until every member failed in a row (one going away
+/// breaks the streams while the others still answer), then every
+/// [`RETRY_EVERY`], telling the Controller etcd is down.
+async fn follow(
+    config: ClusterConfig,
+    progress: Arc<NodeProgress>,
+    mailbox: mpsc::WeakSender<Message>,
+) {
+    let mut failures = 0u32;
+    let mut attempt = 0usize;
+    loop {
+        attempt += 1;
+        let error = match session(&config, attempt, &progress, &mailbox, &mut failures).await {
+            Ok(()) => return, // the Controller is gone
+            Err(error) => error,
+        };
+        failures += 1;
+        if (failures as usize) < config.etcd.len() {
+            continue; // the next member, at once
+        }
+        let Some(mailbox) = mailbox.upgrade() else {
+            return;
+        };
+        let message = Message::Cluster(ClusterMessage::Down(error.to_string()));
+        if mailbox.send(message).await.is_err() {
+            return;
+        }
+        drop(mailbox);
+        tokio::time::sleep(RETRY_EVERY).await;
+    }
+}
+
+/// One connected stretch; `Ok` only when the Controller is gone.
+async fn session(
+    config: &ClusterConfig,
+    attempt: usize,
+    progress: &NodeProgress,
+    mailbox: &mpsc::WeakSender<Message>,
+    failures: &mut u32,
+) -> Result<(), StoreError> {
+    let send = |message: ClusterMessage| {
+        let mailbox = mailbox.upgrade();
+        async move {
+            match mailbox {
+                Some(mailbox) => mailbox.send(Message::Cluster(message)).await.is_ok(),
+                None => false,
+            }
+        }
+    };
+    let node = config.node.as_str();
+    let mut store = Store::connect(config, attempt).await?;
+    let (decisions, revision) = store.decisions().await?;
+    let mut leadership = Leadership::new(
+        store.client(),
+        store.keys().clone(),
+        node,
+        LEASE_TTL_SECONDS,
+    )
+    .await?;
+    let mut watch = store.watch(revision + 1).await?;
+    let read = ClusterMessage::Read {
+        store: Box::new(store.clone()),
+        decisions,
+        revision,
+    };
+    if !send(read).await {
+        return Ok(());
+    }
+    *failures = 0;
+    let mut report = tokio::time::interval(REPORT_EVERY);
+    loop {
+        tokio::select! {
+            changes = watch.next() => {
+                let Some(changes) = changes? else {
+                    return Err(StoreError::Ended);
+                };
+                if !send(ClusterMessage::Changes(changes)).await {
+                    return Ok(());
+                }
+            }
+            _ = report.tick() => {
+                if !leadership.renew().await? {
+                    return Err(StoreError::LeaseLost);
+                }
+                let leading = leadership.try_lead().await?.then(|| leadership.held_since()).flatten();
+                let view = NodeView {
+                    node: node.to_string(),
+                    revision: progress.revision.load(Ordering::Relaxed),
+                    generation: progress.generation.load(Ordering::Relaxed),
+                    last_seen: crate::core::rfc3339(SystemTime::now()),
+                    leader: leading.is_some(),
+                };
+                store.report(&view, leadership.lease()).await?;
+                let (nodes, leader) = store.nodes().await?;
+                if !send(ClusterMessage::Report { nodes, leader, leading }).await {
+                    return Ok(());
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,324 @@
+//! `[cluster]`: several switchyard nodes share their decisions through a
+//! real 3-member etcd on loopback. Each node is the real binary with its
+//! own config, state and probes; the backends are shared, as they are
+//! behind several front doors.
+
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use switchyard_tests::etcd::EtcdCluster;
+use switchyard_tests::{config_text, eventually, two_slot_route, Backend, Client, Load, Proxy};
+
+/// Probes often and fail fast, so health moves within a test's time.
+const HEALTH: &str =
+    "[route.health]\npath = \"/health\"\ninterval = \"100ms\"\ntimeout = \"100ms\"\nrise = 1\nfall = 2\n";
+
+struct Nodes {
+    nodes: Vec<Proxy>,
+    _dirs: Vec<tempfile::TempDir>,
+}
+
+/// `n` nodes on `etcd`, route `app` with blue active in every file.
+fn start_nodes(
+    n: usize,
+    etcd: &EtcdCluster,
+    prefix: &str,
+    blue: &Backend,
+    green: &Backend,
+) -> Nodes {
+    let mut nodes = Vec::new();
+    let mut dirs = Vec::new();
+    for i in 1..=n {
+        let dir = tempfile::tempdir().unwrap();
+        let routes = format!(
+            "[cluster]\netcd = {}\nprefix = \"{prefix}\"\nnode = \"node{i}\"\n\n{}{HEALTH}",
+            etcd.toml_endpoints(),
+            two_slot_route("app", "blue", blue, green)
+        );
+        let config = dir.path().join("switchyard.toml");
+        std::fs::write(&config, config_text(&routes)).unwrap();
+        nodes.push(Proxy::start_with_file(dir.path(), &config));
+        dirs.push(dir);
+    }
+    Nodes { nodes, _dirs: dirs }
+}
+
+fn cluster_of(status: &Value) -> &Value {
+    &status["cluster"]
+}
+
+fn active(status: &Value) -> &str {
+    status["routes"][0]["active"].as_str().unwrap_or("?")
+}
+
+/// Waits until every node reached etcd and one of them leads.
+async fn wait_connected(nodes: &Nodes) {
+    for node in &nodes.nodes {
+        node.wait_for_status_within(
+            Duration::from_secs(20),
+            "etcd connected and a leader",
+            |s| cluster_of(s)["connected"] == true && cluster_of(s)["leader"].is_string(),
+        )
+        .await;
+    }
+}
+
+/// Waits until `node` serves `slot` to a new request, and says when.
+async fn wait_serving(node: &Proxy, slot: &str, limit: Duration) -> Instant {
+    let deadline = Instant::now() + limit;
+    let mut client = Client::new(node.addr);
+    loop {
+        if let Ok(reply) = client.get("app", "/which").await {
+            if reply.slot.as_deref() == Some(slot) {
+                return Instant::now();
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} never served {slot} within {limit:?}: {:#}",
+            node.addr,
+            tokio::task::block_in_place(|| node.status())
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+fn cli_in(node: &Proxy, args: &[&str]) -> std::process::Output {
+    tokio::task::block_in_place(|| node.cli(args))
+}
+
+fn history_json(node: &Proxy) -> Vec<Value> {
+    let out = tokio::task::block_in_place(|| {
+        node.cli_ok(&["history", "app", "--json", "--limit", "100"])
+    });
+    let reply: Value = serde_json::from_str(&out).unwrap();
+    reply["result"]["entries"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_switch_on_one_node_moves_every_node_with_no_failed_request() {
+    let etcd = EtcdCluster::start(3);
+    let blue = Backend::start("blue").await;
+    let green = Backend::start("green").await;
+    let nodes = start_nodes(3, &etcd, "/switchyard/switch", &blue, &green);
+    wait_connected(&nodes).await;
+
+    let loads: Vec<Load> = nodes
+        .nodes
+        .iter()
+        .map(|node| Load::start(node.addr, "app", 4, 20_000))
+        .collect();
+    eventually(
+        Duration::from_secs(10),
+        "traffic through every node",
+        || loads.iter().all(|l| l.ok() > 50),
+    )
+    .await;
+
+    let switched = Instant::now();
+    let out = cli_in(
+        &nodes.nodes[0],
+        &["switch", "app", "green", "--reason", "release 2"],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut slowest = Duration::ZERO;
+    for node in &nodes.nodes[1..] {
+        let at = wait_serving(node, "green", Duration::from_secs(5)).await;
+        slowest = slowest.max(at - switched);
+    }
+    println!("switch on node1 -> first green response on every other node: {slowest:?}");
+
+    for node in &nodes.nodes {
+        let status = node
+            .wait_for_status("green active and every node agreeing", |s| {
+                active(s) == "green" && cluster_of(s)["agree"] == true
+            })
+            .await;
+        assert_eq!(status["routes"][0]["previous"], "blue");
+        assert_eq!(cluster_of(&status)["nodes"].as_array().unwrap().len(), 3);
+    }
+    let on_green = green.requests.load(Ordering::Relaxed);
+    eventually(Duration::from_secs(10), "traffic on green", || {
+        green.requests.load(Ordering::Relaxed) > on_green + 100
+    })
+    .await;
+    for (i, load) in loads.into_iter().enumerate() {
+        let (ok, failed, failures) = load.finish().await;
+        assert_eq!(
+            failed,
+            0,
+            "node{}: {ok} ok, {failed} failed: {failures:#?}",
+            i + 1
+        );
+    }
+    // The other nodes record where the decision came from.
+    let adopted = history_json(&nodes.nodes[2]);
+    assert!(
+        adopted
+            .iter()
+            .any(|e| e["trigger"] == "cluster" && e["action"] == "adopt"),
+        "{adopted:#?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn without_etcd_nodes_serve_the_last_decision_refuse_commands_and_catch_up() {
+    let mut etcd = EtcdCluster::start(3);
+    let blue = Backend::start("blue").await;
+    let green = Backend::start("green").await;
+    let nodes = start_nodes(2, &etcd, "/switchyard/static", &blue, &green);
+    wait_connected(&nodes).await;
+    let load = Load::start(nodes.nodes[1].addr, "app", 2, 100_000);
+
+    etcd.kill_all();
+    for node in &nodes.nodes {
+        node.wait_for_status_within(Duration::from_secs(15), "etcd unreachable", |s| {
+            cluster_of(s)["connected"] == false && cluster_of(s)["error"].is_string()
+        })
+        .await;
+    }
+    // Traffic flows on the last decision.
+    let before = load.ok();
+    eventually(Duration::from_secs(5), "traffic without etcd", || {
+        load.ok() > before + 200
+    })
+    .await;
+
+    // A command that needs etcd is refused, saying why and what to do.
+    let out = cli_in(&nodes.nodes[0], &["switch", "app", "green"]);
+    assert!(!out.status.success());
+    let said =
+        String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
+    assert!(said.contains("etcd") && said.contains("--local"), "{said}");
+    let status = tokio::task::block_in_place(|| nodes.nodes[0].status());
+    assert_eq!(active(&status), "blue", "a refused switch changes nothing");
+
+    // --local applies on this node alone, and says so.
+    let out = cli_in(
+        &nodes.nodes[0],
+        &["switch", "app", "green", "--local", "--reason", "emergency"],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let status = tokio::task::block_in_place(|| nodes.nodes[0].status());
+    assert_eq!(active(&status), "green");
+    assert_eq!(
+        cluster_of(&status)["local_only"],
+        serde_json::json!(["app"])
+    );
+    let other = tokio::task::block_in_place(|| nodes.nodes[1].status());
+    assert_eq!(active(&other), "blue", "node2 did not hear of it");
+
+    // etcd returns: nobody changed the route meanwhile, so the local
+    // change is written and every node takes it.
+    etcd.restart_stopped();
+    for node in &nodes.nodes {
+        node.wait_for_status_within(
+            Duration::from_secs(20),
+            "connected again, green everywhere",
+            |s| cluster_of(s)["connected"] == true && active(s) == "green",
+        )
+        .await;
+    }
+    let (ok, failed, failures) = load.finish().await;
+    assert_eq!(failed, 0, "{ok} ok, {failed} failed: {failures:#?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn killing_the_etcd_leader_loses_no_acknowledged_switch() {
+    let mut etcd = EtcdCluster::start(3);
+    let blue = Backend::start("blue").await;
+    let green = Backend::start("green").await;
+    let nodes = start_nodes(3, &etcd, "/switchyard/raft", &blue, &green);
+    wait_connected(&nodes).await;
+
+    let mut acknowledged = Vec::new();
+    let mut refused = 0;
+    for i in 0..12 {
+        if i == 4 {
+            let leader = etcd.leader().await;
+            etcd.kill(leader);
+        }
+        let slot = if i % 2 == 0 { "green" } else { "blue" };
+        let node = &nodes.nodes[i % 3];
+        let out = cli_in(node, &["switch", "app", slot, "--force", "--no-guard"]);
+        if out.status.success() {
+            acknowledged.push(slot);
+        } else {
+            refused += 1;
+            let said = String::from_utf8_lossy(&out.stderr).to_string();
+            assert!(
+                said.contains("etcd") || said.contains("another node"),
+                "{said}"
+            );
+        }
+    }
+    let last = *acknowledged.last().expect("some switch was acknowledged");
+    println!(
+        "{} switches acknowledged, {refused} refused while etcd elected a new leader",
+        acknowledged.len()
+    );
+    for node in &nodes.nodes {
+        node.wait_for_status_within(
+            Duration::from_secs(20),
+            "the last acknowledged switch everywhere",
+            |s| active(s) == last && cluster_of(s)["agree"] == true,
+        )
+        .await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_fail_back_is_taken_once_by_the_leader() {
+    let etcd = EtcdCluster::start(3);
+    let blue = Backend::start("blue").await;
+    let green = Backend::start("green").await;
+    let nodes = start_nodes(3, &etcd, "/switchyard/failback", &blue, &green);
+    wait_connected(&nodes).await;
+    let out = cli_in(&nodes.nodes[1], &["switch", "app", "green", "--no-guard"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for node in &nodes.nodes {
+        node.wait_for_status("green everywhere", |s| active(s) == "green")
+            .await;
+    }
+
+    green.healthy.store(false, Ordering::Relaxed);
+    for node in &nodes.nodes {
+        node.wait_for_status_within(Duration::from_secs(10), "failed back to blue", |s| {
+            active(s) == "blue"
+        })
+        .await;
+    }
+    let failbacks: usize = nodes
+        .nodes
+        .iter()
+        .map(|node| {
+            history_json(node)
+                .iter()
+                .filter(|e| e["trigger"] == "failback" && e["action"] == "switch")
+                .count()
+        })
+        .sum();
+    assert_eq!(failbacks, 1, "one node (the leader) decides the fail-back");
+    let leaders: Vec<Value> = nodes
+        .nodes
+        .iter()
+        .map(|n| cluster_of(&tokio::task::block_in_place(|| n.status()))["leader"].clone())
+        .collect();
+    assert!(leaders.windows(2).all(|w| w[0] == w[1]), "{leaders:?}");
+}
