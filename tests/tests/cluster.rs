@@ -3,12 +3,13 @@
 //! own config, state and probes; the backends are shared, as they are
 //! behind several front doors.
 
+use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use switchyard_tests::etcd::EtcdCluster;
-use switchyard_tests::{config_text, eventually, two_slot_route, Backend, Client, Load, Proxy};
+use switchyard_tests::{config_text, eventually, Backend, Client, Load, Proxy};
 
 /// Probes often and fail fast, so health moves within a test's time.
 const HEALTH: &str =
@@ -19,7 +20,26 @@ struct Nodes {
     _dirs: Vec<tempfile::TempDir>,
 }
 
-/// `n` nodes on `etcd`, route `app` with blue active in every file.
+/// Node `i` on `etcd`, route `app` with blue active in its file and its
+/// own view of where blue and green are.
+fn start_node(
+    i: usize,
+    etcd: &EtcdCluster,
+    prefix: &str,
+    blue: SocketAddr,
+    green: SocketAddr,
+) -> (Proxy, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let routes = format!(
+        "[cluster]\netcd = {}\nprefix = \"{prefix}\"\nnode = \"node{i}\"\n\n[[route]]\nname = \"app\"\nactive = \"blue\"\n[route.slots]\nblue = [\"{blue}\"]\ngreen = [\"{green}\"]\n{HEALTH}",
+        etcd.toml_endpoints(),
+    );
+    let config = dir.path().join("switchyard.toml");
+    std::fs::write(&config, config_text(&routes)).unwrap();
+    (Proxy::start_with_file(dir.path(), &config), dir)
+}
+
+/// `n` nodes on `etcd`, all seeing the same blue and green.
 fn start_nodes(
     n: usize,
     etcd: &EtcdCluster,
@@ -27,20 +47,9 @@ fn start_nodes(
     blue: &Backend,
     green: &Backend,
 ) -> Nodes {
-    let mut nodes = Vec::new();
-    let mut dirs = Vec::new();
-    for i in 1..=n {
-        let dir = tempfile::tempdir().unwrap();
-        let routes = format!(
-            "[cluster]\netcd = {}\nprefix = \"{prefix}\"\nnode = \"node{i}\"\n\n{}{HEALTH}",
-            etcd.toml_endpoints(),
-            two_slot_route("app", "blue", blue, green)
-        );
-        let config = dir.path().join("switchyard.toml");
-        std::fs::write(&config, config_text(&routes)).unwrap();
-        nodes.push(Proxy::start_with_file(dir.path(), &config));
-        dirs.push(dir);
-    }
+    let (nodes, dirs) = (1..=n)
+        .map(|i| start_node(i, etcd, prefix, blue.addr, green.addr))
+        .unzip();
     Nodes { nodes, _dirs: dirs }
 }
 
@@ -304,16 +313,7 @@ async fn a_fail_back_is_taken_once_by_the_leader() {
         })
         .await;
     }
-    let failbacks: usize = nodes
-        .nodes
-        .iter()
-        .map(|node| {
-            history_json(node)
-                .iter()
-                .filter(|e| e["trigger"] == "failback" && e["action"] == "switch")
-                .count()
-        })
-        .sum();
+    let failbacks: usize = nodes.nodes.iter().map(failbacks_in).sum();
     assert_eq!(failbacks, 1, "one node (the leader) decides the fail-back");
     let leaders: Vec<Value> = nodes
         .nodes
@@ -321,4 +321,109 @@ async fn a_fail_back_is_taken_once_by_the_leader() {
         .map(|n| cluster_of(&tokio::task::block_in_place(|| n.status()))["leader"].clone())
         .collect();
     assert!(leaders.windows(2).all(|w| w[0] == w[1]), "{leaders:?}");
+}
+
+fn failbacks_in(node: &Proxy) -> usize {
+    history_json(node)
+        .iter()
+        .filter(|e| e["trigger"] == "failback")
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_slot_down_for_one_node_alone_moves_nobody_and_down_for_most_fails_back_once() {
+    let etcd = EtcdCluster::start(3);
+    let blue = Backend::start("blue").await;
+    let green = Backend::start("green").await;
+    // node3 sees green at an address nothing listens on (its own network
+    // to green is broken), and starts first so that it leads: its own
+    // probes alone would fail everyone back.
+    let nowhere = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let prefix = "/switchyard/views";
+    let (node3, dir3) = start_node(3, &etcd, prefix, blue.addr, nowhere);
+    node3
+        .wait_for_status_within(Duration::from_secs(20), "node3 leads", |s| {
+            cluster_of(s)["leader"] == "node3"
+        })
+        .await;
+    let (node1, dir1) = start_node(1, &etcd, prefix, blue.addr, green.addr);
+    let (node2, dir2) = start_node(2, &etcd, prefix, blue.addr, green.addr);
+    let nodes = Nodes {
+        nodes: vec![node1, node2, node3],
+        _dirs: vec![dir1, dir2, dir3],
+    };
+    let node3 = &nodes.nodes[2];
+    wait_connected(&nodes).await;
+    node3
+        .wait_for_status_within(Duration::from_secs(10), "every node reporting", |s| {
+            cluster_of(s)["nodes"]
+                .as_array()
+                .is_some_and(|n| n.len() == 3)
+        })
+        .await;
+    let out = cli_in(&nodes.nodes[0], &["switch", "app", "green", "--no-guard"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // The leader hears node3's own view (green down) and the two others
+    // (green up), more than once.
+    let seen_down = |s: &Value| {
+        cluster_of(s)["nodes"].as_array().and_then(|nodes| {
+            let n3 = nodes.iter().find(|n| n["node"] == "node3")?;
+            (n3["slots"]["app"]["green"] == "unhealthy")
+                .then(|| n3["last_seen"].as_str().map(str::to_string))?
+        })
+    };
+    let first = node3
+        .wait_for_status_within(Duration::from_secs(10), "node3 reporting green down", |s| {
+            seen_down(s).is_some()
+        })
+        .await;
+    let first = seen_down(&first).unwrap();
+    node3
+        .wait_for_status_within(Duration::from_secs(10), "two more reports of it", |s| {
+            seen_down(s).is_some_and(|at| {
+                let (a, b) = (
+                    humantime::parse_rfc3339(&at),
+                    humantime::parse_rfc3339(&first),
+                );
+                a.ok()
+                    .zip(b.ok())
+                    .and_then(|(a, b)| a.duration_since(b).ok())
+                    .is_some_and(|d| d >= Duration::from_secs(2))
+            })
+        })
+        .await;
+    for node in &nodes.nodes {
+        let status = tokio::task::block_in_place(|| node.status());
+        assert_eq!(
+            active(&status),
+            "green",
+            "one node's view moved the route: {status:#}"
+        );
+        assert_eq!(failbacks_in(node), 0);
+    }
+
+    // Green goes down for everyone: a majority sees it, the leader fails
+    // back once, and every node follows.
+    green.healthy.store(false, Ordering::Relaxed);
+    for node in &nodes.nodes {
+        node.wait_for_status_within(Duration::from_secs(10), "failed back to blue", |s| {
+            active(s) == "blue"
+        })
+        .await;
+    }
+    let failbacks: usize = nodes.nodes.iter().map(failbacks_in).sum();
+    assert_eq!(failbacks, 1);
+    assert_eq!(
+        failbacks_in(&nodes.nodes[2]),
+        1,
+        "node3, the leader, decided it"
+    );
 }

@@ -28,6 +28,7 @@ use super::{Controller, Message};
 use crate::cluster::leader::Leadership;
 use crate::cluster::store::{Change, Decision, Store, StoreError, Written};
 use crate::core::{same_decision, Effect, Event};
+use crate::health::SlotHealth;
 use crate::protocol::{ClusterStatus, ErrorKind, NodeView, Response};
 use crate::state_file::RouteState;
 
@@ -76,6 +77,8 @@ pub(super) enum ClusterMessage {
 pub(super) struct NodeProgress {
     generation: AtomicU64,
     revision: AtomicI64,
+    /// Route → slot → health as this node sees it.
+    slots: std::sync::Mutex<BTreeMap<String, BTreeMap<String, SlotHealth>>>,
 }
 
 /// A route's decision as etcd holds it, with this node's file record.
@@ -201,6 +204,7 @@ impl ClusterLink {
             generation,
             last_seen: crate::core::rfc3339(SystemTime::now()),
             leader: self.leading.is_some(),
+            slots: BTreeMap::new(),
         }
     }
 
@@ -258,6 +262,14 @@ impl Controller {
         if changed.is_empty() {
             return effects;
         }
+        // A command that waited (a switch for its slot's health) is
+        // answered in the batch of the checks that let it through: it is
+        // still the command's change.
+        let answers_a_command = effects.iter().any(|e| matches!(e, Effect::Reply { .. }));
+        let origin = match origin {
+            Origin::Automatic if answers_a_command => Origin::Command { local: false },
+            other => other,
+        };
         if origin == (Origin::Command { local: true }) {
             if link.connected {
                 let why =
@@ -570,6 +582,15 @@ impl Controller {
             link.progress
                 .generation
                 .store(generation, Ordering::Relaxed);
+            let views = self.core.slot_views();
+            let mut slots = link
+                .progress
+                .slots
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            if *slots != views {
+                *slots = views;
+            }
         }
     }
 
@@ -699,6 +720,7 @@ async fn session(
                     generation: progress.generation.load(Ordering::Relaxed),
                     last_seen: crate::core::rfc3339(SystemTime::now()),
                     leader: leading.is_some(),
+                    slots: progress.slots.lock().unwrap_or_else(|e| e.into_inner()).clone(),
                 };
                 store.report(&view, leadership.lease()).await?;
                 let (nodes, leader) = store.nodes().await?;

@@ -11,6 +11,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use switchyard_conf::RouteConfig;
 
 use super::{describe, Core, Level, Now};
+use crate::health::SlotHealth;
 use crate::history::{Action, HistoryEntry, Trigger};
 use crate::protocol::ClusterStatus;
 use crate::state_file::RouteState;
@@ -114,9 +115,89 @@ impl Core {
         }
     }
 
-    /// What `status` shows of the cluster.
-    pub(super) fn set_cluster_status(&mut self, status: ClusterStatus) {
+    /// What `status` shows of the cluster, with every node's report. The
+    /// leader looks at every route again with the reports it brings.
+    pub(super) fn set_cluster_status(&mut self, status: ClusterStatus, now: Now) {
         self.cluster = Some(status);
+        if !self.deciding {
+            return;
+        }
+        let routes: Vec<String> = self.routes.keys().cloned().collect();
+        let mut decided = false;
+        for route in routes {
+            decided |= self.react(&route, now);
+        }
+        if decided {
+            self.publish(now);
+        }
+    }
+
+    /// Every slot's health as this node's probes see it, for its report.
+    pub fn slot_views(&self) -> BTreeMap<String, BTreeMap<String, SlotHealth>> {
+        self.config
+            .routes
+            .iter()
+            .map(|route| {
+                let slots = route
+                    .slots
+                    .keys()
+                    .map(|slot| (slot.clone(), self.health.slot_health(&route.name, slot)))
+                    .collect();
+                (route.name.clone(), slots)
+            })
+            .collect()
+    }
+
+    /// A slot's health as automatic decisions see it: this node's view
+    /// alone without `[cluster]`; with it, weighed with the fresh reports
+    /// of the other nodes (see [`weigh`]).
+    pub(super) fn decision_health(&self, route: &str, slot: &str, now: Now) -> SlotHealth {
+        let own = self.health.slot_health(route, slot);
+        let Some(cluster) = &self.cluster else {
+            return own;
+        };
+        let others = cluster
+            .nodes
+            .iter()
+            .filter(|n| n.node != cluster.node && fresh(&n.last_seen, now))
+            .filter_map(|n| n.slots.get(route)?.get(slot).copied());
+        weigh(std::iter::once(own).chain(others))
+    }
+}
+
+/// How old a node's report may be and still count: a node reports every
+/// second, and one that stops has its report removed when its lease
+/// (5 s) runs out.
+const REPORT_FRESH_FOR: std::time::Duration = std::time::Duration::from_secs(3);
+
+fn fresh(last_seen: &str, now: Now) -> bool {
+    humantime::parse_rfc3339(last_seen).is_ok_and(|seen| {
+        now.wall
+            .duration_since(seen)
+            .map_or(true, |age| age <= REPORT_FRESH_FOR)
+    })
+}
+
+/// The cluster's verdict on a slot from every node's view of it: unhealthy
+/// only when more than half of the nodes see it unhealthy, so a slot down
+/// from one node's network alone moves nobody; healthy when any node sees
+/// it healthy and no majority sees it down; unknown otherwise.
+pub fn weigh(views: impl IntoIterator<Item = SlotHealth>) -> SlotHealth {
+    let (mut total, mut healthy, mut unhealthy) = (0, 0, 0);
+    for view in views {
+        total += 1;
+        match view {
+            SlotHealth::Healthy => healthy += 1,
+            SlotHealth::Unhealthy => unhealthy += 1,
+            SlotHealth::Unknown => {}
+        }
+    }
+    if unhealthy * 2 > total {
+        SlotHealth::Unhealthy
+    } else if healthy > 0 {
+        SlotHealth::Healthy
+    } else {
+        SlotHealth::Unknown
     }
 }
 
@@ -167,6 +248,19 @@ mod tests {
             guard: None,
             recent: Vec::new(),
         }
+    }
+
+    #[test]
+    fn a_slot_is_down_for_the_cluster_only_when_most_nodes_see_it_down() {
+        use SlotHealth::{Healthy as H, Unhealthy as U, Unknown as K};
+        assert_eq!(weigh([U]), U, "one node alone decides alone");
+        assert_eq!(weigh([U, H, H]), H, "one node's network moves nobody");
+        assert_eq!(weigh([U, U, H]), U);
+        assert_eq!(weigh([U, H]), H, "a tie moves nobody");
+        assert_eq!(weigh([U, U]), U);
+        assert_eq!(weigh([U, K, K]), K);
+        assert_eq!(weigh([U, U, K]), U);
+        assert_eq!(weigh([K, H, K]), H);
     }
 
     #[test]

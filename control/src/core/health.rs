@@ -107,7 +107,7 @@ impl Core {
         };
         let (mut after, reactions) = apply_health(
             &before,
-            |slot| self.health.slot_health(route_name, slot),
+            |slot| self.decision_health(route_name, slot, now),
             &failover,
             &time,
         );

@@ -354,7 +354,7 @@ impl Core {
             Event::AcmeReport { hosts, failed } => self.acme_report(hosts, failed, now),
             Event::Adopt { routes, why, whole } => self.adopt(routes, &why, whole, now),
             Event::Deciding(deciding) => self.set_deciding(deciding, now),
-            Event::ClusterView(status) => self.set_cluster_status(status),
+            Event::ClusterView(status) => self.set_cluster_status(status, now),
         }
         self.check_invariants(now);
         std::mem::take(&mut self.effects)

@@ -6,6 +6,7 @@
 //! left out when unset has `skip_serializing_if`. Scripts (`jq` in
 //! `examples/`) and the end-to-end tests read these names.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::{Duration, SystemTime};
 
@@ -82,6 +83,10 @@ pub struct NodeView {
     pub last_seen: String,
     /// Whether the node holds the leader key.
     pub leader: bool,
+    /// Route → slot → the slot's health as this node's probes see it:
+    /// what the leader weighs.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub slots: BTreeMap<String, BTreeMap<String, SlotHealth>>,
 }
 
 /// `status.config`: the config file and its reloads.
