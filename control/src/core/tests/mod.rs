@@ -18,6 +18,7 @@ use crate::protocol::{Request, Response};
 use crate::state_file::{LoadedState, RouteState};
 use crate::table::RoutingTable;
 
+mod cluster;
 mod commands;
 mod guard;
 mod health;
