@@ -168,13 +168,14 @@ async fn a_switch_on_one_node_moves_every_node_with_no_failed_request() {
             i + 1
         );
     }
-    // The other nodes record where the decision came from.
-    let adopted = history_json(&nodes.nodes[2]);
+    // Any node's history, read from etcd, has the switch and who made it.
+    let history = history_json(&nodes.nodes[2]);
     assert!(
-        adopted
-            .iter()
-            .any(|e| e["trigger"] == "cluster" && e["action"] == "adopt"),
-        "{adopted:#?}"
+        history.iter().any(|e| e["trigger"] == "admin"
+            && e["action"] == "switch"
+            && e["node"] == "node1"
+            && e["reason"] == "release 2"),
+        "{history:#?}"
     );
 }
 
@@ -228,6 +229,14 @@ async fn without_etcd_nodes_serve_the_last_decision_refuse_commands_and_catch_up
     );
     let other = tokio::task::block_in_place(|| nodes.nodes[1].status());
     assert_eq!(active(&other), "blue", "node2 did not hear of it");
+    // Without etcd, `history` reads the node's own file.
+    let history = history_json(&nodes.nodes[0]);
+    assert!(
+        history
+            .iter()
+            .any(|e| e["action"] == "switch" && e["reason"] == "emergency"),
+        "{history:#?}"
+    );
 
     // etcd returns: nobody changed the route meanwhile, so the local
     // change is written and every node takes it.
@@ -313,8 +322,16 @@ async fn a_fail_back_is_taken_once_by_the_leader() {
         })
         .await;
     }
-    let failbacks: usize = nodes.nodes.iter().map(failbacks_in).sum();
-    assert_eq!(failbacks, 1, "one node (the leader) decides the fail-back");
+    // Every node reads the one fail-back from etcd, made by the leader.
+    let leader =
+        cluster_of(&tokio::task::block_in_place(|| nodes.nodes[0].status()))["leader"].clone();
+    for node in &nodes.nodes {
+        assert_eq!(
+            failbacks_by(node),
+            vec![leader.clone()],
+            "one node (the leader) decides the fail-back"
+        );
+    }
     let leaders: Vec<Value> = nodes
         .nodes
         .iter()
@@ -323,11 +340,13 @@ async fn a_fail_back_is_taken_once_by_the_leader() {
     assert!(leaders.windows(2).all(|w| w[0] == w[1]), "{leaders:?}");
 }
 
-fn failbacks_in(node: &Proxy) -> usize {
+/// The node that made each fail-back in `node`'s history.
+fn failbacks_by(node: &Proxy) -> Vec<Value> {
     history_json(node)
         .iter()
         .filter(|e| e["trigger"] == "failback")
-        .count()
+        .map(|e| e["node"].clone())
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -407,7 +426,7 @@ async fn a_slot_down_for_one_node_alone_moves_nobody_and_down_for_most_fails_bac
             "green",
             "one node's view moved the route: {status:#}"
         );
-        assert_eq!(failbacks_in(node), 0);
+        assert_eq!(failbacks_by(node), Vec::<Value>::new());
     }
 
     // Green goes down for everyone: a majority sees it, the leader fails
@@ -419,11 +438,11 @@ async fn a_slot_down_for_one_node_alone_moves_nobody_and_down_for_most_fails_bac
         })
         .await;
     }
-    let failbacks: usize = nodes.nodes.iter().map(failbacks_in).sum();
-    assert_eq!(failbacks, 1);
-    assert_eq!(
-        failbacks_in(&nodes.nodes[2]),
-        1,
-        "node3, the leader, decided it"
-    );
+    for node in &nodes.nodes {
+        assert_eq!(
+            failbacks_by(node),
+            vec![Value::from("node3")],
+            "once, by node3, the leader"
+        );
+    }
 }

@@ -73,34 +73,27 @@ async fn a_cas_write_survives_the_leader_being_killed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_stores_see_each_others_writes_and_never_overwrite_silently() {
     use switchyard_control::cluster::store::{Change, Store, Written};
-    use switchyard_control::state_file::RouteState;
 
     let cluster = EtcdCluster::start(3);
-    let config = switchyard_conf::ClusterConfig {
-        etcd: cluster.endpoints(),
-        prefix: "/switchyard/test".into(),
-        node: "a".into(),
-    };
-    let state = |active: &str| -> RouteState {
-        serde_json::from_value(serde_json::json!({
-            "active": active, "previous": null, "canary": null, "source": "admin",
-            "file_active": "blue", "file_canary": null, "changed_at": "2026-12-02T12:00:00Z"
-        }))
-        .unwrap()
-    };
+    let config = cluster_config(&cluster, "/switchyard/test");
     let mut a = Store::connect(&config, 0).await.unwrap();
     let mut b = Store::connect(&config, 0).await.unwrap();
     let (empty, read_at) = b.decisions().await.unwrap();
     assert!(empty.is_empty());
     let mut watch = b.watch(read_at + 1).await.unwrap();
 
-    let Written::Done { revision } = a.write("app", &state("blue"), None, None).await.unwrap()
+    let Written::Done { revision } = a
+        .write("app", &state("blue"), None, None, &[])
+        .await
+        .unwrap()
     else {
         panic!("the first write of a route creates it");
     };
     // Creating again loses: the route has a decision already.
     assert!(matches!(
-        a.write("app", &state("red"), None, None).await.unwrap(),
+        a.write("app", &state("red"), None, None, &[])
+            .await
+            .unwrap(),
         Written::Lost { .. }
     ));
     let seen = watch.next().await.unwrap().unwrap();
@@ -110,12 +103,12 @@ async fn two_stores_see_each_others_writes_and_never_overwrite_silently() {
 
     // Both act on the same revision: one wins, the other learns the winner.
     let won = b
-        .write("app", &state("green"), Some(revision), None)
+        .write("app", &state("green"), Some(revision), None, &[])
         .await
         .unwrap();
     assert!(matches!(won, Written::Done { .. }));
     match a
-        .write("app", &state("red"), Some(revision), None)
+        .write("app", &state("red"), Some(revision), None, &[])
         .await
         .unwrap()
     {
@@ -171,4 +164,98 @@ async fn one_node_leads_and_another_takes_over_when_it_goes() {
         assert!(c.renew().await.unwrap());
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// A decision's history entries are written with it, read back in time
+/// order across routes, and trimmed to the newest ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_goes_with_its_decision_and_stays_bounded() {
+    use switchyard_control::cluster::store::{Store, Written};
+    use switchyard_control::history::{Action, HistoryEntry, Trigger};
+
+    let cluster = EtcdCluster::start(1);
+    let config = cluster_config(&cluster, "/switchyard/history");
+    let entry = |route: &str, n: usize| HistoryEntry {
+        reason: Some(format!("change {n}")),
+        node: Some("a".into()),
+        ..HistoryEntry::new(
+            "2026-12-02T12:00:00Z",
+            Trigger::Admin,
+            route,
+            Action::Switch,
+        )
+    };
+    let mut store = Store::connect(&config, 0).await.unwrap();
+    let mut seen = [None, None];
+    for n in 0..30 {
+        let (i, route) = if n % 3 == 0 { (1, "api") } else { (0, "app") };
+        let slot = if n % 2 == 0 { "green" } else { "blue" };
+        let written = store
+            .write(route, &state(slot), seen[i], None, &[entry(route, n)])
+            .await
+            .unwrap();
+        let Written::Done { revision } = written else {
+            panic!("{written:?}");
+        };
+        seen[i] = Some(revision);
+    }
+    // A lost write leaves no history.
+    let lost = store
+        .write("app", &state("red"), Some(1), None, &[entry("app", 99)])
+        .await
+        .unwrap();
+    assert!(matches!(lost, Written::Lost { .. }));
+
+    let reasons = |entries: Vec<HistoryEntry>| -> Vec<String> {
+        entries.into_iter().map(|e| e.reason.unwrap()).collect()
+    };
+    let all = reasons(store.history(None, 5).await.unwrap());
+    assert_eq!(
+        all,
+        [
+            "change 25",
+            "change 26",
+            "change 27",
+            "change 28",
+            "change 29"
+        ]
+    );
+    let api = reasons(store.history(Some("api"), 3).await.unwrap());
+    assert_eq!(api, ["change 21", "change 24", "change 27"]);
+
+    // 20 entries of app: keeping 5 drops the 15 oldest.
+    store.trim_history("app", 5).await.unwrap();
+    let app = reasons(store.history(Some("app"), 100).await.unwrap());
+    assert_eq!(
+        app,
+        [
+            "change 23",
+            "change 25",
+            "change 26",
+            "change 28",
+            "change 29"
+        ]
+    );
+    assert_eq!(
+        store.history(Some("api"), 100).await.unwrap().len(),
+        10,
+        "other routes untouched"
+    );
+}
+
+fn cluster_config(cluster: &EtcdCluster, prefix: &str) -> switchyard_conf::ClusterConfig {
+    switchyard_conf::ClusterConfig {
+        etcd: cluster.endpoints(),
+        prefix: prefix.into(),
+        node: "a".into(),
+    }
+}
+
+/// A decision with `active`, as another node would write it.
+fn state(active: &str) -> switchyard_control::state_file::RouteState {
+    serde_json::from_value(serde_json::json!({
+        "active": active, "previous": null, "canary": null, "source": "admin",
+        "file_active": "blue", "file_canary": null, "changed_at": "2026-12-02T12:00:00Z"
+    }))
+    .unwrap()
 }

@@ -42,6 +42,23 @@ impl Keys {
         format!("{}{name}", self.nodes())
     }
 
+    /// Every route's history is under this.
+    pub fn history(&self) -> String {
+        format!("{}/history/", self.base)
+    }
+
+    /// One route's history: its entries sort by key in time order.
+    pub fn route_history(&self, route: &str) -> String {
+        format!("{}{route}/", self.history())
+    }
+
+    /// One history entry: the time in nanoseconds since the epoch, zero
+    /// padded so keys sort as times, then the node (two nodes' entries in
+    /// the same nanosecond do not collide).
+    pub fn history_entry(&self, route: &str, unix_nanos: u128, node: &str) -> String {
+        format!("{}{unix_nanos:020}-{node}", self.route_history(route))
+    }
+
     /// Held by the node that takes the automatic decisions.
     pub fn leader(&self) -> String {
         format!("{}/leader", self.base)
@@ -65,5 +82,14 @@ mod tests {
         assert_eq!(root.route("app"), "/routes/app");
         assert_eq!(root.route_of("/routes/app"), Some("app"));
         assert_eq!(root.node("n1"), "/nodes/n1");
+        assert_eq!(
+            keys.history_entry("app", 1_700_000_000_000_000_000, "n1"),
+            "/switchyard/prod/history/app/01700000000000000000-n1"
+        );
+        assert!(
+            keys.history_entry("app", 999, "n") < keys.history_entry("app", 1_000, "n"),
+            "keys sort as times"
+        );
+        assert_eq!(keys.route_of(&keys.history_entry("app", 1, "n")), None);
     }
 }

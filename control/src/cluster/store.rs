@@ -6,12 +6,13 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use etcd_client::{
-    Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, PutOptions, Txn, TxnOp,
-    TxnOpResponse, WatchOptions, WatchStream,
+    Client, Compare, CompareOp, ConnectOptions, DeleteOptions, EventType, GetOptions, PutOptions,
+    SortOrder, SortTarget, Txn, TxnOp, TxnOpResponse, WatchOptions, WatchStream,
 };
 use switchyard_conf::ClusterConfig;
 
 use super::Keys;
+use crate::history::HistoryEntry;
 use crate::protocol::NodeView;
 use crate::state_file::RouteState;
 
@@ -129,6 +130,7 @@ impl Store {
         state: &RouteState,
         seen: Option<i64>,
         leader: Option<i64>,
+        history: &[HistoryEntry],
     ) -> Result<Written, StoreError> {
         let key = self.keys.route(route);
         let value = serde_json::to_vec(state).expect("a RouteState serializes");
@@ -144,9 +146,18 @@ impl Store {
                 created,
             ));
         }
+        // The history of the change is written with it, or not at all.
+        let mut puts = vec![TxnOp::put(key.as_str(), value, None)];
+        let now = unix_nanos();
+        for (i, entry) in history.iter().enumerate() {
+            let node = entry.node.as_deref().unwrap_or("-");
+            let key = self.keys.history_entry(route, now + i as u128, node);
+            let value = serde_json::to_vec(entry).expect("a history entry serializes");
+            puts.push(TxnOp::put(key, value, None));
+        }
         let txn = Txn::new()
             .when(compare)
-            .and_then([TxnOp::put(key.as_str(), value, None)])
+            .and_then(puts)
             .or_else([TxnOp::get(key.as_str(), None)]);
         let answer = self.client.txn(txn).await?;
         if answer.succeeded() {
@@ -162,6 +173,77 @@ impl Store {
             }
         }
         Ok(Written::Lost { current })
+    }
+
+    /// Drops `route`'s oldest history entries beyond the newest `keep`
+    /// (only once there are `keep / 10` more, so that most writes delete
+    /// nothing).
+    pub async fn trim_history(&mut self, route: &str, keep: i64) -> Result<(), StoreError> {
+        let prefix = self.keys.route_history(route);
+        let count = self
+            .client
+            .get(
+                prefix.as_str(),
+                Some(GetOptions::new().with_prefix().with_count_only()),
+            )
+            .await?
+            .count();
+        if count <= keep + keep / 10 {
+            return Ok(());
+        }
+        let oldest = self
+            .client
+            .get(
+                prefix.as_str(),
+                Some(
+                    GetOptions::new()
+                        .with_prefix()
+                        .with_keys_only()
+                        .with_sort(SortTarget::Key, SortOrder::Ascend)
+                        .with_limit(count - keep),
+                ),
+            )
+            .await?;
+        let (Some(first), Some(last)) = (oldest.kvs().first(), oldest.kvs().last()) else {
+            return Ok(());
+        };
+        // The range end is exclusive: just past the last key to drop.
+        let mut end = last.key().to_vec();
+        end.push(0);
+        self.client
+            .delete(first.key(), Some(DeleteOptions::new().with_range(end)))
+            .await?;
+        Ok(())
+    }
+
+    /// The newest `limit` history entries of `route` (of every route with
+    /// `None`), oldest first, as every node wrote them.
+    pub async fn history(
+        &mut self,
+        route: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<HistoryEntry>, StoreError> {
+        let prefix = match route {
+            Some(route) => self.keys.route_history(route),
+            None => self.keys.history(),
+        };
+        let got = self
+            .client
+            .get(prefix.as_str(), Some(GetOptions::new().with_prefix()))
+            .await?;
+        // Keys end in `<nanos>-<node>`: sort every route's entries by time.
+        let mut entries: Vec<(String, HistoryEntry)> = got
+            .kvs()
+            .iter()
+            .filter_map(|kv| {
+                let key = kv.key_str().ok()?;
+                let stamp = key.rsplit('/').next()?.to_string();
+                Some((stamp, serde_json::from_slice(kv.value()).ok()?))
+            })
+            .collect();
+        entries.sort_by(|a, b| a.0.cmp(&b.0));
+        let skip = entries.len().saturating_sub(limit);
+        Ok(entries.into_iter().skip(skip).map(|(_, e)| e).collect())
     }
 
     /// Puts this node's report under its lease: it disappears when the
@@ -266,4 +348,10 @@ fn decode(route: &str, value: &[u8], revision: i64) -> Result<Decision, StoreErr
         error: e.to_string(),
     })?;
     Ok(Decision { state, revision })
+}
+
+fn unix_nanos() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos())
 }

@@ -29,6 +29,7 @@ use crate::cluster::leader::Leadership;
 use crate::cluster::store::{Change, Decision, Store, StoreError, Written};
 use crate::core::{same_decision, Effect, Event};
 use crate::health::SlotHealth;
+use crate::history::HistoryEntry;
 use crate::protocol::{ClusterStatus, ErrorKind, NodeView, Response};
 use crate::state_file::RouteState;
 
@@ -37,6 +38,8 @@ use crate::state_file::RouteState;
 const LEASE_TTL_SECONDS: i64 = 5;
 /// How often the lease is renewed, the report written and the others read.
 const REPORT_EVERY: Duration = Duration::from_secs(1);
+/// History entries kept in etcd per route (the newest).
+const HISTORY_KEPT: i64 = 1_000;
 /// How long a lost connection waits before the next try.
 const RETRY_EVERY: Duration = Duration::from_millis(500);
 
@@ -109,7 +112,7 @@ impl Origin {
                 local: request.local(),
             },
             Event::ConfigRead { .. } | Event::NamesResolved { .. } => Origin::Config,
-            Event::Adopt { .. } | Event::ClusterView(_) => Origin::Adopted,
+            Event::Adopt { .. } => Origin::Adopted,
             _ => Origin::Automatic,
         }
     }
@@ -329,13 +332,34 @@ impl Controller {
                 effects,
             );
         };
+        // Every entry says which node made it; a route's entries go to
+        // etcd with its decision.
+        let mut history: BTreeMap<String, Vec<HistoryEntry>> = BTreeMap::new();
+        for effect in &mut effects {
+            if let Effect::AppendHistory(entry) = effect {
+                entry.node = Some(link.config.node.clone());
+                history
+                    .entry(entry.route.clone())
+                    .or_default()
+                    .push(entry.clone());
+            }
+        }
         let mut failed = Vec::new();
         let mut unwritten = None;
         for (route, state) in changed {
             let seen = link.known.get(&route).and_then(|k| k.revision);
-            match store.write(&route, &state, seen, leader).await {
+            let entries = history.get(&route).map_or(&[][..], Vec::as_slice);
+            match store.write(&route, &state, seen, leader, entries).await {
                 Ok(Written::Done { revision }) => {
                     ::metrics::counter!(CLUSTER_WRITES, "result" => "ok").increment(1);
+                    if !entries.is_empty() {
+                        let (mut store, route) = (store.clone(), route.clone());
+                        tokio::spawn(async move {
+                            if let Err(error) = store.trim_history(&route, HISTORY_KEPT).await {
+                                tracing::warn!(route, "cannot trim the history in etcd: {error}");
+                            }
+                        });
+                    }
                     link.know(route, state, revision);
                 }
                 Ok(Written::Lost { current }) => {
@@ -528,7 +552,7 @@ impl Controller {
             let offer = local_only.contains(&route) || in_etcd.is_none();
             if offer {
                 let seen = in_etcd.and_then(|_| link.known.get(&route).and_then(|k| k.revision));
-                match store.write(&route, &state, seen, None).await {
+                match store.write(&route, &state, seen, None, &[]).await {
                     Ok(Written::Done { revision }) => {
                         if local_only.contains(&route) {
                             tracing::info!(
@@ -575,6 +599,12 @@ impl Controller {
         self.note_progress();
     }
 
+    /// The connection to read the shared history with, while etcd answers.
+    pub(super) fn history_store(&self) -> Option<Store> {
+        let link = self.cluster.as_ref()?;
+        link.store.clone().filter(|_| link.connected)
+    }
+
     /// Tells the follow task what this node has applied, for its report.
     pub(super) fn note_progress(&self) {
         if let Some(link) = &self.cluster {
@@ -594,12 +624,13 @@ impl Controller {
         }
     }
 
-    /// Shows the cluster as it is now in `status`.
+    /// Shows the cluster as it is now in `status`, and gives the leader
+    /// the nodes' reports to weigh: an event of its own, through the gate,
+    /// applied once the one under way is done.
     fn show_cluster(&mut self) {
         let Some(link) = &self.cluster else { return };
         let status = link.status(self.core.generation());
-        let effects = self.core.apply(Event::ClusterView(status), super::now());
-        self.carry_out(effects);
+        self.deferred.push_back(Event::ClusterView(status));
     }
 }
 

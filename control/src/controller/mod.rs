@@ -327,6 +327,7 @@ impl Controller {
                 message = mailbox.recv() => match message {
                     Some(Message::Cluster(message)) => {
                         self.cluster_message(message).await;
+                        self.drain().await;
                         None
                     }
                     Some(message) => self.receive(message),
@@ -414,6 +415,12 @@ impl Controller {
     /// written to etcd first with `[cluster]`.
     async fn apply(&mut self, event: Event) {
         self.deferred.push_back(event);
+        self.drain().await;
+    }
+
+    /// Applies the events waiting, each written to etcd first with
+    /// `[cluster]`.
+    async fn drain(&mut self) {
         while let Some(event) = self.deferred.pop_front() {
             let origin = cluster::Origin::of(&event);
             let effects = self.core.apply(event, now());
@@ -448,10 +455,26 @@ impl Controller {
                     // Reading the file (up to twice its rotation size) is
                     // kept off the Controller, which health checks and
                     // commands must never wait behind.
+                    // With `[cluster]`, every node's changes are in etcd;
+                    // the local file answers while etcd does not.
                     if let Some(reply) = self.replies.remove(&to) {
                         let history = self.history.clone();
-                        tokio::task::spawn_blocking(move || {
-                            let entries = history.recent(route.as_deref(), limit);
+                        let shared = self.history_store();
+                        tokio::spawn(async move {
+                            let from_etcd = match shared {
+                                Some(mut store) => {
+                                    store.history(route.as_deref(), limit).await.ok()
+                                }
+                                None => None,
+                            };
+                            let entries = match from_etcd {
+                                Some(entries) => entries,
+                                None => tokio::task::spawn_blocking(move || {
+                                    history.recent(route.as_deref(), limit)
+                                })
+                                .await
+                                .unwrap_or_default(),
+                            };
                             let _ = reply.send(Response::ok_with(&HistoryReply { entries }));
                         });
                     }

@@ -29,6 +29,9 @@ pub struct HistoryEntry {
     pub result: Outcome,
     /// The routing table generation published by this change.
     pub generation: Option<u64>,
+    /// `[cluster]`: the node that made the change.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
 }
 
 impl HistoryEntry {
@@ -46,6 +49,7 @@ impl HistoryEntry {
             reason: None,
             result: Outcome::Ok,
             generation: None,
+            node: None,
         }
     }
 }

@@ -190,6 +190,7 @@ mod tests {
             reason: Some(format!("deploy #{n}")),
             result: Outcome::Ok,
             generation: Some(n),
+            node: None,
         }
     }
 

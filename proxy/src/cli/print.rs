@@ -426,6 +426,9 @@ fn print_history(out: &mut impl Write, history: &HistoryReply) -> io::Result<()>
         if let Some(uid) = entry.uid {
             line.push_str(&format!("  uid {uid}"));
         }
+        if let Some(node) = &entry.node {
+            line.push_str(&format!("  on {node}"));
+        }
         writeln!(out, "{line}")?;
     }
     Ok(())
