@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use switchyard_tests::etcd::EtcdCluster;
-use switchyard_tests::{config_text, eventually, Backend, Client, Load, Proxy};
+use switchyard_tests::{client_address, config_text, eventually, Backend, Client, Load, Proxy};
 
 /// Probes often and fail fast, so health moves within a test's time.
 const HEALTH: &str =
@@ -445,4 +445,73 @@ async fn a_slot_down_for_one_node_alone_moves_nobody_and_down_for_most_fails_bac
             "once, by node3, the leader"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_client_moving_between_nodes_stays_in_its_canary_bucket() {
+    let etcd = EtcdCluster::start(3);
+    let blue = Backend::start("blue").await;
+    let green = Backend::start("green").await;
+    let nodes = start_nodes(3, &etcd, "/switchyard/canary", &blue, &green);
+    wait_connected(&nodes).await;
+    let out = cli_in(&nodes.nodes[1], &["canary", "app", "green", "30"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for node in &nodes.nodes {
+        let status = node
+            .wait_for_status("the canary everywhere", |s| {
+                s["routes"][0]["canary"]["weight"] == 30
+            })
+            .await;
+        assert_eq!(status["routes"][0]["canary"]["slot"], "green");
+    }
+
+    // Each client, from its own address, lands on the same slot through
+    // every node; its cookie from one node is honoured by the others.
+    let mut on_green = 0;
+    for n in 0..60 {
+        let from = client_address(n);
+        let mut slots = Vec::new();
+        let mut cookie = None;
+        for node in &nodes.nodes {
+            let reply = Client::from_address(node.addr, from)
+                .get("app", "/")
+                .await
+                .unwrap();
+            slots.push(reply.slot.clone().unwrap());
+            cookie = cookie.or(reply.set_cookie.clone());
+        }
+        assert!(
+            slots.iter().all(|s| *s == slots[0]),
+            "client {from}: {slots:?}"
+        );
+        on_green += usize::from(slots[0] == "green");
+        // The cookie one node set takes a client from elsewhere to the
+        // same slot on another node.
+        let cookie = cookie
+            .expect("a canary sets a cookie")
+            .split(';')
+            .next()
+            .unwrap()
+            .to_string();
+        let elsewhere = client_address(n + 1_000);
+        let reply = Client::from_address(nodes.nodes[2].addr, elsewhere)
+            .send(
+                "GET",
+                "app",
+                "/",
+                &[("cookie", &cookie)],
+                Default::default(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(reply.slot.unwrap(), slots[0], "{cookie}");
+    }
+    assert!(
+        (5..=35).contains(&on_green),
+        "about 30 % of 60 on the canary: {on_green}"
+    );
 }
