@@ -53,6 +53,31 @@ fn start_nodes(
     Nodes { nodes, _dirs: dirs }
 }
 
+/// Three nodes on `etcd` where node3 starts first and leads, seeing green
+/// at `green3`; the others see `green`.
+async fn node3_leading(
+    etcd: &EtcdCluster,
+    prefix: &str,
+    blue: &Backend,
+    green: &Backend,
+    green3: SocketAddr,
+) -> Nodes {
+    let (node3, dir3) = start_node(3, etcd, prefix, blue.addr, green3);
+    node3
+        .wait_for_status_within(Duration::from_secs(20), "node3 leads", |s| {
+            cluster_of(s)["leader"] == "node3"
+        })
+        .await;
+    let (node1, dir1) = start_node(1, etcd, prefix, blue.addr, green.addr);
+    let (node2, dir2) = start_node(2, etcd, prefix, blue.addr, green.addr);
+    let nodes = Nodes {
+        nodes: vec![node1, node2, node3],
+        _dirs: vec![dir1, dir2, dir3],
+    };
+    wait_connected(&nodes).await;
+    nodes
+}
+
 fn cluster_of(status: &Value) -> &Value {
     &status["cluster"]
 }
@@ -361,21 +386,8 @@ async fn a_slot_down_for_one_node_alone_moves_nobody_and_down_for_most_fails_bac
         .unwrap()
         .local_addr()
         .unwrap();
-    let prefix = "/switchyard/views";
-    let (node3, dir3) = start_node(3, &etcd, prefix, blue.addr, nowhere);
-    node3
-        .wait_for_status_within(Duration::from_secs(20), "node3 leads", |s| {
-            cluster_of(s)["leader"] == "node3"
-        })
-        .await;
-    let (node1, dir1) = start_node(1, &etcd, prefix, blue.addr, green.addr);
-    let (node2, dir2) = start_node(2, &etcd, prefix, blue.addr, green.addr);
-    let nodes = Nodes {
-        nodes: vec![node1, node2, node3],
-        _dirs: vec![dir1, dir2, dir3],
-    };
+    let nodes = node3_leading(&etcd, "/switchyard/views", &blue, &green, nowhere).await;
     let node3 = &nodes.nodes[2];
-    wait_connected(&nodes).await;
     node3
         .wait_for_status_within(Duration::from_secs(10), "every node reporting", |s| {
             cluster_of(s)["nodes"]
@@ -514,4 +526,56 @@ async fn a_client_moving_between_nodes_stays_in_its_canary_bucket() {
         (5..=35).contains(&on_green),
         "about 30 % of 60 on the canary: {on_green}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_leaders_guard_judges_the_requests_every_node_served() {
+    let etcd = EtcdCluster::start(3);
+    let blue = Backend::start("blue").await;
+    let green = Backend::start("green").await;
+    // node3 leads and serves no request at all: alone, its guard would see
+    // nothing to judge.
+    let nodes = node3_leading(&etcd, "/switchyard/guard", &blue, &green, green.addr).await;
+
+    // A release answering every request with 500, switched to with the
+    // guard on (its default: 5 % of at least 100 requests).
+    green.fail_percent.store(100, Ordering::Relaxed);
+    let out = cli_in(
+        &nodes.nodes[0],
+        &["switch", "app", "green", "--reason", "bad release"],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut clients = [
+        Client::new(nodes.nodes[0].addr),
+        Client::new(nodes.nodes[1].addr),
+    ];
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut sent = 0;
+    loop {
+        let status = tokio::task::block_in_place(|| nodes.nodes[2].status());
+        if active(&status) == "blue" && status["routes"][0]["decided_by"] == "guard" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline && sent < 20_000,
+            "no guard rollback after {sent} requests: {status:#}"
+        );
+        for client in &mut clients {
+            let _ = client.get("app", "/").await;
+            sent += 1;
+        }
+    }
+    for node in &nodes.nodes {
+        node.wait_for_status("blue everywhere", |s| active(s) == "blue")
+            .await;
+    }
+    let rollback = history_json(&nodes.nodes[0])
+        .into_iter()
+        .find(|e| e["trigger"] == "guard" && e["action"] == "rollback")
+        .expect("a guard rollback in the shared history");
+    assert_eq!(rollback["node"], "node3", "{rollback:#}");
 }

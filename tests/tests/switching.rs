@@ -22,8 +22,12 @@ async fn switching_under_load_loses_no_request_and_ends_on_the_new_slot() {
     let started = Instant::now();
     for i in 0..flips {
         let slot = if i % 2 == 0 { "green" } else { "blue" };
-        let out =
-            tokio::task::block_in_place(|| cli_in_background(&proxy, &["switch", "app", slot]));
+        // No guard: 60 flips in a few seconds on a loaded 2-core machine
+        // can legitimately see one slot's p95 jump past the other's, and a
+        // guard rollback is not what this test is about.
+        let out = tokio::task::block_in_place(|| {
+            cli_in_background(&proxy, &["switch", "app", slot, "--no-guard"])
+        });
         assert!(
             out.status.success(),
             "{}",
@@ -48,7 +52,12 @@ async fn switching_under_load_loses_no_request_and_ends_on_the_new_slot() {
     let mut client = Client::new(proxy.addr);
     for _ in 0..50 {
         let reply = client.get("app.test", "/after").await.unwrap();
-        assert_eq!(reply.slot.as_deref(), Some("blue"));
+        assert_eq!(
+            reply.slot.as_deref(),
+            Some("blue"),
+            "{}",
+            proxy.cli_ok(&["history", "app", "--limit", "5"])
+        );
     }
 }
 

@@ -32,12 +32,16 @@ use crate::health::SlotHealth;
 use crate::history::HistoryEntry;
 use crate::protocol::{ClusterStatus, ErrorKind, NodeView, Response};
 use crate::state_file::RouteState;
+use crate::table::StatsSnapshot;
 
 /// A node that stops renewing loses its report and, if it led, the leader
 /// key this long after.
 const LEASE_TTL_SECONDS: i64 = 5;
 /// How often the lease is renewed, the report written and the others read.
 const REPORT_EVERY: Duration = Duration::from_secs(1);
+/// How often the counters are read for the report (they are read off
+/// every slot's atomics; the report goes out every second).
+const COUNTERS_EVERY: Duration = Duration::from_millis(500);
 /// History entries kept in etcd per route (the newest).
 const HISTORY_KEPT: i64 = 1_000;
 /// How long a lost connection waits before the next try.
@@ -82,7 +86,12 @@ pub(super) struct NodeProgress {
     revision: AtomicI64,
     /// Route → slot → health as this node sees it.
     slots: std::sync::Mutex<BTreeMap<String, BTreeMap<String, SlotHealth>>>,
+    /// Route → slot → this node's counters, read at most every
+    /// [`COUNTERS_EVERY`].
+    counters: std::sync::Mutex<SlotCounters>,
 }
+
+type SlotCounters = BTreeMap<String, BTreeMap<String, StatsSnapshot>>;
 
 /// A route's decision as etcd holds it, with this node's file record.
 #[derive(Debug, Clone)]
@@ -137,6 +146,8 @@ pub(super) struct ClusterLink {
     /// The newest revision applied.
     revision: i64,
     progress: Arc<NodeProgress>,
+    /// When the counters were last read for the report.
+    counters_read: Option<std::time::Instant>,
 }
 
 impl ClusterLink {
@@ -174,6 +185,7 @@ impl ClusterLink {
             local_only: BTreeSet::new(),
             revision: 0,
             progress,
+            counters_read: None,
         }
     }
 
@@ -208,6 +220,7 @@ impl ClusterLink {
             last_seen: crate::core::rfc3339(SystemTime::now()),
             leader: self.leading.is_some(),
             slots: BTreeMap::new(),
+            counters: BTreeMap::new(),
         }
     }
 
@@ -606,8 +619,23 @@ impl Controller {
     }
 
     /// Tells the follow task what this node has applied, for its report.
-    pub(super) fn note_progress(&self) {
-        if let Some(link) = &self.cluster {
+    pub(super) fn note_progress(&mut self) {
+        if let Some(link) = &mut self.cluster {
+            let due = link
+                .counters_read
+                .is_none_or(|at| at.elapsed() >= COUNTERS_EVERY);
+            if due {
+                link.counters_read = Some(std::time::Instant::now());
+                let mut counters = SlotCounters::new();
+                for (route, slot, stats) in self.core.slot_counters() {
+                    counters.entry(route).or_default().insert(slot, stats);
+                }
+                *link
+                    .progress
+                    .counters
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner()) = counters;
+            }
             let generation = self.core.generation();
             link.progress
                 .generation
@@ -752,6 +780,7 @@ async fn session(
                     last_seen: crate::core::rfc3339(SystemTime::now()),
                     leader: leading.is_some(),
                     slots: progress.slots.lock().unwrap_or_else(|e| e.into_inner()).clone(),
+                    counters: progress.counters.lock().unwrap_or_else(|e| e.into_inner()).clone(),
                 };
                 store.report(&view, leadership.lease()).await?;
                 let (nodes, leader) = store.nodes().await?;

@@ -15,6 +15,7 @@ use crate::health::SlotHealth;
 use crate::history::{Action, HistoryEntry, Trigger};
 use crate::protocol::ClusterStatus;
 use crate::state_file::RouteState;
+use crate::table::StatsSnapshot;
 
 impl Core {
     /// Every route's decision as the core holds it now.
@@ -118,6 +119,12 @@ impl Core {
     /// What `status` shows of the cluster, with every node's report. The
     /// leader looks at every route again with the reports it brings.
     pub(super) fn set_cluster_status(&mut self, status: ClusterStatus, now: Now) {
+        self.peer_counters = status
+            .nodes
+            .iter()
+            .filter(|n| n.node != status.node && fresh(&n.last_seen, now))
+            .map(|n| (n.node.clone(), n.counters.clone()))
+            .collect();
         self.cluster = Some(status);
         if !self.deciding {
             return;
@@ -163,6 +170,56 @@ impl Core {
             .filter_map(|n| n.slots.get(route)?.get(slot).copied());
         weigh(std::iter::once(own).chain(others))
     }
+}
+
+/// Each node's counters of one slot, this node's under `""`: what the
+/// guard and rollout analysis keep at the start of a window and sum over
+/// it (see [`sum_since`]).
+pub(super) type NodeCounters = BTreeMap<String, StatsSnapshot>;
+
+impl Core {
+    /// A slot's counters on this node and, with `[cluster]`, on every node
+    /// with a fresh report.
+    pub(super) fn counters_by_node(&self, route: &str, slot: &str) -> NodeCounters {
+        let mut counters = NodeCounters::new();
+        counters.insert(String::new(), self.slot_stats(route, slot));
+        for (node, routes) in &self.peer_counters {
+            if let Some(stats) = routes.get(route).and_then(|slots| slots.get(slot)) {
+                counters.insert(node.clone(), stats.clone());
+            }
+        }
+        counters
+    }
+}
+
+/// Gives every node in `now` that `base` lacks (its first report came
+/// after the window started) or whose counters went back (it restarted)
+/// its counters of `now` as its base: it counts from here on. What it
+/// served before is unknown, and guessing could only invent errors.
+pub(super) fn fill_bases(base: &mut NodeCounters, now: &NodeCounters) {
+    for (node, current) in now {
+        let stale = base
+            .get(node)
+            .is_none_or(|earlier| current.requests < earlier.requests);
+        if stale {
+            base.insert(node.clone(), current.clone());
+        }
+    }
+}
+
+/// What every node counted between `base` and `now`, summed. A node with
+/// no base, or whose counters went back, adds nothing (see [`fill_bases`]).
+pub(super) fn sum_since(now: &NodeCounters, base: &NodeCounters) -> StatsSnapshot {
+    let mut sum = StatsSnapshot::default();
+    for (node, current) in now {
+        let Some(earlier) = base.get(node) else {
+            continue;
+        };
+        if current.requests >= earlier.requests {
+            sum.add(&current.since(earlier));
+        }
+    }
+    sum
 }
 
 /// How old a node's report may be and still count: a node reports every
@@ -261,6 +318,45 @@ mod tests {
         assert_eq!(weigh([U, K, K]), K);
         assert_eq!(weigh([U, U, K]), U);
         assert_eq!(weigh([K, H, K]), H);
+    }
+
+    fn stats(requests: u64, errors: u64) -> StatsSnapshot {
+        StatsSnapshot {
+            requests,
+            errors,
+            upstream_failures: 0,
+            latency: vec![requests],
+        }
+    }
+
+    #[test]
+    fn the_window_sums_what_every_node_counted_since_its_base() {
+        let base = NodeCounters::from([
+            (String::new(), stats(100, 1)),
+            ("b".to_string(), stats(50, 0)),
+            ("c".to_string(), stats(500, 5)),
+        ]);
+        let now = NodeCounters::from([
+            (String::new(), stats(200, 11)),
+            ("b".to_string(), stats(150, 20)),
+            ("c".to_string(), stats(10, 10)),   // restarted: unknown
+            ("d".to_string(), stats(900, 900)), // joined since: unknown
+        ]);
+        assert_eq!(sum_since(&now, &base), stats(200, 30));
+
+        // From here on c and d count from where they are now.
+        let mut base = base;
+        fill_bases(&mut base, &now);
+        assert_eq!(base["c"], stats(10, 10));
+        assert_eq!(base["d"], stats(900, 900));
+        assert_eq!(base["b"], stats(50, 0), "b keeps its base");
+        let later = NodeCounters::from([
+            (String::new(), stats(200, 11)),
+            ("b".to_string(), stats(150, 20)),
+            ("c".to_string(), stats(20, 10)),
+            ("d".to_string(), stats(910, 905)),
+        ]);
+        assert_eq!(sum_since(&later, &base), stats(220, 35));
     }
 
     #[test]

@@ -39,8 +39,8 @@ pub(super) struct Guard {
     window: Duration,
     /// When the window ends on this process's clock.
     ends: Instant,
-    /// The slot's counters at the switch.
-    base: StatsSnapshot,
+    /// The slot's counters at the switch, on every node.
+    base: super::cluster::NodeCounters,
     /// The previous slot's p95 over its time as active, up to the switch.
     baseline_p95: Option<Duration>,
     limits: Limits,
@@ -92,7 +92,7 @@ impl Core {
             started_at: now.wall,
             window: config.window,
             ends: now.at + config.window,
-            base: self.slot_stats(route, &slot),
+            base: self.counters_by_node(route, &slot),
             baseline_p95,
             limits: Limits {
                 max_error_rate: config.max_error_rate,
@@ -172,7 +172,7 @@ impl Core {
                 continue;
             }
             let guard = Guard {
-                base: self.slot_stats(&route, &saved.slot),
+                base: self.counters_by_node(&route, &saved.slot),
                 slot: saved.slot,
                 previous: saved.previous,
                 started_at,
@@ -239,6 +239,16 @@ impl Core {
                 self.drop_guard(&route);
                 continue;
             }
+            // Nodes that reported first (or restarted) since the switch
+            // count from now on.
+            let now_counters = self.counters_by_node(&route, &guard.slot);
+            let guard = match self.guards.get_mut(&route) {
+                Some(stored) => {
+                    super::cluster::fill_bases(&mut stored.base, &now_counters);
+                    stored.clone()
+                }
+                None => guard,
+            };
             let verdict = self.judge_guard(&route, &guard);
             if verdict.failed() {
                 self.drop_guard(&route);
@@ -255,9 +265,10 @@ impl Core {
         judge_against(&guard.limits, &seen, guard.baseline_p95, BASELINE)
     }
 
-    /// The guarded slot's requests since the switch (or the restart).
+    /// The guarded slot's requests since the switch (or the restart), on
+    /// every node.
     fn guard_counters(&self, route: &str, guard: &Guard) -> StatsSnapshot {
-        self.slot_stats(route, &guard.slot).since(&guard.base)
+        super::cluster::sum_since(&self.counters_by_node(route, &guard.slot), &guard.base)
     }
 
     /// Rolls back to the previous slot if it is healthy; else the route is

@@ -265,6 +265,10 @@ pub struct Core {
     adopting: std::collections::BTreeSet<String>,
     /// What `status` shows of `[cluster]`; `None` without it.
     cluster: Option<crate::protocol::ClusterStatus>,
+    /// `[cluster]`: every other node's counters by route and slot, from
+    /// its last fresh report.
+    peer_counters:
+        BTreeMap<String, BTreeMap<String, BTreeMap<String, crate::table::StatsSnapshot>>>,
     /// When the core was made: the rollout clock's first reference.
     started: Instant,
     /// What this `apply` asks of the shell so far.
@@ -325,6 +329,7 @@ impl Core {
             deciding: true,
             adopting: Default::default(),
             cluster: None,
+            peer_counters: BTreeMap::new(),
             started: now.at,
             effects: Vec::new(),
         };

@@ -4,6 +4,7 @@
 
 use std::time::{Duration, Instant};
 
+use super::cluster::{fill_bases, sum_since, NodeCounters};
 use super::{describe, Core, Level, Now};
 use crate::decisions;
 use crate::health::SlotHealth;
@@ -12,7 +13,6 @@ use crate::notify::NoticeKind;
 use crate::protocol::{ErrorKind, Response, RolloutAction, RolloutReply, RolloutStatus};
 use crate::rollout::{judge, Next, Phase, Plan, Rollout, VerdictResult};
 use crate::state_file::{CanaryState, DecisionSource, RouteState};
-use crate::table::StatsSnapshot;
 
 /// How often a running rollout's clock and counters are looked at.
 pub(super) const ROLLOUT_TICK: Duration = Duration::from_millis(100);
@@ -27,8 +27,8 @@ pub(super) struct RolloutClock {
     /// When `hold_left_ms` was last brought up to date.
     since: Instant,
     window_start: Instant,
-    canary_base: StatsSnapshot,
-    active_base: StatsSnapshot,
+    canary_base: NodeCounters,
+    active_base: NodeCounters,
     /// The active slot's p95 from the last window where it had enough
     /// requests to tell.
     baseline_p95: Option<Duration>,
@@ -246,21 +246,14 @@ impl Core {
         }
     }
 
-    /// The canary's and the active slot's counters now.
-    fn window_counters(&self, route: &str, state: &RouteState) -> (StatsSnapshot, StatsSnapshot) {
-        let snapshot = |slot: &str| {
-            self.loads
-                .get(route)
-                .and_then(|l| l.get(slot))
-                .map(|l| l.stats.snapshot())
-                .unwrap_or_default()
-        };
+    /// The canary's and the active slot's counters now, on every node.
+    fn window_counters(&self, route: &str, state: &RouteState) -> (NodeCounters, NodeCounters) {
         let canary = state
             .rollout
             .as_ref()
-            .map(|r| snapshot(&r.slot))
+            .map(|r| self.counters_by_node(route, &r.slot))
             .unwrap_or_default();
-        (canary, snapshot(&state.active))
+        (canary, self.counters_by_node(route, &state.active))
     }
 
     /// Brings the time left in the current step up to date.
@@ -420,8 +413,10 @@ impl Core {
         }
         let (canary_now, active_now) = self.window_counters(route, state);
         let clock = self.rollout_clocks.get_mut(route)?;
-        let canary = canary_now.since(&clock.canary_base);
-        let active = active_now.since(&clock.active_base);
+        fill_bases(&mut clock.canary_base, &canary_now);
+        fill_bases(&mut clock.active_base, &active_now);
+        let canary = sum_since(&canary_now, &clock.canary_base);
+        let active = sum_since(&active_now, &clock.active_base);
         if active.requests >= rollout.plan.min_requests {
             clock.baseline_p95 = active.quantile(0.95);
         }

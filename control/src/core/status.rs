@@ -38,7 +38,12 @@ impl Core {
             tls: self.tls_status.clone(),
             acme: self.acme_status.clone(),
             notify: self.notify_status.values().cloned().collect(),
-            cluster: self.cluster.clone().map(Box::new),
+            cluster: self.cluster.as_ref().map(|cluster| {
+                // The counters are for the leader's sums, not for people.
+                let mut shown = cluster.clone();
+                shown.nodes.iter_mut().for_each(|n| n.counters.clear());
+                Box::new(shown)
+            }),
             routes,
         })
     }

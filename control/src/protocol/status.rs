@@ -87,6 +87,11 @@ pub struct NodeView {
     /// what the leader weighs.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub slots: BTreeMap<String, BTreeMap<String, SlotHealth>>,
+    /// Route → slot → the node's counters since it started (requests,
+    /// errors, latency buckets): what the leader's guard and rollout
+    /// analysis sum.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub counters: BTreeMap<String, BTreeMap<String, crate::table::StatsSnapshot>>,
 }
 
 /// `status.config`: the config file and its reloads.

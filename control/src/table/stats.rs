@@ -69,7 +69,7 @@ impl SlotStats {
 
 /// The counters at one moment, or (after [`StatsSnapshot::since`]) over a
 /// window.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct StatsSnapshot {
     pub requests: u64,
     pub errors: u64,
@@ -93,6 +93,20 @@ impl StatsSnapshot {
                 .enumerate()
                 .map(|(i, n)| n.saturating_sub(earlier.latency.get(i).copied().unwrap_or(0)))
                 .collect(),
+        }
+    }
+
+    /// Adds `other`'s counts to these (another node's, for the cluster's
+    /// sum).
+    pub fn add(&mut self, other: &StatsSnapshot) {
+        self.requests += other.requests;
+        self.errors += other.errors;
+        self.upstream_failures += other.upstream_failures;
+        if self.latency.len() < other.latency.len() {
+            self.latency.resize(other.latency.len(), 0);
+        }
+        for (mine, theirs) in self.latency.iter_mut().zip(&other.latency) {
+            *mine += theirs;
         }
     }
 

@@ -45,6 +45,7 @@ fn view(node: &str, green: SlotHealth, now: Now) -> NodeView {
                 ("green".to_string(), green),
             ]),
         )]),
+        counters: BTreeMap::new(),
     }
 }
 
