@@ -579,3 +579,50 @@ async fn the_leaders_guard_judges_the_requests_every_node_served() {
         .expect("a guard rollback in the shared history");
     assert_eq!(rollback["node"], "node3", "{rollback:#}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_unreadable_decision_in_etcd_is_refused_and_takes_nothing_down() {
+    let etcd = EtcdCluster::start(3);
+    let blue = Backend::start("blue").await;
+    let green = Backend::start("green").await;
+    let nodes = start_nodes(2, &etcd, "/switchyard/garbage", &blue, &green);
+    wait_connected(&nodes).await;
+    let mut client = etcd_client::Client::connect(etcd.endpoints(), None)
+        .await
+        .unwrap();
+    client
+        .put("/switchyard/garbage/routes/app", "{not json", None)
+        .await
+        .unwrap();
+
+    // Both nodes stay connected, on the decision they had, and serve it.
+    for node in &nodes.nodes {
+        node.wait_for_status_within(Duration::from_secs(5), "still connected on blue", |s| {
+            cluster_of(s)["connected"] == true && active(s) == "blue"
+        })
+        .await;
+        wait_serving(node, "blue", Duration::from_secs(5)).await;
+    }
+    // A command on the route says what is wrong instead of overwriting it.
+    let out = cli_in(&nodes.nodes[0], &["switch", "app", "green"]);
+    assert!(!out.status.success());
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("unreadable"), "{said}");
+    let status = tokio::task::block_in_place(|| nodes.nodes[0].status());
+    assert_eq!(active(&status), "blue");
+
+    // Deleting the bad value lets the next command write a good one.
+    client
+        .delete("/switchyard/garbage/routes/app", None)
+        .await
+        .unwrap();
+    let out = cli_in(&nodes.nodes[0], &["switch", "app", "green"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    nodes.nodes[1]
+        .wait_for_status("green on the other node", |s| active(s) == "green")
+        .await;
+}

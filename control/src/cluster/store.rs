@@ -112,10 +112,15 @@ impl Store {
             let Some(route) = kv.key_str().ok().and_then(|k| self.keys.route_of(k)) else {
                 continue;
             };
-            decisions.insert(
-                route.to_string(),
-                decode(route, kv.value(), kv.mod_revision())?,
-            );
+            // One unreadable value must not cut the node off from every
+            // other route: it is reported and left out (the node keeps
+            // its own decision for that route).
+            match decode(route, kv.value(), kv.mod_revision()) {
+                Ok(decision) => {
+                    decisions.insert(route.to_string(), decision);
+                }
+                Err(error) => tracing::error!(route, "{error}; this node keeps its own"),
+            }
         }
         Ok((decisions, revision))
     }
@@ -325,9 +330,15 @@ impl Watch {
                     continue;
                 };
                 changes.push(match event.event_type() {
-                    EventType::Put => Change::Decided {
-                        route: route.to_string(),
-                        decision: Box::new(decode(route, kv.value(), kv.mod_revision())?),
+                    EventType::Put => match decode(route, kv.value(), kv.mod_revision()) {
+                        Ok(decision) => Change::Decided {
+                            route: route.to_string(),
+                            decision: Box::new(decision),
+                        },
+                        Err(error) => {
+                            tracing::error!(route, "{error}; this node keeps its own");
+                            continue;
+                        }
                     },
                     EventType::Delete => Change::Removed {
                         route: route.to_string(),

@@ -236,6 +236,13 @@ impl ClusterLink {
         self.known.insert(route, Known { state, revision });
     }
 
+    /// etcd holds no decision for `route` (any more).
+    fn forget_revision(&mut self, route: &str) {
+        if let Some(known) = self.known.get_mut(route) {
+            known.revision = None;
+        }
+    }
+
     fn saw_revision(&mut self, revision: i64) {
         self.revision = self.revision.max(revision);
         self.progress
@@ -397,8 +404,14 @@ impl Controller {
         // A route another node changed meanwhile becomes what it wrote;
         // the others go back to what etcd holds.
         for (route, _, current) in &failed {
-            if let Some(Some(current)) = current {
-                link.know_only(route.clone(), current.state.clone(), current.revision);
+            match current {
+                Some(Some(current)) => {
+                    link.know_only(route.clone(), current.state.clone(), current.revision)
+                }
+                // The decision was deleted from etcd: the next write
+                // creates it again.
+                Some(None) => link.forget_revision(route),
+                None => {}
             }
         }
         let failed = failed
@@ -488,8 +501,15 @@ impl Controller {
                 let mut adopt = BTreeMap::new();
                 let mut newest = 0;
                 for change in changes {
-                    let Change::Decided { route, decision } = change else {
-                        continue; // a removed decision: this node keeps its own
+                    let (route, decision) = match change {
+                        Change::Decided { route, decision } => (route, decision),
+                        Change::Removed { route, revision } => {
+                            // Someone deleted it: this node keeps its own
+                            // decision, and its next change creates the key.
+                            tracing::warn!(route, revision, "the route's decision was deleted from etcd; this node keeps its own");
+                            link.forget_revision(&route);
+                            continue;
+                        }
                     };
                     newest = newest.max(decision.revision);
                     let stale = link
