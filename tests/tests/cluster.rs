@@ -35,7 +35,9 @@ fn start_node(
         etcd.toml_endpoints(),
     );
     let config = dir.path().join("switchyard.toml");
-    std::fs::write(&config, config_text(&routes)).unwrap();
+    let text =
+        config_text(&routes).replacen("[server]\n", "[server]\nadmin_http = \"127.0.0.1:0\"\n", 1);
+    std::fs::write(&config, text).unwrap();
     (Proxy::start_with_file(dir.path(), &config), dir)
 }
 
@@ -220,6 +222,26 @@ async fn without_etcd_nodes_serve_the_last_decision_refuse_commands_and_catch_up
         })
         .await;
     }
+    let metric = |node: &Proxy| {
+        let addr = node.admin_http_addr();
+        let text = tokio::task::block_in_place(|| {
+            let mut stream = std::net::TcpStream::connect(addr).unwrap();
+            use std::io::{Read, Write};
+            stream
+                .write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
+                .unwrap();
+            let mut text = String::new();
+            stream.read_to_string(&mut text).unwrap();
+            text
+        });
+        text.lines()
+            .find(|l| l.starts_with("switchyard_cluster_connected "))
+            .map(str::to_string)
+    };
+    assert_eq!(
+        metric(&nodes.nodes[0]).as_deref(),
+        Some("switchyard_cluster_connected 0")
+    );
     // Traffic flows on the last decision.
     let before = load.ok();
     eventually(Duration::from_secs(5), "traffic without etcd", || {
@@ -257,9 +279,10 @@ async fn without_etcd_nodes_serve_the_last_decision_refuse_commands_and_catch_up
     // Without etcd, `history` reads the node's own file.
     let history = history_json(&nodes.nodes[0]);
     assert!(
-        history
-            .iter()
-            .any(|e| e["action"] == "switch" && e["reason"] == "emergency"),
+        history.iter().any(|e| e["action"] == "switch"
+            && e["reason"]
+                .as_str()
+                .is_some_and(|r| r.starts_with("emergency") && r.contains("--local"))),
         "{history:#?}"
     );
 
@@ -274,6 +297,10 @@ async fn without_etcd_nodes_serve_the_last_decision_refuse_commands_and_catch_up
         )
         .await;
     }
+    assert_eq!(
+        metric(&nodes.nodes[1]).as_deref(),
+        Some("switchyard_cluster_connected 1")
+    );
     let (ok, failed, failures) = load.finish().await;
     assert_eq!(failed, 0, "{ok} ok, {failed} failed: {failures:#?}");
 }

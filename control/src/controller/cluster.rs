@@ -316,6 +316,16 @@ impl Controller {
                 );
                 link.local_only.insert(route);
             }
+            for effect in &mut effects {
+                if let Effect::AppendHistory(entry) = effect {
+                    let reason = entry.reason.take().unwrap_or_default();
+                    entry.reason = Some(
+                        format!("{reason} [--local: this node alone, etcd unreachable]")
+                            .trim_start()
+                            .to_string(),
+                    );
+                }
+            }
             warn_replies(
                 &mut effects,
                 "applied on this node alone (--local): etcd is unreachable; the change is offered to etcd when it returns, and kept only if no other node changed the route meanwhile",
