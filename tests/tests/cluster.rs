@@ -156,9 +156,18 @@ async fn a_switch_on_one_node_moves_every_node_with_no_failed_request() {
     .await;
 
     let switched = Instant::now();
+    // No guard: under a loaded test machine green's p95 may legitimately
+    // jump past blue's, and a guard rollback is not what this test is about.
     let out = cli_in(
         &nodes.nodes[0],
-        &["switch", "app", "green", "--reason", "release 2"],
+        &[
+            "switch",
+            "app",
+            "green",
+            "--reason",
+            "release 2",
+            "--no-guard",
+        ],
     );
     assert!(
         out.status.success(),
@@ -429,33 +438,32 @@ async fn a_slot_down_for_one_node_alone_moves_nobody_and_down_for_most_fails_bac
         String::from_utf8_lossy(&out.stderr)
     );
 
-    // The leader hears node3's own view (green down) and the two others
-    // (green up), more than once.
-    let seen_down = |s: &Value| {
-        cluster_of(s)["nodes"].as_array().and_then(|nodes| {
-            let n3 = nodes.iter().find(|n| n["node"] == "node3")?;
-            (n3["slots"]["app"]["green"] == "unhealthy")
-                .then(|| n3["last_seen"].as_str().map(str::to_string))?
-        })
+    // The leader reads node3's own view (green down) and the two others'
+    // (green up), and looks at the route again with them, twice more.
+    let weighing = |s: &Value| {
+        let nodes = cluster_of(s)["nodes"].as_array()?;
+        let green_of = |name: &str| {
+            nodes
+                .iter()
+                .find(|n| n["node"] == name)
+                .map(|n| n["slots"]["app"]["green"].clone())
+        };
+        let views = [green_of("node1")?, green_of("node2")?, green_of("node3")?];
+        (views == ["healthy", "healthy", "unhealthy"]).then(|| cluster_of(s)["rounds"].as_u64())?
     };
     let first = node3
-        .wait_for_status_within(Duration::from_secs(10), "node3 reporting green down", |s| {
-            seen_down(s).is_some()
-        })
+        .wait_for_status_within(
+            Duration::from_secs(10),
+            "the leader reading every view",
+            |s| weighing(s).is_some(),
+        )
         .await;
-    let first = seen_down(&first).unwrap();
+    let first = weighing(&first).unwrap();
     node3
-        .wait_for_status_within(Duration::from_secs(10), "two more reports of it", |s| {
-            seen_down(s).is_some_and(|at| {
-                let (a, b) = (
-                    humantime::parse_rfc3339(&at),
-                    humantime::parse_rfc3339(&first),
-                );
-                a.ok()
-                    .zip(b.ok())
-                    .and_then(|(a, b)| a.duration_since(b).ok())
-                    .is_some_and(|d| d >= Duration::from_secs(2))
-            })
+        .wait_for_status_within(Duration::from_secs(10), "two more rounds", |s| {
+            cluster_of(s)["rounds"]
+                .as_u64()
+                .is_some_and(|r| r >= first + 2)
         })
         .await;
     for node in &nodes.nodes {
@@ -580,7 +588,8 @@ async fn the_leaders_guard_judges_the_requests_every_node_served() {
         Client::new(nodes.nodes[0].addr),
         Client::new(nodes.nodes[1].addr),
     ];
-    let deadline = Instant::now() + Duration::from_secs(15);
+    // Reports carry counters every 5 s: the rollback comes within seconds.
+    let deadline = Instant::now() + Duration::from_secs(30);
     let mut sent = 0;
     loop {
         let status = tokio::task::block_in_place(|| nodes.nodes[2].status());
@@ -588,7 +597,7 @@ async fn the_leaders_guard_judges_the_requests_every_node_served() {
             break;
         }
         assert!(
-            Instant::now() < deadline && sent < 20_000,
+            Instant::now() < deadline && sent < 60_000,
             "no guard rollback after {sent} requests: {status:#}"
         );
         for client in &mut clients {

@@ -55,6 +55,12 @@ pub enum StoreError {
     /// The watch stream ended: a member went away.
     #[error("the watch stream ended")]
     Ended,
+    /// etcd did not answer in time.
+    #[error("etcd did not answer in time")]
+    TimedOut,
+    /// The Controller asked to read everything again.
+    #[error("reading everything again")]
+    Resync,
     /// The node's lease ran out: its report and leadership are gone.
     #[error("this node's lease ran out")]
     LeaseLost,
@@ -79,6 +85,8 @@ impl Store {
         let options = ConnectOptions::new()
             .with_connect_timeout(Duration::from_secs(2))
             .with_timeout(Duration::from_secs(3))
+            .with_keep_alive(Duration::from_secs(1), Duration::from_secs(2))
+            .with_keep_alive_while_idle(true)
             .with_require_leader(true);
         let member = &cluster.etcd[attempt % cluster.etcd.len()];
         let client = Client::connect([member], Some(options)).await?;

@@ -18,7 +18,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::Value;
 use switchyard_conf::ClusterConfig;
@@ -41,9 +41,18 @@ const LEASE_TTL_SECONDS: i64 = 5;
 const REPORT_EVERY: Duration = Duration::from_secs(1);
 /// How often the counters are read for the report (they are read off
 /// every slot's atomics; the report goes out every second).
-const COUNTERS_EVERY: Duration = Duration::from_millis(500);
+const COUNTERS_EVERY: Duration = Duration::from_secs(5);
+/// How long a write may take before the change is refused and the
+/// connection read again: the Controller waits for it.
+const WRITE_DEADLINE: Duration = Duration::from_secs(2);
+/// How long one report round (renew, try to lead, report, read the
+/// others) may take before the member is given up for the next.
+const REPORT_DEADLINE: Duration = Duration::from_secs(2);
 /// History entries kept in etcd per route (the newest).
 const HISTORY_KEPT: i64 = 1_000;
+/// A report that did not change is written again this often, so
+/// `status` shows when each node last reported.
+const REPORT_HEARTBEAT: Duration = Duration::from_secs(10);
 /// How long a lost connection waits before the next try.
 const RETRY_EVERY: Duration = Duration::from_millis(500);
 
@@ -89,6 +98,11 @@ pub(super) struct NodeProgress {
     /// Route → slot → this node's counters, read at most every
     /// [`COUNTERS_EVERY`].
     counters: std::sync::Mutex<SlotCounters>,
+    /// The Controller asks the follow task to read everything again (a
+    /// write failed).
+    resync: tokio::sync::Notify,
+    /// Routes whose cluster decision this node cannot serve.
+    not_applied: std::sync::Mutex<Vec<String>>,
 }
 
 type SlotCounters = BTreeMap<String, BTreeMap<String, StatsSnapshot>>;
@@ -141,8 +155,12 @@ pub(super) struct ClusterLink {
     leading: Option<i64>,
     leader: Option<String>,
     nodes: Vec<NodeView>,
-    /// Routes changed with `--local` that etcd has not taken yet.
+    /// Decisions this node serves that etcd has not taken yet.
     local_only: BTreeSet<String>,
+    /// Routes whose cluster decision this node's config cannot serve.
+    not_applied: BTreeSet<String>,
+    /// Report rounds read since start.
+    rounds: u64,
     /// The newest revision applied.
     revision: i64,
     progress: Arc<NodeProgress>,
@@ -183,6 +201,8 @@ impl ClusterLink {
             leader: None,
             nodes: Vec::new(),
             local_only: BTreeSet::new(),
+            not_applied: BTreeSet::new(),
+            rounds: 0,
             revision: 0,
             progress,
             counters_read: None,
@@ -196,7 +216,11 @@ impl ClusterLink {
             nodes.push(self.own_view(generation));
         }
         nodes.sort_by(|a, b| a.node.cmp(&b.node));
-        let agree = self.connected && nodes.iter().all(|n| n.revision == self.revision);
+        let agree = self.connected
+            && self.not_applied.is_empty()
+            && nodes
+                .iter()
+                .all(|n| n.revision == self.revision && n.not_applied.is_empty());
         ClusterStatus {
             node: self.config.node.clone(),
             etcd: self.config.etcd.clone(),
@@ -207,6 +231,8 @@ impl ClusterLink {
             leader: self.leader.clone(),
             revision: self.revision,
             local_only: self.local_only.iter().cloned().collect(),
+            not_applied: self.not_applied.iter().cloned().collect(),
+            rounds: self.rounds,
             nodes,
             agree,
         }
@@ -221,6 +247,7 @@ impl ClusterLink {
             leader: self.leading.is_some(),
             slots: BTreeMap::new(),
             counters: BTreeMap::new(),
+            not_applied: self.not_applied.iter().cloned().collect(),
         }
     }
 
@@ -251,20 +278,27 @@ impl ClusterLink {
     }
 }
 
-/// Why a change was not written.
-enum Unwritten {
-    /// Another node wrote first: what etcd holds now (`None`: nothing).
-    Lost(Option<Box<Decision>>),
-    /// etcd did not answer, or this node may not write it.
-    Unavailable(String),
+/// A route's change that was not written, and why.
+struct Failed {
+    route: String,
+    /// The decision another node wrote first, which this node takes.
+    winner: Option<RouteState>,
+    why: String,
 }
 
 impl Controller {
-    /// Writes the decisions `effects` carry to etcd before they are carried
-    /// out (see the module's doc). Returns what to carry out: `effects`,
-    /// or, when a write failed, what is left of them followed by the
-    /// core's return to what etcd holds.
-    pub(super) async fn gate(&mut self, origin: Origin, mut effects: Vec<Effect>) -> Vec<Effect> {
+    /// Writes the decisions this batch changed to etcd before its effects
+    /// are carried out (see the module's doc). `before`: every route's
+    /// decision before the batch, so that only what the batch itself
+    /// changed is written. Returns what to carry out: `effects`, or, when
+    /// a write failed, what is left of them followed by the core's return
+    /// to what it should serve.
+    pub(super) async fn gate(
+        &mut self,
+        origin: Origin,
+        before: BTreeMap<String, RouteState>,
+        mut effects: Vec<Effect>,
+    ) -> Vec<Effect> {
         let Some(link) = self.cluster.as_mut() else {
             return effects;
         };
@@ -275,10 +309,11 @@ impl Controller {
             .core
             .route_states()
             .iter()
+            .filter(|(route, state)| before.get(*route) != Some(*state))
             .filter(|(route, state)| {
-                link.known
-                    .get(*route)
-                    .is_none_or(|known| !same_decision(&known.state, state))
+                link.known.get(*route).is_none_or(|known| {
+                    known.revision.is_none() || !same_decision(&known.state, state)
+                })
             })
             .map(|(route, state)| (route.clone(), state.clone()))
             .collect();
@@ -293,23 +328,23 @@ impl Controller {
             Origin::Automatic if answers_a_command => Origin::Command { local: false },
             other => other,
         };
+        let failed_all = |why: String| -> Vec<Failed> {
+            changed
+                .iter()
+                .map(|(route, _)| Failed {
+                    route: route.clone(),
+                    winner: None,
+                    why: why.clone(),
+                })
+                .collect()
+        };
         if origin == (Origin::Command { local: true }) {
             if link.connected {
                 let why =
                     "etcd is reachable: without --local the change reaches every node".to_string();
-                return self.undo(
-                    changed,
-                    Unwritten::Unavailable(why),
-                    ErrorKind::Refused,
-                    effects,
-                );
+                return self.undo(failed_all(why), ErrorKind::Refused, &before, effects);
             }
-            for (route, state) in changed {
-                let known = link.known.entry(route.clone()).or_insert(Known {
-                    state: state.clone(),
-                    revision: None,
-                });
-                known.state = state;
+            for (route, _) in changed {
                 tracing::warn!(
                     route,
                     "applied on this node alone (--local) while etcd is unreachable; offered to etcd when it returns"
@@ -338,12 +373,7 @@ impl Controller {
                 Some(created) => Some(created),
                 None => {
                     let why = "only the leader takes automatic decisions".to_string();
-                    return self.undo(
-                        changed,
-                        Unwritten::Unavailable(why),
-                        ErrorKind::Refused,
-                        effects,
-                    );
+                    return self.undo(failed_all(why), ErrorKind::Refused, &before, effects);
                 }
             },
             _ => None,
@@ -356,9 +386,9 @@ impl Controller {
             ::metrics::counter!(CLUSTER_WRITES, "result" => "unavailable")
                 .increment(changed.len() as u64);
             return self.undo(
-                changed,
-                Unwritten::Unavailable(why),
+                failed_all(why),
                 ErrorKind::ClusterUnavailable,
+                &before,
                 effects,
             );
         };
@@ -375,11 +405,16 @@ impl Controller {
             }
         }
         let mut failed = Vec::new();
-        let mut unwritten = None;
+        let mut kind = ErrorKind::Conflict;
         for (route, state) in changed {
             let seen = link.known.get(&route).and_then(|k| k.revision);
             let entries = history.get(&route).map_or(&[][..], Vec::as_slice);
-            match store.write(&route, &state, seen, leader, entries).await {
+            let write = store.write(&route, &state, seen, leader, entries);
+            let written = match tokio::time::timeout(WRITE_DEADLINE, write).await {
+                Ok(written) => written,
+                Err(_) => Err(StoreError::TimedOut),
+            };
+            match written {
                 Ok(Written::Done { revision }) => {
                     ::metrics::counter!(CLUSTER_WRITES, "result" => "ok").increment(1);
                     if !entries.is_empty() {
@@ -394,77 +429,74 @@ impl Controller {
                 }
                 Ok(Written::Lost { current }) => {
                     ::metrics::counter!(CLUSTER_WRITES, "result" => "conflict").increment(1);
-                    if let Some(current) = &current {
-                        link.saw_revision(current.revision);
+                    let why = format!(
+                        "another node changed route {route:?} meanwhile{}; this node has that decision now: look at `status` and ask again",
+                        current
+                            .as_ref()
+                            .map(|c| format!(" (now {})", describe_state(&c.state)))
+                            .unwrap_or_default()
+                    );
+                    match &current {
+                        Some(current) => {
+                            link.know_only(route.clone(), current.state.clone(), current.revision);
+                            link.saw_revision(current.revision);
+                        }
+                        // Deleted from etcd: the next write creates it.
+                        None => link.forget_revision(&route),
                     }
-                    unwritten.get_or_insert(Unwritten::Lost(current.clone()));
-                    failed.push((route, state, Some(current)));
+                    failed.push(Failed {
+                        route,
+                        winner: current.map(|c| c.state),
+                        why,
+                    });
                 }
                 Err(error) => {
                     ::metrics::counter!(CLUSTER_WRITES, "result" => "unavailable").increment(1);
+                    kind = ErrorKind::ClusterUnavailable;
+                    // Whatever went wrong, read everything again.
+                    link.progress.resync.notify_one();
                     let why = format!("etcd did not take the change ({error}); nothing changed on any node; ask again");
-                    unwritten.get_or_insert(Unwritten::Unavailable(why));
-                    failed.push((route, state, None));
+                    failed.push(Failed {
+                        route,
+                        winner: None,
+                        why,
+                    });
                 }
             }
         }
-        let Some(unwritten) = unwritten else {
+        if failed.is_empty() {
             return effects;
-        };
-        // A route another node changed meanwhile becomes what it wrote;
-        // the others go back to what etcd holds.
-        for (route, _, current) in &failed {
-            match current {
-                Some(Some(current)) => {
-                    link.know_only(route.clone(), current.state.clone(), current.revision)
-                }
-                // The decision was deleted from etcd: the next write
-                // creates it again.
-                Some(None) => link.forget_revision(route),
-                None => {}
-            }
         }
-        let failed = failed
-            .into_iter()
-            .map(|(route, state, _)| (route, state))
-            .collect();
-        let kind = match unwritten {
-            Unwritten::Lost(_) => ErrorKind::Conflict,
-            Unwritten::Unavailable(_) => ErrorKind::ClusterUnavailable,
-        };
-        self.undo(failed, unwritten, kind, effects)
+        self.undo(failed, kind, &before, effects)
     }
 
-    /// Drops what `effects` would have done for the `failed` routes,
-    /// answers their commands with why, and has the core go back to what
-    /// etcd holds for them.
+    /// Answers the batch's commands with why, drops its notices and the
+    /// failed routes' history, and has the core serve, for each failed
+    /// route: the decision that won (another node's), else what this node
+    /// served before the batch. A route new in this batch that etcd never
+    /// had stays as it is, to be written when etcd answers.
     fn undo(
         &mut self,
-        failed: Vec<(String, RouteState)>,
-        why: Unwritten,
+        failed: Vec<Failed>,
         kind: ErrorKind,
+        before: &BTreeMap<String, RouteState>,
         effects: Vec<Effect>,
     ) -> Vec<Effect> {
-        let link = self.cluster.as_ref().expect("undo needs [cluster]");
-        let routes: BTreeSet<&str> = failed.iter().map(|(route, _)| route.as_str()).collect();
-        let message = match &why {
-            Unwritten::Lost(current) => format!(
-                "another node changed {} meanwhile{}; this node has that decision now: look at `status` and ask again",
-                route_list(&routes),
-                current
-                    .as_ref()
-                    .map(|c| format!(" (now {})", describe_state(&c.state)))
-                    .unwrap_or_default()
-            ),
-            Unwritten::Unavailable(why) => why.clone(),
-        };
-        tracing::warn!("not applied to {}: {message}", route_list(&routes));
+        let link = self.cluster.as_mut().expect("undo needs [cluster]");
+        let routes: BTreeSet<String> = failed.iter().map(|f| f.route.clone()).collect();
+        let message = failed
+            .iter()
+            .map(|f| f.why.as_str())
+            .collect::<Vec<_>>()
+            .join("; ");
+        tracing::warn!("not applied: {message}");
         let mut kept: Vec<Effect> = effects
             .into_iter()
             .filter_map(|effect| match effect {
-                // The core publishes again when it goes back.
-                Effect::Publish(_) | Effect::SaveState(_) | Effect::Notify(_) => None,
-                Effect::AppendHistory(entry) if routes.contains(entry.route.as_str()) => None,
+                // Other routes' changes in the batch still publish; the
+                // core publishes again when it goes back.
+                Effect::Notify(_) => None,
+                Effect::AppendHistory(entry) if routes.contains(&entry.route) => None,
                 Effect::Reply { to, .. } => Some(Effect::Reply {
                     to,
                     response: Response::error(kind, &message),
@@ -472,16 +504,40 @@ impl Controller {
                 other => Some(other),
             })
             .collect();
-        let back: BTreeMap<String, RouteState> = failed
-            .iter()
-            .filter_map(|(route, _)| Some((route.clone(), link.known.get(route)?.state.clone())))
-            .collect();
-        let event = Event::Adopt {
-            routes: back,
-            why: "the change could not be written to etcd".to_string(),
-            whole: true,
-        };
-        kept.extend(self.core.apply(event, super::now()));
+        let mut winners = BTreeMap::new();
+        let mut back = BTreeMap::new();
+        for failure in failed {
+            match (failure.winner, before.get(&failure.route)) {
+                (Some(winner), _) => {
+                    winners.insert(failure.route, winner);
+                }
+                (None, Some(previous)) => {
+                    back.insert(failure.route, previous.clone());
+                }
+                (None, None) => {
+                    link.local_only.insert(failure.route);
+                }
+            }
+        }
+        let now = super::now();
+        if !winners.is_empty() {
+            let why = "another node's decision won the race".to_string();
+            let event = Event::Adopt {
+                routes: winners,
+                why,
+                whole: false,
+            };
+            kept.extend(self.core.apply(event, now));
+        }
+        if !back.is_empty() {
+            let why = "the change could not be written to etcd".to_string();
+            let event = Event::Adopt {
+                routes: back,
+                why,
+                whole: true,
+            };
+            kept.extend(self.core.apply(event, now));
+        }
         kept
     }
 
@@ -503,7 +559,10 @@ impl Controller {
                 link.connected = true;
                 link.error = None;
                 link.disconnected_since = None;
-                link.saw_revision(revision);
+                // The revision of the newest decision, not of the read: the
+                // reports move etcd's revision every second.
+                let newest = decisions.values().map(|d| d.revision).max().unwrap_or(0);
+                link.saw_revision(newest);
                 ::metrics::gauge!(CLUSTER_CONNECTED).set(1.0);
                 self.catch_up(decisions).await;
             }
@@ -546,11 +605,15 @@ impl Controller {
             } => {
                 link.nodes = nodes;
                 link.leader = leader;
+                link.rounds += 1;
                 let was = link.leading.is_some();
                 link.leading = leading;
                 if was != leading.is_some() {
                     let gauge = if leading.is_some() { 1.0 } else { 0.0 };
                     ::metrics::gauge!(CLUSTER_LEADER).set(gauge);
+                    // A new leader looks at the routes with every node's
+                    // latest report, not the one it had before.
+                    self.show_cluster();
                     self.apply(Event::Deciding(leading.is_some())).await;
                 }
             }
@@ -639,7 +702,34 @@ impl Controller {
         };
         let effects = self.core.apply(event, super::now());
         self.carry_out(effects);
+        self.note_not_applied();
         self.note_progress();
+    }
+
+    /// Which routes this node serves differently from etcd's decision
+    /// (its config cannot serve it): `status` and the report say so.
+    fn note_not_applied(&mut self) {
+        let Some(link) = self.cluster.as_mut() else {
+            return;
+        };
+        let routes = self.core.route_states();
+        link.not_applied = link
+            .known
+            .iter()
+            .filter(|(route, known)| {
+                known.revision.is_some()
+                    && !link.local_only.contains(*route)
+                    && routes
+                        .get(*route)
+                        .is_some_and(|state| !same_decision(&known.state, state))
+            })
+            .map(|(route, _)| route.clone())
+            .collect();
+        *link
+            .progress
+            .not_applied
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = link.not_applied.iter().cloned().collect();
     }
 
     /// The connection to read the shared history with, while etcd answers.
@@ -701,11 +791,6 @@ fn warn_replies(effects: &mut [Effect], warning: &str) {
             }
         }
     }
-}
-
-fn route_list(routes: &BTreeSet<&str>) -> String {
-    let names: Vec<String> = routes.iter().map(|r| format!("route {r:?}")).collect();
-    names.join(", ")
 }
 
 fn describe_state(state: &RouteState) -> String {
@@ -788,6 +873,7 @@ async fn session(
     }
     *failures = 0;
     let mut report = tokio::time::interval(REPORT_EVERY);
+    let mut last_report = None;
     loop {
         tokio::select! {
             changes = watch.next() => {
@@ -798,26 +884,73 @@ async fn session(
                     return Ok(());
                 }
             }
+            _ = progress.resync.notified() => return Err(StoreError::Resync),
             _ = report.tick() => {
-                if !leadership.renew().await? {
-                    return Err(StoreError::LeaseLost);
-                }
-                let leading = leadership.try_lead().await?.then(|| leadership.held_since()).flatten();
-                let view = NodeView {
-                    node: node.to_string(),
-                    revision: progress.revision.load(Ordering::Relaxed),
-                    generation: progress.generation.load(Ordering::Relaxed),
-                    last_seen: crate::core::rfc3339(SystemTime::now()),
-                    leader: leading.is_some(),
-                    slots: progress.slots.lock().unwrap_or_else(|e| e.into_inner()).clone(),
-                    counters: progress.counters.lock().unwrap_or_else(|e| e.into_inner()).clone(),
+                let round = report_round(&mut store, &mut leadership, node, progress, &mut last_report);
+                let (nodes, leader, leading) = match tokio::time::timeout(REPORT_DEADLINE, round).await {
+                    Ok(result) => result?,
+                    Err(_) => return Err(StoreError::TimedOut),
                 };
-                store.report(&view, leadership.lease()).await?;
-                let (nodes, leader) = store.nodes().await?;
                 if !send(ClusterMessage::Report { nodes, leader, leading }).await {
                     return Ok(());
                 }
             }
         }
     }
+}
+
+/// Renews the lease, tries to lead, writes this node's report when it
+/// changed (or every [`REPORT_HEARTBEAT`]) and reads every node's: the
+/// nodes, the leader, and the leader key's creation revision while this
+/// node holds it.
+async fn report_round(
+    store: &mut Store,
+    leadership: &mut Leadership,
+    node: &str,
+    progress: &NodeProgress,
+    last: &mut Option<(NodeView, Instant)>,
+) -> Result<(Vec<NodeView>, Option<String>, Option<i64>), StoreError> {
+    if !leadership.renew().await? {
+        return Err(StoreError::LeaseLost);
+    }
+    let leading = leadership
+        .try_lead()
+        .await?
+        .then(|| leadership.held_since())
+        .flatten();
+    let mut view = NodeView {
+        node: node.to_string(),
+        revision: progress.revision.load(Ordering::Relaxed),
+        generation: progress.generation.load(Ordering::Relaxed),
+        last_seen: String::new(),
+        leader: leading.is_some(),
+        slots: progress
+            .slots
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone(),
+        counters: progress
+            .counters
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone(),
+        not_applied: progress
+            .not_applied
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone(),
+    };
+    // etcd keeps every revision until it is compacted: a report goes out
+    // when something in it changed, else as a heartbeat now and then.
+    let due = last
+        .as_ref()
+        .is_none_or(|(sent, at)| *sent != view || at.elapsed() >= REPORT_HEARTBEAT);
+    if due {
+        let unstamped = view.clone();
+        view.last_seen = crate::core::rfc3339(SystemTime::now());
+        store.report(&view, leadership.lease()).await?;
+        *last = Some((unstamped, Instant::now()));
+    }
+    let (nodes, leader) = store.nodes().await?;
+    Ok((nodes, leader, leading))
 }

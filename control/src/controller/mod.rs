@@ -423,8 +423,13 @@ impl Controller {
     async fn drain(&mut self) {
         while let Some(event) = self.deferred.pop_front() {
             let origin = cluster::Origin::of(&event);
+            // Only with `[cluster]`: what the batch changes is written.
+            let before = match self.cluster {
+                Some(_) => self.core.route_states().clone(),
+                None => Default::default(),
+            };
             let effects = self.core.apply(event, now());
-            let effects = self.gate(origin, effects).await;
+            let effects = self.gate(origin, before, effects).await;
             self.carry_out(effects);
             self.note_progress();
         }

@@ -54,18 +54,26 @@ impl Core {
             if *local == state {
                 continue;
             }
-            self.record(HistoryEntry {
-                from: Some(describe(local)),
-                to: Some(describe(&state)),
-                reason: Some(why.to_string()),
-                generation: Some(self.generation + 1),
-                ..HistoryEntry::new(&time, Trigger::Cluster, &name, Action::Adopt)
-            });
-            self.log(
-                Level::Info,
-                Some(&name),
-                format!("{} ({why})", describe(&state)),
-            );
+            // A rollout's checkpoint of its hold clock (every few
+            // seconds) changes nothing people see: no entry for it.
+            let seen_by_people = describe(local) != describe(&state)
+                || local.previous != state.previous
+                || local.maintenance != state.maintenance
+                || local.source != state.source;
+            if seen_by_people {
+                self.record(HistoryEntry {
+                    from: Some(describe(local)),
+                    to: Some(describe(&state)),
+                    reason: Some(why.to_string()),
+                    generation: Some(self.generation + 1),
+                    ..HistoryEntry::new(&time, Trigger::Cluster, &name, Action::Adopt)
+                });
+                self.log(
+                    Level::Info,
+                    Some(&name),
+                    format!("{} ({why})", describe(&state)),
+                );
+            }
             self.rollout_clocks.remove(&name);
             self.guards.remove(&name);
             self.routes.insert(name.clone(), state);
@@ -122,7 +130,7 @@ impl Core {
         self.peer_counters = status
             .nodes
             .iter()
-            .filter(|n| n.node != status.node && fresh(&n.last_seen, now))
+            .filter(|n| n.node != status.node)
             .map(|n| (n.node.clone(), n.counters.clone()))
             .collect();
         self.cluster = Some(status);
@@ -156,9 +164,11 @@ impl Core {
     }
 
     /// A slot's health as automatic decisions see it: this node's view
-    /// alone without `[cluster]`; with it, weighed with the fresh reports
-    /// of the other nodes (see [`weigh`]).
-    pub(super) fn decision_health(&self, route: &str, slot: &str, now: Now) -> SlotHealth {
+    /// alone without `[cluster]`; with it, weighed with the reports of the
+    /// other nodes (see [`weigh`]). A report lives under its node's lease:
+    /// a node that stops renewing it (stopped, cut off) is not counted
+    /// after the lease runs out, whatever the nodes' clocks say.
+    pub(super) fn decision_health(&self, route: &str, slot: &str) -> SlotHealth {
         let own = self.health.slot_health(route, slot);
         let Some(cluster) = &self.cluster else {
             return own;
@@ -166,7 +176,7 @@ impl Core {
         let others = cluster
             .nodes
             .iter()
-            .filter(|n| n.node != cluster.node && fresh(&n.last_seen, now))
+            .filter(|n| n.node != cluster.node)
             .filter_map(|n| n.slots.get(route)?.get(slot).copied());
         weigh(std::iter::once(own).chain(others))
     }
@@ -220,19 +230,6 @@ pub(super) fn sum_since(now: &NodeCounters, base: &NodeCounters) -> StatsSnapsho
         }
     }
     sum
-}
-
-/// How old a node's report may be and still count: a node reports every
-/// second, and one that stops has its report removed when its lease
-/// (5 s) runs out.
-const REPORT_FRESH_FOR: std::time::Duration = std::time::Duration::from_secs(3);
-
-fn fresh(last_seen: &str, now: Now) -> bool {
-    humantime::parse_rfc3339(last_seen).is_ok_and(|seen| {
-        now.wall
-            .duration_since(seen)
-            .map_or(true, |age| age <= REPORT_FRESH_FOR)
-    })
 }
 
 /// The cluster's verdict on a slot from every node's view of it: unhealthy

@@ -280,7 +280,7 @@ impl Core {
         let target = guard
             .previous
             .clone()
-            .filter(|p| self.decision_health(route, p, now) == SlotHealth::Healthy);
+            .filter(|p| self.decision_health(route, p) == SlotHealth::Healthy);
         let rolled_back = match (&target, self.config.route(route)) {
             (Some(previous), Some(cfg)) => {
                 decisions::switch(cfg, &before, previous, DecisionSource::Guard, &time).ok()
@@ -291,7 +291,7 @@ impl Core {
             let why = match &guard.previous {
                 Some(p) => format!(
                     "the previous slot {p} is {}",
-                    self.decision_health(route, p, now).as_str()
+                    self.decision_health(route, p).as_str()
                 ),
                 None => "there is no previous slot".to_string(),
             };

@@ -107,7 +107,7 @@ impl Core {
         };
         let (mut after, reactions) = apply_health(
             &before,
-            |slot| self.decision_health(route_name, slot, now),
+            |slot| self.decision_health(route_name, slot),
             &failover,
             &time,
         );

@@ -62,12 +62,22 @@ pub struct ClusterStatus {
     pub leader: Option<String>,
     /// The etcd revision of the newest decision this node applied.
     pub revision: i64,
-    /// Routes changed here with `--local` that etcd has not taken yet.
+    /// Decisions this node serves that etcd has not taken yet: changed
+    /// with `--local`, or a route added while etcd was away.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub local_only: Vec<String>,
+    /// Routes whose cluster decision this node cannot serve (its config
+    /// lacks the slot): it keeps its own for them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub not_applied: Vec<String>,
+    /// Report rounds this node completed since it started (one a second
+    /// while etcd answers): each gives the leader every node's latest view.
+    #[serde(default)]
+    pub rounds: u64,
     /// Every node that reported in the last lease, this one included.
     pub nodes: Vec<NodeView>,
-    /// Whether every node reports the same revision as this one.
+    /// Whether every node reports the same decision revision as this one
+    /// and every node serves every decision.
     pub agree: bool,
 }
 
@@ -87,6 +97,10 @@ pub struct NodeView {
     /// what the leader weighs.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub slots: BTreeMap<String, BTreeMap<String, SlotHealth>>,
+    /// Routes whose cluster decision the node cannot serve (its config
+    /// lacks the slot): it keeps its own for them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub not_applied: Vec<String>,
     /// Route → slot → the node's counters since it started (requests,
     /// errors, latency buckets): what the leader's guard and rollout
     /// analysis sum.
