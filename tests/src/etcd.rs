@@ -37,10 +37,27 @@ pub fn executable() -> PathBuf {
 }
 
 impl EtcdCluster {
-    /// Starts `n` members and returns once every one's client port
-    /// accepts.
+    /// Starts `n` members and returns once every one answers with a raft
+    /// leader. Ports are picked free and then bound by etcd, so another
+    /// process can take one in between, and many clusters starting at
+    /// once on two cores can be slow to elect: a start that is not ready
+    /// in 20 s is thrown away and made again, up to three times.
     pub fn start(n: usize) -> EtcdCluster {
-        let dir = tempfile::tempdir().unwrap();
+        let mut last = String::new();
+        for _ in 0..3 {
+            let mut cluster = EtcdCluster::new(n);
+            for i in 0..n {
+                cluster.spawn(i);
+            }
+            match cluster.wait_ready(Duration::from_secs(20)) {
+                Ok(()) => return cluster,
+                Err(why) => last = why,
+            }
+        }
+        panic!("etcd did not start three times: {last}");
+    }
+
+    fn new(n: usize) -> EtcdCluster {
         let ports: Vec<(u16, u16)> = (0..n).map(|_| (free_port(), free_port())).collect();
         let initial: Vec<String> = ports
             .iter()
@@ -57,45 +74,11 @@ impl EtcdCluster {
                 child: None,
             })
             .collect();
-        let mut cluster = EtcdCluster {
+        EtcdCluster {
             members,
             initial_cluster: initial.join(","),
-            token: format!("switchyard-test-{}", std::process::id()),
-            dir,
-        };
-        for i in 0..n {
-            cluster.spawn(i);
-        }
-        cluster.wait_listening();
-        cluster.wait_healthy();
-        cluster
-    }
-
-    /// Waits until every running member answers its `/health` with
-    /// `"health":"true"`: it has a raft leader and serves requests.
-    pub fn wait_healthy(&self) {
-        use std::io::{Read, Write};
-        let deadline = Instant::now() + Duration::from_secs(30);
-        for member in self.members.iter().filter(|m| m.child.is_some()) {
-            let addr = member.client_url.trim_start_matches("http://").to_string();
-            loop {
-                let healthy = std::net::TcpStream::connect(&addr).ok().and_then(|mut s| {
-                    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-                    s.write_all(b"GET /health HTTP/1.0\r\n\r\n").ok()?;
-                    let mut answer = String::new();
-                    s.read_to_string(&mut answer).ok()?;
-                    Some(answer.contains("\"health\":\"true\""))
-                });
-                if healthy == Some(true) {
-                    break;
-                }
-                assert!(
-                    Instant::now() < deadline,
-                    "etcd {} has no leader",
-                    member.name
-                );
-                std::thread::sleep(Duration::from_millis(50));
-            }
+            token: format!("switchyard-test-{}-{}", std::process::id(), free_port()),
+            dir: tempfile::tempdir().unwrap(),
         }
     }
 
@@ -144,19 +127,41 @@ impl EtcdCluster {
         self.members[i].child = Some(child);
     }
 
-    fn wait_listening(&self) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        for member in self.members.iter().filter(|m| m.child.is_some()) {
+    /// Waits until every running member answers its `/health` with
+    /// `"health":"true"` (it has a raft leader and serves requests); why
+    /// not, when a member exited or `limit` passed.
+    fn wait_ready(&mut self, limit: Duration) -> Result<(), String> {
+        use std::io::{Read, Write};
+        let deadline = Instant::now() + limit;
+        for member in self.members.iter_mut() {
+            let Some(child) = member.child.as_mut() else {
+                continue;
+            };
             let addr = member.client_url.trim_start_matches("http://").to_string();
-            while std::net::TcpStream::connect(&addr).is_err() {
-                assert!(
-                    Instant::now() < deadline,
-                    "etcd {} did not listen",
-                    member.name
-                );
-                std::thread::sleep(Duration::from_millis(20));
+            loop {
+                if let Ok(Some(status)) = child.try_wait() {
+                    return Err(format!("etcd {} exited: {status}", member.name));
+                }
+                let healthy = std::net::TcpStream::connect(&addr).ok().and_then(|mut s| {
+                    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+                    s.write_all(b"GET /health HTTP/1.0\r\n\r\n").ok()?;
+                    let mut answer = String::new();
+                    s.read_to_string(&mut answer).ok()?;
+                    Some(answer.contains("\"health\":\"true\""))
+                });
+                if healthy == Some(true) {
+                    break;
+                }
+                if Instant::now() >= deadline {
+                    return Err(format!(
+                        "etcd {} has no leader after {limit:?}",
+                        member.name
+                    ));
+                }
+                std::thread::sleep(Duration::from_millis(50));
             }
         }
+        Ok(())
     }
 
     pub fn endpoints(&self) -> Vec<String> {
@@ -222,8 +227,9 @@ impl EtcdCluster {
                 self.spawn(i);
             }
         }
-        self.wait_listening();
-        self.wait_healthy();
+        if let Err(why) = self.wait_ready(Duration::from_secs(30)) {
+            panic!("{why}");
+        }
     }
 }
 

@@ -133,6 +133,16 @@ impl Store {
         Ok((decisions, revision))
     }
 
+    /// `route`'s decision as etcd holds it now (a linearizable read);
+    /// `None` when there is none.
+    pub async fn decision(&mut self, route: &str) -> Result<Option<Decision>, StoreError> {
+        let got = self.client.get(self.keys.route(route), None).await?;
+        got.kvs()
+            .first()
+            .map(|kv| decode(route, kv.value(), kv.mod_revision()))
+            .transpose()
+    }
+
     /// Writes `state` for `route` if the key is still at `seen` (`None`:
     /// only if there is no decision yet) and, for an automatic decision,
     /// if the leader key is still the one created at `leader` (a leader

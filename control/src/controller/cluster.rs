@@ -30,7 +30,7 @@ use crate::cluster::store::{Change, Decision, Store, StoreError, Written};
 use crate::core::{same_decision, Effect, Event};
 use crate::health::SlotHealth;
 use crate::history::HistoryEntry;
-use crate::protocol::{ClusterStatus, ErrorKind, NodeView, Response};
+use crate::protocol::{ClusterStatus, ErrorKind, NodeView, Request, Response};
 use crate::state_file::RouteState;
 use crate::table::StatsSnapshot;
 
@@ -691,6 +691,54 @@ impl Controller {
         if !adopt.is_empty() {
             self.apply_adopted(adopt, why);
         }
+    }
+
+    /// Before a command that may change a route: reads the route's
+    /// decision from etcd and takes it if it is newer than the one this
+    /// node has. While etcd does not answer, the command is refused here
+    /// (unless `--local`), even one that would change nothing.
+    pub(super) async fn catch_up_route(&mut self, request: &Request) -> Result<(), Response> {
+        let (Some(link), Some(route)) = (self.cluster.as_mut(), request.changes_route()) else {
+            return Ok(());
+        };
+        let (true, Some(mut store)) = (link.connected, link.store.clone()) else {
+            if request.local() {
+                return Ok(());
+            }
+            let why = format!(
+                "etcd cannot be reached ({}); nothing changed on any node. `--local` applies it on this node alone",
+                link.error.as_deref().unwrap_or("not connected")
+            );
+            return Err(Response::error(ErrorKind::ClusterUnavailable, &why));
+        };
+        let read = match tokio::time::timeout(WRITE_DEADLINE, store.decision(route)).await {
+            Ok(read) => read,
+            Err(_) => Err(StoreError::TimedOut),
+        };
+        let current = match read {
+            Ok(current) => current,
+            Err(error) => {
+                if !matches!(error, StoreError::Unreadable { .. }) {
+                    link.progress.resync.notify_one();
+                }
+                let why = format!("cannot read the route's decision from etcd ({error}); nothing changed on any node");
+                return Err(Response::error(ErrorKind::ClusterUnavailable, &why));
+            }
+        };
+        let seen = link.known.get(route).and_then(|k| k.revision);
+        match current {
+            Some(decision) if seen.is_none_or(|seen| decision.revision > seen) => {
+                link.know(route.to_string(), decision.state.clone(), decision.revision);
+                let why = format!(
+                    "read from etcd before a command (revision {})",
+                    decision.revision
+                );
+                self.apply_adopted(BTreeMap::from([(route.to_string(), decision.state)]), why);
+            }
+            None => link.forget_revision(route),
+            Some(_) => {}
+        }
+        Ok(())
     }
 
     /// Has the core take decisions etcd holds.

@@ -414,6 +414,16 @@ impl Controller {
     /// Applies `event`, and then the events its effects asked for, each
     /// written to etcd first with `[cluster]`.
     async fn apply(&mut self, event: Event) {
+        if let Event::Command { reply, request, .. } = &event {
+            // A command is judged against etcd's decision as it is now,
+            // not as the watch last brought it: else a switch to the slot
+            // this node still thinks active would be answered "no change"
+            // while another node's switch is on its way.
+            if let Err(refused) = self.catch_up_route(request).await {
+                self.send(*reply, refused, None);
+                return;
+            }
+        }
         self.deferred.push_back(event);
         self.drain().await;
     }

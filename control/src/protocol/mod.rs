@@ -170,6 +170,19 @@ impl Request {
         }
     }
 
+    /// The route a command may change, for those that change one.
+    pub fn changes_route(&self) -> Option<&str> {
+        match self {
+            Request::Switch { route, .. }
+            | Request::Rollback { route, .. }
+            | Request::Canary { route, .. }
+            | Request::Rollout { route, .. }
+            | Request::Maintenance { route, .. }
+            | Request::Confirm { route, .. } => Some(route),
+            _ => None,
+        }
+    }
+
     /// Whether the command asks to be applied on this node alone
     /// (`--local`).
     pub fn local(&self) -> bool {
