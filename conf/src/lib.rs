@@ -120,13 +120,22 @@ pub fn summary(config: &Config) -> String {
         .map(Vec::len)
         .sum();
     let listen: Vec<String> = config.server.listen.iter().map(|a| a.to_string()).collect();
-    format!(
+    let mut line = format!(
         "ok: {}, {}, {}; listening on {}",
         count(config.routes.len(), "route"),
         count(slots, "slot"),
         count(backends, "backend"),
         listen.join(", ")
-    )
+    );
+    if let Some(cluster) = &config.cluster {
+        line.push_str(&format!(
+            "; cluster node {} under {} on {}",
+            cluster.node,
+            cluster.prefix,
+            count(cluster.etcd.len(), "etcd member")
+        ));
+    }
+    line
 }
 
 fn count(n: usize, noun: &str) -> String {

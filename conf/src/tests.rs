@@ -1347,6 +1347,11 @@ fn cluster_reads_its_members_prefix_and_node() {
     let ok = parse_ok(&format!(
         "[cluster]\netcd = [\"http://127.0.0.1:2379\", \"http://127.0.0.1:2479\"]\nprefix = \"/sy/prod\"\nnode = \"front-1\"\n{ROUTE}"
     ));
+    assert!(
+        crate::summary(&ok).ends_with("; cluster node front-1 under /sy/prod on 2 etcd members"),
+        "{}",
+        crate::summary(&ok)
+    );
     let cluster = ok.cluster.unwrap();
     assert_eq!(
         cluster.etcd,

@@ -209,7 +209,12 @@ async fn history_goes_with_its_decision_and_stays_bounded() {
     let reasons = |entries: Vec<HistoryEntry>| -> Vec<String> {
         entries.into_iter().map(|e| e.reason.unwrap()).collect()
     };
-    let all = reasons(store.history(None, 5).await.unwrap());
+    let all = reasons(
+        store
+            .history(&["api".to_string(), "app".to_string()], 5)
+            .await
+            .unwrap(),
+    );
     assert_eq!(
         all,
         [
@@ -220,12 +225,12 @@ async fn history_goes_with_its_decision_and_stays_bounded() {
             "change 29"
         ]
     );
-    let api = reasons(store.history(Some("api"), 3).await.unwrap());
+    let api = reasons(store.history(&["api".to_string()], 3).await.unwrap());
     assert_eq!(api, ["change 21", "change 24", "change 27"]);
 
     // 20 entries of app: keeping 5 drops the 15 oldest.
     store.trim_history("app", 5).await.unwrap();
-    let app = reasons(store.history(Some("app"), 100).await.unwrap());
+    let app = reasons(store.history(&["app".to_string()], 100).await.unwrap());
     assert_eq!(
         app,
         [
@@ -237,7 +242,11 @@ async fn history_goes_with_its_decision_and_stays_bounded() {
         ]
     );
     assert_eq!(
-        store.history(Some("api"), 100).await.unwrap().len(),
+        store
+            .history(&["api".to_string()], 100)
+            .await
+            .unwrap()
+            .len(),
         10,
         "other routes untouched"
     );

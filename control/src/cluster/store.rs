@@ -239,31 +239,32 @@ impl Store {
         Ok(())
     }
 
-    /// The newest `limit` history entries of `route` (of every route with
-    /// `None`), oldest first, as every node wrote them.
+    /// The newest `limit` history entries of `routes`, oldest first, as
+    /// every node wrote them: at most `limit` read per route (newest
+    /// first), then merged by time.
     pub async fn history(
         &mut self,
-        route: Option<&str>,
+        routes: &[String],
         limit: usize,
     ) -> Result<Vec<HistoryEntry>, StoreError> {
-        let prefix = match route {
-            Some(route) => self.keys.route_history(route),
-            None => self.keys.history(),
-        };
-        let got = self
-            .client
-            .get(prefix.as_str(), Some(GetOptions::new().with_prefix()))
-            .await?;
-        // Keys end in `<nanos>-<node>`: sort every route's entries by time.
-        let mut entries: Vec<(String, HistoryEntry)> = got
-            .kvs()
-            .iter()
-            .filter_map(|kv| {
+        let mut entries: Vec<(String, HistoryEntry)> = Vec::new();
+        for route in routes {
+            let options = GetOptions::new()
+                .with_prefix()
+                .with_sort(SortTarget::Key, SortOrder::Descend)
+                .with_limit(i64::try_from(limit).unwrap_or(i64::MAX));
+            let got = self
+                .client
+                .get(self.keys.route_history(route), Some(options))
+                .await?;
+            // Keys end in `<nanos>-<node>`: that orders every route's
+            // entries by time.
+            entries.extend(got.kvs().iter().filter_map(|kv| {
                 let key = kv.key_str().ok()?;
                 let stamp = key.rsplit('/').next()?.to_string();
                 Some((stamp, serde_json::from_slice(kv.value()).ok()?))
-            })
-            .collect();
+            }));
+        }
         entries.sort_by(|a, b| a.0.cmp(&b.0));
         let skip = entries.len().saturating_sub(limit);
         Ok(entries.into_iter().skip(skip).map(|(_, e)| e).collect())

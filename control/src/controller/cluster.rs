@@ -161,6 +161,8 @@ pub(super) struct ClusterLink {
     not_applied: BTreeSet<String>,
     /// Report rounds read since start.
     rounds: u64,
+    /// The outage under way was logged.
+    down_logged: bool,
     /// The newest revision applied.
     revision: i64,
     progress: Arc<NodeProgress>,
@@ -203,6 +205,7 @@ impl ClusterLink {
             local_only: BTreeSet::new(),
             not_applied: BTreeSet::new(),
             rounds: 0,
+            down_logged: false,
             revision: 0,
             progress,
             counters_read: None,
@@ -553,6 +556,7 @@ impl Controller {
                 revision,
             } => {
                 link.store = Some(*store);
+                link.down_logged = false;
                 if !link.connected {
                     tracing::info!(revision, "etcd answers: reading every decision");
                 }
@@ -618,8 +622,12 @@ impl Controller {
                 }
             }
             ClusterMessage::Down(error) => {
-                if link.connected {
+                if link.connected || !link.down_logged {
+                    // Once per outage, the one at start included.
                     tracing::error!("etcd cannot be reached: {error}; serving the last decisions known (fail static)");
+                    link.down_logged = true;
+                }
+                if link.connected {
                     link.disconnected_since = Some(SystemTime::now());
                 }
                 link.connected = false;

@@ -475,11 +475,15 @@ impl Controller {
                     if let Some(reply) = self.replies.remove(&to) {
                         let history = self.history.clone();
                         let shared = self.history_store();
+                        let routes: Vec<String> = match &route {
+                            Some(route) => vec![route.clone()],
+                            None => (self.core.config().routes.iter())
+                                .map(|r| r.name.clone())
+                                .collect(),
+                        };
                         tokio::spawn(async move {
                             let from_etcd = match shared {
-                                Some(mut store) => {
-                                    store.history(route.as_deref(), limit).await.ok()
-                                }
+                                Some(mut store) => store.history(&routes, limit).await.ok(),
                                 None => None,
                             };
                             let entries = match from_etcd {
