@@ -5,7 +5,8 @@
 //!   compare-and-swap on the revision this node last saw *before* the
 //!   batch's effects (publish, state file, history, reply) are carried out.
 //!   A lost race or an unreachable etcd undoes the change in the core (it
-//!   adopts what etcd holds) and the command is answered with why.
+//!   takes the winner's decision, or goes back to its own before the
+//!   batch) and the command is answered with why.
 //! - **Reads.** [`follow`], a task of its own, reads every decision, then
 //!   watches the prefix from the next revision, renews this node's lease,
 //!   reports the node and tries to lead; the Controller adopts what it
@@ -27,7 +28,7 @@ use tokio::sync::mpsc;
 use super::{Controller, Message};
 use crate::cluster::leader::Leadership;
 use crate::cluster::store::{Change, Decision, Store, StoreError, Written};
-use crate::core::{same_decision, Effect, Event};
+use crate::core::{describe, same_decision, Effect, Event};
 use crate::health::SlotHealth;
 use crate::history::HistoryEntry;
 use crate::protocol::{ClusterStatus, ErrorKind, NodeView, Request, Response};
@@ -66,14 +67,25 @@ pub const CLUSTER_LEADER: &str = "switchyard_cluster_leader";
 /// (`unavailable`).
 pub const CLUSTER_WRITES: &str = "switchyard_cluster_writes_total";
 
+/// `call`, given up after `deadline` as [`StoreError::TimedOut`]: an etcd
+/// stream or a blackholed member can otherwise keep a caller waiting for
+/// minutes.
+async fn within<T>(
+    deadline: Duration,
+    call: impl std::future::Future<Output = Result<T, StoreError>>,
+) -> Result<T, StoreError> {
+    tokio::time::timeout(deadline, call)
+        .await
+        .unwrap_or(Err(StoreError::TimedOut))
+}
+
 /// What the [`follow`] task tells the Controller.
 pub(super) enum ClusterMessage {
-    /// etcd answered: every decision it holds, read at `revision`, and
-    /// the connection to write with.
+    /// etcd answered: every decision it holds, and the connection to
+    /// write with.
     Read {
         store: Box<Store>,
         decisions: BTreeMap<String, Decision>,
-        revision: i64,
     },
     /// Decisions written since (by any node).
     Changes(Vec<Change>),
@@ -167,13 +179,13 @@ pub(super) struct ClusterLink {
     revision: i64,
     progress: Arc<NodeProgress>,
     /// When the counters were last read for the report.
-    counters_read: Option<std::time::Instant>,
+    counters_read: Option<Instant>,
 }
 
 impl ClusterLink {
     /// The link for `config`, knowing `routes` (this node's decisions at
-    /// start) as not yet confirmed by etcd; and the task that follows etcd,
-    /// to be spawned.
+    /// start) as not yet confirmed by etcd; spawns the task that follows
+    /// etcd.
     pub(super) fn start(
         config: &ClusterConfig,
         routes: &BTreeMap<String, RouteState>,
@@ -271,6 +283,14 @@ impl ClusterLink {
         if let Some(known) = self.known.get_mut(route) {
             known.revision = None;
         }
+    }
+
+    /// Why a change cannot be made while etcd does not answer.
+    fn unreachable(&self) -> String {
+        format!(
+            "etcd cannot be reached ({}); nothing changed on any node. `--local` applies it on this node alone",
+            self.error.as_deref().unwrap_or("not connected")
+        )
     }
 
     fn saw_revision(&mut self, revision: i64) {
@@ -382,10 +402,7 @@ impl Controller {
             _ => None,
         };
         let (true, Some(mut store)) = (link.connected, link.store.clone()) else {
-            let why = format!(
-                "etcd cannot be reached ({}); nothing changed on any node. `--local` applies it on this node alone",
-                link.error.as_deref().unwrap_or("not connected")
-            );
+            let why = link.unreachable();
             ::metrics::counter!(CLUSTER_WRITES, "result" => "unavailable")
                 .increment(changed.len() as u64);
             return self.undo(
@@ -413,11 +430,7 @@ impl Controller {
             let seen = link.known.get(&route).and_then(|k| k.revision);
             let entries = history.get(&route).map_or(&[][..], Vec::as_slice);
             let write = store.write(&route, &state, seen, leader, entries);
-            let written = match tokio::time::timeout(WRITE_DEADLINE, write).await {
-                Ok(written) => written,
-                Err(_) => Err(StoreError::TimedOut),
-            };
-            match written {
+            match within(WRITE_DEADLINE, write).await {
                 Ok(Written::Done { revision }) => {
                     ::metrics::counter!(CLUSTER_WRITES, "result" => "ok").increment(1);
                     if !entries.is_empty() {
@@ -436,13 +449,12 @@ impl Controller {
                         "another node changed route {route:?} meanwhile{}; this node has that decision now: look at `status` and ask again",
                         current
                             .as_ref()
-                            .map(|c| format!(" (now {})", describe_state(&c.state)))
+                            .map(|c| format!(" (now {})", describe(&c.state)))
                             .unwrap_or_default()
                     );
                     match &current {
                         Some(current) => {
-                            link.know_only(route.clone(), current.state.clone(), current.revision);
-                            link.saw_revision(current.revision);
+                            link.know(route.clone(), current.state.clone(), current.revision)
                         }
                         // Deleted from etcd: the next write creates it.
                         None => link.forget_revision(&route),
@@ -550,22 +562,18 @@ impl Controller {
             return;
         };
         match message {
-            ClusterMessage::Read {
-                store,
-                decisions,
-                revision,
-            } => {
+            ClusterMessage::Read { store, decisions } => {
                 link.store = Some(*store);
                 link.down_logged = false;
+                // The revision of the newest decision, not of the read: the
+                // reports move etcd's revision every second.
+                let newest = decisions.values().map(|d| d.revision).max().unwrap_or(0);
                 if !link.connected {
-                    tracing::info!(revision, "etcd answers: reading every decision");
+                    tracing::info!(revision = newest, "etcd answers: reading every decision");
                 }
                 link.connected = true;
                 link.error = None;
                 link.disconnected_since = None;
-                // The revision of the newest decision, not of the read: the
-                // reports move etcd's revision every second.
-                let newest = decisions.values().map(|d| d.revision).max().unwrap_or(0);
                 link.saw_revision(newest);
                 ::metrics::gauge!(CLUSTER_CONNECTED).set(1.0);
                 self.catch_up(decisions).await;
@@ -713,17 +721,10 @@ impl Controller {
             if request.local() {
                 return Ok(());
             }
-            let why = format!(
-                "etcd cannot be reached ({}); nothing changed on any node. `--local` applies it on this node alone",
-                link.error.as_deref().unwrap_or("not connected")
-            );
+            let why = link.unreachable();
             return Err(Response::error(ErrorKind::ClusterUnavailable, &why));
         };
-        let read = match tokio::time::timeout(WRITE_DEADLINE, store.decision(route)).await {
-            Ok(read) => read,
-            Err(_) => Err(StoreError::TimedOut),
-        };
-        let current = match read {
+        let current = match within(WRITE_DEADLINE, store.decision(route)).await {
             Ok(current) => current,
             Err(error) => {
                 if !matches!(error, StoreError::Unreadable { .. }) {
@@ -801,7 +802,7 @@ impl Controller {
                 .counters_read
                 .is_none_or(|at| at.elapsed() >= COUNTERS_EVERY);
             if due {
-                link.counters_read = Some(std::time::Instant::now());
+                link.counters_read = Some(Instant::now());
                 let mut counters = SlotCounters::new();
                 for (route, slot, stats) in self.core.slot_counters() {
                     counters.entry(route).or_default().insert(slot, stats);
@@ -846,13 +847,6 @@ fn warn_replies(effects: &mut [Effect], warning: &str) {
                 result.insert("warning".into(), Value::String(warning.to_string()));
             }
         }
-    }
-}
-
-fn describe_state(state: &RouteState) -> String {
-    match &state.canary {
-        Some(c) => format!("active={} canary={}:{}", state.active, c.slot, c.weight),
-        None => format!("active={}", state.active),
     }
 }
 
@@ -922,7 +916,6 @@ async fn session(
     let read = ClusterMessage::Read {
         store: Box::new(store.clone()),
         decisions,
-        revision,
     };
     if !send(read).await {
         return Ok(());
@@ -943,10 +936,7 @@ async fn session(
             _ = progress.resync.notified() => return Err(StoreError::Resync),
             _ = report.tick() => {
                 let round = report_round(&mut store, &mut leadership, node, progress, &mut last_report);
-                let (nodes, leader, leading) = match tokio::time::timeout(REPORT_DEADLINE, round).await {
-                    Ok(result) => result?,
-                    Err(_) => return Err(StoreError::TimedOut),
-                };
+                let (nodes, leader, leading) = within(REPORT_DEADLINE, round).await?;
                 if !send(ClusterMessage::Report { nodes, leader, leading }).await {
                     return Ok(());
                 }

@@ -114,14 +114,7 @@ impl Core {
             self.critical.clear();
             return;
         }
-        let routes: Vec<String> = self.routes.keys().cloned().collect();
-        let mut decided = false;
-        for route in routes {
-            decided |= self.react(&route, now);
-        }
-        if decided {
-            self.publish(now);
-        }
+        self.react_all(now);
     }
 
     /// What `status` shows of the cluster, with every node's report. The
@@ -134,9 +127,14 @@ impl Core {
             .map(|n| (n.node.clone(), n.counters.clone()))
             .collect();
         self.cluster = Some(status);
-        if !self.deciding {
-            return;
+        if self.deciding {
+            self.react_all(now);
         }
+    }
+
+    /// Lets every route react to the health as it is now (as the leader
+    /// sees it), and publishes once if a decision changed.
+    fn react_all(&mut self, now: Now) {
         let routes: Vec<String> = self.routes.keys().cloned().collect();
         let mut decided = false;
         for route in routes {

@@ -524,8 +524,8 @@ impl Core {
     }
 }
 
-/// `active=green canary=blue:10`, for history entries.
-fn describe(state: &RouteState) -> String {
+/// `active=green canary=blue:10`, for history entries and messages.
+pub(crate) fn describe(state: &RouteState) -> String {
     match &state.canary {
         Some(c) => format!("active={} canary={}:{}", state.active, c.slot, c.weight),
         None => format!("active={}", state.active),
